@@ -1,0 +1,1 @@
+"""ntpd-py core package."""

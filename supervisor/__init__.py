@@ -1,0 +1,1 @@
+"""ntpd-py supervisor package."""

@@ -1,0 +1,1 @@
+"""ntpd-py workers package."""
