@@ -30,6 +30,7 @@ __all__ = [
     "PtpSourceConfig",
     "ServerConfig",
     "ServerSourceConfig",
+    "SimulationConfig",
     "SourceConfig",
     "SourceDefaultsConfig",
     "StepThreshold",
@@ -491,6 +492,23 @@ class ObservabilityConfig(_Table):
         return value
 
 
+class SimulationConfig(_Table):
+    """`[daemon.simulation]`: the world `clock = "simulated"` runs in (ntpd-py only).
+
+    True time is this machine's clock at start; the simulated local clock
+    starts `initial-offset` seconds ahead of it and runs `initial-frequency-ppm`
+    fast; every PTP source reads a simulated PHC that keeps true time plus its
+    bias and white noise. NTP sources stay real (loopback servers in tests).
+    """
+
+    seed: int = 1
+    initial_offset: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] = 0.05
+    initial_frequency_ppm: Annotated[float, Field(ge=-500.0, le=500.0)] = 20.0
+    phc_noise: Annotated[float, Field(ge=0.0, le=1.0)] = 50e-9
+    phc_bias: dict[str, Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(default_factory=dict)
+    phc_read_failure_rate: _Probability = 0.0
+
+
 class DaemonConfig(_Table):
     """`[daemon]`: settings only ntpd-py has (ntpd-rs does not know this table)."""
 
@@ -501,6 +519,7 @@ class DaemonConfig(_Table):
     # system: steer CLOCK_REALTIME; observe: compute and report, steer nothing;
     # simulated: steer a simulated clock (tests, demos).
     clock: Literal["system", "observe", "simulated"] = "system"
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @field_validator("runtime_dir", "state_dir")
     @classmethod

@@ -73,6 +73,30 @@ def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     raise typer.Exit(validate_command(config, as_json))
 
 
+ClockChoice = Annotated[
+    str | None,
+    typer.Option("--clock", help="override [daemon] clock: system, observe or simulated"),
+]
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    clock: ClockChoice = None,
+    single_process: Annotated[
+        bool, typer.Option("--single-process", help="run every loop in this one process")
+    ] = False,
+    log_level: Annotated[str | None, typer.Option("-l", "--log-level")] = None,
+) -> None:
+    """Run the daemon (the supervisor and its processes) in the foreground."""
+    from .daemon import run_daemon
+
+    if clock not in (None, "system", "observe", "simulated"):
+        print(f"error: --clock {clock!r}: expected system, observe or simulated", file=sys.stderr)
+        raise typer.Exit(2)
+    raise typer.Exit(run_daemon(config or DEFAULT_CONFIG_PATH, clock, single_process, log_level))
+
+
 @app.callback()
 def _root() -> None:
     """ntpd-py keeps the system clock on time from NTP servers and PTP hardware clocks."""

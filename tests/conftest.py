@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from ntpd_py.workers.clock_backends import FORBID_ENV
+
+
+def _inside_test_vm() -> bool:
+    # The QEMU guest of tests/vm boots with this marker on its kernel command line;
+    # there, and only there, the system clock backend may run (the guest's clock is its own).
+    try:
+        with open("/proc/cmdline") as handle:
+            return "ntpd_py_vm=1" in handle.read().split()
+    except OSError:
+        return False
+
+
+# On a host the system clock backend must be unreachable from every test and every
+# daemon a test starts (they inherit the environment); CAP_SYS_TIME is dropped too.
+if not _inside_test_vm():
+    os.environ[FORBID_ENV] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "deploy" / "examples"

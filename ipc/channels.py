@@ -1,0 +1,218 @@
+"""Message channels between the daemon's loops: ZeroMQ sockets, or in-memory queues.
+
+The worker and clock-control loops only see :class:`Channel`: send a frame,
+receive a frame, nothing else. In the normal multi-process daemon a channel is
+a ZeroMQ socket (DEALER -> ROUTER for the sample bus and control, PUB -> SUB
+for clock state); with ``--single-process`` it is an in-memory queue in the
+same process (no ZeroMQ, no threads), so the loops run unchanged under a
+plain ``select.poll`` scheduler and under LD_PRELOAD clock/network simulators.
+
+Every queue is bounded: a full queue drops the frame and the sender counts it
+(ZeroMQ's high-water marks play the same role for sockets).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import zmq
+
+__all__ = [
+    "Channel",
+    "MemoryChannel",
+    "MemoryHub",
+    "ZmqChannel",
+]
+
+# Frames from one peer waiting in a receiver; beyond this the sender's frames drop.
+QUEUE_LIMIT = 1000
+
+
+class Channel(Protocol):
+    """One end of a message path. Non-blocking in both directions."""
+
+    def send(self, frame: bytes, peer: bytes = b"") -> bool:
+        """Queue a frame (to `peer` on a router end); False if it had to be dropped."""
+        ...
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        """The next (peer, frame), or None when nothing is waiting. peer is b"" unless router."""
+        ...
+
+    def pending(self) -> bool:
+        """Whether recv() would return a frame without waiting (in-memory ends only)."""
+        ...
+
+    def pollable(self) -> Any:
+        """What the scheduler waits on: a zmq socket, or None for in-memory ends."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- ZeroMQ --------------------------------------------------------------------------------
+
+
+class ZmqChannel:
+    """A channel over one ZeroMQ socket (DEALER, ROUTER, PUB or SUB)."""
+
+    def __init__(self, socket: zmq.Socket[bytes], *, router: bool = False, topic: bytes = b""):
+        self._socket = socket
+        self._router = router
+        self._topic = topic
+
+    def send(self, frame: bytes, peer: bytes = b"") -> bool:
+        import zmq
+
+        parts = [peer, frame] if self._router else [self._topic, frame] if self._topic else [frame]
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:
+            return False
+        return True
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        import zmq
+
+        try:
+            parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        if self._router:
+            if len(parts) != 2:
+                return (parts[0] if parts else b"", b"")  # malformed: counted by the caller
+            return parts[0], parts[1]
+        if self._topic and len(parts) == 2:
+            return b"", parts[1]
+        return b"", parts[-1] if len(parts) == 1 else b""
+
+    def pending(self) -> bool:
+        return False
+
+    def pollable(self) -> zmq.Socket[bytes]:
+        return self._socket
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+# -- in memory -----------------------------------------------------------------------------
+
+
+class MemoryChannel:
+    """One end of an in-memory path; created by :class:`MemoryHub`.
+
+    Frames wait in one bounded queue per sending peer and are received round
+    robin, so a peer that floods fills only its own queue (as ZeroMQ's
+    fair-queuing does for sockets).
+    """
+
+    def __init__(self, hub: MemoryHub, name: str, identity: bytes, router: bool) -> None:
+        self._hub = hub
+        self._name = name
+        self._identity = identity
+        self._router = router
+        self._queues: dict[bytes, collections.deque[bytes]] = {}
+        self._order: collections.deque[bytes] = collections.deque()
+        self._waiting = 0
+
+    def send(self, frame: bytes, peer: bytes = b"") -> bool:
+        return self._hub.deliver(self, frame, peer)
+
+    def accept(self, peer: bytes, frame: bytes) -> bool:
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue = self._queues[peer] = collections.deque()
+            self._order.append(peer)
+        if len(queue) >= QUEUE_LIMIT:
+            return False
+        queue.append(frame)
+        self._waiting += 1
+        return True
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        if not self._waiting:
+            return None
+        for _ in range(len(self._order)):
+            peer = self._order[0]
+            self._order.rotate(-1)
+            queue = self._queues[peer]
+            if queue:
+                self._waiting -= 1
+                return peer, queue.popleft()
+        return None
+
+    def pending(self) -> bool:
+        return self._waiting > 0
+
+    def pollable(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._hub.detach(self)
+
+
+class MemoryHub:
+    """In-process replacement for the ZeroMQ endpoints, with the same topology.
+
+    ``router(name)`` is the bound end (clock-control's bus or control socket);
+    ``dealer(name, identity)`` connects to it. ``pub(name)``/``sub(name)`` fan out.
+    """
+
+    def __init__(self) -> None:
+        self._routers: dict[str, MemoryChannel] = {}
+        self._dealers: dict[str, dict[bytes, MemoryChannel]] = collections.defaultdict(dict)
+        self._subs: dict[str, list[MemoryChannel]] = collections.defaultdict(list)
+        self._pubs: set[int] = set()
+        self.dropped = 0
+
+    def router(self, name: str) -> MemoryChannel:
+        end = MemoryChannel(self, name, b"", router=True)
+        self._routers[name] = end
+        return end
+
+    def dealer(self, name: str, identity: bytes) -> MemoryChannel:
+        end = MemoryChannel(self, name, identity, router=False)
+        self._dealers[name][identity] = end
+        return end
+
+    def pub(self, name: str) -> MemoryChannel:
+        end = MemoryChannel(self, name, b"", router=False)
+        self._pubs.add(id(end))
+        return end
+
+    def sub(self, name: str) -> MemoryChannel:
+        end = MemoryChannel(self, name, b"", router=False)
+        self._subs[name].append(end)
+        return end
+
+    def deliver(self, sender: MemoryChannel, frame: bytes, peer: bytes) -> bool:
+        name = sender._name
+        if id(sender) in self._pubs:
+            for sub in self._subs[name]:
+                self._push(sub, b"", frame)
+            return True
+        if sender._router:
+            target = self._dealers[name].get(peer)
+            return target is not None and self._push(target, b"", frame)
+        router = self._routers.get(name)
+        return router is not None and self._push(router, sender._identity, frame)
+
+    def _push(self, target: MemoryChannel, peer: bytes, frame: bytes) -> bool:
+        if not target.accept(peer, frame):
+            self.dropped += 1
+            return False
+        return True
+
+    def detach(self, end: MemoryChannel) -> None:
+        if self._routers.get(end._name) is end:
+            del self._routers[end._name]
+        if not end._router:
+            self._dealers[end._name].pop(end._identity, None)
+        if end in self._subs[end._name]:
+            self._subs[end._name].remove(end)
+        self._pubs.discard(id(end))

@@ -1,0 +1,317 @@
+"""Every message that crosses a process boundary, one pydantic model per type.
+
+Like OpenBSD ntpd's `imsg_type`, :class:`MsgType` lists all of them in one
+place and :data:`REGISTRY` ties each type to its model. Models are strict
+(no coercion), reject unknown fields and are frozen: a message that validates
+is one the receiver can act on. Framing (msgpack, schema version, size limits)
+is :mod:`ntpd_py.ipc.framing`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Annotated, ClassVar, Literal
+
+from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Wire forms of the core enums: plain values, converted at the boundary.
+Kind = Literal["ntp", "ptp"]
+Leap = Literal[0, 1, 2, 3]
+
+__all__ = [
+    "REGISTRY",
+    "SCHEMA_VERSION",
+    "ClockStateMsg",
+    "CtlReply",
+    "CtlRequest",
+    "DeviceReply",
+    "DeviceRequest",
+    "Heartbeat",
+    "Message",
+    "MsgType",
+    "PollAdvice",
+    "ProcessInfo",
+    "ProcessTable",
+    "SampleMsg",
+    "ServerStats",
+    "SourceEntry",
+    "SourceSet",
+    "SourceStatus",
+    "SourceView",
+    "SystemView",
+    "Unreachable",
+]
+
+SCHEMA_VERSION = 1
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Text = Annotated[str, Field(max_length=4096)]
+Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=64)]
+
+
+class MsgType(enum.IntEnum):
+    SAMPLE = 1
+    SOURCE_STATUS = 2
+    UNREACHABLE = 3
+    SERVER_STATS = 4
+    POLL_ADVICE = 5
+    CLOCK_STATE = 6
+    HEARTBEAT = 7
+    PROCESS_TABLE = 8
+    DEVICE_REQUEST = 9
+    DEVICE_REPLY = 10
+    CTL_REQUEST = 11
+    CTL_REPLY = 12
+    SOURCE_SET = 13
+
+
+class Message(BaseModel):
+    """Base of all messages: strict, closed, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    TYPE: ClassVar[MsgType]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+# -- source workers -> clock-control ------------------------------------------------------
+
+
+class SampleMsg(Message):
+    """One timestamp sample (see :class:`ntpd_py.core.events.Sample`)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SAMPLE
+    source_id: Id
+    kind: Kind
+    offset_s: float
+    delay_s: Annotated[float, Field(ge=0.0)]
+    uncertainty_s: Annotated[float, Field(ge=0.0)]
+    root_delay_s: Annotated[float, Field(ge=0.0)]
+    root_dispersion_s: Annotated[float, Field(ge=0.0)]
+    stratum: Annotated[int, Field(ge=0, le=16)]
+    leap: Leap
+    reference_id: Annotated[int, Field(ge=0, lt=2**32)]
+    mono_ns: Annotated[int, Field(ge=0, lt=2**63)]
+    realtime_ns: Annotated[int, Field(gt=-(2**63), lt=2**63)]
+    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+
+    _check_finite = field_validator(
+        "offset_s", "delay_s", "uncertainty_s", "root_delay_s", "root_dispersion_s"
+    )(_finite)
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> SampleMsg:
+        fields = {name: getattr(sample, name) for name in cls.model_fields}
+        fields["kind"] = sample.kind.value
+        fields["leap"] = int(sample.leap)
+        return cls(**fields)
+
+    def to_sample(self) -> Sample:
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        fields["kind"] = SourceKind(self.kind)
+        fields["leap"] = LeapIndicator(self.leap)
+        return Sample(**fields)
+
+
+class SourceStatus(Message):
+    """What a source worker reports about itself, for `ntpctl status`."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SOURCE_STATUS
+    source_id: Id
+    kind: Kind
+    name: Text  # the configured path or address
+    resolved: Text | None = None  # /dev/ptp0 for a symlink, the IP for a host name
+    state: Literal["starting", "running", "waiting", "unreachable", "failed"]
+    detail: Text = ""
+    method: Text | None = None  # PHC read method in use
+    last_window_s: float | None = None  # PHC reading window of the last sample
+    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+    reach: Annotated[int, Field(ge=0, le=255)] = 0
+    counters: Counters = Field(default_factory=dict)
+
+
+class Unreachable(Message):
+    TYPE: ClassVar[MsgType] = MsgType.UNREACHABLE
+    source_id: Id
+    reason: Text = ""
+
+
+class ServerStats(Message):
+    """Counters of one server worker (names as ntpd-rs's metrics)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SERVER_STATS
+    listen: Text
+    counters: Counters
+
+
+# -- clock-control -> workers ----------------------------------------------------------------
+
+
+class PollAdvice(Message):
+    TYPE: ClassVar[MsgType] = MsgType.POLL_ADVICE
+    source_id: Id
+    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+
+
+class SystemView(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    synchronized: bool
+    clock_backend: Literal["system", "observe", "simulated"]
+    offset_s: float
+    offset_uncertainty_s: float
+    frequency_ppm: float
+    frequency_uncertainty_ppm: float
+    stratum: Annotated[int, Field(ge=0, le=16)]
+    reference_id: Annotated[int, Field(ge=0, lt=2**32)]
+    root_delay_s: float
+    root_dispersion_s: float
+    leap: Leap
+    precision_log2: Annotated[int, Field(ge=-64, le=0)]
+    steps: Annotated[int, Field(ge=0)]
+    accumulated_steps_s: float
+    last_update_age_s: float | None
+    reference_time_ns: int | None  # local realtime of the last clock update
+
+
+class SourceView(BaseModel):
+    """The algorithm's view of a source merged with its worker's own status."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    source_id: Id
+    kind: Kind
+    name: Text
+    resolved: Text | None
+    state: Annotated[str, Field(max_length=1)]  # chrony's * + - x ~ ?
+    worker_state: Text
+    detail: Text
+    offset_s: float | None
+    uncertainty_s: float | None
+    delay_s: float | None
+    last_offset_s: float | None
+    poll_log2: int
+    reach: int
+    samples: int
+    last_sample_age_s: float | None
+    stratum: int
+    reference_id: int
+    root_delay_s: float | None
+    root_dispersion_s: float | None
+    method: Text | None
+    last_window_s: float | None
+    counters: Counters
+    ipc_dropped: int = 0
+
+
+class ClockStateMsg(Message):
+    """Published by clock-control on every update (server worker, `ntpctl watch`)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CLOCK_STATE
+    mono_ns: int
+    realtime_ns: int
+    system: SystemView
+    sources: Annotated[list[SourceView], Field(max_length=1024)]
+
+
+# -- supervisor <-> children -----------------------------------------------------------------
+
+
+class Heartbeat(Message):
+    TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
+    worker_id: Id
+    mono_ns: int
+
+
+class ProcessInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    worker_id: Id
+    role: Literal["supervisor", "clock-control", "ptp", "ntp", "server"]
+    pid: int | None
+    user: Text
+    state: Text
+    uptime_s: float | None
+    restarts: Annotated[int, Field(ge=0)]
+    rss_bytes: int | None
+    cpu_percent: float | None
+    last_exit: Text = ""
+
+
+class ProcessTable(Message):
+    TYPE: ClassVar[MsgType] = MsgType.PROCESS_TABLE
+    processes: Annotated[list[ProcessInfo], Field(max_length=1024)]
+
+
+class SourceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    source_id: Id
+    kind: Kind
+    name: Text
+    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+    poll_min: Annotated[int, Field(ge=-32, le=32)]
+    poll_max: Annotated[int, Field(ge=-32, le=32)]
+
+
+class SourceSet(Message):
+    """The configured sources, sent by the supervisor to clock-control at start and reload."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SOURCE_SET
+    sources: Annotated[list[SourceEntry], Field(max_length=1024)]
+
+
+class DeviceRequest(Message):
+    """A PTP worker asks the supervisor to (re)open its configured device."""
+
+    TYPE: ClassVar[MsgType] = MsgType.DEVICE_REQUEST
+    worker_id: Id
+
+
+class DeviceReply(Message):
+    """Answer to DeviceRequest; on success the fd travels alongside (SCM_RIGHTS)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.DEVICE_REPLY
+    ok: bool
+    errno: int = 0
+    message: Text = ""
+    resolved: Text | None = None
+
+
+# -- ntpctl <-> clock-control ------------------------------------------------------------------
+
+
+class CtlRequest(Message):
+    TYPE: ClassVar[MsgType] = MsgType.CTL_REQUEST
+    command: Literal["status", "sources", "workers"]
+
+
+class CtlReply(Message):
+    TYPE: ClassVar[MsgType] = MsgType.CTL_REPLY
+    ok: bool
+    error: Text = ""
+    clock: ClockStateMsg | None = None
+    processes: Annotated[list[ProcessInfo], Field(max_length=1024)] = Field(default_factory=list)
+    ipc: Counters = Field(default_factory=dict)
+
+
+REGISTRY: dict[MsgType, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        SampleMsg,
+        SourceStatus,
+        Unreachable,
+        ServerStats,
+        PollAdvice,
+        ClockStateMsg,
+        Heartbeat,
+        ProcessTable,
+        DeviceRequest,
+        DeviceReply,
+        CtlRequest,
+        CtlReply,
+        SourceSet,
+    )
+}

@@ -1,0 +1,108 @@
+"""The supervisor's record of one child process, and how it is forked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+from ntpd_py.ipc.link import Link, socketpair
+from ntpd_py.ipc.messages import MsgType, ProcessInfo
+
+from .policy import RestartState
+from .spec import WorkerSpec
+
+__all__ = ["Child", "describe_exit"]
+
+CHILD_ACCEPTS = {MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST}
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return f"exited with status {code}"
+
+
+@dataclass
+class Child:
+    spec: WorkerSpec
+    user: str
+    pid: int | None = None
+    link: Link | None = None
+    state: str = "stopped"  # starting, running, backoff, stopping, stopped, failed
+    restart: RestartState = field(default_factory=RestartState)
+    restart_at_ns: int | None = None
+    last_heartbeat_ns: int = 0
+    started_at: float | None = None
+    last_exit: str = ""
+    last_status: int | None = None
+    _proc: psutil.Process | None = None
+
+    def spawn(self, now_ns: int, body: Callable[[int], None], keep_fds: list[int]) -> None:
+        """Fork; the child runs `body(link_fd)` and never returns here."""
+        parent_end, child_end = socketpair()
+        pid = os.fork()
+        if pid == 0:
+            parent_end.close()
+            os.set_inheritable(child_end.fileno(), True)
+            signal.set_wakeup_fd(-1)
+            body(child_end.detach())
+            os._exit(70)  # body must not return
+        child_end.close()
+        self.pid = pid
+        self.link = Link(parent_end, CHILD_ACCEPTS)
+        self.state = "starting"
+        self.last_heartbeat_ns = now_ns
+        self.started_at = time.time()
+        self.restart.on_start(now_ns)
+        self.restart_at_ns = None
+        self._proc = None
+
+    def exited(self, status: int) -> str:
+        self.last_status = status
+        self.last_exit = describe_exit(status)
+        self.pid = None
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        return self.last_exit
+
+    def signal(self, sig: int) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def info(self) -> ProcessInfo:
+        rss = cpu = None
+        if self.pid is not None:
+            try:
+                if self._proc is None or self._proc.pid != self.pid:
+                    self._proc = psutil.Process(self.pid)
+                    self._proc.cpu_percent(None)
+                rss = self._proc.memory_info().rss
+                cpu = self._proc.cpu_percent(None)
+            except psutil.Error:
+                self._proc = None
+        uptime = time.time() - self.started_at if self.pid and self.started_at else None
+        return ProcessInfo(
+            worker_id=self.spec.worker_id,
+            role=self.spec.role,
+            pid=self.pid,
+            user=self.user,
+            state=self.state,
+            uptime_s=uptime,
+            restarts=self.restart.restarts,
+            rss_bytes=rss,
+            cpu_percent=cpu,
+            last_exit=self.last_exit,
+        )

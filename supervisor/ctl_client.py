@@ -1,0 +1,113 @@
+"""How `ntpctl` reaches the daemon: find the control socket, ask, wait at most 2 s.
+
+Every failure is a one-line message with its own exit code (sysexits):
+not running 69, permission denied 77, too busy to answer 75, a reply that is
+not one 76, bad configuration 78.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
+from ntpd_py.core.errors import ConfigError
+from ntpd_py.ipc.framing import MalformedMessage, decode, encode
+from ntpd_py.ipc.messages import CtlReply, CtlRequest, MsgType
+
+from .config_file import load_config_file
+
+__all__ = ["CtlError", "control_path", "request"]
+
+EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+EX_CONFIG = 78
+DEFAULT_CONTROL_PATH = "/run/ntpd-py/observe"
+TIMEOUT_MS = 2000
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def control_path(config_path: str | None) -> str:
+    """The control socket named by the configuration (observation-path)."""
+    if config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH):
+        return DEFAULT_CONTROL_PATH
+    try:
+        config: Config = load_config_file(config_path)
+    except ConfigError as exc:
+        first = exc.issues[0].render() if exc.issues else "invalid configuration"
+        more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+        raise CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG) from None
+    return config.control_socket_path()
+
+
+def _probe(path: str) -> None:
+    """Tell 'not running' and 'no permission' apart before ZeroMQ hides both."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CtlError(
+            f"ntpd-py is not running (no control socket at {path})", EX_UNAVAILABLE
+        ) from None
+    except PermissionError:
+        raise CtlError(
+            f"permission denied reaching {path}: join the ntpd-py group or use sudo", EX_NOPERM
+        ) from None
+    if not stat.S_ISSOCK(mode):
+        raise CtlError(f"{path} is not a socket", EX_UNAVAILABLE)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(TIMEOUT_MS / 1000)
+    try:
+        probe.connect(path)
+    except PermissionError:
+        raise CtlError(
+            f"permission denied on {path}: join the ntpd-py group or use sudo", EX_NOPERM
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            raise CtlError(
+                f"ntpd-py is not running (stale control socket at {path})", EX_UNAVAILABLE
+            ) from None
+        raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
+    finally:
+        probe.close()
+
+
+def request(path: str, command: str) -> CtlReply:
+    import zmq
+
+    _probe(path)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+        sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+        sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+        sock.connect("ipc://" + path)
+        sock.send(encode(CtlRequest(command=command)))  # type: ignore[arg-type]
+        try:
+            frame = sock.recv()
+        except zmq.Again:
+            raise CtlError(
+                f"ntpd-py did not answer within {TIMEOUT_MS / 1000:g} s (busy or hung)", EX_TEMPFAIL
+            ) from None
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    try:
+        reply = decode(frame, {MsgType.CTL_REPLY}, max_size=16 * 1024 * 1024)
+    except MalformedMessage as exc:
+        raise CtlError(f"unexpected reply from ntpd-py: {exc}", EX_PROTOCOL) from None
+    assert isinstance(reply, CtlReply)
+    if not reply.ok:
+        raise CtlError(f"ntpd-py refused the request: {reply.error}", EX_PROTOCOL)
+    return reply

@@ -1,0 +1,142 @@
+"""`ntpctl` output: plain text for people, a versioned JSON document for machines.
+
+JSON schema (version 1), the same document for every command, with only the
+parts that command shows: ``{"schema": 1, "command": ..., "clock": {...},
+"sources": [...], "processes": [...], "ipc_dropped": {...}}``. Times are
+seconds (floats), frequencies ppm, ``poll_log2`` log2 seconds, reference ids
+both as integer and text. Every process appears with its ``pid`` (null while
+it is being restarted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ntpd_py.ipc.messages import CtlReply, ProcessInfo, SourceView, SystemView
+
+__all__ = ["JSON_SCHEMA_VERSION", "refid_text", "reply_json", "text_output"]
+
+JSON_SCHEMA_VERSION = 1
+_LEAP = {0: "none", 1: "insert second", 2: "delete second", 3: "not synchronised"}
+
+
+def refid_text(refid: int, stratum: int) -> str:
+    raw = refid.to_bytes(4, "big")
+    if stratum <= 1:
+        text = raw.rstrip(b"\0").decode("ascii", "replace")
+        return text if text.isprintable() else f"{refid:08X}"
+    return ".".join(str(b) for b in raw)
+
+
+def _s(value: float | None, width: int = 12) -> str:
+    if value is None:
+        return "-".rjust(width)
+    magnitude = abs(value)
+    if magnitude < 1e-6:
+        text = f"{value * 1e9:+.0f}ns"
+    elif magnitude < 1e-3:
+        text = f"{value * 1e6:+.1f}us"
+    elif magnitude < 1:
+        text = f"{value * 1e3:+.3f}ms"
+    else:
+        text = f"{value:+.3f}s"
+    return text.rjust(width)
+
+
+def _poll(log2: int) -> str:
+    seconds = 2.0**log2
+    return f"{seconds:g}s"
+
+
+def _clock_lines(system: SystemView) -> list[str]:
+    state = "synchronized" if system.synchronized else "NOT synchronized"
+    age = "never" if system.last_update_age_s is None else f"{system.last_update_age_s:.1f}s ago"
+    return [
+        f"Clock: {state} ({system.clock_backend} backend)",
+        f"  offset estimate  {_s(system.offset_s).strip()} ± "
+        f"{_s(system.offset_uncertainty_s).strip().lstrip('+')}",
+        f"  frequency        {system.frequency_ppm:+.3f} ppm ± "
+        f"{system.frequency_uncertainty_ppm:.3f} ppm",
+        f"  stratum          {system.stratum}, reference "
+        f"{refid_text(system.reference_id, system.stratum)}, leap {_LEAP[system.leap]}",
+        f"  root delay       {system.root_delay_s * 1e3:.3f} ms, root dispersion "
+        f"{system.root_dispersion_s * 1e3:.3f} ms",
+        f"  steps            {system.steps} (accumulated {system.accumulated_steps_s:.6f} s); "
+        f"last update {age}",
+    ]
+
+
+def _source_lines(sources: list[SourceView]) -> list[str]:
+    lines = [
+        "Sources:  (state: * selected, + combined, - not combined, x falseticker, "
+        "~ too variable, ? unusable)",
+        f"S {'Name':<28} {'Kind':<4} {'Reach':>5} {'Poll':>6} {'Offset':>12} {'±Unc':>11} "
+        f"{'Delay':>11} {'Age':>6}  Status",
+    ]
+    for src in sources:
+        age = "-" if src.last_sample_age_s is None else f"{src.last_sample_age_s:.0f}s"
+        name = src.name if len(src.name) <= 28 else "…" + src.name[-27:]
+        status = src.worker_state + (f": {src.detail}" if src.detail else "")
+        if src.method:
+            status += f" [{src.method}"
+            if src.last_window_s is not None:
+                status += f", window {src.last_window_s * 1e9:.0f}ns"
+            status += "]"
+        if src.ipc_dropped:
+            status += f" ({src.ipc_dropped} ipc dropped)"
+        lines.append(
+            f"{src.state} {name:<28} {src.kind:<4} {src.reach:>5o} {_poll(src.poll_log2):>6} "
+            f"{_s(src.offset_s)} {_s(src.uncertainty_s, 11)} {_s(src.delay_s, 11)} "
+            f"{age:>6}  {status}"
+        )
+    if not sources:
+        lines.append("  (no sources configured)")
+    return lines
+
+
+def _process_lines(processes: list[ProcessInfo]) -> list[str]:
+    lines = [
+        f"{'Role':<14} {'Id':<28} {'PID':>7} {'User':<10} {'State':<9} {'Uptime':>8} "
+        f"{'Restarts':>8} {'RSS':>8} {'CPU%':>5}  Last exit"
+    ]
+    for proc in processes:
+        uptime = "-" if proc.uptime_s is None else f"{proc.uptime_s:.0f}s"
+        rss = "-" if proc.rss_bytes is None else f"{proc.rss_bytes / 2**20:.1f}M"
+        cpu = "-" if proc.cpu_percent is None else f"{proc.cpu_percent:.1f}"
+        pid = "-" if proc.pid is None else str(proc.pid)
+        lines.append(
+            f"{proc.role:<14} {proc.worker_id[:28]:<28} {pid:>7} {proc.user[:10]:<10} "
+            f"{proc.state:<9} {uptime:>8} {proc.restarts:>8} {rss:>8} {cpu:>5}  "
+            f"{proc.last_exit}"
+        )
+    return lines
+
+
+def text_output(reply: CtlReply, command: str) -> str:
+    parts: list[str] = []
+    if reply.clock is not None and command == "status":
+        parts += [*_clock_lines(reply.clock.system), ""]
+    if reply.clock is not None and command in ("status", "sources"):
+        parts += [*_source_lines(list(reply.clock.sources)), ""]
+    if command in ("status", "workers"):
+        parts += ["Processes:" if command == "status" else ""] if command == "status" else []
+        parts += _process_lines(list(reply.processes))
+        if reply.ipc and command == "status":
+            dropped = ", ".join(f"{k} {v}" for k, v in sorted(reply.ipc.items()))
+            parts += [f"IPC frames dropped: {dropped}"]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def reply_json(reply: CtlReply, command: str) -> dict[str, Any]:
+    document: dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, "command": command}
+    if reply.clock is not None and command == "status":
+        system = reply.clock.system.model_dump()
+        system["reference"] = refid_text(system["reference_id"], system["stratum"])
+        document["clock"] = system
+    if reply.clock is not None and command in ("status", "sources"):
+        document["sources"] = [src.model_dump() for src in reply.clock.sources]
+    if command in ("status", "workers"):
+        document["processes"] = [proc.model_dump() for proc in reply.processes]
+    if command == "status":
+        document["ipc_dropped"] = dict(reply.ipc)
+    return document

@@ -1,0 +1,31 @@
+"""`ntpd-py run`: logging set-up, then the supervisor or the single-process mode."""
+
+from __future__ import annotations
+
+from ntpd_py.core.errors import ConfigError
+from ntpd_py.workers.logutil import setup_logging
+
+from .config_file import load_config_file
+
+__all__ = ["run_daemon"]
+
+
+def run_daemon(
+    config_path: str, clock: str | None, single_process: bool, log_level: str | None
+) -> int:
+    try:
+        config = load_config_file(config_path)
+    except ConfigError as exc:
+        log = setup_logging(log_level or "info", "ntpd-py")
+        for issue in exc.issues:
+            log.error("%s", issue.render())
+        return 78
+    obs = config.observability
+    log = setup_logging(log_level or obs.log_level, "supervisor", obs.log_path)
+    if single_process:
+        from .single import run_single_process
+
+        return run_single_process(config_path, clock, log)
+    from .main import run_supervisor
+
+    return run_supervisor(config_path, clock, log)

@@ -1,0 +1,322 @@
+"""The supervisor: the root parent of every ntpd-py process.
+
+It validates the configuration, prepares the runtime and state directories,
+opens what needs privilege (PHC devices, the NTP server sockets), forks
+clock-control, one worker per source and the server worker, and then runs
+one poll loop like OpenBSD ntpd's parent: it restarts children that die or
+stop heartbeating (with backoff), passes devices on request, reloads on
+SIGHUP and stops everything on SIGTERM. It is never on the sample path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from ntpd_py.core.config import PtpSourceConfig
+from ntpd_py.core.errors import ConfigError
+from ntpd_py.ipc.link import LinkClosed
+from ntpd_py.ipc.messages import DeviceReply, DeviceRequest, Heartbeat, ProcessTable
+
+from .children import Child
+from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
+from .reload import plan_reload
+from .setup import DaemonSetup, StartupError, prepare
+from .sources import source_set
+from .spec import WorkerSpec
+
+__all__ = ["Supervisor"]
+
+EX_SOFTWARE = 70
+PROCESS_TABLE_INTERVAL_NS = 1_000_000_000
+
+
+def _mono() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@dataclass
+class _Flags:
+    stop: bool = False
+    reload: bool = False
+    reap: bool = False
+
+
+class Supervisor:
+    def __init__(self, setup: DaemonSetup, config_path: str, log: logging.Logger) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.config_path = config_path
+        self.log = log
+        self.flags = _Flags()
+        self.children: dict[str, Child] = {}
+        self.exit_code = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._next_table = 0
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, frame: object) -> None:
+            self.flags.stop = True
+
+        def on_hup(signum: int, frame: object) -> None:
+            self.flags.reload = True
+
+        def on_chld(signum: int, frame: object) -> None:
+            self.flags.reap = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGCHLD, on_chld)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    # -- children ---------------------------------------------------------------------------
+
+    def _start(self, spec: WorkerSpec, now: int) -> None:
+        child = self.children.get(spec.worker_id)
+        if child is None:
+            child = Child(spec, self.setup.user_name)
+            self.children[spec.worker_id] = child
+        child.spec = spec
+        keep = self.setup.fds_for(spec)
+        child.spawn(now, lambda link_fd: self.setup.run_child(spec, link_fd, keep), keep)
+        child.state = "running"
+        self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
+        if spec.role == "clock-control":
+            self._send_source_set()
+
+    def _send_source_set(self) -> None:
+        cc = self.children.get("clock-control")
+        if cc is not None and cc.link is not None:
+            cc.link.send(source_set(self.config, [c.spec for c in self.children.values()]))
+
+    def _reap(self, now: int) -> None:
+        self.flags.reap = False
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = next((c for c in self.children.values() if c.pid == pid), None)
+            if child is None:
+                continue
+            how = child.exited(status)
+            if child.state == "stopping" or self.flags.stop:
+                child.state = "stopped"
+                self.log.info("%s stopped (%s)", child.spec.worker_id, how)
+                continue
+            if (
+                child.spec.role == "clock-control"
+                and os.WIFEXITED(status)
+                and os.WEXITSTATUS(status) == EX_SOFTWARE
+            ):
+                self.log.error(
+                    "clock-control refused to steer (panic threshold); stopping "
+                    "ntpd-py: see its message above, fix the clock by hand, restart"
+                )
+                self.exit_code = EX_SOFTWARE
+                self.flags.stop = True
+                continue
+            child.restart_at_ns = child.restart.on_exit(now)
+            child.state = "backoff"
+            delay = (child.restart_at_ns - now) / 1e9
+            self.log.warning(
+                "lost %s (%s); restarting in %.1f s (restart #%d)",
+                child.spec.worker_id,
+                how,
+                delay,
+                child.restart.restarts,
+            )
+
+    def _serve_links(self, ready: set[int], now: int) -> None:
+        for child in list(self.children.values()):
+            link = child.link
+            if link is None or link.fileno() not in ready:
+                continue
+            try:
+                while (item := link.recv()) is not None:
+                    message, fds = item
+                    for fd in fds:
+                        os.close(fd)
+                    if isinstance(message, Heartbeat):
+                        child.last_heartbeat_ns = now
+                    elif isinstance(message, DeviceRequest):
+                        self._open_device_for(child)
+            except LinkClosed:
+                child.link.close() if child.link else None
+                child.link = None
+
+    def _open_device_for(self, child: Child) -> None:
+        source = child.spec.source
+        if not isinstance(source, PtpSourceConfig) or child.link is None:
+            return
+        try:
+            fd = os.open(source.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            child.link.send(
+                DeviceReply(
+                    ok=False, errno=exc.errno or 0, message=f"{source.path}: {exc.strerror}"
+                )
+            )
+            return
+        try:
+            child.link.send(DeviceReply(ok=True, resolved=os.path.realpath(source.path)), [fd])
+        finally:
+            os.close(fd)
+
+    def _check(self, now: int) -> None:
+        for child in self.children.values():
+            if (
+                child.state == "backoff"
+                and child.restart_at_ns is not None
+                and now >= child.restart_at_ns
+                and not self.flags.stop
+            ):
+                self._start(child.spec, now)
+            elif (
+                child.pid is not None
+                and child.state == "running"
+                and now - child.last_heartbeat_ns > HEARTBEAT_TIMEOUT_NS
+            ):
+                self.log.warning(
+                    "%s (pid %d) sent no heartbeat for %.0f s: killing it",
+                    child.spec.worker_id,
+                    child.pid,
+                    (now - child.last_heartbeat_ns) / 1e9,
+                )
+                child.signal(signal.SIGKILL)
+                child.last_heartbeat_ns = now
+        if now >= self._next_table:
+            cc = self.children.get("clock-control")
+            if cc is not None and cc.link is not None:
+                cc.link.send(
+                    ProcessTable(
+                        processes=[self.setup.self_info()]
+                        + [c.info() for c in self.children.values()]
+                    )
+                )
+            self._next_table = now + PROCESS_TABLE_INTERVAL_NS
+
+    # -- reload and stop --------------------------------------------------------------------
+
+    def _reload(self, now: int) -> None:
+        self.flags.reload = False
+        self.log.info("SIGHUP: re-reading %s", self.config_path)
+        try:
+            new_setup = self.setup.reloaded(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                self.log.error("reload rejected: %s", issue.render())
+            self.log.error("keeping the running configuration")
+            return
+        plan = plan_reload([c.spec for c in self.children.values()], new_setup.specs)
+        self.setup = new_setup
+        self.config = new_setup.config
+        for worker_id in plan.stop:
+            child = self.children[worker_id]
+            self._stop_one(child)
+            if worker_id not in {s.worker_id for s in plan.start}:
+                del self.children[worker_id]
+        for spec in plan.start:
+            self._start(spec, now)
+        self._send_source_set()
+        self.log.info(
+            "reload done: %d stopped, %d started, %d unchanged",
+            len(plan.stop),
+            len(plan.start),
+            len(plan.keep),
+        )
+
+    def _stop_one(self, child: Child) -> None:
+        if child.pid is None:
+            child.state = "stopped"
+            return
+        child.state = "stopping"
+        child.signal(signal.SIGTERM)
+        deadline = _mono() + STOP_GRACE_NS
+        while child.pid is not None and _mono() < deadline:
+            time.sleep(0.02)
+            self._reap(_mono())
+        if child.pid is not None:
+            self.log.warning("%s did not stop within 5 s: killing it", child.spec.worker_id)
+            child.signal(signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+            child.exited(0)
+
+    def _stop_all(self) -> None:
+        live = [c for c in self.children.values() if c.pid is not None]
+        for child in live:
+            child.state = "stopping"
+            child.signal(signal.SIGTERM)
+        deadline = _mono() + STOP_GRACE_NS
+        while any(c.pid is not None for c in live) and _mono() < deadline:
+            time.sleep(0.02)
+            self._reap(_mono())
+        for child in live:
+            if child.pid is not None:
+                self.log.warning("%s did not stop within 5 s: killing it", child.spec.worker_id)
+                child.signal(signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child.pid, 0)
+                child.exited(signal.SIGKILL)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        now = _mono()
+        for spec in self.setup.specs:
+            self._start(spec, now)
+        poller = select.poll()
+        try:
+            while not self.flags.stop:
+                poller = select.poll()
+                poller.register(self._wake_r, select.POLLIN)
+                for child in self.children.values():
+                    if child.link is not None:
+                        poller.register(child.link.fileno(), select.POLLIN)
+                try:
+                    events = poller.poll(200)
+                except InterruptedError:
+                    events = []
+                now = _mono()
+                ready = {fd for fd, _ in events}
+                if self._wake_r in ready:
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                self._reap(now)
+                self._serve_links(ready, now)
+                if self.flags.reload:
+                    self._reload(now)
+                self._check(now)
+        finally:
+            self.log.info("stopping all processes")
+            self._stop_all()
+            self.setup.cleanup()
+        return self.exit_code
+
+
+def run_supervisor(config_path: str, clock: str | None, log: logging.Logger) -> int:
+    """`ntpd-py run`: prepare and supervise; returns the exit code."""
+    try:
+        setup = prepare(config_path, clock, log)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            log.error("%s", issue.render())
+        return 78
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
+    return Supervisor(setup, config_path, log).run()

@@ -1,0 +1,47 @@
+"""The source list clock-control needs, derived from the running WorkerSpecs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.ipc.messages import SourceEntry, SourceSet
+
+from .spec import WorkerSpec
+
+__all__ = ["source_set"]
+
+
+def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
+    entries = []
+    for spec in specs:
+        source = spec.source
+        if isinstance(source, PtpSourceConfig):
+            entries.append(
+                SourceEntry(
+                    source_id=spec.worker_id,
+                    kind="ptp",
+                    name=source.path,
+                    poll_log2=source.interval,
+                    poll_min=source.interval,
+                    poll_max=source.interval,
+                )
+            )
+        elif isinstance(source, ServerSourceConfig | PoolSourceConfig):
+            limits = source.poll_limits(config.source_defaults)
+            name = (
+                source.address
+                if spec.peer in (None, source.address)
+                else f"{source.address} ({spec.peer})"
+            )
+            entries.append(
+                SourceEntry(
+                    source_id=spec.worker_id,
+                    kind="ntp",
+                    name=name,
+                    poll_log2=source.initial_poll(config.source_defaults),
+                    poll_min=limits.min,
+                    poll_max=limits.max,
+                )
+            )
+    return SourceSet(sources=entries)

@@ -1,0 +1,106 @@
+"""Which processes a configuration asks for: one WorkerSpec per child.
+
+Built from a validated Config (and, for pools, the addresses a resolver
+returned). A spec's `fingerprint` covers exactly the settings that child
+depends on, so a reload restarts only the children whose settings changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ntpd_py.core.config import (
+    Config,
+    PoolSourceConfig,
+    PtpSourceConfig,
+    ServerConfig,
+    ServerSourceConfig,
+)
+
+__all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
+
+Role = Literal["clock-control", "ptp", "ntp", "server"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    worker_id: str
+    role: Role
+    fingerprint: str
+    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | None = None
+    # For an NTP worker: the address it talks to (a pool member's resolved IP).
+    peer: str | None = None
+    servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
+
+    @property
+    def is_source(self) -> bool:
+        return self.role in ("ptp", "ntp")
+
+
+def _fingerprint(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_id_for(
+    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig, peer: str | None = None
+) -> str:
+    if isinstance(source, PtpSourceConfig):
+        return f"ptp:{source.path}"
+    if isinstance(source, PoolSourceConfig):
+        return f"pool:{source.address}/{peer}"
+    return f"ntp:{source.address}"
+
+
+def build_specs(
+    config: Config, pool_members: dict[int, list[str]] | None = None
+) -> list[WorkerSpec]:
+    """Every child the configuration asks for, clock-control first."""
+    pool_members = pool_members or {}
+    daemon = config.daemon.model_dump()
+    sync = config.synchronization.model_dump()
+    defaults = config.source_defaults.model_dump()
+    specs = [WorkerSpec("clock-control", "clock-control", _fingerprint(sync, daemon))]
+    for index, source in enumerate(config.source):
+        dumped = source.model_dump()
+        if isinstance(source, PtpSourceConfig):
+            specs.append(
+                WorkerSpec(
+                    source_id_for(source),
+                    "ptp",
+                    _fingerprint(dumped, daemon["clock"], daemon["simulation"]),
+                    source,
+                )
+            )
+        elif isinstance(source, PoolSourceConfig):
+            for member in pool_members.get(index, [])[: source.count]:
+                specs.append(
+                    WorkerSpec(
+                        source_id_for(source, member),
+                        "ntp",
+                        _fingerprint(dumped, defaults, member),
+                        source,
+                        member,
+                    )
+                )
+        elif isinstance(source, ServerSourceConfig):
+            specs.append(
+                WorkerSpec(
+                    source_id_for(source),
+                    "ntp",
+                    _fingerprint(dumped, defaults),
+                    source,
+                    source.address,
+                )
+            )
+    if config.server:
+        servers = tuple(config.server)
+        specs.append(
+            WorkerSpec(
+                "server", "server", _fingerprint([s.model_dump() for s in servers]), servers=servers
+            )
+        )
+    return specs

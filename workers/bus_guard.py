@@ -1,0 +1,90 @@
+"""Admission control for the sample bus: who may send what, how fast, and the counts.
+
+Clock-control accepts a frame only from a worker id it knows, of a type that
+worker kind may send, about the source that worker measures, and within that
+source's rate cap (a token bucket sized from its poll interval). Everything
+else is dropped and counted per sender; `ntpctl status` shows the counts.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+__all__ = ["BusGuard", "SenderStats", "TokenBucket"]
+
+# Allow several times the expected sample rate, and bursts (e.g. an iburst).
+RATE_FACTOR = 4.0
+MIN_RATE_PER_S = 2.0
+BURST = 16.0
+
+
+@dataclass
+class TokenBucket:
+    rate_per_s: float
+    burst: float
+    tokens: float = 0.0
+    last_ns: int | None = None
+
+    def take(self, now_ns: int) -> bool:
+        if self.last_ns is None:
+            self.tokens = self.burst
+        else:
+            elapsed = max(0, now_ns - self.last_ns) / 1e9
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        self.last_ns = now_ns
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class SenderStats:
+    accepted: int = 0
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class BusGuard:
+    """Per-sender rate caps and drop counters for frames arriving on the bus."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+        self.stats: dict[str, SenderStats] = collections.defaultdict(SenderStats)
+
+    def configure(self, sender: str, poll_log2: int) -> None:
+        rate = max(MIN_RATE_PER_S, RATE_FACTOR * 2.0 ** (-poll_log2))
+        bucket = self._buckets.get(sender)
+        if bucket is None or bucket.rate_per_s != rate:
+            self._buckets[sender] = TokenBucket(rate, max(BURST, rate))
+
+    def forget(self, sender: str) -> None:
+        self._buckets.pop(sender, None)
+
+    def admit(self, sender: str, now_ns: int) -> bool:
+        bucket = self._buckets.get(sender)
+        if bucket is None:
+            self.drop(sender, "unknown-sender")
+            return False
+        if not bucket.take(now_ns):
+            self.drop(sender, "rate-limited")
+            return False
+        return True
+
+    def accept(self, sender: str) -> None:
+        self.stats[sender].accepted += 1
+
+    def drop(self, sender: str, reason: str) -> None:
+        # Unknown senders all count under one name so a spoofer cannot grow the table.
+        key = sender if sender in self._buckets else "(unknown)"
+        self.stats[key].dropped[reason] += 1
+
+    def totals(self) -> dict[str, int]:
+        total: collections.Counter[str] = collections.Counter()
+        for stats in self.stats.values():
+            total.update(stats.dropped)
+        return dict(total)

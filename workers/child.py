@@ -1,0 +1,111 @@
+"""What every child does right after the supervisor forks it, before its loop runs.
+
+Close every inherited fd it does not need, drop privileges (when the daemon
+runs as root), re-arm the parent-death signal (a uid change clears it), start
+from a fresh environment, install signal flags, set up logging, then run the
+role's main and exit with its code. Nothing here returns to the supervisor's
+code: the child always leaves through ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ntpd_py.core.config import Config
+
+__all__ = ["ChildContext", "StopFlag", "run_child"]
+
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+EX_SOFTWARE = 70
+EX_OSERR = 71
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def install(self) -> None:
+        def _handler(signum: int, frame: object) -> None:
+            self.stop = True
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's job
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+@dataclass
+class ChildContext:
+    """Everything a child gets from the supervisor (inherited in memory across fork)."""
+
+    config: Config
+    worker_id: str
+    role: str
+    supervisor_pid: int
+    link_fd: int
+    keep_fds: list[int] = field(default_factory=list)
+    identity: object | None = None  # supervisor.privileges.Identity when running as root
+    keep_cap: int | None = None
+    stop: StopFlag = field(default_factory=StopFlag)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("ntpd-py"))
+
+
+def _close_other_fds(keep: set[int]) -> None:
+    start = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, 65536)
+
+
+def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
+    """Set the child up and run `main`; never returns."""
+    code = EX_SOFTWARE
+    try:
+        from ntpd_py.supervisor.privileges import (
+            drop_privileges,
+            set_parent_death_signal,
+            set_process_name,
+        )
+
+        set_process_name(f"ntpd-py:{ctx.role}")
+        _close_other_fds({ctx.link_fd, *ctx.keep_fds})
+        if ctx.identity is not None:
+            drop_privileges(ctx.identity, ctx.keep_cap)  # type: ignore[arg-type]
+        set_parent_death_signal()
+        if os.getppid() != ctx.supervisor_pid:
+            os._exit(EX_OSERR)  # the supervisor died before we armed the signal
+        os.environ.clear()
+        os.environ.update(CLEAN_ENV)
+        ctx.stop.install()
+        obs = ctx.config.observability
+        from .logutil import setup_logging
+
+        ctx.log = setup_logging(obs.log_level, ctx.worker_id, obs.log_path)
+        code = main(ctx)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EX_SOFTWARE
+    except BaseException:
+        try:
+            sys.stderr.write(f"ntpd-py {ctx.worker_id}: crashed:\n{traceback.format_exc()}")
+            sys.stderr.flush()
+        except Exception:
+            pass
+        code = EX_SOFTWARE
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

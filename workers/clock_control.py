@@ -1,0 +1,276 @@
+"""The clock-control loop: samples in, clock actions out, state published.
+
+Thin around :class:`ntpd_py.core.controller.ClockController`: it admits and
+decodes frames from the bus, feeds the algorithm, carries out the actions on
+the clock backend, publishes the clock state, answers `ntpctl`, and keeps the
+restart snapshot and the drift file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic
+from ntpd_py.core.controller import ClockController
+from ntpd_py.core.events import SourceKind
+from ntpd_py.ipc.channels import Channel
+from ntpd_py.ipc.framing import MalformedMessage, decode, encode
+from ntpd_py.ipc.link import Link
+from ntpd_py.ipc.messages import (
+    ClockStateMsg,
+    CtlReply,
+    CtlRequest,
+    Heartbeat,
+    MsgType,
+    PollAdvice,
+    ProcessInfo,
+    ProcessTable,
+    SampleMsg,
+    ServerStats,
+    SourceEntry,
+    SourceSet,
+    SourceStatus,
+    Unreachable,
+)
+
+from .bus_guard import BusGuard
+from .clock_backends import ClockBackend
+from .logutil import RateLimitedLog
+from .runtime import Now
+from .state_store import StateStore
+from .status_view import build_clock_state
+
+__all__ = ["ClockControlTask", "PanicExit"]
+
+BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType.SERVER_STATS}
+PUBLISH_INTERVAL_NS = 1_000_000_000
+HEARTBEAT_INTERVAL_NS = 1_000_000_000
+MAX_FRAMES_PER_STEP = 2000
+
+
+class PanicExit(Exception):
+    """The algorithm refused a step beyond a panic threshold; exit with `code`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClockControlTask:
+    name = "clock-control"
+
+    def __init__(
+        self,
+        *,
+        controller: ClockController,
+        backend: ClockBackend,
+        bus: Channel,
+        pub: Channel,
+        control: Channel,
+        link: Link | None,
+        store: StateStore | None,
+        log: logging.Logger,
+        drift_text: Any = None,
+    ) -> None:
+        self.controller = controller
+        self.backend = backend
+        self.bus, self.pub, self.control, self.link = bus, pub, control, link
+        self.store = store
+        self.log = log
+        self.limited = RateLimitedLog(log)
+        self.guard = BusGuard()
+        self.entries: list[SourceEntry] = []
+        self.statuses: dict[str, SourceStatus] = {}
+        self.servers: dict[str, ServerStats] = {}
+        self.processes: list[ProcessInfo] = []
+        self.last_state: ClockStateMsg | None = None
+        self._drift_text = drift_text
+        self._next_publish = 0
+        self._next_heartbeat = 0
+        self._dirty = True
+
+    # -- the Task interface --------------------------------------------------------------
+
+    def pollables(self) -> Sequence[Any]:
+        items: list[Any] = [self.bus, self.control]
+        if self.link is not None:
+            items.append(self.link.fileno())
+        return items
+
+    def next_deadline_ns(self) -> int | None:
+        deadlines = [
+            self._next_publish,
+            self._next_heartbeat if self.link else None,
+            self.controller.next_timer_mono_ns(),
+        ]
+        return min(d for d in deadlines if d is not None)
+
+    def step(self, now: Now) -> None:
+        self._drain_link(now)
+        self._drain_bus(now)
+        timer = self.controller.next_timer_mono_ns()
+        if timer is not None and timer <= now.mono_ns:
+            self._apply(
+                self.controller.handle_timer(now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now
+            )
+        self._drain_control(now)
+        if self._dirty or now.mono_ns >= self._next_publish:
+            self._publish(now)
+        if self.link is not None and now.mono_ns >= self._next_heartbeat:
+            self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns))
+            self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def set_sources(self, entries: list[SourceEntry], now: Now) -> None:
+        old = {e.source_id for e in self.entries}
+        new = {e.source_id: e for e in entries}
+        for source_id in old - set(new):
+            self.controller.remove_source(source_id)
+            self.guard.forget(source_id)
+            self.statuses.pop(source_id, None)
+        for source_id, entry in new.items():
+            if source_id not in old:
+                self.controller.add_source(
+                    source_id,
+                    SourceKind(entry.kind),
+                    poll_log2=entry.poll_log2,
+                    poll_limits=(entry.poll_min, entry.poll_max),
+                )
+            self.guard.configure(source_id, min(entry.poll_log2, entry.poll_min))
+        self.guard.configure("server", 0)
+        self.entries = list(entries)
+        self._dirty = True
+
+    def _drain_link(self, now: Now) -> None:
+        if self.link is None:
+            return
+        while (item := self.link.recv()) is not None:
+            message, _ = item
+            if isinstance(message, SourceSet):
+                self.set_sources(list(message.sources), now)
+            elif isinstance(message, ProcessTable):
+                self.processes = list(message.processes)
+
+    def _drain_bus(self, now: Now) -> None:
+        for _ in range(MAX_FRAMES_PER_STEP):
+            item = self.bus.recv()
+            if item is None:
+                return
+            peer, frame = item
+            sender = peer.decode(errors="replace")
+            if not self.guard.admit(sender, now.mono_ns):
+                continue
+            try:
+                message = decode(frame, BUS_TYPES)
+            except MalformedMessage as exc:
+                self.guard.drop(sender, exc.reason)
+                self.limited.log(
+                    logging.WARNING,
+                    f"bad:{sender}",
+                    now.mono_ns,
+                    "dropped a malformed frame from %s: %s",
+                    sender,
+                    exc,
+                )
+                continue
+            self._handle(sender, message, now)
+
+    def _handle(self, sender: str, message: Any, now: Now) -> None:
+        source_id = getattr(message, "source_id", None)
+        if isinstance(message, ServerStats):
+            self.servers[message.listen] = message
+        elif source_id != sender:
+            # A worker may only speak for the source it measures.
+            self.guard.drop(sender, "wrong-source")
+            return
+        elif isinstance(message, SampleMsg):
+            sample = self.backend.view_sample(message.to_sample())
+            self._apply(
+                self.controller.handle_sample(
+                    sample, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns
+                ),
+                now,
+            )
+        elif isinstance(message, SourceStatus):
+            self.statuses[sender] = message
+            self.guard.configure(sender, message.poll_log2)
+        elif isinstance(message, Unreachable):
+            self._apply(
+                self.controller.handle_unreachable(
+                    sender, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns
+                ),
+                now,
+            )
+        self.guard.accept(sender)
+        self._dirty = True
+
+    def _drain_control(self, now: Now) -> None:
+        while (item := self.control.recv()) is not None:
+            peer, frame = item
+            try:
+                request = decode(frame, {MsgType.CTL_REQUEST})
+            except MalformedMessage as exc:
+                reply = CtlReply(ok=False, error=f"bad request: {exc}")
+            else:
+                assert isinstance(request, CtlRequest)
+                reply = CtlReply(
+                    ok=True,
+                    clock=self._state(now),
+                    processes=self.processes,
+                    ipc=self.guard.totals(),
+                )
+            self.control.send(encode(reply), peer)
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _apply(self, actions: list[ClockAction], now: Now) -> None:
+        for line in self.controller.take_messages():
+            self.log.info("%s", line)
+        for action in actions:
+            if isinstance(action, AdvisePoll):
+                self.bus.send(
+                    encode(PollAdvice(source_id=action.source_id, poll_log2=action.poll_log2)),
+                    action.source_id.encode(),
+                )
+                continue
+            if isinstance(action, Panic):
+                self.log.error("%s", action.message)
+                self.save(now, force=True)
+                raise PanicExit(action.message, action.exit_code)
+            self.log.debug("clock action: %s", action)
+            self.backend.apply(action)
+        if actions:
+            self._dirty = True
+            self.save(now)
+
+    def _state(self, now: Now) -> ClockStateMsg:
+        system = self.controller.system_snapshot(now_mono_ns=now.mono_ns)
+        sources = self.controller.source_snapshots(now_mono_ns=now.mono_ns)
+        return build_clock_state(
+            system,
+            sources,
+            self.entries,
+            self.statuses,
+            self.guard,
+            self.backend.name,
+            now.mono_ns,
+            now.real_ns,
+        )
+
+    def _publish(self, now: Now) -> None:
+        self.last_state = self._state(now)
+        self.pub.send(encode(self.last_state))
+        self._next_publish = now.mono_ns + PUBLISH_INTERVAL_NS
+        self._dirty = False
+
+    def save(self, now: Now, force: bool = False) -> None:
+        if self.store is None:
+            return
+        self.store.save_quick(self.controller.export_state(), now.mono_ns, force)
+        if self._drift_text is not None:
+            self.store.save_drift_text(
+                self._drift_text(*self.controller.drift()), now.mono_ns, force
+            )

@@ -1,0 +1,103 @@
+"""Build clock-control's task: backend, clock reader, saved state, algorithm."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ntpd_py.core.config import Config
+from ntpd_py.core.controller import ClockController
+from ntpd_py.ipc.channels import Channel
+from ntpd_py.ipc.link import Link
+
+from .clock_backends import ClockBackend, ObserveClock, SimulatedClock, SystemClock
+from .clock_control import ClockControlTask
+from .runtime import Now, SystemClockReader
+from .simclock import SimClock
+from .state_store import StateStore
+
+__all__ = ["ObserveReader", "build_clock_control", "make_backend"]
+
+
+class ObserveReader:
+    """The virtual clock the observe backend steers: the real clock plus its correction."""
+
+    def __init__(self, backend: ObserveClock) -> None:
+        self._backend = backend
+        self._real = SystemClockReader()
+
+    def now(self) -> Now:
+        now = self._real.now()
+        return Now(now.mono_ns, now.real_ns + self._backend.correction_ns(now.mono_ns))
+
+    def realtime_from_kernel_ns(self, kernel_real_ns: int) -> int:
+        return kernel_real_ns
+
+
+def make_backend(config: Config) -> tuple[ClockBackend, Any]:
+    """The backend named by `[daemon] clock` and the clock reader that goes with it."""
+    if config.daemon.clock == "simulated":
+        sim = SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable=True)
+        return SimulatedClock(sim), sim
+    if config.daemon.clock == "observe":
+        observe = ObserveClock()
+        return observe, ObserveReader(observe)
+    return SystemClock(), SystemClockReader()
+
+
+def _initial_state(store: StateStore, now: Now, log: logging.Logger) -> dict[str, Any] | None:
+    quick = store.load_quick(now.mono_ns)
+    if quick is not None:
+        log.info("resuming from the saved state of the previous clock-control")
+        return quick
+    from ntpd_py.core.drift import DriftFileError, parse_drift
+
+    text = store.load_drift_text()
+    if text is None:
+        return None
+    try:
+        frequency, uncertainty = parse_drift(text)
+    except DriftFileError as exc:
+        log.warning("ignoring drift file %s: %s", store.drift_path, exc)
+        return None
+    log.info(
+        "drift file %s: frequency %+.3f ppm ± %.3f ppm",
+        store.drift_path,
+        frequency * 1e6,
+        uncertainty * 1e6,
+    )
+    return {"frequency": frequency, "frequency_uncertainty": uncertainty}
+
+
+def build_clock_control(
+    config: Config,
+    bus: Channel,
+    pub: Channel,
+    control: Channel,
+    link: Link | None,
+    log: logging.Logger,
+) -> tuple[ClockControlTask, Any]:
+    from ntpd_py.core.drift import encode_drift
+
+    backend, clock = make_backend(config)
+    store = StateStore(config.daemon.runtime_dir, config.daemon.state_dir, log)
+    now = clock.now()
+    saved = _initial_state(store, now, log)
+    controller = ClockController(
+        config.synchronization, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns, saved=saved
+    )
+    backend.take_control()
+    task = ClockControlTask(
+        controller=controller,
+        backend=backend,
+        bus=bus,
+        pub=pub,
+        control=control,
+        link=link,
+        store=store,
+        log=log,
+        drift_text=encode_drift,
+    )
+    log.info("clock backend: %s", backend.name)
+    return task, clock

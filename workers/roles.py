@@ -1,0 +1,86 @@
+"""The main function of each child role, imported only by the child that runs it.
+
+Each main wires its task to ZeroMQ sockets, the supervisor link and the local
+clock reader, runs it with :func:`ntpd_py.workers.runtime.run_zmq`, and
+returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ntpd_py.ipc.link import Link
+from ntpd_py.ipc.messages import MsgType
+
+from .child import ChildContext
+
+__all__ = ["make_local_clock", "role_main"]
+
+
+def make_local_clock(config: Any, writable: bool = False) -> Any:
+    """The local clock this process reads: the real one, or the shared simulated one."""
+    if config.daemon.clock == "simulated":
+        from .simclock import SimClock
+
+        return SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable)
+    from .runtime import SystemClockReader
+
+    return SystemClockReader()
+
+
+def _link(ctx: ChildContext, accept: set[MsgType]) -> Link:
+    sock = socket.socket(fileno=ctx.link_fd)
+    sock.setblocking(False)
+    return Link(sock, accept)
+
+
+def clock_control_main(ctx: ChildContext) -> int:
+    import zmq
+    from ntpd_py.ipc.endpoints import Endpoints, bind_pub, bind_router
+
+    from .clock_control_setup import build_clock_control
+    from .runtime import run_zmq
+
+    config = ctx.config
+    endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
+    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    bus = bind_router(zctx, endpoints.bus)
+    pub = bind_pub(zctx, endpoints.state)
+    control = bind_router(zctx, endpoints.control_path)
+    os.chmod(endpoints.control_path, config.observability.observation_permissions)
+    link = _link(ctx, {MsgType.SOURCE_SET, MsgType.PROCESS_TABLE})
+    task, clock = build_clock_control(config, bus, pub, control, link, ctx.log)
+    from .clock_control import PanicExit
+
+    try:
+        run_zmq([task], clock, ctx.stop)
+    except PanicExit as exc:
+        return exc.code
+    finally:
+        task.save(clock.now(), force=True)
+        for channel in (bus, pub, control):
+            channel.close()
+        zctx.term()
+    ctx.log.info("stopped")
+    return 0
+
+
+def role_main(role: str) -> Callable[[ChildContext], int]:
+    if role == "clock-control":
+        return clock_control_main
+    if role == "ptp":
+        from .ptp import ptp_main
+
+        return ptp_main
+    if role == "ntp":
+        from .ntp import ntp_main
+
+        return ntp_main
+    if role == "server":
+        from .server import server_main
+
+        return server_main
+    raise ValueError(f"unknown role {role!r}")

@@ -1,0 +1,144 @@
+"""What every loop runs on: the current time, the Task shape, and the schedulers.
+
+A :class:`Task` is one worker or clock-control loop written as a small
+non-blocking state machine: it names what it waits on (`pollables`), when it
+next wants to run (`next_deadline_ns`), and does all due work in `step`. The
+same tasks run under two schedulers:
+
+- :func:`run_zmq` — the multi-process daemon: one task per process, waiting
+  with ``zmq.Poller`` on ZeroMQ sockets and plain fds.
+- :func:`run_poll` — ``--single-process``: every task in one process over
+  in-memory channels, waiting with ``select.poll`` (no threads, asyncio,
+  epoll or ZeroMQ), so it also runs under LD_PRELOAD clock/network simulators.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["LocalClock", "Now", "SystemClockReader", "Task", "run_poll", "run_zmq"]
+
+MAX_WAIT_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """One reading of the local clocks: CLOCK_MONOTONIC and the local realtime clock."""
+
+    mono_ns: int
+    real_ns: int
+
+
+class LocalClock(Protocol):
+    def now(self) -> Now: ...
+
+    def realtime_from_kernel_ns(self, kernel_real_ns: int) -> int:
+        """Map a CLOCK_REALTIME timestamp from the kernel (SO_TIMESTAMPNS) onto this clock."""
+        ...
+
+
+class SystemClockReader:
+    """The real clocks of this machine (read only)."""
+
+    def now(self) -> Now:
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        return Now(mono, real)
+
+    def realtime_from_kernel_ns(self, kernel_real_ns: int) -> int:
+        return kernel_real_ns
+
+
+class Task(Protocol):
+    name: str
+
+    def pollables(self) -> Sequence[Any]:
+        """ZeroMQ sockets, plain fds, or in-memory channels (with `pending()`) to wait on."""
+        ...
+
+    def next_deadline_ns(self) -> int | None:
+        """CLOCK_MONOTONIC instant at which `step` must run even if nothing is readable."""
+        ...
+
+    def step(self, now: Now) -> None:
+        """Do everything that is due or readable; never block."""
+        ...
+
+
+def _timeout_ms(tasks: Sequence[Task], now_mono: int) -> int:
+    deadlines = [d for d in (t.next_deadline_ns() for t in tasks) if d is not None]
+    if not deadlines:
+        return MAX_WAIT_NS // 1_000_000
+    wait = max(0, min(deadlines) - now_mono)
+    # Round up so that a task woken "just before" its deadline does not spin.
+    return min(MAX_WAIT_NS, wait + 999_999) // 1_000_000
+
+
+def _due(task: Task, now_mono: int) -> bool:
+    deadline = task.next_deadline_ns()
+    return deadline is not None and deadline <= now_mono
+
+
+def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
+    """Run tasks until `should_stop()`; waits on ZeroMQ sockets and fds with zmq.Poller."""
+    import zmq
+
+    while not should_stop():
+        poller = zmq.Poller()
+        owners: dict[Any, list[Task]] = {}
+        for task in tasks:
+            for item in task.pollables():
+                target = item.pollable() if hasattr(item, "pollable") else item
+                if target is None:
+                    continue
+                key = target if isinstance(target, int) else id(target)
+                if key not in owners:
+                    poller.register(target, zmq.POLLIN)
+                    owners[key] = []
+                owners[key].append(task)
+        try:
+            events = poller.poll(_timeout_ms(tasks, clock.now().mono_ns))
+        except zmq.ZMQError as exc:
+            if exc.errno == 4:  # EINTR: a signal arrived; the flags decide
+                continue
+            raise
+        ready: set[int] = set()
+        for target, _ in events:
+            key = target if isinstance(target, int) else id(target)
+            ready.update(id(t) for t in owners.get(key, []))
+        now = clock.now()
+        for task in tasks:
+            if id(task) in ready or _due(task, now.mono_ns):
+                task.step(now)
+
+
+def run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
+    """Run tasks until `should_stop()` with select.poll and in-memory channels."""
+    while not should_stop():
+        poller = select.poll()
+        owners: dict[int, list[Task]] = {}
+        pending: set[int] = set()
+        for task in tasks:
+            for item in task.pollables():
+                if isinstance(item, int):
+                    owners.setdefault(item, []).append(task)
+                elif hasattr(item, "pending") and item.pending():
+                    pending.add(id(task))
+        for fd in owners:
+            poller.register(fd, select.POLLIN)
+        timeout = 0 if pending else _timeout_ms(tasks, clock.now().mono_ns)
+        try:
+            events = poller.poll(timeout)
+        except InterruptedError:
+            continue
+        ready = set(pending)
+        for fd, _ in events:
+            ready.update(id(t) for t in owners.get(fd, []))
+        now = clock.now()
+        for task in tasks:
+            if id(task) in ready or _due(task, now.mono_ns):
+                task.step(now)

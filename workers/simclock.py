@@ -1,0 +1,121 @@
+"""The simulated local clock of `clock = "simulated"`, shared by every process.
+
+Like a kernel clock, it lives outside the processes that read and steer it: a
+small memory-mapped file in the runtime directory, created by the supervisor.
+True time is this machine's CLOCK_MONOTONIC mapped to its realtime at
+creation; the simulated local clock runs `initial offset + frequency error`
+away from it, plus the corrections clock-control applies (frequency and
+steps). Readers take a seqlock-consistent snapshot; only clock-control writes.
+Because the state lives in the file, a restarted clock-control finds the clock
+exactly as it left it, as with a real kernel clock.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+
+from .runtime import Now
+
+__all__ = ["SimClock"]
+
+_MAGIC = 0x4E54504453494D31  # "NTPDSIM1"
+# magic, seq, true_base_mono, true_base_real, free_offset_ns, free_freq,
+# ctl_base_mono, ctl_phase_ns, ctl_freq, steps, leap
+_LAYOUT = struct.Struct("<QQqqqdqqdQq")
+_SIZE = 4096
+
+
+class SimClock:
+    """Reader (and, for clock-control, writer) of the shared simulated clock."""
+
+    def __init__(self, path: str, writable: bool = False) -> None:
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        try:
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, prot)
+        finally:
+            os.close(fd)
+        if self._read()[0] != _MAGIC:
+            raise ValueError(f"{path} is not an ntpd-py simulated clock")
+        self.path = path
+
+    @staticmethod
+    def create(path: str, initial_offset_s: float, frequency: float, mode: int = 0o644) -> None:
+        """Make a new simulated clock file (the supervisor does this at start)."""
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        data = _LAYOUT.pack(
+            _MAGIC, 0, mono, real, round(initial_offset_s * 1e9), frequency, mono, 0, 0.0, 0, 0
+        )
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data.ljust(_SIZE, b"\0"))
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    def _read(self) -> tuple[int, ...]:
+        while True:
+            before = struct.unpack_from("<Q", self._map, 8)[0]
+            fields = _LAYOUT.unpack_from(self._map, 0)
+            after = struct.unpack_from("<Q", self._map, 8)[0]
+            if before == after and before % 2 == 0:
+                return fields
+
+    def true_ns(self, mono_ns: int) -> int:
+        _, _, base_mono, base_real, *_ = self._read()
+        return int(base_real + (mono_ns - base_mono))
+
+    def local_ns(self, mono_ns: int) -> int:
+        (_, _, base_mono, base_real, free_off, free_freq, ctl_mono, ctl_phase, ctl_freq, _, _) = (
+            self._read()
+        )
+        elapsed = mono_ns - base_mono
+        drift = round(free_freq * elapsed) + round(ctl_freq * (mono_ns - ctl_mono))
+        return int(base_real + elapsed + free_off + ctl_phase + drift)
+
+    def offset_to_true_s(self, mono_ns: int) -> float:
+        """local - true, seconds: the error the daemon is trying to remove."""
+        return (self.local_ns(mono_ns) - self.true_ns(mono_ns)) / 1e9
+
+    def now(self) -> Now:
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return Now(mono, self.local_ns(mono))
+
+    def realtime_from_kernel_ns(self, kernel_real_ns: int) -> int:
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        return kernel_real_ns + (self.local_ns(mono) - real)
+
+    @property
+    def frequency(self) -> float:
+        return float(self._read()[8])
+
+    @property
+    def steps(self) -> int:
+        return int(self._read()[9])
+
+    def _write(self, ctl_mono: int, ctl_phase: int, ctl_freq: float, steps: int) -> None:
+        fields = list(self._read())
+        seq = fields[1]
+        struct.pack_into("<Q", self._map, 8, seq + 1)  # odd: readers retry
+        fields[6:10] = [ctl_mono, ctl_phase, ctl_freq, steps]
+        fields[1] = seq + 1
+        _LAYOUT.pack_into(self._map, 0, *fields)
+        struct.pack_into("<Q", self._map, 8, seq + 2)
+
+    def set_frequency(self, freq: float) -> None:
+        fields = self._read()
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        phase = fields[7] + round(fields[8] * (mono - fields[6]))
+        self._write(mono, phase, freq, fields[9])
+
+    def step(self, offset_ns: int) -> None:
+        fields = self._read()
+        self._write(fields[6], fields[7] + offset_ns, fields[8], fields[9] + 1)
+
+    def close(self) -> None:
+        self._map.close()
