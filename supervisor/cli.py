@@ -73,6 +73,32 @@ def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     raise typer.Exit(validate_command(config, as_json))
 
 
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", help="random seed [default: the scenario's]")
+]
+DurationOption = Annotated[
+    float | None, typer.Option("--duration", help="simulated seconds [default: the scenario's]")
+]
+PlotOption = Annotated[
+    str | None, typer.Option("--plot", help="draw offset and frequency over time to this PNG")
+]
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="scenario file, e.g. deploy/scenarios/*.toml")],
+    seed: SeedOption = None,
+    duration: DurationOption = None,
+    as_json: JsonOption = False,
+    plot: PlotOption = None,
+) -> None:
+    """Run the clock algorithm against a simulated world, faster than real time (70: panic)."""
+    from .simulate_cmd import simulate_command
+
+    code = simulate_command(scenario, seed=seed, duration=duration, as_json=as_json, plot=plot)
+    raise typer.Exit(code)
+
+
 @app.callback()
 def _root() -> None:
     """ntpd-py keeps the system clock on time from NTP servers and PTP hardware clocks."""
