@@ -1,7 +1,8 @@
 """Per-source filter: a Kalman filter of one source's offset and frequency against the local clock.
 
-As in ntpd-rs (see :mod:`.kalman` for the model), with these differences, each
-chosen because the simulator's accuracy benchmark showed it better:
+As in ntpd-rs (see :mod:`.kalman` for the model; the wander is estimated by
+:mod:`.wander`), with these differences, each chosen because the simulator
+showed it better:
 
 * **Measurement noise of an NTP sample from its own delay.** The offset error
   of a two-way exchange is half the difference of the two one-way queueing
@@ -12,6 +13,8 @@ chosen because the simulator's accuracy benchmark showed it better:
   per sample it weights a quick exchange far above a queued one. The minimum
   of the last 16 delays stands in for the path's minimum, which it
   overestimates; a quarter of the mean excess is added to cover that.
+  In ntp-only (mean of 3 seeds) RMS 15.7 µs with ``Var(delay)/4``, 8.8 µs
+  with this.
 * **PHC noise from the sample** (``Sample.uncertainty_s``: the configured
   precision combined with the reading window), never zero.
 * **Start-up** keeps the first few samples (4 for NTP, 3 for a PHC: ntpd-rs

@@ -10,15 +10,16 @@ correction, ``single-step-panic-threshold`` and
 ``accumulated-step-panic-threshold`` after); beyond them the decision is a
 panic: nothing is changed and the daemon must exit (70) with the message.
 
-Deviation from ntpd-rs, measured with ``benchmarks/sim_accuracy.py``:
-ntpd-rs leaves offsets under 2 sigma alone and corrects the rest down to 1
-sigma, over at least ``slew-minimum-duration`` (8 s). Because the filters
-account for every correction exactly, the estimate is already the best guess
-of the true offset, and any part of it left uncorrected adds to the error: the
+Deviation from ntpd-rs, measured with the simulator: ntpd-rs leaves offsets
+under 2 sigma alone, corrects the rest down to 1 sigma, and slews over at
+least ``slew-minimum-duration`` (8 s). Because the filters account for every
+correction exactly, the combined estimate is already the best guess of the
+true offset, and any part of it left uncorrected adds to the error. So the
 full estimate is corrected, over a quarter of the interval between updates
-(at most ``slew-minimum-duration``). With a PHC read every second that alone
-makes the RMS error about half. The ``steer-*-threshold`` and
-``steer-*-leftover`` keys are therefore accepted but not used.
+(never longer than ``slew-minimum-duration``). In kvm-guest (mean RMS of 4
+seeds) ntpd-rs's rule gave 38 ns, full correction over 8 s 29 ns, and this
+23.5 ns. The ``steer-*-threshold`` and ``steer-*-leftover`` keys are
+therefore accepted but not used.
 """
 
 from __future__ import annotations

@@ -7,11 +7,15 @@ to zero. In the simulator that never moved a wander that was 100x too large
 doubles the error. Here two shadow filters run next to the main one with the
 wander divided and multiplied by 4, fed the same measurements and the same
 steering. Each accumulates the log-likelihood of its innovations (with a
-memory of about 128 samples); when a shadow explains the data better than
+memory of about 512 samples); when a shadow explains the data better than
 the main filter by a clear margin, the main filter takes over its wander and
 its state, and the shadows are re-centred. This is a small multiple-model
 adaptive estimator: it converges to the wander that maximizes the likelihood,
-whatever the measurement noise.
+whatever the measurement noise. In kvm-guest it brings the wander from the
+initial (1e-8)^2 to within 2x of the true 1e-18 in well under 30 minutes
+(RMS 35 ns with ntpd-rs's votes, 23 ns with this; 335 ns and 212 ns with
+1 µs of PHC noise). The ``precision-*`` keys of ntpd-rs's votes are
+accepted but not used; ``initial-wander`` is.
 """
 
 from __future__ import annotations
