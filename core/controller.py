@@ -276,11 +276,14 @@ class ClockController:
         timeout = max(SYNC_TIMEOUT_POLLS * longest, SYNC_TIMEOUT_MIN_S)
         return (self.last_update_mono_ns or self._last_mono_ns) + int(timeout * _NS)
 
-    def _judge(self, now_ns: int) -> tuple[list[Candidate], dict[str, SourceEstimate]]:
-        candidates, estimates = [], {}
+    def _judge(self, now_ns: int) -> tuple[list[Candidate], dict[str, SourceEstimate], int]:
+        """Candidates for selection, their estimates, and how many sources are starting up."""
+        candidates, estimates, starting = [], {}, 0
         for src in self.sources.values():
             est = src.filter.estimate(now_ns)
             reason = src.unusable_reason()
+            if est is None and src.starting_up(now_ns):
+                starting += 1
             if est is None or reason:
                 src.set_state(SelectionState.UNUSABLE, reason or "collecting start-up samples")
                 continue
@@ -293,17 +296,18 @@ class ClockController:
                 continue
             candidates.append(Candidate(src.source_id, est.offset, radius))
             estimates[src.source_id] = src.estimate_for_combination(est)
-        return candidates, estimates
+        return candidates, estimates, starting
 
     def _update(self, now_ns: int, now_real_ns: int) -> list[ClockAction]:
-        candidates, estimates = self._judge(now_ns)
-        chosen = select(candidates, self.sync.minimum_agreeing_sources)
+        candidates, estimates, starting = self._judge(now_ns)
+        chosen = select(candidates, self.sync.minimum_agreeing_sources, starting)
         if not chosen.consensus:
             for c in candidates:
                 self.sources[c.source_id].set_state(
                     SelectionState.UNUSABLE,
-                    f"no majority agrees ({chosen.agreeing} of {len(candidates)} candidates, "
-                    f"minimum-agreeing-sources = {self.sync.minimum_agreeing_sources})",
+                    f"no majority agrees ({chosen.agreeing} of {len(candidates)} candidates"
+                    + (f" and {starting} starting up" if starting else "")
+                    + f"; minimum-agreeing-sources = {self.sync.minimum_agreeing_sources})",
                 )
             return []
         combined = combine(

@@ -66,6 +66,13 @@ class SourceState:
             return f"collecting start-up samples ({pending} of {self.filter.startup_samples})"
         return ""
 
+    def starting_up(self, now_ns: int) -> bool:
+        """Collecting start-up samples, and the last one is recent (two poll intervals)."""
+        last = self.filter.last_sample_mono_ns
+        if self.filter.ready or not self.reachable or self.blocked or last is None:
+            return False
+        return now_ns - last <= 2 * 2.0**self.poll_log2 * _NS + _NS
+
     def estimate_for_combination(self, est: Prediction) -> SourceEstimate:
         last = self.last
         assert last is not None

@@ -51,6 +51,7 @@ JUMP_SIGMA = 10.0
 JUMP_MIN_S = 1e-6
 JUMP_CONFIRM = 3
 MAX_OFFSET_S = 4e9  # beyond the NTP era: nonsense
+MAX_DELAY_S = 16.0  # no network round trip (or PHC reading) takes longer
 MAX_FREQ = 0.01  # 10000 ppm: no clock is that bad
 WANDER_LIMITS = (1e-26, 1e-10)
 MAX_UNCERTAINTY_S = 1e6
@@ -143,6 +144,8 @@ class SourceFilter:
         t = sample.mono_ns
         if abs(sample.offset_s) > MAX_OFFSET_S:
             return FilterResult(False, "offset beyond any plausible clock error")
+        if sample.delay_s > MAX_DELAY_S:
+            return FilterResult(False, "delay beyond any plausible round trip")
         if self.last_sample_mono_ns is not None and t < self.last_sample_mono_ns:
             return FilterResult(False, "older than the previous sample")
         if self._delay_outlier(sample.delay_s):

@@ -65,12 +65,19 @@ def _regions(candidates: Sequence[Candidate]) -> tuple[int, list[tuple[float, fl
     return best, regions
 
 
-def select(candidates: Sequence[Candidate], minimum_agreeing: int) -> Selection:
-    """Pick the agreeing sources among ``candidates`` (all usable, radius finite)."""
+def select(
+    candidates: Sequence[Candidate], minimum_agreeing: int, abstaining: int = 0
+) -> Selection:
+    """Pick the agreeing sources among ``candidates`` (all usable, radius finite).
+
+    ``abstaining`` sources cannot be judged yet (still starting up) but count
+    toward the majority: the first source to finish its start-up must not
+    decide the time alone when others are about to disagree with it.
+    """
     if not candidates:
         return Selection((), (), 0)
     best, regions = _regions(candidates)
-    if best < minimum_agreeing or 2 * best <= len(candidates):
+    if best < minimum_agreeing or 2 * best <= len(candidates) + abstaining:
         return Selection((), (), best)
 
     def members(region: tuple[float, float]) -> list[Candidate]:
