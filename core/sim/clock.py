@@ -121,6 +121,30 @@ class SimClock:
         self._anchor_ns = t_ns
         self.correction = freq
 
+    def discipline(self) -> tuple[int, float, float, float, int]:
+        """The corrections applied so far, as plain numbers another process can load.
+
+        The free-running part is a pure function of (seed, true time); these
+        five numbers are all a process needs to evaluate the disciplined clock.
+        """
+        return (
+            self._anchor_ns,
+            self._anchor_error,
+            self._anchor_integral,
+            self.correction,
+            self.steps_ns,
+        )
+
+    def load_discipline(self, state: tuple[int, float, float, float, int]) -> None:
+        """Take over :meth:`discipline` from another copy of the same world."""
+        (
+            self._anchor_ns,
+            self._anchor_error,
+            self._anchor_integral,
+            self.correction,
+            self.steps_ns,
+        ) = state
+
     def step(self, offset_ns: int) -> None:
         """Move CLOCK_REALTIME by ``offset_ns`` (monotonic time is not affected)."""
         self.steps_ns += offset_ns

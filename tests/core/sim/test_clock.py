@@ -88,3 +88,15 @@ def test_error_is_finite_after_many_corrections() -> None:
     for k in range(2000):
         clock.set_frequency(k * S, -1e-5 + (k % 7) * 1e-9)
     assert math.isfinite(clock.error(2000 * S))
+
+
+def test_discipline_can_be_shared_between_copies_of_the_world() -> None:
+    p = params(offset_s=0.02, frequency=1e-5, wander=1e-9)
+    here = SimClock(LocalClockModel(p, 5), real_epoch_ns=0, mono_epoch_ns=0)
+    there = SimClock(LocalClockModel(p, 5), real_epoch_ns=0, mono_epoch_ns=0)
+    here.set_frequency(3 * S, -1e-5)
+    here.step(-20_000_000)
+    there.load_discipline(here.discipline())
+    for t in (3 * S, 50 * S + 7):
+        assert there.realtime_ns(t) == here.realtime_ns(t)
+        assert there.mono_ns(t) == here.mono_ns(t)
