@@ -282,7 +282,9 @@ class ClockController:
         for src in self.sources.values():
             est = src.filter.estimate(now_ns)
             reason = src.unusable_reason()
-            if est is None and src.starting_up(now_ns):
+            # Before the first correction, a source about to finish its start-up may
+            # still outvote the first one ready; later it must not pause steering.
+            if est is None and self.steerer.in_startup and src.starting_up(now_ns):
                 starting += 1
             if est is None or reason:
                 src.set_state(SelectionState.UNUSABLE, reason or "collecting start-up samples")
@@ -299,27 +301,10 @@ class ClockController:
         return candidates, estimates, starting
 
     def _update(self, now_ns: int, now_real_ns: int) -> list[ClockAction]:
-        candidates, estimates, starting = self._judge(now_ns)
-        chosen = select(candidates, self.sync.minimum_agreeing_sources, starting)
-        if not chosen.consensus:
-            for c in candidates:
-                self.sources[c.source_id].set_state(
-                    SelectionState.UNUSABLE,
-                    f"no majority agrees ({chosen.agreeing} of {len(candidates)} candidates"
-                    + (f" and {starting} starting up" if starting else "")
-                    + f"; minimum-agreeing-sources = {self.sync.minimum_agreeing_sources})",
-                )
+        """Select, combine and steer after new information; the actions to carry out."""
+        combined = self._select_and_combine(now_ns)
+        if combined is None:
             return []
-        combined = combine(
-            [estimates[s] for s in chosen.selected],
-            ignore_server_dispersion=self.algo.ignore_server_dispersion,
-        )
-        for sid in chosen.falsetickers:
-            self.sources[sid].set_state(SelectionState.FALSETICKER, "disagrees with the majority")
-        for index, sid in enumerate(combined.order):
-            self.sources[sid].set_state(
-                SelectionState.SELECTED if index == 0 else SelectionState.COMBINED, ""
-            )
         decision = self.steerer.update(combined.estimate.offset, combined.estimate.freq, now_ns)
         if decision.panic is not None:
             self.panicked = True
@@ -333,20 +318,38 @@ class ClockController:
             self.messages.append(f"stepping the clock by {step_ns / _NS:+.9f} s")
         actions = self._apply(step_ns, decision.freq, now_ns)
         est = combined.estimate
-        actions.append(
-            SetErrorEstimate(
-                max_error_s=combined.root_dispersion_s
-                + combined.root_delay_s / 2
-                + abs(est.offset),
-                est_error_s=est.offset_sigma,
-            )
-        )
+        max_error = combined.root_dispersion_s + combined.root_delay_s / 2 + abs(est.offset)
+        actions.append(SetErrorEstimate(max_error_s=max_error, est_error_s=est.offset_sigma))
         if not self.synchronized:
             self.synchronized = True
             actions.append(SetSynchronized(True))
         self.leap_vote = combined.leap
         actions.extend(self._leap_actions(now_real_ns))
         return actions
+
+    def _select_and_combine(self, now_ns: int) -> Combined | None:
+        """Judge and mark every source; combine the agreeing ones (None: no consensus)."""
+        candidates, estimates, starting = self._judge(now_ns)
+        chosen = select(candidates, self.sync.minimum_agreeing_sources, starting)
+        if not chosen.consensus:
+            why = (
+                f"no majority agrees ({chosen.agreeing} of {len(candidates)} candidates"
+                + (f" and {starting} starting up" if starting else "")
+                + f"; minimum-agreeing-sources = {self.sync.minimum_agreeing_sources})"
+            )
+            for c in candidates:
+                self.sources[c.source_id].set_state(SelectionState.UNUSABLE, why)
+            return None
+        combined = combine(
+            [estimates[s] for s in chosen.selected],
+            ignore_server_dispersion=self.algo.ignore_server_dispersion,
+        )
+        for sid in chosen.falsetickers:
+            self.sources[sid].set_state(SelectionState.FALSETICKER, "disagrees with the majority")
+        for index, sid in enumerate(combined.order):
+            state = SelectionState.SELECTED if index == 0 else SelectionState.COMBINED
+            self.sources[sid].set_state(state, "")
+        return combined
 
     def _apply(self, step_ns: int, freq: float, now_ns: int) -> list[ClockAction]:
         """Emit a step and a frequency, and fold both into every filter."""

@@ -71,8 +71,8 @@ def select(
     """Pick the agreeing sources among ``candidates`` (all usable, radius finite).
 
     ``abstaining`` sources cannot be judged yet (still starting up) but count
-    toward the majority: the first source to finish its start-up must not
-    decide the time alone when others are about to disagree with it.
+    toward the majority: at start, the first source to finish its start-up
+    must not decide the time alone when others are about to disagree with it.
     """
     if not candidates:
         return Selection((), (), 0)

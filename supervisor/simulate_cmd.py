@@ -124,15 +124,13 @@ def simulate_command(
         print(f"error: {problem}", file=sys.stderr)
         return EX_PLOT
     sim = Simulation(scenario, seed=seed, duration_s=duration)
-    every = max(60.0, sim.duration_s / 60.0)
     started = time.process_time()
-    result = sim.run(progress=None if as_json else _print_progress, progress_every_s=every)
-    cpu_s = time.process_time() - started
-    end_ns = int(sim.duration_s * 1e9)
-    states = ", ".join(
-        f"{s.state.value} {s.source_id}"
-        for s in sim.controller.source_snapshots(now_mono_ns=sim.clock.mono_ns(end_ns))
+    result = sim.run(
+        progress=None if as_json else _print_progress,
+        progress_every_s=max(60.0, sim.duration_s / 60.0),
     )
+    cpu_s = time.process_time() - started
+    states = _final_states(sim)
     if as_json:
         document: dict[str, Any] = result.summary.to_json()
         document["cpu_s"] = round(cpu_s, 3)
@@ -147,6 +145,13 @@ def simulate_command(
         if not as_json:
             print(f"plot written to {plot}")
     return _finish(result)
+
+
+def _final_states(sim: Simulation) -> str:
+    end = sim.clock.mono_ns(int(sim.duration_s * 1e9))
+    return ", ".join(
+        f"{s.state.value} {s.source_id}" for s in sim.controller.source_snapshots(now_mono_ns=end)
+    )
 
 
 def _finish(result: SimResult) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ntpd_py.core.sim.runner import SimResult
 
 __all__ = ["plot_result"]
@@ -13,6 +15,15 @@ def _unit(values: list[float]) -> tuple[str, float]:
         if peak >= scale:
             return name, scale
     return "ns", 1e-9
+
+
+def _draw_log(ax: Any, result: SimResult) -> None:
+    t = result.trace.t_s
+    ax.semilogy(t, [max(abs(v), 1e-12) for v in result.trace.offset_s], linewidth=0.7)
+    for limit, label in ((1e-3, "1 ms"), (1e-6, "1 µs")):
+        ax.axhline(limit, color="grey", linestyle=":", linewidth=0.8)
+        ax.text(t[-1] if t else 0, limit, label, va="bottom", ha="right", fontsize=8)
+    ax.set_ylabel("|true offset| (s)")
 
 
 def plot_result(result: SimResult, path: str) -> None:
@@ -27,12 +38,7 @@ def plot_result(result: SimResult, path: str) -> None:
     fig, (ax_log, ax_lin, ax_freq) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     fig.suptitle(f"ntpd-py simulate: {summary.scenario} (seed {summary.seed})")
 
-    ax_log.semilogy(t, [max(abs(v), 1e-12) for v in trace.offset_s], linewidth=0.7)
-    for limit, label in ((1e-3, "1 ms"), (1e-6, "1 µs")):
-        ax_log.axhline(limit, color="grey", linestyle=":", linewidth=0.8)
-        ax_log.text(t[-1] if t else 0, limit, label, va="bottom", ha="right", fontsize=8)
-    ax_log.set_ylabel("|true offset| (s)")
-
+    _draw_log(ax_log, result)
     start = summary.measure_from_s
     window = [i for i, x in enumerate(t) if x >= start]
     values = [trace.offset_s[i] for i in window]

@@ -6,3 +6,5 @@ processes can share one world): :mod:`.clock` (the local clock), :mod:`.phc`
 scenario file's text; :mod:`.runner` runs the real :class:`ClockController`
 against the world, faster than real time; :mod:`.metrics` summarizes a run.
 """
+
+__all__: list[str] = []

@@ -301,3 +301,19 @@ def test_sample_from_an_unknown_source_is_ignored() -> None:
     h.ctl.handle_timer(**h.now())
     assert h.sample("nobody", SourceKind.PTP) == []
     assert any("unknown source" in m for m in h.ctl.take_messages())
+
+
+def test_a_restarting_source_does_not_pause_steering() -> None:
+    h = Harness(sync(**{"minimum-agreeing-sources": 1}))
+    h.ctl.add_source("/dev/ptp0", SourceKind.PTP, poll_log2=0)
+    h.ctl.add_source("ntp", SourceKind.NTP, poll_log2=4, poll_limits=(4, 4))
+    for _ in range(8):
+        h.sample("ntp", SourceKind.NTP, delay=200e-6)
+        run_phc(h, 2)
+    assert h.ctl.synchronized
+    h.ctl.sources["ntp"].filter.reset()  # e.g. its offset jumped: it starts up again
+    h.sample("ntp", SourceKind.NTP, delay=200e-6)
+    before = len(h.log)
+    run_phc(h, 3)
+    assert any(isinstance(a, SetFrequency) for a in h.log[before:])
+    assert h.state("/dev/ptp0") is SelectionState.SELECTED
