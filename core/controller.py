@@ -234,7 +234,9 @@ class ClockController:
             "frequency_in_force": self.steerer.freq_in_force,
             "mono_ns": self._last_mono_ns,
             "real_ns": self._last_real_ns,
-            "sources": {sid: src.filter.to_dict() for sid, src in self.sources.items()},
+            "sources": {
+                sid: src.filter.to_dict() for sid, src in self.sources.items() if src.filter.ready
+            },
         }
 
     # -- internals ---------------------------------------------------------------
