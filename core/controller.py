@@ -276,7 +276,8 @@ class ClockController:
     def _sync_deadline_ns(self) -> int:
         longest = max((2.0**src.poll_log2 for src in self.sources.values()), default=1.0)
         timeout = max(SYNC_TIMEOUT_POLLS * longest, SYNC_TIMEOUT_MIN_S)
-        return (self.last_update_mono_ns or self._last_mono_ns) + int(timeout * _NS)
+        last = self._last_mono_ns if self.last_update_mono_ns is None else self.last_update_mono_ns
+        return last + int(timeout * _NS)
 
     def _judge(self, now_ns: int) -> tuple[list[Candidate], dict[str, SourceEstimate], int]:
         """Candidates for selection, their estimates, and how many sources are starting up."""

@@ -317,3 +317,16 @@ def test_a_restarting_source_does_not_pause_steering() -> None:
     run_phc(h, 3)
     assert any(isinstance(a, SetFrequency) for a in h.log[before:])
     assert h.state("/dev/ptp0") is SelectionState.SELECTED
+
+
+def test_losing_every_source_means_unsynchronized_after_a_while() -> None:
+    h = Harness(sync(**{"minimum-agreeing-sources": 1}))
+    h.ctl.add_source("/dev/ptp0", SourceKind.PTP, poll_log2=0)
+    run_phc(h, 10)
+    assert h.ctl.synchronized
+    h.advance(14.0)  # the last update was at 9 s
+    assert h.ctl.synchronized
+    h.advance(5.0)  # 8 polls, at least 16 s, without an update
+    assert not h.ctl.synchronized and h.log[-1] == SetSynchronized(False)
+    snap = h.ctl.system_snapshot(now_mono_ns=h.clock.mono_ns(h.t))
+    assert snap.stratum == 16 and snap.leap is LeapIndicator.UNSYNCHRONIZED
