@@ -74,10 +74,10 @@ def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 SeedOption = Annotated[
-    int | None, typer.Option("--seed", help="random seed [default: the scenario's]")
+    int | None, typer.Option("--seed", help="random seed (default: the scenario's)")
 ]
 DurationOption = Annotated[
-    float | None, typer.Option("--duration", help="simulated seconds [default: the scenario's]")
+    float | None, typer.Option("--duration", help="simulated seconds (default: the scenario's)")
 ]
 PlotOption = Annotated[
     str | None, typer.Option("--plot", help="draw offset and frequency over time to this PNG")
@@ -92,7 +92,7 @@ def simulate(
     as_json: JsonOption = False,
     plot: PlotOption = None,
 ) -> None:
-    """Run the clock algorithm against a simulated world, faster than real time (70: panic)."""
+    """Run the clock algorithm in a simulated world, faster than real time (exit 70: panic)."""
     from .simulate_cmd import simulate_command
 
     code = simulate_command(scenario, seed=seed, duration=duration, as_json=as_json, plot=plot)
