@@ -28,7 +28,6 @@ from ..config import (
     SourceDefaultsConfig,
     SynchronizationConfig,
 )
-from ..config_load import render_path
 from ..errors import ConfigError, ConfigIssue
 from ..toml_lines import line_of, scan_key_lines
 
@@ -184,6 +183,14 @@ def source_id(src: SimPtpSource | SimServerSource) -> str:
     return src.path if isinstance(src, SimPtpSource) else src.address
 
 
+def _render(path: tuple[Any, ...]) -> str:
+    """``("source", 0, "sim", "noise")`` -> ``source[0].sim.noise``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -215,6 +222,6 @@ def load_scenario_text(text: str, filename: str = "<scenario>") -> Scenario:
                 del path[2]  # pydantic's union tag
             key = tuple(path)
             issues.append(
-                ConfigIssue(filename, render_path(key), _message(err), line_of(lines, key))
+                ConfigIssue(filename, _render(key), _message(err), line_of(lines, key))
             )
         raise ConfigError(issues) from None
