@@ -77,6 +77,15 @@ ClockChoice = Annotated[
     str | None,
     typer.Option("--clock", help="override [daemon] clock: system, observe or simulated"),
 ]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", help="random seed (default: the scenario's)")
+]
+DurationOption = Annotated[
+    float | None, typer.Option("--duration", help="simulated seconds (default: the scenario's)")
+]
+PlotOption = Annotated[
+    str | None, typer.Option("--plot", help="draw offset and frequency over time to this PNG")
+]
 
 
 @app.command()
@@ -95,6 +104,21 @@ def run(
         print(f"error: --clock {clock!r}: expected system, observe or simulated", file=sys.stderr)
         raise typer.Exit(2)
     raise typer.Exit(run_daemon(config or DEFAULT_CONFIG_PATH, clock, single_process, log_level))
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="scenario file, e.g. deploy/scenarios/*.toml")],
+    seed: SeedOption = None,
+    duration: DurationOption = None,
+    as_json: JsonOption = False,
+    plot: PlotOption = None,
+) -> None:
+    """Run the clock algorithm in a simulated world, faster than real time (exit 70: panic)."""
+    from .simulate_cmd import simulate_command
+
+    code = simulate_command(scenario, seed=seed, duration=duration, as_json=as_json, plot=plot)
+    raise typer.Exit(code)
 
 
 @app.callback()

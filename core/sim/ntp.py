@@ -1,0 +1,131 @@
+"""Simulated NTP servers and the client's arithmetic on the four timestamps.
+
+A server's clock is true time plus ``error`` (a falseticker has a large one),
+optionally stepping by ``step`` at ``step-at``. A request sent at true time t
+travels ``delay + asymmetry/2 + Exp(delay-jitter)`` to the server, which
+answers ``processing`` later; the answer travels
+``delay - asymmetry/2 + Exp(delay-jitter)`` back. A request is lost with
+probability ``loss``; from ``kod-at`` on the server answers with a
+kiss-o'-death (RATE or DENY) instead. Every random draw is keyed by (seed,
+server name, request index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..events import LeapIndicator, Sample, SourceKind
+from . import rng
+from .clock import SimClock
+
+__all__ = ["Exchange", "KissOfDeath", "NtpServerModel", "ServerParams", "ntp_sample"]
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServerParams:
+    delay_s: float = 100e-6  # one-way base delay
+    delay_jitter_s: float = 100e-6  # mean of the exponential queueing delay, each way
+    asymmetry_s: float = 0.0  # outbound minus return base delay
+    loss: float = 0.0
+    error_s: float = 0.0  # server clock minus true time
+    step_at_s: float | None = None
+    step_s: float = 0.0
+    kod: Literal["none", "rate", "deny"] = "none"
+    kod_at_s: float = 0.0
+    processing_s: float = 10e-6
+    stratum: int = 1
+    root_delay_s: float = 0.0
+    root_dispersion_s: float = 10e-6
+    leap: LeapIndicator = LeapIndicator.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """A request answered: server stamps t2/t3 (ns) and when the answer arrives (true ns)."""
+
+    t2_ns: int
+    t3_ns: int
+    arrival_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class KissOfDeath:
+    code: Literal["RATE", "DENY"]
+    arrival_ns: int
+
+
+class NtpServerModel:
+    """One NTP server and the network path to it; pure functions of time and request index."""
+
+    def __init__(self, name: str, params: ServerParams, seed: int) -> None:
+        self.name = name
+        self.params = params
+        self.seed = seed
+
+    def time_error(self, t_ns: int) -> float:
+        p = self.params
+        stepped = p.step_at_s is not None and t_ns >= p.step_at_s * _NS
+        return p.error_s + (p.step_s if stepped else 0.0)
+
+    def exchange(self, send_ns: int, index: int, clock: SimClock) -> Exchange | KissOfDeath | None:
+        """What happens to request ``index`` sent at true time ``send_ns`` (None: lost)."""
+        p = self.params
+        if p.loss and rng.uniform(self.seed, self.name, "loss", index) < p.loss:
+            return None
+        out = (
+            p.delay_s
+            + p.asymmetry_s / 2
+            + rng.exponential(self.seed, self.name, "out", index, p.delay_jitter_s)
+        )
+        back = (
+            p.delay_s
+            - p.asymmetry_s / 2
+            + rng.exponential(self.seed, self.name, "back", index, p.delay_jitter_s)
+        )
+        received = send_ns + max(round(out * _NS), 0)
+        sent = received + round(p.processing_s * _NS)
+        arrival = sent + max(round(back * _NS), 0)
+        if p.kod != "none" and send_ns >= p.kod_at_s * _NS:
+            return KissOfDeath("RATE" if p.kod == "rate" else "DENY", arrival)
+        t2 = clock.real_epoch_ns + received + round(self.time_error(received) * _NS)
+        t3 = clock.real_epoch_ns + sent + round(self.time_error(sent) * _NS)
+        return Exchange(t2, t3, arrival)
+
+
+def ntp_sample(
+    source_id: str,
+    t1_ns: int,
+    t2_ns: int,
+    t3_ns: int,
+    t4_ns: int,
+    *,
+    mono_t1_ns: int,
+    mono_t4_ns: int,
+    stratum: int,
+    root_delay_s: float,
+    root_dispersion_s: float,
+    leap: LeapIndicator,
+    reference_id: int,
+    poll_log2: int,
+) -> Sample:
+    """The client's view of one exchange (RFC 5905 offset and delay), at the midpoint of t1/t4."""
+    offset = ((t2_ns - t1_ns) + (t3_ns - t4_ns)) / 2 / _NS
+    delay = max((t4_ns - t1_ns) - (t3_ns - t2_ns), 0) / _NS
+    return Sample(
+        source_id=source_id,
+        kind=SourceKind.NTP,
+        offset_s=offset,
+        delay_s=delay,
+        uncertainty_s=0.0,
+        root_delay_s=root_delay_s,
+        root_dispersion_s=root_dispersion_s,
+        stratum=stratum,
+        leap=leap,
+        reference_id=reference_id,
+        mono_ns=(mono_t1_ns + mono_t4_ns) // 2,
+        realtime_ns=(t1_ns + t4_ns) // 2,
+        poll_log2=poll_log2,
+    )

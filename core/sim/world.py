@@ -1,0 +1,148 @@
+"""The world of one scenario: the local clock and every simulated source, built from the file.
+
+Only models and their parameters live here (no scheduling): the lead's
+real-time harness can build the same :class:`World` and evaluate it at any
+true time from separate processes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..events import LeapIndicator, SourceKind
+from .clock import LocalClockModel, LocalClockParams, SimClock
+from .ntp import NtpServerModel, ServerParams
+from .phc import PhcModel, PhcParams
+from .scenario import Scenario, SimPtpSource, SimServerSource, source_id
+
+__all__ = ["MONO_EPOCH_NS", "PhcSource", "ServerSource", "World", "build_world"]
+
+MONO_EPOCH_NS = 1_000 * 1_000_000_000  # CLOCK_MONOTONIC at the start: booted 1000 s ago
+_LEAP = {
+    "none": LeapIndicator.NONE,
+    "insert": LeapIndicator.INSERT,
+    "delete": LeapIndicator.DELETE,
+    "unsynchronized": LeapIndicator.UNSYNCHRONIZED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PhcSource:
+    source_id: str
+    config: SimPtpSource
+    model: PhcModel
+    reference_id: int
+    latency_s: float
+
+    kind = SourceKind.PTP
+
+    def time_error(self, t_ns: int) -> float:
+        return self.model.time_error(t_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSource:
+    source_id: str
+    config: SimServerSource
+    model: NtpServerModel
+    reference_id: int
+    poll_log2: int
+    poll_limits: tuple[int, int]
+    iburst: int
+
+    kind = SourceKind.NTP
+
+    def time_error(self, t_ns: int) -> float:
+        return self.model.time_error(t_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    clock: SimClock
+    sources: tuple[PhcSource | ServerSource, ...]
+    seed: int
+
+
+def _refid_text(text: str) -> int:
+    return int.from_bytes(text.encode("ascii", "replace")[:4].ljust(4, b"\0"), "big")
+
+
+def _server_refid(address: str) -> int:
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    try:
+        return int(ipaddress.IPv4Address(host))
+    except ValueError:
+        return _refid_text("SIM")
+
+
+def _phc(src: SimPtpSource, seed: int, index: int) -> PhcSource:
+    s = src.sim
+    params = PhcParams(
+        bias_s=s.bias,
+        noise_s=s.noise,
+        window_s=s.window,
+        window_jitter_s=s.window_jitter,
+        readings=s.readings,
+        read_failure=s.read_failure,
+        step_at_s=s.step_at,
+        step_s=s.step,
+    )
+    name = source_id(src)
+    return PhcSource(name, src, PhcModel(name, params, seed), _refid_text(f"PHC{index}"), s.latency)
+
+
+def _server(src: SimServerSource, scenario: Scenario, seed: int) -> ServerSource:
+    s = src.sim
+    params = ServerParams(
+        delay_s=s.delay,
+        delay_jitter_s=s.delay_jitter,
+        asymmetry_s=s.asymmetry,
+        loss=s.loss,
+        error_s=s.error,
+        step_at_s=s.step_at,
+        step_s=s.step,
+        kod=s.kod,
+        kod_at_s=s.kod_at,
+        processing_s=s.processing,
+        stratum=s.stratum,
+        root_delay_s=s.root_delay,
+        root_dispersion_s=s.root_dispersion,
+        leap=_LEAP[s.leap],
+    )
+    limits = src.poll_limits(scenario.source_defaults)
+    name = source_id(src)
+    return ServerSource(
+        name,
+        src,
+        NtpServerModel(name, params, seed),
+        _server_refid(src.address),
+        src.initial_poll(scenario.source_defaults),
+        (limits.min, limits.max),
+        s.iburst,
+    )
+
+
+def build_world(scenario: Scenario, seed: int) -> World:
+    lc = scenario.local_clock
+    params = LocalClockParams(
+        offset_s=lc.offset,
+        frequency=lc.frequency,
+        wander=lc.wander,
+        temperature_amplitude=lc.temperature_amplitude,
+        temperature_period_s=lc.temperature_period,
+    )
+    clock = SimClock(
+        LocalClockModel(params, seed),
+        real_epoch_ns=scenario.scenario.start_ns(),
+        mono_epoch_ns=MONO_EPOCH_NS,
+    )
+    sources: list[PhcSource | ServerSource] = []
+    phcs = 0
+    for src in scenario.source:
+        if isinstance(src, SimPtpSource):
+            sources.append(_phc(src, seed, phcs))
+            phcs += 1
+        else:
+            sources.append(_server(src, scenario, seed))
+    return World(clock, tuple(sources), seed)

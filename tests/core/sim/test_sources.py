@@ -1,0 +1,107 @@
+"""Simulated PHCs and NTP servers, and the client arithmetic that turns them into samples."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from ntpd_py.core.events import LeapIndicator, SourceKind
+from ntpd_py.core.sim.clock import LocalClockModel, LocalClockParams, SimClock
+from ntpd_py.core.sim.ntp import Exchange, KissOfDeath, NtpServerModel, ServerParams, ntp_sample
+from ntpd_py.core.sim.phc import PhcModel, PhcParams, phc_sample, phc_uncertainty
+
+S = 1_000_000_000
+EPOCH = 1_780_000_000 * S
+
+
+def clock(offset: float = 0.0) -> SimClock:
+    return SimClock(LocalClockModel(LocalClockParams(offset_s=offset), 1), real_epoch_ns=EPOCH,
+                    mono_epoch_ns=1000 * S)
+
+
+def test_phc_read_gives_kernel_like_triplets() -> None:
+    c = clock(offset=1e-3)
+    phc = PhcModel("/dev/ptp0", PhcParams(bias_s=300e-6, window_s=2e-6, window_jitter_s=1e-6,
+                                          readings=5), seed=1)
+    readings = phc.read(10 * S, 0, c)
+    assert readings is not None and len(readings) == 5
+    for before, value, after in readings:
+        assert after - before >= 2000
+        assert (value - before - (after - before) / 2) / S == pytest.approx(300e-6 - 1e-3, abs=1e-9)
+    assert readings == phc.read(10 * S, 0, c)  # same index, same noise
+    s = phc_sample("/dev/ptp0", readings, precision_s=1e-7, mono_minus_real_ns=-EPOCH)
+    windows = [a - b for b, _, a in readings]
+    assert s.delay_s == min(windows) / S and s.kind is SourceKind.PTP
+    assert s.offset_s == pytest.approx(300e-6 - 1e-3, abs=1e-9)
+    assert s.uncertainty_s == pytest.approx(phc_uncertainty(1e-7, s.delay_s))
+
+
+def test_phc_noise_failures_and_steps() -> None:
+    c = clock()
+    phc = PhcModel("p", PhcParams(noise_s=50e-9, read_failure=0.25, step_at_s=100.0,
+                                  step_s=1.0), seed=2)
+    reads = [phc.read(k * S, k, c) for k in range(4000)]
+    failed = sum(r is None for r in reads)
+    assert 800 < failed < 1200
+    errors = [(r[0][1] - r[0][0]) / S for r in reads[:100] if r is not None]
+    assert statistics.pstdev(errors) == pytest.approx(50e-9, rel=0.25)
+    assert phc.time_error(101 * S) == 1.0 and phc.time_error(99 * S) == 0.0
+
+
+def test_phc_sample_picks_the_quickest_reading() -> None:
+    s = phc_sample("p", [(0, 600, 1000), (2000, 2100, 2200), (3000, 3900, 5000)],
+                   precision_s=1e-9, mono_minus_real_ns=0)
+    assert s.delay_s == 200e-9 and s.offset_s == 0.0 and s.realtime_ns == 2100
+    with pytest.raises(ValueError):
+        phc_sample("p", [], precision_s=1e-9, mono_minus_real_ns=0)
+    with pytest.raises(ValueError):
+        phc_sample("p", [(10, 5, 0)], precision_s=1e-9, mono_minus_real_ns=0)
+
+
+def test_ntp_exchange_and_client_arithmetic() -> None:
+    c = clock(offset=-2e-3)
+    server = NtpServerModel("192.0.2.1", ServerParams(delay_s=100e-6, delay_jitter_s=100e-6,
+                                                      error_s=1e-3), seed=1)
+    offsets, delays = [], []
+    for k in range(3000):
+        send = k * S
+        x = server.exchange(send, k, c)
+        assert isinstance(x, Exchange)
+        t1, t4 = c.realtime_ns(send), c.realtime_ns(x.arrival_ns)
+        s = ntp_sample("192.0.2.1", t1, x.t2_ns, x.t3_ns, t4, mono_t1_ns=c.mono_ns(send),
+                       mono_t4_ns=c.mono_ns(x.arrival_ns), stratum=1, root_delay_s=0.0,
+                       root_dispersion_s=1e-6, leap=LeapIndicator.NONE, reference_id=1,
+                       poll_log2=4)
+        offsets.append(s.offset_s)
+        delays.append(s.delay_s)
+        # the error of each exchange is bounded by half the round trip's excess
+        assert abs(s.offset_s - 3e-3) <= (s.delay_s - 200e-6) / 2 + 1e-9
+    assert statistics.fmean(offsets) == pytest.approx(3e-3, abs=5e-6)  # server - local
+    assert statistics.fmean(delays) == pytest.approx(400e-6, rel=0.05)
+    assert statistics.pstdev(offsets) == pytest.approx(70.7e-6, rel=0.1)
+
+
+def test_asymmetry_biases_the_offset_by_half() -> None:
+    c = clock()
+    server = NtpServerModel("s", ServerParams(delay_s=1e-3, delay_jitter_s=0.0, asymmetry_s=2e-4),
+                            seed=1)
+    x = server.exchange(0, 0, c)
+    assert isinstance(x, Exchange)
+    t4 = c.realtime_ns(x.arrival_ns)
+    s = ntp_sample("s", c.realtime_ns(0), x.t2_ns, x.t3_ns, t4, mono_t1_ns=0, mono_t4_ns=0,
+                   stratum=1, root_delay_s=0, root_dispersion_s=0, leap=LeapIndicator.NONE,
+                   reference_id=0, poll_log2=4)
+    assert s.offset_s == pytest.approx(1e-4, abs=1e-9)
+
+
+def test_loss_kod_and_steps() -> None:
+    c = clock()
+    lossy = NtpServerModel("l", ServerParams(loss=0.3), seed=1)
+    lost = sum(lossy.exchange(k * S, k, c) is None for k in range(2000))
+    assert 500 < lost < 700
+    kod = NtpServerModel("k", ServerParams(kod="deny", kod_at_s=10.0), seed=1)
+    assert isinstance(kod.exchange(5 * S, 0, c), Exchange)
+    denied = kod.exchange(20 * S, 1, c)
+    assert isinstance(denied, KissOfDeath) and denied.code == "DENY"
+    stepping = NtpServerModel("s", ServerParams(step_at_s=50.0, step_s=-1.0), seed=1)
+    assert stepping.time_error(49 * S) == 0.0 and stepping.time_error(51 * S) == -1.0

@@ -1,0 +1,93 @@
+"""Steering: frequency, slews, steps, and the three panic thresholds."""
+
+from __future__ import annotations
+
+import pytest
+from ntpd_py.core.config import AlgorithmConfig, StepThreshold, SynchronizationConfig
+from ntpd_py.core.steer import Steerer
+
+S = 1_000_000_000
+
+
+def steerer(**kwargs: object) -> Steerer:
+    return Steerer(SynchronizationConfig.model_validate(kwargs))
+
+
+def test_step_beyond_threshold_sets_frequency_too() -> None:
+    s = steerer()
+    d = s.update(0.05, 20e-6, 0)
+    assert d.step_s == 0.05 and d.panic is None and d.slew_end_ns is None
+    assert d.freq == pytest.approx(20e-6)
+    assert s.steps == 1 and s.accumulated_s == pytest.approx(0.05) and not s.in_startup
+
+
+def test_small_offset_is_slewed_and_the_slew_ends() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)  # first update: no interval known yet, 8 s at most
+    before = s.freq_in_force  # the slope below is measured with this in force
+    d = s.update(2e-6, 1e-6, 1 * S)
+    base = before + 1e-6
+    assert d.step_s == 0.0
+    assert d.freq > base and d.slew_end_ns is not None
+    assert d.slew_end_ns - 1 * S <= S // 4 + 1  # a quarter of the update interval
+    corrected = (d.freq - base) * (d.slew_end_ns - 1 * S) / S
+    assert corrected == pytest.approx(2e-6, rel=1e-6)
+    assert s.end_slew(d.slew_end_ns - 1) is None
+    assert s.end_slew(d.slew_end_ns) == pytest.approx(base)
+    assert s.freq_in_force == pytest.approx(base)
+
+
+def test_slew_rate_and_total_frequency_are_bounded() -> None:
+    algo = AlgorithmConfig()
+    s = steerer()
+    d = s.update(-9e-3, -400e-6, 0)
+    assert d.step_s == 0.0
+    assert abs(d.freq) <= algo.maximum_frequency_steer + 1e-15
+    assert d.freq - (-400e-6) >= -algo.slew_maximum_frequency_offset - 1e-15
+    assert d.slew_end_ns is not None and d.slew_end_ns > 0
+
+
+def test_frequency_is_clamped() -> None:
+    s = steerer()
+    assert s.update(0.0, 900e-6, 0).freq == pytest.approx(495e-6)
+
+
+def test_startup_threshold_refuses_a_large_backward_step() -> None:
+    s = steerer()
+    d = s.update(-2 * 86400.0, 0.0, 0)
+    assert d.panic is not None and d.step_s == 0.0
+    assert "startup-step-panic-threshold" in d.panic and "backward" in d.panic
+    assert "-172800" in d.panic and "86400" in d.panic
+    assert s.steps == 0
+
+
+def test_startup_allows_any_forward_step_by_default() -> None:
+    assert steerer().update(10 * 86400.0, 0.0, 0).step_s == 10 * 86400.0
+
+
+def test_single_step_threshold_after_startup() -> None:
+    s = steerer()
+    s.update(1e-4, 0.0, 0)
+    d = s.update(1200.0, 0.0, 1 * S)
+    assert d.panic is not None and "single-step-panic-threshold" in d.panic
+    assert "forward limit 1000 s" in d.panic
+    assert s.update(900.0, 0.0, 2 * S).step_s == 900.0
+
+
+def test_accumulated_threshold() -> None:
+    s = steerer(**{"accumulated-step-panic-threshold": 1.0})
+    s.update(1e-4, 0.0, 0)
+    assert s.update(0.6, 0.0, 1 * S).step_s == 0.6
+    d = s.update(-0.6, 0.0, 2 * S)
+    assert d.panic is not None and "accumulated-step-panic-threshold" in d.panic
+
+
+def test_unlimited_thresholds() -> None:
+    s = Steerer(SynchronizationConfig(single_step_panic_threshold=StepThreshold.unlimited()))
+    s.update(1e-4, 0.0, 0)
+    assert s.update(-1e6, 0.0, 1 * S).step_s == -1e6
+
+
+def test_initial_frequency_is_kept_and_clamped() -> None:
+    assert Steerer(SynchronizationConfig(), freq=12e-6).freq_in_force == 12e-6
+    assert Steerer(SynchronizationConfig(), freq=1.0).freq_in_force == pytest.approx(495e-6)
