@@ -1,0 +1,383 @@
+"""Sans-IO NTP server: decide and build the reply to one client request.
+
+The server worker receives a datagram with its kernel receive timestamp and
+calls :meth:`Responder.respond`, which either writes a 48-byte reply into the
+caller's buffer and returns 48, or returns 0 (drop). The reply's transmit
+timestamp is left for the I/O layer to fill with :func:`stamp_transmit` right
+before the datagram is handed to the kernel, so it is taken as late as
+possible. Replies are never longer than the request (no amplification):
+extension fields (NTS) and legacy MACs in a request are checked for structure
+and otherwise ignored; the reply carries neither.
+
+Per request, in this order (the ntpd-rs order; counters as ntpd-rs names them):
+
+1. counted in ``received``; shorter than 48 bytes, longer than
+   :data:`~ntpd_py.core.packet.MAX_PACKET_BYTES`, not mode 3, a version not in
+   ``accept-ntp-versions``, or a malformed trailer → dropped and counted in
+   ``ignored`` (and in ``malformed``/``wrong_mode``/``bad_version``);
+2. ``denylist`` match → its action; outside a configured ``allowlist`` → that
+   list's action. Action ``deny`` → KoD DENY (counted ``denied``), ``ignore``
+   → drop (``ignored``);
+3. rate limiting (``rate-limiting-cache-size`` slots,
+   ``rate-limiting-cutoff-ms``): a request that comes sooner than the cutoff
+   after the previous one from the same address is ``rate_limited``. The first
+   such request of an episode gets a KoD RATE (poll field = the cutoff as log2
+   s, at least the request's poll); further ones in the same episode are
+   dropped, so a flood with a spoofed source reflects at most one kiss per
+   episode. The table is ntpd-rs's: a fixed array indexed by a (per-process
+   randomised) hash of the address; a slot holds one address, so a collision
+   forgets the older one (a missed limit, never a false one). Bounded memory,
+   O(1) per packet;
+4. otherwise a time reply (``accepted``) from the current
+   :class:`ServerClockState`.
+
+Clock state: when unsynchronized the reply says leap 3 (alarm) and
+``local-stratum``. Root dispersion grows from the state's reference time at
+RFC 5905's PHI (15 ppm). The 48-byte reply templates are rebuilt when the
+state changes and at least once a second; the dispersion written into them is
+the one at the end of that second (an upper bound, at most 15 µs high).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import FilterList, ServerConfig
+from .errors import PacketError
+from .events import LeapIndicator
+from .packet import HEADER_BYTES, HEADER_STRUCT, KISS_DENY, KISS_RATE, MAX_PACKET_BYTES, Mode
+from .packet import check_trailer as _check_trailer
+from .timestamps import NTP64_ONE_SECOND, ntp64_diff, s_to_short
+
+__all__ = [
+    "PHI",
+    "REPLY_BYTES",
+    "Responder",
+    "ServerClockState",
+    "stamp_transmit",
+]
+
+PHI = 15e-6  # RFC 5905 frequency tolerance, s/s: how fast an unrefreshed error bound grows
+REPLY_BYTES = HEADER_BYTES
+TEMPLATE_LIFETIME_NTP = NTP64_ONE_SECOND
+ACCESS_CACHE_MAX = 65536
+
+_Q = struct.Struct(">Q")
+_ALLOW, _DENY, _IGNORE = 0, 1, 2
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+_NO_FAST_PATH: list[bytes | None] = [None] * 256
+
+
+def _signed_byte(value: int) -> int:
+    return value - 256 if value > 127 else value
+
+
+def stamp_transmit(out: bytearray | memoryview, transmit_ntp: int, offset: int = 0) -> None:
+    """Write the transmit timestamp into a reply built by :meth:`Responder.respond`."""
+    _Q.pack_into(out, offset + 40, transmit_ntp)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerClockState:
+    """What clock-control publishes for the server to put into replies."""
+
+    synchronized: bool
+    leap: LeapIndicator
+    stratum: int  # ours: the selected source's stratum + 1
+    precision_log2: int
+    root_delay_s: float
+    root_dispersion_s: float  # at reference_time_ntp
+    reference_id: int
+    reference_time_ntp: int  # last clock update, NTP 64-bit; 0 = never
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stratum <= 16:
+            raise ValueError("stratum must be 1..16")
+        if not -128 <= self.precision_log2 <= 127:
+            raise ValueError("precision_log2 must fit a signed byte")
+        for name in ("root_delay_s", "root_dispersion_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be finite and not negative")
+        if not 0 <= self.reference_id < 2**32 or not 0 <= self.reference_time_ntp < 2**64:
+            raise ValueError("reference id / time out of range")
+
+    @classmethod
+    def unsynchronized(cls, precision_log2: int, reference_id: int = 0) -> ServerClockState:
+        return cls(False, LeapIndicator.UNSYNCHRONIZED, 16, precision_log2, 0.0, 0.0,
+                   reference_id, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Net:
+    width: int  # 4 or 16 bytes
+    network: int
+    mask: int
+
+
+def _compile(filters: FilterList | None) -> tuple[_Net, ...]:
+    if filters is None:
+        return ()
+    return tuple(
+        _Net(net.max_prefixlen // 8, int(net.network_address), int(net.netmask))
+        for net in (ipaddress.ip_network(item, strict=False) for item in filters.filter)
+    )
+
+
+def _action_code(filters: FilterList | None) -> int:
+    return _DENY if filters is not None and filters.action == "deny" else _IGNORE
+
+
+def _matches(nets: tuple[_Net, ...], client: bytes) -> bool:
+    value = int.from_bytes(client, "big")
+    return any(n.width == len(client) and value & n.mask == n.network for n in nets)
+
+
+class Responder:
+    """The per-socket server state: config, clock state, rate-limit table, counters."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        local_stratum: int = 16,
+        state: ServerClockState | None = None,
+    ) -> None:
+        self.config = config
+        self.local_stratum = local_stratum
+        self._versions = tuple(v in config.accept_ntp_versions for v in range(8))
+        self._deny = _compile(config.denylist)
+        self._allow = _compile(config.allowlist)
+        self._deny_action = _action_code(config.denylist)
+        self._allow_action = _action_code(config.allowlist)
+        self._filtering = bool(self._deny or config.allowlist is not None)
+        self._access_cache: dict[bytes, int] = {}
+        size = config.rate_limiting_cache_size if config.rate_limiting_cutoff_ms > 0 else 0
+        self._rl_size = size
+        self._rl_cutoff_ns = config.rate_limiting_cutoff_ms * 1_000_000
+        self._rl_keys: list[bytes | None] = [None] * size
+        self._rl_times: list[int] = [0] * size
+        self._rl_kissed = bytearray(size)
+        # The I/O layer may skip extracting the client address when nothing uses it.
+        self.needs_client_address = self._filtering or size > 0
+        cutoff_s = config.rate_limiting_cutoff_ms / 1000.0
+        self._rate_poll = max(0, min(17, math.ceil(math.log2(cutoff_s)))) if cutoff_s > 0 else 0
+        self.received = self.accepted = self.denied = self.ignored = 0
+        self.rate_limited = self.response_send_errors = 0
+        self.malformed = self.wrong_mode = self.bad_version = 0
+        self._state = state or ServerClockState.unsynchronized(-20)
+        self._templates: list[bytes] = [b""] * 8
+        self._by_first_byte: list[bytes | None] = [None] * 256
+        self._template_start = 0
+        self._template_expiry = 0  # forces a build on the first request
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerClockState:
+        return self._state
+
+    def set_clock_state(self, state: ServerClockState) -> None:
+        self._state = state
+        self._template_expiry = 0
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "denied": self.denied,
+            "ignored": self.ignored,
+            "rate_limited": self.rate_limited,
+            "response_send_errors": self.response_send_errors,
+            "malformed": self.malformed,
+            "wrong_mode": self.wrong_mode,
+            "bad_version": self.bad_version,
+        }
+
+    def _build_templates(self, first_rx: int, last_rx: int) -> None:
+        """Reply templates valid for receive times in [first_rx, last_rx + 1 s)."""
+        st = self._state
+        leap, stratum = (st.leap, st.stratum) if st.synchronized else (3, self.local_stratum)
+        expiry = last_rx + TEMPLATE_LIFETIME_NTP
+        disp = st.root_dispersion_s
+        if st.reference_time_ntp:
+            age = ntp64_diff(expiry, st.reference_time_ntp)
+            disp += PHI * max(age, 0) / NTP64_ONE_SECOND
+        fields = (stratum, 0, st.precision_log2, s_to_short(st.root_delay_s), s_to_short(disp),
+                  st.reference_id, st.reference_time_ntp, 0, 0, 0)
+        self._templates = [
+            HEADER_STRUCT.pack((int(leap) << 6) | (v << 3) | Mode.SERVER, *fields)
+            if self._versions[v] else b""
+            for v in range(8)
+        ]
+        # By the request's first byte (any LI, an accepted version, mode 3): the
+        # batch fast path needs one lookup instead of three checks.
+        self._by_first_byte = [
+            self._templates[(b >> 3) & 7] if b & 7 == Mode.CLIENT and self._versions[(b >> 3) & 7]
+            else None
+            for b in range(256)
+        ]
+        self._template_start = first_rx
+        self._template_expiry = expiry
+
+    # -- policy -------------------------------------------------------------------------
+
+    def _access(self, client: bytes) -> int:
+        decision = self._access_cache.get(client)
+        if decision is None:
+            addr = client[12:] if len(client) == 16 and client[:12] == _V4_MAPPED else client
+            if self._deny and _matches(self._deny, addr):
+                decision = self._deny_action
+            elif self.config.allowlist is not None and not _matches(self._allow, addr):
+                decision = self._allow_action
+            else:
+                decision = _ALLOW
+            if len(self._access_cache) >= ACCESS_CACHE_MAX:
+                self._access_cache.clear()
+            self._access_cache[client] = decision
+        return decision
+
+    def _rate_limit(self, client: bytes, now_ns: int) -> int:
+        """0: fine; 1: limited, send a kiss; 2: limited, already kissed."""
+        # str/bytes hashes are salted per process (PYTHONHASHSEED), so a client
+        # cannot aim collisions at another's slot.
+        index = hash(client) % self._rl_size
+        keys = self._rl_keys
+        limited = keys[index] == client and now_ns - self._rl_times[index] < self._rl_cutoff_ns
+        keys[index] = client
+        self._rl_times[index] = now_ns
+        if not limited:
+            self._rl_kissed[index] = 0
+            return 0
+        if self._rl_kissed[index]:
+            return 2
+        self._rl_kissed[index] = 1
+        return 1
+
+    def _kiss(self, code: int, poll: int, version: int, request: bytes | bytearray | memoryview,
+              rx_ntp: int, out: bytearray | memoryview, offset: int) -> int:
+        HEADER_STRUCT.pack_into(
+            out, offset, (3 << 6) | (version << 3) | Mode.SERVER, 0, poll,
+            self._state.precision_log2, 0, 0, code, 0, 0, rx_ntp, 0,
+        )
+        out[offset + 24 : offset + 32] = request[40:48]
+        return REPLY_BYTES
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def respond(
+        self,
+        request: bytes | bytearray | memoryview,
+        length: int,
+        client: bytes,
+        rx_ntp: int,
+        now_mono_ns: int,
+        out: bytearray | memoryview,
+        offset: int = 0,
+    ) -> int:
+        """Handle one request; return the reply length written at ``out[offset:]`` or 0.
+
+        ``request[:length]`` is the datagram, ``client`` the packed source IP
+        (4 or 16 bytes), ``rx_ntp`` the kernel receive time in NTP format.
+        """
+        self.received += 1
+        if length != HEADER_BYTES and (length < HEADER_BYTES or length > MAX_PACKET_BYTES):
+            self.ignored += 1
+            self.malformed += 1
+            return 0
+        first = request[0]
+        if first & 7 != 3:
+            self.ignored += 1
+            self.wrong_mode += 1
+            return 0
+        version = (first >> 3) & 7
+        if not self._versions[version]:
+            self.ignored += 1
+            self.bad_version += 1
+            return 0
+        if length != HEADER_BYTES:
+            try:
+                _check_trailer(request, length, version)
+            except PacketError:
+                self.ignored += 1
+                self.malformed += 1
+                return 0
+        if self._filtering:
+            decision = self._access(client)
+            if decision:
+                if decision == _IGNORE:
+                    self.ignored += 1
+                    return 0
+                self.denied += 1
+                poll = _signed_byte(request[2])
+                return self._kiss(KISS_DENY, poll, version, request, rx_ntp, out, offset)
+        if self._rl_size:
+            limited = self._rate_limit(client, now_mono_ns)
+            if limited:
+                self.rate_limited += 1
+                if limited == 2:
+                    return 0
+                poll = max(self._rate_poll, _signed_byte(request[2]))
+                return self._kiss(KISS_RATE, poll, version, request, rx_ntp, out, offset)
+        if not self._template_start <= rx_ntp < self._template_expiry:
+            self._build_templates(rx_ntp, rx_ntp)
+        out[offset : offset + 48] = self._templates[version]
+        out[offset + 2] = request[2]
+        out[offset + 24 : offset + 32] = request[40:48]
+        _Q.pack_into(out, offset + 32, rx_ntp)
+        self.accepted += 1
+        return REPLY_BYTES
+
+    def respond_batch(
+        self,
+        data: bytearray | memoryview,
+        stride: int,
+        lengths: Sequence[int],
+        rx_ntp: Sequence[int],
+        clients: Sequence[bytes] | None,
+        now_mono_ns: int,
+        out: bytearray | memoryview,
+    ) -> list[int]:
+        """:meth:`respond` for a batch: request k is ``data[k * stride:][:lengths[k]]``.
+
+        Returns the indices of the requests that were answered, in order; the
+        reply to the j-th of them is at ``out[48 * j:]``. Same decisions and
+        counters as :meth:`respond`; plain 48-byte requests skip the per-call
+        overhead when no access list or rate limit is configured.
+        """
+        n = len(lengths)
+        answered: list[int] = []
+        if not n:
+            return answered
+        lo, hi = min(rx_ntp), max(rx_ntp)
+        if not (self._template_start <= lo and hi < self._template_expiry):
+            self._build_templates(lo, hi)
+        table = self._by_first_byte
+        if self.needs_client_address:
+            table = _NO_FAST_PATH
+        pack = _Q.pack_into
+        respond = self.respond
+        fast = 0
+        for k in range(n):
+            base = k * stride
+            length = lengths[k]
+            template = table[data[base]] if length == HEADER_BYTES else None
+            o = len(answered) * REPLY_BYTES
+            if template is None:
+                request = data[base : base + length]
+                client = clients[k] if clients else b""
+                if respond(request, length, client, rx_ntp[k], now_mono_ns, out, o):
+                    answered.append(k)
+                continue
+            out[o : o + REPLY_BYTES] = template
+            out[o + 2] = data[base + 2]
+            out[o + 24 : o + 32] = data[base + 40 : base + 48]
+            pack(out, o + 32, rx_ntp[k])
+            answered.append(k)
+            fast += 1
+        self.received += fast
+        self.accepted += fast
+        return answered
