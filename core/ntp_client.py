@@ -334,7 +334,7 @@ class NtpClient:
             return ReplyOutcome.BAD_VERSION, []
         pending = self._outstanding
         if pending is None or received.mono_ns - pending.sent_mono_ns > REPLY_WINDOW_NS:
-            if reply.origin_ts == self._last_origin:
+            if self._last_origin and reply.origin_ts == self._last_origin:
                 return ReplyOutcome.DUPLICATE, []
             return ReplyOutcome.UNEXPECTED, []
         if reply.origin_ts != pending.origin:
@@ -342,7 +342,7 @@ class NtpClient:
         # From here on the reply answers our request: nothing else may use it.
         self._outstanding = None
         self._last_origin = pending.origin
-        if reply.transmit_ts == self._last_transmit:
+        if reply.transmit_ts and reply.transmit_ts == self._last_transmit:
             return ReplyOutcome.DUPLICATE, []
         if reply.is_kiss:
             return self._handle_kiss(reply, received.mono_ns)
