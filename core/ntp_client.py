@@ -171,6 +171,7 @@ class ClientSettings:
     initial_poll: int = 4
     version: int = 4
     burst_count: int = 4  # requests 2 s apart at start; up to twice as many if unanswered
+    burst_interval_ns: int = BURST_INTERVAL_NS
     max_stratum: int = MAX_STRATUM  # lower it to local-stratum - 1
     max_root_distance_s: float = 1.0  # RFC 5905 MAXDIST
     local_precision_s: float = 1e-7
@@ -296,7 +297,7 @@ class NtpClient:
 
     def _interval_ns(self) -> int:
         if self._burst_left > 0:
-            return BURST_INTERVAL_NS
+            return self.settings.burst_interval_ns
         poll = self.poll_log2
         base_ns = NS_PER_S << poll if poll >= 0 else NS_PER_S >> -poll
         return int(base_ns * (1.0 + self._poll.jitter))

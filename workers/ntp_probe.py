@@ -44,6 +44,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-max", type=int, default=10)
     p.add_argument("--initial-poll", type=int, default=None)
     p.add_argument("--burst", type=int, default=4, help="start-up burst length (0 = none)")
+    p.add_argument("--burst-interval", type=float, default=2.0, help="seconds between burst polls")
     p.add_argument("--advise-poll", type=int, default=None,
                    help="after the first sample, advise this poll interval (log2 s)")
     p.add_argument("--no-tx-timestamps", action="store_true",
@@ -77,6 +78,7 @@ def run_probe(args: argparse.Namespace) -> tuple[NtpClient, int]:
     settings = ClientSettings(
         source_id=f"{host}:{port}", poll_min=args.poll_min, poll_max=args.poll_max,
         initial_poll=initial, burst_count=args.burst,
+        burst_interval_ns=int(args.burst_interval * 1e9),
     )
     client = NtpClient(settings)
     channel = ClientChannel(host, port, tx_timestamps=not args.no_tx_timestamps)
