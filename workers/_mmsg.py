@@ -25,8 +25,9 @@ import errno
 import socket
 import struct
 import time
+from collections.abc import Sequence
 
-from ntpd_py.core.ntp_server import REPLY_BYTES, Responder
+from ntpd_py.core.ntp_server import REPLY_BYTES, Responder, stamp_transmit_batch
 from ntpd_py.core.packet import MAX_PACKET_BYTES
 
 from ._udp import SCM_TIMESTAMPNS
@@ -53,7 +54,6 @@ _CTRL = socket.CMSG_SPACE(16)
 _DATA = (MAX_PACKET_BYTES + 1 + 15) & ~15  # one spare byte tells "oversized" apart
 _CMSG_TS = struct.Struct("=QiiQQ")  # cmsg_len, level, type, tv_sec, tv_nsec
 _MSG_LEN = struct.Struct("=I")
-_Q = struct.Struct(">Q")
 _OFFSET_S = 2_208_988_800
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
 
@@ -93,7 +93,6 @@ class ServerBatchIO:
         self._rx_template = bytes(self.rx_hdr)
         self._rx_ptr = _addr(self.rx_hdr)
         self._tx_ptr = _addr(self.tx_hdr)
-        self._data_view = memoryview(self.data)
         self._structs: dict[int, tuple[struct.Struct, struct.Struct]] = {}
         self.receive_errors = 0
         self.batches = 0
@@ -125,7 +124,7 @@ class ServerBatchIO:
             names = self.names
             clients = [bytes(names[k * _NAME + a0 : k * _NAME + a1]) for k in range(n)]
         answered = self.responder.respond_batch(
-            self._data_view, _DATA, lengths, rx, clients, now_mono, self.out
+            self.data, _DATA, lengths, rx, clients, now_mono, self.out
         )
         names = self.names
         for j, k in enumerate(answered):
@@ -135,7 +134,8 @@ class ServerBatchIO:
             self._send(len(answered))
         return n
 
-    def _lengths_and_timestamps(self, n: int) -> tuple[list[int], list[int]]:
+    def _lengths_and_timestamps(self, n: int) -> tuple[Sequence[int], list[int]]:
+        """Datagram lengths and kernel receive times (NTP format) of a batch, in bulk."""
         structs = self._structs.get(n)
         if structs is None:
             structs = self._structs[n] = (
@@ -143,30 +143,34 @@ class ServerBatchIO:
             )
         hdr_fields = structs[0].unpack_from(self.rx_hdr)
         cmsgs = structs[1].unpack_from(self.ctrl)
-        lengths = list(hdr_fields[1::2])
         rx = [
-            ((cmsgs[i + 3] + _OFFSET_S) << 32) | (((cmsgs[i + 4] << 32) + 500_000_000)
-                                                   // 1_000_000_000)
-            for i in range(0, 5 * n, 5)
+            (((sec + _OFFSET_S) & 0xFFFF_FFFF) << 32) | (((nsec << 32) + 500_000_000)
+                                                        // 1_000_000_000)
+            for sec, nsec in zip(cmsgs[3::5], cmsgs[4::5], strict=True)
         ]
+        if (min(hdr_fields[0::2]) < _CTRL or cmsgs[2::5].count(SCM_TIMESTAMPNS) != n
+                or cmsgs[1::5].count(socket.SOL_SOCKET) != n or max(cmsgs[4::5]) >= 10**9):
+            self._fix_missing_timestamps(n, hdr_fields, cmsgs, rx)
+        return hdr_fields[1::2], rx
+
+    @staticmethod
+    def _fix_missing_timestamps(
+        n: int, hdr_fields: tuple[int, ...], cmsgs: tuple[int, ...], rx: list[int]
+    ) -> None:
+        # Cannot happen with SO_TIMESTAMPNS set; if it does, read the clock instead.
         for k in range(n):
             i = 5 * k
             if (hdr_fields[2 * k] < _CTRL or cmsgs[i + 2] != SCM_TIMESTAMPNS
-                    or cmsgs[i + 1] != socket.SOL_SOCKET or rx[k] >> 64):
-                # No kernel timestamp (cannot happen with SO_TIMESTAMPNS set): read the clock.
+                    or cmsgs[i + 1] != socket.SOL_SOCKET or cmsgs[i + 4] >= 10**9):
                 ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-                rx[k] = (((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000
-            rx[k] &= 0xFFFF_FFFF_FFFF_FFFF
-        return lengths, rx
+                rx[k] = ((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000)
+                         // 1_000_000_000) & 0xFFFF_FFFF_FFFF_FFFF
 
     def _send(self, count: int) -> None:
         ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
         tx = ((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000)
         tx &= 0xFFFF_FFFF_FFFF_FFFF
-        out = self.out
-        pack = _Q.pack_into
-        for j in range(count):
-            pack(out, j * REPLY_BYTES + 40, tx)
+        stamp_transmit_batch(self.out, count, tx)
         sent = 0
         while sent < count:
             n = _sendmmsg(self.fd, self._tx_ptr + sent * _HDR, count - sent, 0)

@@ -249,3 +249,42 @@ def test_responder_fuzz(data: bytes, client: bytes, rx: int, strict: bool) -> No
     if reply is not None:
         assert len(reply) <= max(len(data), 48)
         assert parse(reply).mode == Mode.SERVER
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 64), st.sampled_from([3, 4]), st.integers(0, 3),
+       st.lists(st.integers(0, 2**64 - 1), min_size=64, max_size=64),
+       st.lists(st.integers(-128, 127), min_size=64, max_size=64))
+def test_uniform_batches_match_single(n: int, version: int, leap: int, origins: list[int],
+                                      polls: list[int]) -> None:
+    """The bulk path for a batch of plain requests of one version answers like respond()."""
+    single, batched = responder(), responder()
+    stride = 64
+    data = bytearray(stride * n)
+    requests = []
+    for k in range(n):
+        req = bytearray(client_request(origins[k], polls[k], version))
+        req[0] |= leap << 6
+        requests.append(bytes(req))
+        data[k * stride : k * stride + 48] = req
+    rx = [NOW_NTP + k * 1000 for k in range(n)]
+    out = bytearray(48 * n)
+    assert batched.respond_batch(data, stride, [48] * n, rx, None, 0, out) == list(range(n))
+    for k in range(n):
+        expected = ask(single, requests[k], rx=rx[k])
+        assert expected is not None
+        got = out[48 * k : 48 * k + 48]
+        assert got[:8] + got[12:] == expected[:8] + expected[12:]
+        assert abs(int.from_bytes(got[8:12], "big") - int.from_bytes(expected[8:12], "big")) <= 1
+    assert batched.counters() == single.counters()
+
+
+def test_stamp_transmit_batch() -> None:
+    from ntpd_py.core.ntp_server import stamp_transmit_batch
+
+    out = bytearray(range(256)) * 2
+    stamp_transmit_batch(out, 3, 0x0102030405060708)
+    for j in range(3):
+        assert out[48 * j + 40 : 48 * j + 48] == bytes(range(1, 9))
+        assert out[48 * j : 48 * j + 40] == (bytearray(range(256)) * 2)[48 * j : 48 * j + 40]
+    assert out[144:] == (bytearray(range(256)) * 2)[144:]
