@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from ntpd_py.core.ntp_server import REPLY_BYTES, Responder, stamp_transmit_batch
 from ntpd_py.core.packet import MAX_PACKET_BYTES
 
-from ._udp import SCM_TIMESTAMPNS
+from ._udp import SCM_TIMESTAMPNS, enable_rx_timestamps
 
 __all__ = ["ServerBatchIO"]
 
@@ -66,6 +66,7 @@ class ServerBatchIO:
     """One server socket's receive/reply machinery around a :class:`Responder`."""
 
     def __init__(self, sock: socket.socket, responder: Responder, batch: int = 64) -> None:
+        enable_rx_timestamps(sock)  # also for a socket the supervisor opened and passed in
         self.sock = sock
         self.fd = sock.fileno()
         self.responder = responder
@@ -109,7 +110,7 @@ class ServerBatchIO:
 
     def _one_batch(self) -> int:
         self.rx_hdr[:] = self._rx_template  # the kernel rewrote namelen/controllen/flags
-        n = _recvmmsg(self.fd, self._rx_ptr, self.batch, _MSG_DONTWAIT, None)
+        n = int(_recvmmsg(self.fd, self._rx_ptr, self.batch, _MSG_DONTWAIT, None))
         if n <= 0:
             err = ctypes.get_errno()
             if n < 0 and err not in (errno.EAGAIN, errno.EINTR):

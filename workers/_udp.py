@@ -48,6 +48,7 @@ __all__ = [
     "SO_TIMESTAMPNS",
     "ClientChannel",
     "client_io_step",
+    "enable_rx_timestamps",
     "execute_client_actions",
     "local_time_from_rx",
     "monotonic_ns",
@@ -102,11 +103,11 @@ def rx_timestamp_ns(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
             continue
         if kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data)
-            return sec * 1_000_000_000 + nsec
+            return int(sec) * 1_000_000_000 + int(nsec)
         if kind == SCM_TIMESTAMPING and len(data) >= _TIMESPEC3.size:
             sec, nsec = _TIMESPEC3.unpack_from(data)[:2]
             if sec or nsec:
-                return sec * 1_000_000_000 + nsec
+                return int(sec) * 1_000_000_000 + int(nsec)
     return None
 
 
@@ -117,7 +118,9 @@ def resolve_numeric(host: str, port: int) -> tuple[int, SockAddr]:
     """Family and sockaddr of a numeric IPv4/IPv6 address (no DNS)."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
-    return family, info[0][4]
+    sockaddr = info[0][4]
+    assert isinstance(sockaddr[0], str)  # AF_INET/AF_INET6 addresses
+    return family, sockaddr  # type: ignore[return-value]
 
 
 class ClientChannel:
@@ -262,6 +265,12 @@ def client_io_step(
     return (deadline_ns if new_deadline is None else new_deadline), rest
 
 
+def enable_rx_timestamps(sock: socket.socket) -> None:
+    """Kernel receive timestamps and non-blocking mode on a socket (e.g. one passed in)."""
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
 def open_server_socket(
     host: str, port: int, reuseport: bool = False, rcvbuf: int = 1 << 22
 ) -> socket.socket:
@@ -269,8 +278,7 @@ def open_server_socket(
     family, sockaddr = resolve_numeric(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        enable_rx_timestamps(sock)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         with contextlib.suppress(OSError):  # the kernel caps it at net.core.rmem_max
