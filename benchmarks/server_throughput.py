@@ -161,6 +161,7 @@ def main() -> int:
             for port in ports.values():
                 wait_ready(port)
             results: dict[str, list[float]] = {name: [] for name in names}
+            cpu: dict[str, list[float]] = {name: [] for name in names}
             for r in range(args.rounds):
                 order = names[r % 3:] + names[: r % 3]
                 for name in order:
@@ -170,6 +171,7 @@ def main() -> int:
                     cpu_us = (cpu_seconds(pids[name]) - cpu0) * 1e6
                     total = res["replies"] * (args.seconds + 0.5) / max(res["seconds"], 1e-9)
                     results[name].append(res["replies_per_s"])
+                    cpu[name].append(cpu_us / max(total, 1))
                     print(f"round {r + 1}  {name:32s} {res['replies_per_s']:>9.0f} replies/s  "
                           f"{cpu_us / max(total, 1):5.1f} µs CPU/reply  "
                           f"(sent {res['sent']:.0f}, replies {res['replies']:.0f}, "
@@ -179,10 +181,11 @@ def main() -> int:
             stop(procs)
     medians = {name: statistics.median(values) for name, values in results.items()}
     base = medians[names[0]]
-    print("\nmedian replies/s:")
+    print("\nmedians over the rounds:")
     for name in names:
         ratio = medians[name] / base if base else float("nan")
-        print(f"  {name:32s} {medians[name]:>9.0f}   ratio to chronyd {ratio:.2f}")
+        print(f"  {name:32s} {medians[name]:>9.0f} replies/s   ratio to chronyd {ratio:.2f}   "
+              f"{statistics.median(cpu[name]):.1f} µs CPU/reply")
     for name in names[1:]:
         per_round = [o / c for o, c in zip(results[name], results[names[0]], strict=True) if c]
         print(f"  per-round ratios {name}: " + ", ".join(f"{x:.2f}" for x in per_round))

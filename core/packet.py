@@ -29,6 +29,8 @@ extension fields plus the longest MAC) are rejected as oversized.
 from __future__ import annotations
 
 import enum
+import hashlib
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -49,6 +51,7 @@ __all__ = [
     "client_request",
     "kiss_code",
     "parse",
+    "refid_for_address",
     "refid_from_text",
 ]
 
@@ -71,6 +74,22 @@ def refid_from_text(text: str) -> int:
     if len(raw) > 4:
         raise ValueError("a reference id has at most 4 characters")
     return int.from_bytes(raw.ljust(4, b"\0"), "big")
+
+
+def refid_for_address(address: str) -> int:
+    """The reference id that names an NTP server by address (RFC 5905 §7.3).
+
+    IPv4: the address itself. IPv6: the first 4 bytes of the MD5 of the address
+    (a hash, not a security measure: RFC 5905 chose it only to fit 32 bits).
+    A server synchronized to us puts one of these for our address in its refid,
+    which is how the client detects loops.
+    """
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.version == 4:
+        return int(ip)
+    return int.from_bytes(hashlib.md5(ip.packed, usedforsecurity=False).digest()[:4], "big")
 
 
 KISS_RATE = refid_from_text("RATE")

@@ -20,6 +20,7 @@ from ntpd_py.core.packet import (
     client_request,
     kiss_code,
     parse,
+    refid_for_address,
     refid_from_text,
 )
 
@@ -204,3 +205,12 @@ def test_parser_fuzz_structured_trailers(first: int, fields: list[tuple[int, int
     except PacketError:
         return
     assert packet.encode() == bytes(data)
+
+
+def test_refid_for_address() -> None:
+    import hashlib
+
+    assert refid_for_address("192.0.2.1") == 0xC0000201
+    assert refid_for_address("::ffff:192.0.2.1") == 0xC0000201
+    digest = hashlib.md5(bytes.fromhex("20010db8" + "00" * 11 + "01")).digest()
+    assert refid_for_address("2001:db8::1") == int.from_bytes(digest[:4], "big")
