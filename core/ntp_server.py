@@ -40,15 +40,15 @@ the one at the end of that second (an upper bound, at most 15 µs high).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import FilterList, ServerConfig
+from .config import ServerConfig
 from .errors import PacketError
 from .events import LeapIndicator
+from .ntp_server_policy import ALLOW, IGNORE, LIMIT_DROP, LIMIT_OK, AccessPolicy, RateLimiter
 from .packet import HEADER_BYTES, HEADER_STRUCT, KISS_DENY, KISS_RATE, MAX_PACKET_BYTES, Mode
 from .packet import check_trailer as _check_trailer
 from .timestamps import NTP64_ONE_SECOND, ntp64_diff, s_to_short
@@ -65,11 +65,8 @@ __all__ = [
 PHI = 15e-6  # RFC 5905 frequency tolerance, s/s: how fast an unrefreshed error bound grows
 REPLY_BYTES = HEADER_BYTES
 TEMPLATE_LIFETIME_NTP = NTP64_ONE_SECOND
-ACCESS_CACHE_MAX = 65536
 
 _Q = struct.Struct(">Q")
-_ALLOW, _DENY, _IGNORE = 0, 1, 2
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 _NO_FAST_PATH: list[bytes | None] = [None] * 256
 
 
@@ -133,31 +130,6 @@ class ServerClockState:
                    reference_id, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class _Net:
-    width: int  # 4 or 16 bytes
-    network: int
-    mask: int
-
-
-def _compile(filters: FilterList | None) -> tuple[_Net, ...]:
-    if filters is None:
-        return ()
-    return tuple(
-        _Net(net.max_prefixlen // 8, int(net.network_address), int(net.netmask))
-        for net in (ipaddress.ip_network(item, strict=False) for item in filters.filter)
-    )
-
-
-def _action_code(filters: FilterList | None) -> int:
-    return _DENY if filters is not None and filters.action == "deny" else _IGNORE
-
-
-def _matches(nets: tuple[_Net, ...], client: bytes) -> bool:
-    value = int.from_bytes(client, "big")
-    return any(n.width == len(client) and value & n.mask == n.network for n in nets)
-
-
 class Responder:
     """The per-socket server state: config, clock state, rate-limit table, counters."""
 
@@ -170,22 +142,11 @@ class Responder:
         self.config = config
         self.local_stratum = local_stratum
         self._versions = tuple(v in config.accept_ntp_versions for v in range(8))
-        self._deny = _compile(config.denylist)
-        self._allow = _compile(config.allowlist)
-        self._deny_action = _action_code(config.denylist)
-        self._allow_action = _action_code(config.allowlist)
-        self._filtering = bool(self._deny or config.allowlist is not None)
-        self._access_cache: dict[bytes, int] = {}
-        size = config.rate_limiting_cache_size if config.rate_limiting_cutoff_ms > 0 else 0
-        self._rl_size = size
-        self._rl_cutoff_ns = config.rate_limiting_cutoff_ms * 1_000_000
-        self._rl_keys: list[bytes | None] = [None] * size
-        self._rl_times: list[int] = [0] * size
-        self._rl_kissed = bytearray(size)
+        self.access = AccessPolicy(config.allowlist, config.denylist)
+        self.rate_limiter = RateLimiter(config.rate_limiting_cache_size,
+                                        config.rate_limiting_cutoff_ms)
         # The I/O layer may skip extracting the client address when nothing uses it.
-        self.needs_client_address = self._filtering or size > 0
-        cutoff_s = config.rate_limiting_cutoff_ms / 1000.0
-        self._rate_poll = max(0, min(17, math.ceil(math.log2(cutoff_s)))) if cutoff_s > 0 else 0
+        self.needs_client_address = self.access.active or self.rate_limiter.active
         self.received = self.accepted = self.denied = self.ignored = 0
         self.rate_limited = self.response_send_errors = 0
         self.malformed = self.wrong_mode = self.bad_version = 0
@@ -244,39 +205,7 @@ class Responder:
         self._template_start = first_rx
         self._template_expiry = expiry
 
-    # -- policy -------------------------------------------------------------------------
-
-    def _access(self, client: bytes) -> int:
-        decision = self._access_cache.get(client)
-        if decision is None:
-            addr = client[12:] if len(client) == 16 and client[:12] == _V4_MAPPED else client
-            if self._deny and _matches(self._deny, addr):
-                decision = self._deny_action
-            elif self.config.allowlist is not None and not _matches(self._allow, addr):
-                decision = self._allow_action
-            else:
-                decision = _ALLOW
-            if len(self._access_cache) >= ACCESS_CACHE_MAX:
-                self._access_cache.clear()
-            self._access_cache[client] = decision
-        return decision
-
-    def _rate_limit(self, client: bytes, now_ns: int) -> int:
-        """0: fine; 1: limited, send a kiss; 2: limited, already kissed."""
-        # str/bytes hashes are salted per process (PYTHONHASHSEED), so a client
-        # cannot aim collisions at another's slot.
-        index = hash(client) % self._rl_size
-        keys = self._rl_keys
-        limited = keys[index] == client and now_ns - self._rl_times[index] < self._rl_cutoff_ns
-        keys[index] = client
-        self._rl_times[index] = now_ns
-        if not limited:
-            self._rl_kissed[index] = 0
-            return 0
-        if self._rl_kissed[index]:
-            return 2
-        self._rl_kissed[index] = 1
-        return 1
+    # -- kisses ---------------------------------------------------------------------
 
     def _kiss(self, code: int, poll: int, version: int, request: bytes | bytearray | memoryview,
               rx_ntp: int, out: bytearray | memoryview, offset: int) -> int:
@@ -326,22 +255,22 @@ class Responder:
                 self.ignored += 1
                 self.malformed += 1
                 return 0
-        if self._filtering:
-            decision = self._access(client)
-            if decision:
-                if decision == _IGNORE:
+        if self.access.active:
+            decision = self.access.decide(client)
+            if decision != ALLOW:
+                if decision == IGNORE:
                     self.ignored += 1
                     return 0
                 self.denied += 1
                 poll = _signed_byte(request[2])
                 return self._kiss(KISS_DENY, poll, version, request, rx_ntp, out, offset)
-        if self._rl_size:
-            limited = self._rate_limit(client, now_mono_ns)
-            if limited:
+        if self.rate_limiter.active:
+            limited = self.rate_limiter.check(client, now_mono_ns)
+            if limited != LIMIT_OK:
                 self.rate_limited += 1
-                if limited == 2:
+                if limited == LIMIT_DROP:
                     return 0
-                poll = max(self._rate_poll, _signed_byte(request[2]))
+                poll = max(self.rate_limiter.kiss_poll, _signed_byte(request[2]))
                 return self._kiss(KISS_RATE, poll, version, request, rx_ntp, out, offset)
         if not self._template_start <= rx_ntp < self._template_expiry:
             self._build_templates(rx_ntp, rx_ntp)

@@ -168,7 +168,8 @@ def test_rate_limit_table_is_bounded() -> None:
     r = responder(rate_limiting_cache_size=32, rate_limiting_cutoff_ms=1000)
     for i in range(5000):
         ask(r, client_request(i, 4), client=i.to_bytes(4, "big"), now=i)
-    assert len(r._rl_keys) == len(r._rl_times) == len(r._rl_kissed) == 32
+    limiter = r.rate_limiter
+    assert len(limiter._keys) == len(limiter._times) == len(limiter._kissed) == limiter.size == 32
     assert r.counters()["received"] == 5000
 
 
@@ -288,3 +289,13 @@ def test_stamp_transmit_batch() -> None:
         assert out[48 * j + 40 : 48 * j + 48] == bytes(range(1, 9))
         assert out[48 * j : 48 * j + 40] == (bytearray(range(256)) * 2)[48 * j : 48 * j + 40]
     assert out[144:] == (bytearray(range(256)) * 2)[144:]
+
+
+def test_access_decision_cache_is_bounded() -> None:
+    from ntpd_py.core.ntp_server_policy import ACCESS_CACHE_MAX, ALLOW, DENY, AccessPolicy
+
+    policy = AccessPolicy(FilterList(filter=["10.0.0.0/8"], action="deny"), None)
+    for i in range(ACCESS_CACHE_MAX + 10):
+        policy.decide((0x0A000000 + i).to_bytes(4, "big"))
+    assert len(policy._cache) <= ACCESS_CACHE_MAX
+    assert policy.decide(V4) == DENY and policy.decide(OTHER) == ALLOW
