@@ -28,15 +28,25 @@ could change, kiss codes included. The checks follow RFC 5905 and the notes in
 Loop detection: a server of stratum > 1 whose reference id equals the
 reference id of one of our own addresses (``local_refids``: IPv4 address, or
 the first 4 bytes of the MD5 of an IPv6 address, RFC 5905) is synchronized
-to us and is not used. Stratum-1 servers name a reference clock, not an
-address, so they are exempt (as in ntpd-rs).
+to us and is not used (:func:`~ntpd_py.core.packet.refid_for_address` makes
+them). Stratum-1 servers name a reference clock, not an address, so they are
+exempt (as in ntpd-rs).
+
+Polling: a burst of ``burst_count`` requests ``burst_interval_ns`` apart at
+start (up to twice as many while unanswered) so the first samples come within
+seconds, then one request per ``2**poll`` s, lengthened by up to
+``poll_jitter`` at random; ``poll`` is the advised interval, clamped to the
+limits and raised by RATE kisses. The reach register shifts at each poll and
+records answered ones; :class:`Unreachable` is emitted once per outage, after
+``startup_unreachable_polls`` unanswered polls if the server never answered,
+else after ``unreachable_polls`` (an empty register); polling goes on.
 
 Kiss codes (only with a matching origin): RATE raises a floor under the poll
 interval to at least one step above the interval that was in use and at least
 the poll the server put in the kiss, within ``poll-interval-limits``
-(configured limits win over the server's wish, as in ntpd-rs); the start-up
-burst stops. DENY and RSTR demobilize the source. Other codes are ignored.
-None of them is ever a time sample.
+(configured limits win over the server's wish, as in ntpd-rs) for the life of
+the association; the start-up burst stops. DENY and RSTR demobilize the
+source. Other codes are ignored. None of them is ever a time sample.
 """
 
 from __future__ import annotations

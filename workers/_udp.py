@@ -15,7 +15,9 @@ Python and syscall-entry latency from t1. On loopback the kernel stamps the
 packet inside ``send``, so the error queue holds it when ``send`` returns; on
 a real NIC it is taken in the driver and may arrive a little later, which is
 why :meth:`ClientChannel.receive` drains the error queue before it reads
-replies.
+replies. A worker that polls the channel's file descriptor must re-register it
+after every send: each request has its own socket. :func:`client_io_step` is a
+complete loop pass for a plain ``select.poll`` loop.
 
 Server side: :func:`open_server_socket` (IPv4/IPv6, optional
 ``SO_REUSEPORT``) and, in :mod:`ntpd_py.workers._mmsg`, the batched receive
