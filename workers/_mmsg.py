@@ -17,6 +17,13 @@ longer than one datagram when requests queued up while the previous batch was
 being answered, i.e. under load; then the transmit timestamp of the k-th
 reply is early by the time the kernel takes to send the k-1 before it (a few
 µs each on loopback). Without load every reply gets its own reading.
+
+Wildcard binds (``0.0.0.0``, ``::``): the kernel would pick the reply's source
+address by routing, which on a host with several addresses is not always the
+one the client sent to, and the client's connected socket then drops the
+reply. So on a wildcard socket the destination of each request is read from
+``IP_PKTINFO``/``IPV6_PKTINFO`` and the reply is sent from it (as chrony does);
+that path parses control messages per datagram and costs a little more CPU.
 """
 
 from __future__ import annotations
@@ -47,16 +54,65 @@ _sendmmsg.restype = ctypes.c_int
 _MMSG = struct.Struct("=QI4xQQQQi4xI4x")  # pointers as u64 (64-bit only)
 assert _MMSG.size == 64
 _HDR = _MMSG.size
-_MSG_LEN_AT = 56
 _CONTROLLEN_AT = 40
 _IOV = struct.Struct("=QQ")
 _NAME = 32  # stride; sockaddr_in6 is 28 bytes
 _CTRL = socket.CMSG_SPACE(16)
 _DATA = (MAX_PACKET_BYTES + 1 + 15) & ~15  # one spare byte tells "oversized" apart
 _CMSG_TS = struct.Struct("=QiiQQ")  # cmsg_len, level, type, tv_sec, tv_nsec
-_MSG_LEN = struct.Struct("=I")
+_CONTROLLEN = struct.Struct("=Q")
+_LEN_FIELDS = struct.Struct("=Q8xI")  # msg_controllen … msg_len
 _OFFSET_S = 2_208_988_800
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
+# <linux/in.h>, <linux/in6.h>: the destination address of a request, for wildcard sockets.
+IP_PKTINFO = 8
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+_CTRL_PKTINFO = 80  # timestamp (32) + in6_pktinfo (40) + slack
+_CMSG_HDR = struct.Struct("=Qii")
+_TIMESPEC = struct.Struct("=qq")
+_IN_PKTINFO = struct.Struct("=QiiI4s4s4x")  # cmsghdr + ifindex, spec_dst, addr; CMSG_SPACE
+_IN6_PKTINFO = struct.Struct("=Qii16sI4x")  # cmsghdr + addr, ifindex; CMSG_SPACE
+
+
+def _is_wildcard(sock: socket.socket) -> bool:
+    return bool(sock.getsockname()[0] in ("0.0.0.0", "::"))
+
+
+def _enable_pktinfo(sock: socket.socket) -> None:
+    # A dual-stack IPv6 socket reports IPv4 clients' destinations as IPv4-mapped
+    # IPV6_PKTINFO too, so one option per family is enough.
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def _walk_cmsgs(ctrl: bytearray, base: int, length: int) -> tuple[int | None, bytes]:
+    """Kernel RX time (ns) and a ready pktinfo cmsg naming the request's destination."""
+    rx: int | None = None
+    reply_cmsg = b""
+    off, end = base, base + length
+    while off + _CMSG_HDR.size <= end:
+        clen, level, kind = _CMSG_HDR.unpack_from(ctrl, off)
+        if clen < _CMSG_HDR.size or off + clen > end:
+            break
+        data = off + _CMSG_HDR.size
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and clen >= 32:
+            sec, nsec = _TIMESPEC.unpack_from(ctrl, data)
+            rx = sec * 1_000_000_000 + nsec
+        elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and clen >= 28:
+            # Reply from the address the request was sent to (ipi_addr) as ipi_spec_dst.
+            reply_cmsg = _IN_PKTINFO.pack(28, socket.IPPROTO_IP, IP_PKTINFO, 0,
+                                          bytes(ctrl[data + 8 : data + 12]), bytes(4))
+        elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and clen >= 36:
+            # IPv4 clients of a dual-stack socket come as IPv4-mapped addresses
+            # here, and the kernel takes them back the same way.
+            addr = bytes(ctrl[data : data + 16])
+            ifindex = struct.unpack_from("=I", ctrl, data + 16)[0]
+            reply_cmsg = _IN6_PKTINFO.pack(36, socket.IPPROTO_IPV6, IPV6_PKTINFO, addr, ifindex)
+        off += (clen + 7) & ~7
+    return rx, reply_cmsg
 
 
 def _addr(buf: bytearray) -> int:
@@ -75,8 +131,15 @@ class ServerBatchIO:
         self.family = sock.family
         namelen = 28 if sock.family == socket.AF_INET6 else 16
         self._addr_slice = (8, 24) if sock.family == socket.AF_INET6 else (4, 8)
+        # Bound to a wildcard address, a reply must leave from the address the request
+        # came to (the routing table may choose another one, which clients drop).
+        self.pktinfo = _is_wildcard(sock)
+        if self.pktinfo:
+            _enable_pktinfo(sock)
+        self._ctrl_stride = _CTRL_PKTINFO if self.pktinfo else _CTRL
         self.names = bytearray(_NAME * batch)
-        self.ctrl = bytearray(_CTRL * batch)
+        self.ctrl = bytearray(self._ctrl_stride * batch)
+        self.tx_ctrl = bytearray(_IN6_PKTINFO.size * batch)
         self.data = bytearray(_DATA * batch)
         self.out = bytearray(REPLY_BYTES * batch)
         self.rx_iov = bytearray(_IOV.size * batch)
@@ -84,14 +147,15 @@ class ServerBatchIO:
         self.rx_hdr = bytearray(_HDR * batch)
         self.tx_hdr = bytearray(_HDR * batch)
         names, ctrl, data, out = map(_addr, (self.names, self.ctrl, self.data, self.out))
-        rx_iov, tx_iov = _addr(self.rx_iov), _addr(self.tx_iov)
+        rx_iov, tx_iov, tx_ctrl = _addr(self.rx_iov), _addr(self.tx_iov), _addr(self.tx_ctrl)
+        stride = self._ctrl_stride
         for k in range(batch):
             _IOV.pack_into(self.rx_iov, k * _IOV.size, data + k * _DATA, _DATA)
             _IOV.pack_into(self.tx_iov, k * _IOV.size, out + k * REPLY_BYTES, REPLY_BYTES)
             _MMSG.pack_into(self.rx_hdr, k * _HDR, names + k * _NAME, namelen,
-                            rx_iov + k * _IOV.size, 1, ctrl + k * _CTRL, _CTRL, 0, 0)
+                            rx_iov + k * _IOV.size, 1, ctrl + k * stride, stride, 0, 0)
             _MMSG.pack_into(self.tx_hdr, k * _HDR, names + k * _NAME, namelen,
-                            tx_iov + k * _IOV.size, 1, 0, 0, 0, 0)
+                            tx_iov + k * _IOV.size, 1, tx_ctrl + k * _IN6_PKTINFO.size, 0, 0, 0)
         self._rx_template = bytes(self.rx_hdr)
         self._rx_ptr = _addr(self.rx_hdr)
         self._tx_ptr = _addr(self.tx_hdr)
@@ -119,7 +183,10 @@ class ServerBatchIO:
             return 0
         self.batches += 1
         now_mono = time.monotonic_ns()
-        lengths, rx = self._lengths_and_timestamps(n)
+        if self.pktinfo:
+            lengths, rx, reply_cmsgs = self._parse_with_pktinfo(n)
+        else:
+            lengths, rx = self._lengths_and_timestamps(n)
         clients = None
         if self.responder.needs_client_address:
             a0, a1 = self._addr_slice
@@ -132,6 +199,10 @@ class ServerBatchIO:
         for j, k in enumerate(answered):
             if j != k:  # move the client's address next to its reply
                 names[j * _NAME : (j + 1) * _NAME] = names[k * _NAME : (k + 1) * _NAME]
+            if self.pktinfo:
+                cmsg = reply_cmsgs[k]
+                self.tx_ctrl[j * _IN6_PKTINFO.size : j * _IN6_PKTINFO.size + len(cmsg)] = cmsg
+                _CONTROLLEN.pack_into(self.tx_hdr, j * _HDR + _CONTROLLEN_AT, len(cmsg))
         if answered:
             self._send(len(answered))
         return n
@@ -154,6 +225,21 @@ class ServerBatchIO:
                 or cmsgs[1::5].count(socket.SOL_SOCKET) != n or max(cmsgs[4::5]) >= 10**9):
             self._fix_missing_timestamps(n, hdr_fields, cmsgs, rx)
         return hdr_fields[1::2], rx
+
+    def _parse_with_pktinfo(self, n: int) -> tuple[list[int], list[int], list[bytes]]:
+        """Per datagram: length, kernel RX time (NTP format), reply pktinfo cmsg."""
+        lengths, rx, cmsgs = [], [], []
+        stride = self._ctrl_stride
+        for k in range(n):
+            controllen, length = _LEN_FIELDS.unpack_from(self.rx_hdr, k * _HDR + _CONTROLLEN_AT)
+            ns, cmsg = _walk_cmsgs(self.ctrl, k * stride, min(controllen, stride))
+            if ns is None:
+                ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+            lengths.append(length)
+            rx.append(((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000)
+                       // 1_000_000_000) & 0xFFFF_FFFF_FFFF_FFFF)
+            cmsgs.append(cmsg)
+        return lengths, rx, cmsgs
 
     @staticmethod
     def _fix_missing_timestamps(

@@ -14,6 +14,7 @@ from ntpd_py.core.events import LeapIndicator
 from ntpd_py.core.ntp_client import (
     ClientSettings,
     Demobilize,
+    DemobilizeReason,
     NtpClient,
     Publish,
     Send,
@@ -37,16 +38,22 @@ from tests.ntp_helpers import free_udp_port
 MS = 1_000_000
 
 
-@pytest.fixture(params=["127.0.0.1", "::1"])
+# (address the server binds, address the client sends to)
+BINDINGS = [("127.0.0.1", "127.0.0.1"), ("::1", "::1"),
+            # Wildcard binds must answer from the address the client used (IP_PKTINFO).
+            ("0.0.0.0", "127.0.0.2"), ("::", "::1"), ("::", "127.0.0.2")]
+
+
+@pytest.fixture(params=BINDINGS, ids=[f"{a}<-{b}" for a, b in BINDINGS])
 def our_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, Responder]]:
     """Our responder behind the batched I/O, served from a thread."""
-    host = request.param
-    port = free_udp_port(host)
-    sock = open_server_socket(host, port)
+    bind, host = request.param
+    port = free_udp_port(bind)
+    sock = open_server_socket(bind, port)
     state = ServerClockState(True, LeapIndicator.NONE, 2, -20, 0.0005, 0.0005, 0x7F7F0101,
                              unix_ns_to_ntp64(realtime_ns()))
-    responder = Responder(ServerConfig(listen=f"[{host}]:{port}" if ":" in host
-                                       else f"{host}:{port}"), state=state)
+    responder = Responder(ServerConfig(listen=f"[{bind}]:{port}" if ":" in bind
+                                       else f"{bind}:{port}"), state=state)
     io = ServerBatchIO(sock, responder, batch=8)
     stop = threading.Event()
 
@@ -202,3 +209,33 @@ def test_spoofed_replies_over_real_sockets_move_nothing() -> None:
         channel.close()
         fake.close()
         other.close()
+
+
+def test_dual_stack_wildcard_applies_ipv4_access_lists_to_mapped_clients() -> None:
+    import select
+
+    from ntpd_py.core.config import FilterList
+
+    port = free_udp_port("::")
+    sock = open_server_socket("::", port)
+    responder = Responder(ServerConfig(listen=f"[::]:{port}",
+                                       denylist=FilterList(filter=["127.0.0.0/8"], action="deny")),
+                          state=ServerClockState(True, LeapIndicator.NONE, 2, -20, 0.0, 0.0, 1,
+                                                 unix_ns_to_ntp64(realtime_ns())))
+    io = ServerBatchIO(sock, responder, batch=4)
+    client = NtpClient(ClientSettings(source_id="denied"))
+    channel = ClientChannel("127.0.0.2", port)
+    try:
+        execute_client_actions(client.handle_timer(monotonic_ns()), channel)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        assert poller.poll(2000)
+        assert io.handle_ready() == 1
+        time.sleep(0.02)
+        actions = [a for data, rx in channel.receive() for a in
+                   client.handle_reply(data, channel.sent, rx)]  # type: ignore[arg-type]
+        assert actions == [Demobilize(DemobilizeReason.DENY)]
+        assert responder.counters()["denied"] == 1
+    finally:
+        channel.close()
+        sock.close()
