@@ -62,11 +62,16 @@ class ZmqChannel:
         self._socket = socket
         self._router = router
         self._topic = topic
+        self._req_peers: set[bytes] = set()
 
     def send(self, frame: bytes, peer: bytes = b"") -> bool:
         import zmq
 
-        parts = [peer, frame] if self._router else [self._topic, frame] if self._topic else [frame]
+        if self._router:
+            parts = [peer, b"", frame] if peer in self._req_peers else [peer, frame]
+            self._req_peers.discard(peer)
+        else:
+            parts = [self._topic, frame] if self._topic else [frame]
         try:
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
@@ -83,6 +88,11 @@ class ZmqChannel:
         except zmq.Again:
             return None
         if self._router:
+            if len(parts) == 3 and parts[1] == b"":
+                # A REQ peer (ntpctl) puts an empty delimiter before its frame and
+                # expects one before the answer.
+                self._req_peers.add(parts[0])
+                return parts[0], parts[2]
             if len(parts) != 2:
                 return (parts[0] if parts else b"", b"")  # malformed: counted by the caller
             return parts[0], parts[1]

@@ -163,8 +163,8 @@ class SystemView(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     synchronized: bool
     clock_backend: Literal["system", "observe", "simulated"]
-    offset_s: float
-    offset_uncertainty_s: float
+    offset_s: float | None  # None until there is an estimate
+    offset_uncertainty_s: float | None
     frequency_ppm: float
     frequency_uncertainty_ppm: float
     stratum: Annotated[int, Field(ge=0, le=16)]

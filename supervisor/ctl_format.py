@@ -22,7 +22,7 @@ _LEAP = {0: "none", 1: "insert second", 2: "delete second", 3: "not synchronised
 
 def refid_text(refid: int, stratum: int) -> str:
     raw = refid.to_bytes(4, "big")
-    if stratum <= 1:
+    if stratum <= 1 or stratum >= 16:
         text = raw.rstrip(b"\0").decode("ascii", "replace")
         return text if text.isprintable() else f"{refid:08X}"
     return ".".join(str(b) for b in raw)
@@ -54,7 +54,9 @@ def _clock_lines(system: SystemView) -> list[str]:
     return [
         f"Clock: {state} ({system.clock_backend} backend)",
         f"  offset estimate  {_s(system.offset_s).strip()} ± "
-        f"{_s(system.offset_uncertainty_s).strip().lstrip('+')}",
+        f"{_s(system.offset_uncertainty_s).strip().lstrip('+')}"
+        if system.offset_s is not None
+        else "  offset estimate  none yet",
         f"  frequency        {system.frequency_ppm:+.3f} ppm ± "
         f"{system.frequency_uncertainty_ppm:.3f} ppm",
         f"  stratum          {system.stratum}, reference "

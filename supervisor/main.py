@@ -276,6 +276,7 @@ class Supervisor:
         now = _mono()
         for spec in self.setup.specs:
             self._start(spec, now)
+        self._send_source_set()
         poller = select.poll()
         try:
             while not self.flags.stop:

@@ -191,6 +191,9 @@ class DaemonSetup:
 def prepare(config_path: str, clock: str | None, log: logging.Logger) -> DaemonSetup:
     """Load and check everything; raise ConfigError or StartupError."""
     config = load_config_file(config_path)
+    from .preload import preload_worker_modules
+
+    preload_worker_modules()
     if clock is not None:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"clock": clock})}

@@ -22,7 +22,7 @@ from ntpd_py.core.config import Config
 __all__ = ["ChildContext", "StopFlag", "run_child"]
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-EX_SOFTWARE = 70
+EX_CRASH = 1  # an unexpected exception (70 is reserved for a refused step)
 EX_OSERR = 71
 
 
@@ -71,7 +71,7 @@ def _close_other_fds(keep: set[int]) -> None:
 
 def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
     """Set the child up and run `main`; never returns."""
-    code = EX_SOFTWARE
+    code = EX_CRASH
     try:
         from ntpd_py.supervisor.privileges import (
             drop_privileges,
@@ -95,14 +95,14 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
         ctx.log = setup_logging(obs.log_level, ctx.worker_id, obs.log_path)
         code = main(ctx)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else EX_SOFTWARE
+        code = exc.code if isinstance(exc.code, int) else EX_CRASH
     except BaseException:
         try:
             sys.stderr.write(f"ntpd-py {ctx.worker_id}: crashed:\n{traceback.format_exc()}")
             sys.stderr.flush()
         except Exception:
             pass
-        code = EX_SOFTWARE
+        code = EX_CRASH
     finally:
         try:
             sys.stdout.flush()

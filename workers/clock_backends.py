@@ -206,6 +206,22 @@ class ObserveClock:
     def correction_ns(self, mono_ns: int) -> int:
         return self._phase_ns + round(self._freq * (mono_ns - self._base_mono))
 
+    def export_state(self) -> dict[str, int | float]:
+        """The virtual correction, so a restarted clock-control keeps the same virtual clock."""
+        return {"base_mono": self._base_mono, "phase_ns": self._phase_ns, "freq": self._freq,
+                "steps": self.steps}
+
+    def restore_state(self, saved: object) -> None:
+        if not isinstance(saved, dict):
+            return
+        try:
+            base, phase = int(saved["base_mono"]), int(saved["phase_ns"])
+            freq, steps = float(saved["freq"]), int(saved["steps"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if abs(freq) <= MAX_FREQ:
+            self._base_mono, self._phase_ns, self._freq, self.steps = base, phase, freq, steps
+
     def take_control(self) -> None:
         pass
 

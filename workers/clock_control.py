@@ -269,7 +269,11 @@ class ClockControlTask:
     def save(self, now: Now, force: bool = False) -> None:
         if self.store is None:
             return
-        self.store.save_quick(self.controller.export_state(), now.mono_ns, force)
+        state = dict(self.controller.export_state())
+        export = getattr(self.backend, "export_state", None)
+        if export is not None:
+            state["_backend"] = export()
+        self.store.save_quick(state, now.mono_ns, force)
         if self._drift_text is not None:
             self.store.save_drift_text(
                 self._drift_text(*self.controller.drift()), now.mono_ns, force

@@ -84,6 +84,10 @@ def build_clock_control(
     store = StateStore(config.daemon.runtime_dir, config.daemon.state_dir, log)
     now = clock.now()
     saved = _initial_state(store, now, log)
+    restore = getattr(backend, "restore_state", None)
+    if saved is not None and restore is not None:
+        restore(saved.get("_backend"))
+        now = clock.now()
     controller = ClockController(
         config.synchronization, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns, saved=saved
     )

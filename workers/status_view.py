@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ntpd_py.core.snapshots import SourceSnapshot, SystemSnapshot
 from ntpd_py.ipc.messages import (
     ClockStateMsg,
@@ -18,6 +20,10 @@ __all__ = ["build_clock_state"]
 PRECISION_LOG2 = -23  # about 120 ns: what a Python daemon can timestamp to
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _system_view(snap: SystemSnapshot, backend: str, now_mono_ns: int) -> SystemView:
     age = None
     if snap.last_update_mono_ns is not None:
@@ -25,8 +31,10 @@ def _system_view(snap: SystemSnapshot, backend: str, now_mono_ns: int) -> System
     return SystemView(
         synchronized=snap.synchronized,
         clock_backend=backend,  # type: ignore[arg-type]
-        offset_s=snap.offset_s,
-        offset_uncertainty_s=snap.offset_uncertainty_s,
+        offset_s=_finite(snap.offset_s) if snap.last_update_mono_ns is not None else None,
+        offset_uncertainty_s=_finite(snap.offset_uncertainty_s)
+        if snap.last_update_mono_ns is not None
+        else None,
         frequency_ppm=snap.frequency * 1e6,
         frequency_uncertainty_ppm=snap.frequency_uncertainty * 1e6,
         stratum=snap.stratum,
@@ -61,18 +69,18 @@ def _source_view(
         state=snap.state.value if snap else "?",
         worker_state=status.state if status else "starting",
         detail=(status.detail if status and status.detail else (snap.reason if snap else "")),
-        offset_s=snap.offset_s if has_data and snap else None,
-        uncertainty_s=snap.uncertainty_s if has_data and snap else None,
-        delay_s=snap.delay_s if has_data and snap else None,
-        last_offset_s=snap.last_offset_s if has_data and snap else None,
+        offset_s=_finite(snap.offset_s) if has_data and snap else None,
+        uncertainty_s=_finite(snap.uncertainty_s) if has_data and snap else None,
+        delay_s=_finite(snap.delay_s) if has_data and snap else None,
+        last_offset_s=_finite(snap.last_offset_s) if has_data and snap else None,
         poll_log2=snap.poll_log2 if snap else entry.poll_log2,
         reach=status.reach if status and entry.kind == "ntp" else (snap.reach if snap else 0),
         samples=snap.samples if snap else 0,
         last_sample_age_s=age,
         stratum=snap.stratum if snap else 16,
         reference_id=snap.reference_id if snap else 0,
-        root_delay_s=snap.root_delay_s if has_data and snap else None,
-        root_dispersion_s=snap.root_dispersion_s if has_data and snap else None,
+        root_delay_s=_finite(snap.root_delay_s) if has_data and snap else None,
+        root_dispersion_s=_finite(snap.root_dispersion_s) if has_data and snap else None,
         method=status.method if status else None,
         last_window_s=status.last_window_s if status else None,
         counters=dict(status.counters) if status else {},

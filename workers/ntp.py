@@ -1,0 +1,206 @@
+"""The NTP source worker: one process per NTP server (or pool member).
+
+A thin loop around :class:`ntpd_py.core.ntp_client.NtpClient`: it resolves the
+server's name once (unprivileged), sends each request from a fresh socket
+with a random source port, feeds kernel-timestamped replies to the client,
+and forwards samples, unreachability and status to clock-control; poll advice
+comes back the other way. With the simulated clock, local timestamps are
+mapped onto the simulated clock through CLOCK_MONOTONIC.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from ntpd_py.core.config import Config, PoolSourceConfig, ServerSourceConfig
+from ntpd_py.core.ntp_client import (
+    ClientSettings,
+    Demobilize,
+    LocalTime,
+    NtpClient,
+    Publish,
+    Send,
+    SetTimer,
+    Unreachable,
+)
+from ntpd_py.core.packet import refid_for_address
+from ntpd_py.ipc.messages import (
+    Message,
+    MsgType,
+    PollAdvice,
+    SampleMsg,
+    SourceStatus,
+)
+from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
+
+from ._udp import ClientChannel
+from .base import WorkerBase
+from .runtime import Now
+
+__all__ = ["NtpTask", "client_settings", "ntp_main"]
+
+RESOLVE_RETRY_NS = 30_000_000_000
+
+
+def client_settings(config: Config, source: ServerSourceConfig | PoolSourceConfig,
+                    source_id: str) -> ClientSettings:
+    defaults = config.source_defaults
+    limits = source.poll_limits(defaults)
+    local = frozenset(refid_for_address(s.socket_addr()[0]) for s in config.server)
+    return ClientSettings(source_id=source_id, poll_min=limits.min, poll_max=limits.max,
+                          initial_poll=source.initial_poll(defaults),
+                          max_stratum=max(1, config.synchronization.local_stratum - 1),
+                          local_refids=local)
+
+
+class NtpTask(WorkerBase):
+    def __init__(self, *, config: Config, source: ServerSourceConfig | PoolSourceConfig,
+                 worker_id: str, peer: str, bus: Any, link: Any, log: Any,
+                 sim: Any = None) -> None:
+        super().__init__(worker_id, bus, link, log)
+        self.client = NtpClient(client_settings(config, source, worker_id))
+        self.host, self.port = self._split(source, peer)
+        self.channel: ClientChannel | None = None
+        self.sim = sim
+        self.state = "starting"
+        self.detail = ""
+        self.resolved: str | None = None
+        self._resolve_at = 0
+        self._deadline: int | None = None
+
+    @staticmethod
+    def _split(source: ServerSourceConfig | PoolSourceConfig, peer: str) -> tuple[str, int]:
+        if isinstance(source, PoolSourceConfig):
+            return peer, source.host_port()[1]
+        return source.host_port()
+
+    # -- Task ----------------------------------------------------------------------------
+
+    def pollables(self) -> Sequence[Any]:
+        items = self.base_pollables()
+        if self.channel is not None and self.channel.fileno() >= 0:
+            items.append(self.channel.fileno())
+        return items
+
+    def next_deadline_ns(self) -> int | None:
+        candidates = [self.base_deadline(), self._deadline]
+        if self.channel is None and self.state != "failed":
+            candidates.append(self._resolve_at)
+        return min(c for c in candidates if c is not None)
+
+    def step(self, now: Now) -> None:
+        self.drain_link(lambda message, fds: self.close_fds(fds))
+        self.drain_bus({MsgType.POLL_ADVICE}, lambda m: self._advice(m, now), now)
+        if self.channel is None and self.state != "failed" and now.mono_ns >= self._resolve_at:
+            self._resolve(now)
+        if self.channel is not None:
+            actions: list[Any] = []
+            sent = self.channel.sent
+            for data, received in self.channel.receive():
+                if sent is not None:
+                    actions += self.client.handle_reply(data, self._local(sent),
+                                                        self._local(received))
+            if self._deadline is not None and now.mono_ns >= self._deadline:
+                self._deadline = None
+                actions += self.client.handle_timer(now.mono_ns)
+            self._execute(actions, now)
+        self.housekeeping(now, self._status)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _local(self, stamp: LocalTime) -> LocalTime:
+        if self.sim is None:
+            return stamp
+        return LocalTime(realtime_ns=self.sim.local_ns(stamp.mono_ns), mono_ns=stamp.mono_ns)
+
+    def _resolve(self, now: Now) -> None:
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            self.state, self.detail = "waiting", f"cannot resolve {self.host}: {exc.strerror}"
+            self._resolve_at = now.mono_ns + RESOLVE_RETRY_NS
+            self.limited.log(logging.WARNING, "resolve", now.mono_ns, "%s", self.detail)
+            self.status_now()
+            return
+        address = str(infos[0][4][0])
+        self.resolved = address
+        self.channel = ClientChannel(address, self.port)
+        self.state, self.detail = "running", ""
+        self._deadline = now.mono_ns  # start the burst at once
+        self.log.info("polling %s (%s) port %d", self.host, address, self.port)
+        self.status_now()
+
+    def _advice(self, message: Message, now: Now) -> None:
+        if isinstance(message, PollAdvice) and message.source_id == self.worker_id:
+            self._execute(self.client.advise_poll(message.poll_log2, now.mono_ns), now)
+            self.status_now()
+
+    def _execute(self, actions: list[Any], now: Now) -> None:
+        assert self.channel is not None
+        for action in actions:
+            if isinstance(action, Send):
+                self.channel.send(action.data)
+            elif isinstance(action, SetTimer):
+                self._deadline = action.deadline_mono_ns
+            elif isinstance(action, Publish):
+                self.state, self.detail = "running", ""
+                self.send(SampleMsg.from_sample(action.sample))
+            elif isinstance(action, Unreachable):
+                self.state = "unreachable"
+                self.detail = f"no reply to {action.unanswered_polls} polls"
+                self.log.warning("%s: %s", self.host, self.detail)
+                self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
+                self.status_now()
+            elif isinstance(action, Demobilize):
+                self.state = "failed"
+                self.detail = f"server refused us (kiss {action.reason}); not polled again"
+                self.log.error("%s: %s", self.host, self.detail)
+                self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
+                self._deadline = None
+                self.channel.close()
+                self.status_now()
+
+    def _status(self) -> SourceStatus:
+        status = self.client.status()
+        counters = {k: v for k, v in status.counters.items() if v}
+        if self.channel is not None and self.channel.send_errors:
+            counters["send_errors"] = self.channel.send_errors
+        if self.bus_dropped:
+            counters["bus_dropped"] = self.bus_dropped
+        return SourceStatus(source_id=self.worker_id, kind="ntp", name=f"{self.host}:{self.port}",
+                            resolved=self.resolved, state=self.state,  # type: ignore[arg-type]
+                            detail=self.detail, poll_log2=status.poll_log2, reach=status.reach,
+                            counters=counters)
+
+
+def ntp_main(ctx: Any) -> int:
+    import zmq
+
+    from ntpd_py.ipc.endpoints import Endpoints, connect_dealer
+
+    from .base import worker_link
+    from .roles import make_local_clock
+    from .runtime import run_zmq
+
+    config: Config = ctx.config
+    spec = ctx.spec
+    endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
+    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
+    clock = make_local_clock(config)
+    sim = clock if config.daemon.clock == "simulated" else None
+    task = NtpTask(config=config, source=spec.source, worker_id=ctx.worker_id,
+                   peer=spec.peer or spec.source.address, bus=bus,
+                   link=worker_link(ctx, set()), log=ctx.log, sim=sim)
+    try:
+        run_zmq([task], clock, ctx.stop)
+    finally:
+        if task.channel is not None:
+            task.channel.close()
+        bus.close()
+        zctx.term()
+    return 0
+

@@ -1,0 +1,130 @@
+"""The NTP server worker: answers clients from the clock state clock-control publishes.
+
+The supervisor binds the sockets (port 123 needs privilege) and passes them
+in; this process runs unprivileged. Each socket is served by batched
+recvmmsg/sendmmsg (:mod:`._mmsg`) around a :class:`Responder`; the clock
+state arrives on the `state` PUB feed. Until the first state arrives, and
+whenever clock-control says so, replies say "unsynchronized" (leap 3,
+`local-stratum`). Counters go to clock-control every two seconds.
+
+The replies carry this machine's CLOCK_REALTIME: with `clock = "observe"` or
+`"simulated"` that is the real, unsteered clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from ntpd_py.core.config import Config, ServerConfig
+from ntpd_py.core.events import LeapIndicator
+from ntpd_py.core.ntp_server import Responder, ServerClockState
+from ntpd_py.core.timestamps import unix_ns_to_ntp64
+from ntpd_py.ipc.messages import ClockStateMsg, Message, MsgType, ServerStats
+
+from ._mmsg import ServerBatchIO
+from .base import WorkerBase
+from .runtime import Now
+from .status_view import PRECISION_LOG2
+
+__all__ = ["ServerTask", "server_main", "server_state_from"]
+
+
+def server_state_from(message: ClockStateMsg) -> ServerClockState:
+    system = message.system
+    if not system.synchronized:
+        return ServerClockState.unsynchronized(PRECISION_LOG2, system.reference_id)
+    reference_ns = message.realtime_ns
+    if system.last_update_age_s is not None:
+        reference_ns -= round(system.last_update_age_s * 1e9)
+    return ServerClockState(
+        synchronized=True,
+        leap=LeapIndicator(system.leap),
+        stratum=max(1, min(16, system.stratum)),
+        precision_log2=system.precision_log2,
+        root_delay_s=max(0.0, system.root_delay_s),
+        root_dispersion_s=max(0.0, system.root_dispersion_s),
+        reference_id=system.reference_id,
+        reference_time_ntp=unix_ns_to_ntp64(reference_ns),
+    )
+
+
+class ServerTask(WorkerBase):
+    def __init__(self, *, config: Config, sockets: list[tuple[ServerConfig, socket.socket]],
+                 worker_id: str, bus: Any, state_feed: Any, link: Any, log: Any) -> None:
+        super().__init__(worker_id, bus, link, log)
+        self.state_feed = state_feed
+        self._next_status_stats = 0
+        local_stratum = config.synchronization.local_stratum
+        self.serving: list[tuple[ServerConfig, Responder, ServerBatchIO]] = []
+        for server, sock in sockets:
+            responder = Responder(server, local_stratum,
+                                  ServerClockState.unsynchronized(PRECISION_LOG2))
+            self.serving.append((server, responder, ServerBatchIO(sock, responder)))
+            log.info("serving NTP on %s", server.listen)
+
+    def pollables(self) -> Sequence[Any]:
+        return [*self.base_pollables(), self.state_feed, *(io.fd for _, _, io in self.serving)]
+
+    def next_deadline_ns(self) -> int | None:
+        return self.base_deadline()
+
+    def step(self, now: Now) -> None:
+        self.drain_link(lambda message, fds: self.close_fds(fds))
+        self._drain_state(now)
+        for _, _, io in self.serving:
+            io.handle_ready()
+        self.housekeeping(now, lambda: None)
+        if now.mono_ns >= self._next_status_stats:
+            for server, responder, io in self.serving:
+                counters = responder.counters()
+                counters["receive_errors"] = io.receive_errors
+                self.send(ServerStats(listen=server.listen, counters=counters))
+            self._next_status_stats = now.mono_ns + 2_000_000_000
+
+    def _drain_state(self, now: Now) -> None:
+        latest: Message | None = None
+        while (item := self.state_feed.recv()) is not None:
+            latest = item[1]  # type: ignore[assignment]
+        if latest is None:
+            return
+        from ntpd_py.ipc.framing import MalformedMessage, decode
+
+        try:
+            message = decode(latest, {MsgType.CLOCK_STATE}, max_size=1 << 20)  # type: ignore[arg-type]
+        except MalformedMessage as exc:
+            self.limited.log(logging.WARNING, "state", now.mono_ns, "dropped a malformed state: %s", exc)
+            return
+        assert isinstance(message, ClockStateMsg)
+        state = server_state_from(message)
+        for _, responder, _ in self.serving:
+            responder.set_clock_state(state)
+
+
+def server_main(ctx: Any) -> int:
+    import zmq
+
+    from ntpd_py.ipc.endpoints import Endpoints, connect_dealer, connect_sub
+
+    from .base import worker_link
+    from .roles import make_local_clock
+    from .runtime import run_zmq
+
+    config: Config = ctx.config
+    endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
+    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
+    feed = connect_sub(zctx, endpoints.state)
+    sockets = [(server, socket.socket(fileno=fd))
+               for server, fd in zip(ctx.spec.servers, ctx.keep_fds, strict=True)]
+    task = ServerTask(config=config, sockets=sockets, worker_id=ctx.worker_id, bus=bus,
+                      state_feed=feed, link=worker_link(ctx, set()), log=ctx.log)
+    try:
+        run_zmq([task], make_local_clock(config), ctx.stop)
+    finally:
+        bus.close()
+        feed.close()
+        zctx.term()
+    return 0
