@@ -254,9 +254,10 @@ class PtpSource:
         if kind is DeviceErrorKind.BUSY:
             self._busy_level += 1
             self._readings_now = max(1, self._readings_now // 2)
+            # skip 2^level - 1 poll slots, at most BUSY_BACKOFF_MAX_NS worth of them
             poll = self._poll_ns()
-            delay = min(poll << self._busy_level, max(poll, BUSY_BACKOFF_MAX_NS))
-            return [self._schedule(self._next_slot(now_ns + delay - 1, poll))]
+            skip = min((1 << self._busy_level) - 1, BUSY_BACKOFF_MAX_NS // poll)
+            return [self._schedule(self._next_slot(now_ns, poll) + skip * poll)]
         if kind is DeviceErrorKind.NOT_PTP:
             self._deadline_ns = None
             return [CloseDevice(), *self._enter(PtpSourceState.FAILED,
