@@ -20,3 +20,6 @@ def write_config(tmp_path: Path):
         return path
 
     return _write
+
+# Tests marked @pytest.mark.vm run inside the QEMU guest, one boot for the whole batch.
+pytest_plugins = ["tests.vm.pytest_plugin"]
