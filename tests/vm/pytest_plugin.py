@@ -48,7 +48,9 @@ class GuestTest(pytest.Item):
         if outcome is None:
             raise GuestFailure(f"the guest did not report this test.\n{batch['summary']}")
         if outcome["outcome"] == "skipped":
-            pytest.skip(f"in the guest: {outcome['text']}")
+            # reported at the test's own location, not this line
+            raise pytest.skip.Exception(f"in the guest: {outcome['text']}",
+                                        _use_item_location=True)
         if outcome["outcome"] == "failed":
             raise GuestFailure(f"failed in the QEMU guest ({outcome['when']}):\n{outcome['text']}")
 
@@ -71,8 +73,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if item.get_closest_marker("vm") is None or item.parent is None:
             continue
         stand_in = GuestTest.from_parent(item.parent, name=item.name, location=item.location)
-        for mark in item.own_markers:
-            stand_in.add_marker(mark)
+        stand_in.own_markers.extend(item.own_markers)
         items[i] = stand_in
     config.stash[_BATCH] = {"nodeids": [i.nodeid for i in items if isinstance(i, GuestTest)]}
 
@@ -82,7 +83,9 @@ def _run_batch(config: pytest.Config) -> dict[str, Any]:
     if "results" in batch:
         return batch
     batch["results"], batch["summary"] = {}, ""
-    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "vm",
+    # hypothesis's plugin alone costs ~15 s of start-up under TCG; no vm test uses it
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+            "-q", "-m", "vm",
             *batch["nodeids"]]
     timeout = float(os.environ.get("NTPDPY_VM_TIMEOUT", "600"))
     try:
