@@ -78,7 +78,7 @@ class Estimator(enum.StrEnum):
     """How a poll's readings become one estimate (benchmarks/phc_read.py compares them)."""
 
     MIN_WINDOW = "min-window"  # the reading with the smallest window (phc2sys)
-    LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the readings in the lowest window quartile
+    LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
 
 
 class PhcReadingRejected(RemoteSourceError):
@@ -250,14 +250,17 @@ def estimate(readings: Sequence[Reading],
 
     MIN_WINDOW keeps the reading with the smallest window (ties: the earliest).
     LOW_QUARTILE_MEAN averages offsets and midpoints of the ceil(n/4) smallest-window
-    readings; the window reported is their largest.
+    readings, leaving out any whose window is over twice the smallest (an interrupted
+    read among few good ones); the window reported is the largest one used.
     """
     _validate(readings)
     if estimator is Estimator.MIN_WINDOW or len(readings) == 1:
         best = min(readings, key=lambda r: r.window_ns)
         return PhcEstimate(best.offset_ns, best.window_ns, best.midpoint_ns, 1, len(readings))
-    k = max(1, math.ceil(len(readings) / 4))
-    low = sorted(readings, key=lambda r: r.window_ns)[:k]
+    ordered = sorted(readings, key=lambda r: r.window_ns)
+    limit = 2 * ordered[0].window_ns
+    low = [r for r in ordered[: math.ceil(len(readings) / 4)] if r.window_ns <= limit]
+    k = len(low)
     offset = _round_div(sum(r.offset_ns for r in low), k)
     midpoint = _round_div(sum(r.midpoint_ns for r in low), k)
     return PhcEstimate(offset, low[-1].window_ns, midpoint, k, len(readings))

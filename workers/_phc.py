@@ -42,6 +42,7 @@ __all__ = [
     "DeviceAction",
     "PhcDevice",
     "PhcError",
+    "adopt",
     "execute",
     "fd_to_clockid",
     "open_phc",
@@ -217,6 +218,17 @@ def open_phc(path: str, fd: int | None = None) -> tuple[PhcDevice, PhcCaps]:
 DeviceAction = OpenDevice | ReadDevice | CloseDevice
 
 
+def adopt(path: str, fd: int | None = None) -> tuple[PhcDevice | None, PtpEvent]:
+    """Open ``path`` (or take over ``fd``, e.g. one the supervisor opened) and return the
+    device with the event answering OpenDevice. ``fd`` is closed on failure."""
+    try:
+        device, caps = open_phc(path, fd)
+    except PhcError as exc:
+        return None, exc.event()
+    return device, DeviceOpened(caps, device.resolved_path, device.device_index,
+                                device.clock_name)
+
+
 def execute(device: PhcDevice | None, path: str,
             action: DeviceAction) -> tuple[PhcDevice | None, PtpEvent | None]:
     """Carry out one device action; return the (new) device and the event to feed back."""
@@ -227,12 +239,7 @@ def execute(device: PhcDevice | None, path: str,
     if isinstance(action, OpenDevice):
         if device is not None:
             device.close()
-        try:
-            device, caps = open_phc(path)
-        except PhcError as exc:
-            return None, exc.event()
-        return device, DeviceOpened(caps, device.resolved_path, device.device_index,
-                                    device.clock_name)
+        return adopt(path)
     if device is None:
         return None, DeviceFailed(DeviceErrorKind.VANISHED, f"{path} is not open")
     try:

@@ -144,6 +144,14 @@ def test_min_window_keeps_the_tightest_reading() -> None:
         100, 400, T0 + 2_200, 1, 3)
 
 
+def test_low_quartile_mean_leaves_out_windows_over_twice_the_smallest() -> None:
+    readings = [Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off, T0 + i * 10_000 + w)
+                for i, (w, off) in enumerate([(100, 10), (250, 900), (5_000, 0), (3_000, 0),
+                                              (400, 0), (300, 0), (900, 0), (800, 0)])]
+    est = estimate(readings, Estimator.LOW_QUARTILE_MEAN)  # quarter = 100 and 250 ns
+    assert (est.used, est.offset_ns, est.window_ns) == (1, 10, 100)
+
+
 def test_low_quartile_mean_averages_the_tightest_quarter() -> None:
     readings = [Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off, T0 + i * 10_000 + w)
                 for i, (w, off) in enumerate([(400, 10), (1_000, 900), (402, -20), (5_000, 0),
