@@ -44,6 +44,7 @@ __all__ = [
     "decode_extended",
     "decode_precise",
     "decode_sys_offset",
+    "default_estimator",
     "encode_extended",
     "encode_sys_offset",
     "estimate",
@@ -79,6 +80,21 @@ class Estimator(enum.StrEnum):
 
     MIN_WINDOW = "min-window"  # the reading with the smallest window (phc2sys)
     LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
+
+
+def default_estimator(method: ReadMethod) -> Estimator:
+    """The estimator each read path uses unless configured otherwise.
+
+    Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
+    guest), same polls for both estimators: for EXTENDED the minimum-window
+    reading was as good as any average (offset jitter median/p99 15.5/86 ns vs
+    18/88 ns), while for BASIC and clock_gettime, whose windows also hold the
+    interleaved system reads, averaging the best quarter cut the jitter by a
+    third or more (BASIC 20/170 -> 14/80 ns, clock_gettime 60/1066 -> 42/627 ns).
+    """
+    if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
+        return Estimator.LOW_QUARTILE_MEAN
+    return Estimator.MIN_WINDOW
 
 
 class PhcReadingRejected(RemoteSourceError):

@@ -33,6 +33,7 @@ from .phc import (
     PreciseReading,
     ReadMethod,
     build_sample,
+    default_estimator,
     estimate,
 )
 from .ptp_events import (
@@ -98,12 +99,12 @@ class PtpSource:
     """One PHC source. Call ``start`` once, then feed timers and device events."""
 
     def __init__(self, config: PtpSourceConfig, source_id: str, *,
-                 estimator: Estimator = Estimator.MIN_WINDOW,
+                 estimator: Estimator | None = None,
                  read_budget_per_s: int | None = None,
                  method: ReadMethod | None = None) -> None:
         self.config = config
         self.source_id = source_id
-        self.estimator = estimator
+        self.estimator = estimator  # None: the read method's default (phc.default_estimator)
         self._budget_override = read_budget_per_s
         self._forced_method = method  # only this method, no fallback (probes and tests)
         self._state = PtpSourceState.STARTING
@@ -208,7 +209,7 @@ class PtpSource:
         self._counts["readings"] += len(readings)
         actions: list[PtpAction] = []
         try:
-            est = estimate(readings, self.estimator)
+            est = estimate(readings, self.estimator or default_estimator(event.method))
             sample = build_sample(est, self.config, source_id=self.source_id,
                                   device_index=self._opened.device_index if self._opened else None,
                                   mono_ns=event.mono_ns, realtime_ns=event.realtime_ns,

@@ -89,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=int, default=-2, help="poll log2 s (default -2)")
     parser.add_argument("--precision", type=float, default=1e-7, help="1-sigma s (default 1e-7)")
     parser.add_argument("--estimator", choices=[e.value for e in Estimator],
-                        default=Estimator.MIN_WINDOW.value)
+                        help="default: the read method's own (core.phc.default_estimator)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     config = PtpSourceConfig(mode="ptp", path=args.path, interval=args.interval,
                              precision=args.precision)
-    source = PtpSource(config, args.path, estimator=Estimator(args.estimator),
+    estimator = Estimator(args.estimator) if args.estimator else None
+    source = PtpSource(config, args.path, estimator=estimator,
                        method=ReadMethod(args.method) if args.method else None)
     samples: list[Sample] = []
 

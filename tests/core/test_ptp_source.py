@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ntpd_py.core.config import PtpSourceConfig
-from ntpd_py.core.phc import PhcCaps, PreciseReading, Reading, ReadMethod
+from ntpd_py.core.phc import Estimator, PhcCaps, PreciseReading, Reading, ReadMethod
 from ntpd_py.core.ptp_events import (
     CloseDevice,
     DeviceErrorKind,
@@ -249,3 +249,24 @@ def test_unexpected_event_is_a_local_error() -> None:
     src = source()
     with pytest.raises(ValueError):
         src.handle_event(good_read(ReadMethod.BASIC), 0)
+
+
+def test_each_read_path_uses_its_default_estimator() -> None:
+    # windows 100 (offset +50), 150 (offset -50), rest wide: min-window says +50, the
+    # low-quartile mean of the two tightest says 0
+    def poll(method: ReadMethod) -> ReadingsRead:
+        shape = [(100, 50), (150, -50)] + [(5_000, 0)] * 6
+        readings = tuple(Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off,
+                                 T0 + i * 10_000 + w) for i, (w, off) in enumerate(shape))
+        return ReadingsRead(method, readings, 0, T0 + 100_000)
+
+    for method, expected in ((ReadMethod.EXTENDED, 50), (ReadMethod.BASIC, 0),
+                             (ReadMethod.CLOCK_GETTIME, 0)):
+        src = source(method=method)
+        running(src)
+        src.handle_event(poll(method), 1)
+        assert src.status().last_offset_ns == expected, method
+    forced = source(method=ReadMethod.BASIC, estimator=Estimator.MIN_WINDOW)
+    running(forced)
+    forced.handle_event(poll(ReadMethod.BASIC), 1)
+    assert forced.status().last_offset_ns == 50
