@@ -33,13 +33,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ntpd_py.core.phc import (
-    Estimator,
-    PhcReadingRejected,
-    ReadMethod,
-    default_estimator,
-    estimate,
-)
+from ntpd_py.core.phc import PhcReadingRejected, ReadMethod
+from ntpd_py.core.phc_estimate import Estimator, WindowSlope, default_estimator, estimate
 from ntpd_py.workers._phc import PhcDevice, PhcError, open_phc
 
 PATHS = (ReadMethod.EXTENDED, ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME)
@@ -89,6 +84,7 @@ def poll_series(device: PhcDevice, method: ReadMethod, rate_hz: int,
     best: list[int] = []
     offsets: dict[Estimator, tuple[list[int], list[int]]] = {e: ([], []) for e in Estimator}
     period = 1e9 / rate_hz
+    slope = WindowSlope()  # fresh per block, as after a (re)open; warms up in 8 polls
     start = time.monotonic_ns()
     for k in range(int(seconds * rate_hz)):
         delay = start + k * period - time.monotonic_ns()
@@ -97,9 +93,10 @@ def poll_series(device: PhcDevice, method: ReadMethod, rate_hz: int,
         readings = device.read(method, READINGS)
         assert isinstance(readings, list)
         try:
-            results = {est: estimate(readings, est) for est in Estimator}
+            results = {est: estimate(readings, est, slope) for est in Estimator}
         except PhcReadingRejected:
             continue
+        slope.update(readings)
         for est, result in results.items():
             offsets[est][0].append(result.realtime_ns)
             offsets[est][1].append(result.offset_ns)

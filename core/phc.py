@@ -1,10 +1,10 @@
-"""PTP hardware clock readings: kernel buffer layouts, one estimate per poll, the Sample.
+"""PTP hardware clock readings: the kernel's ioctl buffer layouts, as pure functions.
 
-Pure functions over the Linux PTP ioctl ABI (include/uapi/linux/ptp_clock.h,
-x86_64 layouts in shared/reference/peers-and-kernel-abi.md §1): building the
-request buffers, decoding the result buffers into integer-nanosecond readings,
-turning a poll's readings into one estimate, and that estimate into a
-:class:`~ntpd_py.core.events.Sample`. workers/_phc.py does the ioctls.
+The Linux PTP ioctl ABI (include/uapi/linux/ptp_clock.h, x86_64 layouts in
+shared/reference/peers-and-kernel-abi.md §1): building the request buffers and
+decoding the result buffers into integer-nanosecond readings.
+core/phc_estimate.py turns a poll's readings into one estimate and a Sample;
+workers/_phc.py does the ioctls.
 
 A reading is a triplet (sys_before, phc, sys_after) on the local
 CLOCK_REALTIME: the PHC was read somewhere inside the window
@@ -16,45 +16,33 @@ sign every source uses (positive: the local clock is behind the PHC).
 from __future__ import annotations
 
 import enum
-import math
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import PtpSourceConfig
 from .errors import RemoteSourceError
-from .events import LeapIndicator, Sample, SourceKind
 
 __all__ = [
     "CAPS_SIZE",
     "EXTENDED_SIZE",
-    "MAX_WINDOW_NS",
+    "NS_PER_S",
     "PRECISE_SIZE",
     "PTP_MAX_SAMPLES",
     "SYS_OFFSET_SIZE",
-    "Estimator",
     "PhcCaps",
-    "PhcEstimate",
     "PhcReadingRejected",
     "PreciseReading",
     "ReadMethod",
     "Reading",
-    "build_sample",
     "decode_caps",
     "decode_extended",
     "decode_precise",
     "decode_sys_offset",
-    "default_estimator",
     "encode_extended",
     "encode_sys_offset",
-    "estimate",
-    "reference_id",
-    "sample_uncertainty_s",
 ]
 
 NS_PER_S = 1_000_000_000
 PTP_MAX_SAMPLES = 25
-MAX_WINDOW_NS = NS_PER_S  # a reading window longer than 1 s is nonsense, not a slow device
 
 _TIME = struct.Struct("<qII")  # struct ptp_clock_time: s64 sec, u32 nsec, u32 reserved
 _CAPS = struct.Struct("<20i")  # struct ptp_clock_caps: 9 named ints + reserved, 80 bytes
@@ -73,28 +61,6 @@ class ReadMethod(enum.StrEnum):
     EXTENDED = "extended"  # PTP_SYS_OFFSET_EXTENDED: system time taken right around each read
     BASIC = "basic"  # PTP_SYS_OFFSET: system time interleaved with the reads
     CLOCK_GETTIME = "clock_gettime"  # clock_gettime on the fd's dynamic POSIX clock id
-
-
-class Estimator(enum.StrEnum):
-    """How a poll's readings become one estimate (benchmarks/phc_read.py compares them)."""
-
-    MIN_WINDOW = "min-window"  # the reading with the smallest window (phc2sys)
-    LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
-
-
-def default_estimator(method: ReadMethod) -> Estimator:
-    """The estimator each read path uses unless configured otherwise.
-
-    Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
-    guest), same polls for both estimators: for EXTENDED the minimum-window
-    reading was as good as any average (offset jitter median/p99 15.5/86 ns vs
-    18/88 ns), while for BASIC and clock_gettime, whose windows also hold the
-    interleaved system reads, averaging the best quarter cut the jitter by a
-    third or more (BASIC 20/170 -> 14/80 ns, clock_gettime 60/1066 -> 42/627 ns).
-    """
-    if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
-        return Estimator.LOW_QUARTILE_MEAN
-    return Estimator.MIN_WINDOW
 
 
 class PhcReadingRejected(RemoteSourceError):
@@ -153,17 +119,6 @@ class PreciseReading:
     def as_reading(self) -> Reading:
         """A zero-window triplet: a cross-timestamp has no read window."""
         return Reading(self.sys_realtime_ns, self.device_ns, self.sys_realtime_ns)
-
-
-@dataclass(frozen=True, slots=True)
-class PhcEstimate:
-    """One poll's result: offset (reference - local) at local CLOCK_REALTIME ``realtime_ns``."""
-
-    offset_ns: int
-    window_ns: int  # of the reading(s) used; 0 for a cross-timestamp
-    realtime_ns: int  # the local instant the offset refers to (window midpoint)
-    used: int  # readings that went into the estimate
-    total: int  # readings in the poll
 
 
 def _time_ns(buf: bytes | bytearray | memoryview, offset: int) -> int:
@@ -236,110 +191,3 @@ def decode_precise(buf: bytes | bytearray | memoryview) -> PreciseReading:
     _check_size(buf, PRECISE_SIZE, "ptp_sys_offset_precise")
     device, realtime, monoraw = (_time_ns(buf, i * _TIME.size) for i in range(3))
     return PreciseReading(device, realtime, monoraw)
-
-
-def _validate(readings: Sequence[Reading]) -> None:
-    if not readings:
-        raise PhcReadingRejected("nonsense", "the device returned no readings")
-    previous: Reading | None = None
-    for r in readings:
-        if r.window_ns < 0:
-            raise PhcReadingRejected(
-                "stepped", f"negative reading window ({r.window_ns} ns): the system clock "
-                "was stepped during the read; poll dropped")
-        if r.window_ns > MAX_WINDOW_NS:
-            raise PhcReadingRejected(
-                "nonsense", f"reading window of {r.window_ns / NS_PER_S:.3f} s is over 1 s")
-        if previous is not None:
-            if r.sys_before_ns < previous.sys_after_ns:
-                raise PhcReadingRejected(
-                    "stepped", "system time went backwards between readings: the system "
-                    "clock was stepped during the read; poll dropped")
-            if r.phc_ns < previous.phc_ns:
-                raise PhcReadingRejected("nonsense", "the PHC went backwards within one poll")
-        previous = r
-
-
-def estimate(readings: Sequence[Reading],
-             estimator: Estimator = Estimator.MIN_WINDOW) -> PhcEstimate:
-    """One estimate from one poll; raises PhcReadingRejected for a poll that must be dropped.
-
-    MIN_WINDOW keeps the reading with the smallest window (ties: the earliest).
-    LOW_QUARTILE_MEAN averages offsets and midpoints of the ceil(n/4) smallest-window
-    readings, leaving out any whose window is over twice the smallest (an interrupted
-    read among few good ones); the window reported is the largest one used.
-    """
-    _validate(readings)
-    if estimator is Estimator.MIN_WINDOW or len(readings) == 1:
-        best = min(readings, key=lambda r: r.window_ns)
-        return PhcEstimate(best.offset_ns, best.window_ns, best.midpoint_ns, 1, len(readings))
-    ordered = sorted(readings, key=lambda r: r.window_ns)
-    limit = 2 * ordered[0].window_ns
-    low = [r for r in ordered[: math.ceil(len(readings) / 4)] if r.window_ns <= limit]
-    k = len(low)
-    offset = _round_div(sum(r.offset_ns for r in low), k)
-    midpoint = _round_div(sum(r.midpoint_ns for r in low), k)
-    return PhcEstimate(offset, low[-1].window_ns, midpoint, k, len(readings))
-
-
-def _round_div(total: int, n: int) -> int:
-    """Integer division rounding to nearest (ties away from zero), no floats on instants."""
-    q, r = divmod(abs(total), n)
-    q += 2 * r >= n
-    return q if total >= 0 else -q
-
-
-def sample_uncertainty_s(precision_s: float, window_ns: int) -> float:
-    """1-σ uncertainty of one PHC sample.
-
-    The PHC was read at an unknown instant inside the window, taken as uniform
-    over it, so using the midpoint adds an error of σ = window/√12; it is
-    independent of the device's own noise (the configured ``precision``, 1 σ),
-    so the two add in quadrature: sqrt(precision² + window²/12).
-    """
-    window_s = window_ns / NS_PER_S
-    return math.sqrt(precision_s * precision_s + window_s * window_s / 12.0)
-
-
-def reference_id(device_index: int | None) -> int:
-    """The 32-bit NTP reference id of /dev/ptpN: ASCII "PHC" + N for N < 10, "PH" + two
-    digits for N < 100, "P" + three digits for N < 1000, "PHC?" when N is unknown."""
-    if device_index is None or not 0 <= device_index < 1000:
-        text = "PHC?"
-    elif device_index < 10:
-        text = f"PHC{device_index}"
-    elif device_index < 100:
-        text = f"PH{device_index}"
-    else:
-        text = f"P{device_index}"
-    return int.from_bytes(text.encode("ascii"), "big")
-
-
-def build_sample(est: PhcEstimate, config: PtpSourceConfig, *, source_id: str,
-                 device_index: int | None, mono_ns: int, realtime_ns: int,
-                 poll_log2: int | None = None) -> Sample:
-    """The Sample clock-control receives for one estimate.
-
-    ``mono_ns``/``realtime_ns`` are a CLOCK_MONOTONIC/CLOCK_REALTIME pair the
-    worker read together right after the ioctl; the sample's monotonic instant
-    is the estimate's midpoint carried over by their difference.
-    """
-    behind_ns = realtime_ns - est.realtime_ns
-    if not 0 <= behind_ns <= MAX_WINDOW_NS:
-        raise PhcReadingRejected(
-            "stepped", "the system clock moved between the read and its timestamp; poll dropped")
-    return Sample(
-        source_id=source_id,
-        kind=SourceKind.PTP,
-        offset_s=est.offset_ns / NS_PER_S,
-        delay_s=est.window_ns / NS_PER_S,
-        uncertainty_s=sample_uncertainty_s(config.precision, est.window_ns),
-        root_delay_s=config.delay,
-        root_dispersion_s=0.0,
-        stratum=config.stratum,
-        leap=LeapIndicator.NONE,
-        reference_id=reference_id(device_index),
-        mono_ns=mono_ns - behind_ns,
-        realtime_ns=est.realtime_ns,
-        poll_log2=config.interval if poll_log2 is None else poll_log2,
-    )

@@ -25,17 +25,8 @@ Behaviour:
 from __future__ import annotations
 
 from .config import PtpSourceConfig
-from .phc import (
-    PTP_MAX_SAMPLES,
-    Estimator,
-    PhcCaps,
-    PhcReadingRejected,
-    PreciseReading,
-    ReadMethod,
-    build_sample,
-    default_estimator,
-    estimate,
-)
+from .phc import PTP_MAX_SAMPLES, PhcCaps, PhcReadingRejected, PreciseReading, ReadMethod
+from .phc_estimate import Estimator, WindowSlope, build_sample, default_estimator, estimate
 from .ptp_events import (
     CloseDevice,
     DeviceErrorKind,
@@ -124,6 +115,7 @@ class PtpSource:
         self._last_offset_ns: int | None = None
         self._counts = {"polls": 0, "readings": 0, "samples": 0}
         self._errors: dict[str, int] = {}
+        self._slope = WindowSlope()  # per device and method: reset on reopen and fallback
 
     # --- public surface ------------------------------------------------------------------------
 
@@ -169,16 +161,20 @@ class PtpSource:
         return [OpenDevice()]
 
     def handle_event(self, event: PtpEvent, now_ns: int) -> list[PtpAction]:
-        awaiting, self._awaiting = self._awaiting, None
-        if isinstance(event, DeviceOpened) and awaiting == "open":
+        """Feed back the result of the last device action (an illegal event raises
+        ValueError and changes nothing)."""
+        awaiting = self._awaiting
+        expected = {"open": (DeviceOpened, DeviceFailed), "read": (ReadingsRead, DeviceFailed)}
+        if awaiting is None or not isinstance(event, expected[awaiting]):
+            raise ValueError(f"{type(event).__name__} while awaiting {awaiting!r}")
+        self._awaiting = None
+        if isinstance(event, DeviceOpened):
             return self._opened_ok(event, now_ns)
-        if isinstance(event, ReadingsRead) and awaiting == "read":
+        if isinstance(event, ReadingsRead):
             return self._readings(event, now_ns)
-        if isinstance(event, DeviceFailed) and awaiting == "open":
+        if awaiting == "open":
             return self._open_failed(event, now_ns)
-        if isinstance(event, DeviceFailed) and awaiting == "read":
-            return self._read_failed(event, now_ns)
-        raise ValueError(f"{type(event).__name__} while awaiting {awaiting!r}")
+        return self._read_failed(event, now_ns)
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -193,6 +189,7 @@ class PtpSource:
         self._reopen_backoff_ns = REOPEN_BACKOFF_MIN_NS
         self._busy_level = self._io_errors = 0
         self._epoch_ns = now_ns
+        self._slope = WindowSlope()
         text = f"{'recovered: ' if recovered else ''}reading {self._describe_device()}"
         if self._poll_log2 != self.config.interval:
             text += (f"; interval {self.config.interval} is over the device's read budget of "
@@ -209,7 +206,8 @@ class PtpSource:
         self._counts["readings"] += len(readings)
         actions: list[PtpAction] = []
         try:
-            est = estimate(readings, self.estimator or default_estimator(event.method))
+            est = estimate(readings, self.estimator or default_estimator(event.method),
+                           self._slope)
             sample = build_sample(est, self.config, source_id=self.source_id,
                                   device_index=self._opened.device_index if self._opened else None,
                                   mono_ns=event.mono_ns, realtime_ns=event.realtime_ns,
@@ -217,6 +215,7 @@ class PtpSource:
         except PhcReadingRejected as exc:
             self._count(exc.kind)
         else:
+            self._slope.update(readings)  # after use: a poll never corrects itself
             self._counts["samples"] += 1
             self._last_window_ns, self._last_offset_ns = est.window_ns, est.offset_ns
             actions.append(Publish(sample))
@@ -246,6 +245,7 @@ class PtpSource:
         kind = event.kind
         if kind is DeviceErrorKind.UNSUPPORTED and len(self._methods) > 1:
             dropped = self._methods.pop(0)
+            self._slope = WindowSlope()
             text = f"{dropped} unsupported ({event.message}); reading {self._describe_device()}"
             return [*self._enter(PtpSourceState.RUNNING, text), self._read()]
         if kind is DeviceErrorKind.UNSUPPORTED:  # no method left: re-probing cannot help

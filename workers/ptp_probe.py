@@ -19,7 +19,8 @@ from typing import Any
 
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.events import Sample
-from ntpd_py.core.phc import Estimator, ReadMethod
+from ntpd_py.core.phc import ReadMethod
+from ntpd_py.core.phc_estimate import Estimator
 from ntpd_py.core.ptp_events import (
     CloseDevice,
     OpenDevice,

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ntpd_py.core.config import PtpSourceConfig
-from ntpd_py.core.phc import Estimator, PhcCaps, PreciseReading, Reading, ReadMethod
+from ntpd_py.core.phc import PhcCaps, PreciseReading, Reading, ReadMethod
+from ntpd_py.core.phc_estimate import Estimator
 from ntpd_py.core.ptp_events import (
     CloseDevice,
     DeviceErrorKind,
@@ -245,10 +246,14 @@ def test_status_counts_and_last_reading() -> None:
     assert status.method is ReadMethod.EXTENDED and status.resolved_path == "/dev/ptp0"
 
 
-def test_unexpected_event_is_a_local_error() -> None:
+def test_unexpected_event_is_a_local_error_and_changes_nothing() -> None:
     src = source()
     with pytest.raises(ValueError):
         src.handle_event(good_read(ReadMethod.BASIC), 0)
+    src.start(0)
+    with pytest.raises(ValueError):
+        src.handle_event(good_read(ReadMethod.BASIC), 0)  # an open is pending, not a read
+    assert src.handle_event(opened(), 0)  # the pending open is still accepted
 
 
 def test_each_read_path_uses_its_default_estimator() -> None:
@@ -260,13 +265,45 @@ def test_each_read_path_uses_its_default_estimator() -> None:
                                  T0 + i * 10_000 + w) for i, (w, off) in enumerate(shape))
         return ReadingsRead(method, readings, 0, T0 + 100_000)
 
-    for method, expected in ((ReadMethod.EXTENDED, 50), (ReadMethod.BASIC, 0),
-                             (ReadMethod.CLOCK_GETTIME, 0)):
+    # (EXTENDED: the window-corrected mean, which is the low-quartile mean until the
+    # window slope has been learnt over a few polls)
+    for method, expected in ((ReadMethod.EXTENDED, 0), (ReadMethod.BASIC, 0),
+                             (ReadMethod.CLOCK_GETTIME, 0), (ReadMethod.PRECISE, 50)):
         src = source(method=method)
         running(src)
-        src.handle_event(poll(method), 1)
+        event = poll(method)
+        if method is ReadMethod.PRECISE:
+            event = ReadingsRead(method, PreciseReading(T0 + 50, T0, 0), 0, T0 + 100_000)
+        src.handle_event(event, 1)
         assert src.status().last_offset_ns == expected, method
     forced = source(method=ReadMethod.BASIC, estimator=Estimator.MIN_WINDOW)
     running(forced)
     forced.handle_event(poll(ReadMethod.BASIC), 1)
     assert forced.status().last_offset_ns == 50
+
+
+def test_extended_source_learns_the_window_slope_and_forgets_it_on_reopen() -> None:
+    def poll(k: int, shift: int) -> ReadingsRead:
+        # midpoint offset = 1000 + 0.4 * (window - 600) + a per-reading wobble
+        readings, t = [], T0 + k * NS
+        for i in range(25):
+            w = 600 + (i * 37) % 300
+            readings.append(Reading(t, t + w // 2 + 1_000 + shift + (2 * w) // 5 - 240 + i % 3,
+                                    t + w))
+            t += w + 100
+        return ReadingsRead(ReadMethod.EXTENDED, tuple(readings), k * NS, T0 + k * NS + NS // 2)
+
+    src = source()
+    running(src)
+    offsets = []
+    for k in range(30):
+        src.handle_event(poll(k, 0), k * NS + 1)
+        offsets.append(src.status().last_offset_ns or 0)
+        src.handle_timer((k + 1) * NS)
+    assert offsets[0] >= 1_010  # first polls: plain low-quartile mean, biased by the slope
+    assert all(abs(o - 1_001) <= 3 for o in offsets[-10:])  # learnt: the wobble remains
+    src.handle_event(DeviceFailed(DeviceErrorKind.VANISHED, "gone", 19), 30 * NS)
+    src.handle_timer(31 * NS)
+    src.handle_event(opened(), 31 * NS)
+    src.handle_event(poll(31, 0), 31 * NS + 1)
+    assert src.status().last_offset_ns == offsets[0]  # a reopened device starts afresh

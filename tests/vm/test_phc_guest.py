@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.events import Sample
-from ntpd_py.core.phc import ReadMethod, estimate
+from ntpd_py.core.phc import ReadMethod
+from ntpd_py.core.phc_estimate import estimate
 from ntpd_py.core.ptp_events import (
     DeviceErrorKind,
     DeviceOpened,
