@@ -232,7 +232,8 @@ def print_ratios(rows: list[Row]) -> None:
           " is its timestamp resolution: compare on the igb PHC only.")
     for dev in sorted({r.device for r in rows}):
         ref = next((r for r in rows if r.device == dev and r.who.startswith("phc2sys")), None)
-        if ref is None:
+        if ref is None or ref.jitter_med_ns > 100_000:
+            print(f"  {dev}: not comparable (phc2sys jitter is its 1 ms timestamp resolution)")
             continue
         for r in rows:
             if r.device == dev and r.who.startswith("ntpd-py extended"):

@@ -44,13 +44,14 @@ def default_estimator(method: ReadMethod) -> Estimator:
     """The estimator each read path uses unless configured otherwise.
 
     Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
-    guest), every estimator fed the same polls. EXTENDED: the plain minimum
-    window (phc2sys's choice) and the low-quartile mean were alike, while
-    correcting each offset for its window (WindowSlope) cut the offset jitter
-    two- to threefold; BASIC and clock_gettime, whose windows also hold the
-    interleaved system reads, gained a third or more from the low-quartile
-    mean and lost from the window correction. The figures are in the README's
-    PHC section and the benchmark prints them.
+    guest), every estimator fed the same polls; offset jitter median/p99 in ns:
+    EXTENDED min-window 21/130, low-quartile mean 21/113, window-corrected 7/85
+    (phc2sys on the same device in the same run: 20/140); BASIC 36/221,
+    20/139, 19/105; clock_gettime 231/1167, 138/736, 154/1341. An earlier
+    run's raw polls gave the same ranking except BASIC, where the window
+    correction lost to the plain low-quartile mean (the triplets of
+    PTP_SYS_OFFSET share their system stamps, so a reading's window is a poorer
+    guide), hence the low-quartile mean for BASIC and clock_gettime.
     """
     if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
         return Estimator.LOW_QUARTILE_MEAN
