@@ -5,9 +5,13 @@ no privilege beyond that fd. Buffers are built and decoded by core/phc.py;
 this module only issues syscalls and maps errno values to
 :class:`PhcError` kinds (core.ptp_events.DeviceErrorKind).
 
-``execute(device, action)`` is the whole I/O step a worker loop needs: it
-carries out one OpenDevice/ReadDevice/CloseDevice action and returns the event
-to feed back into the state machine.
+``execute(device, path, action)`` is the whole I/O step a worker loop needs:
+it carries out one OpenDevice/ReadDevice/CloseDevice action and returns the
+device and the event to feed back into the state machine. ``adopt(path, fd)``
+answers the first OpenDevice with an fd the supervisor opened. An unprivileged
+worker cannot reopen a root-only /dev/ptpN by itself: after a vanished device
+its OpenDevice gets "permission denied" unless the fd comes from the supervisor
+again (or the device node is readable by the worker's group).
 """
 
 from __future__ import annotations

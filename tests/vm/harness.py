@@ -239,9 +239,11 @@ def _pump(proc: subprocess.Popen[bytes], console: list[str], deadline: float,
     """Copy the serial console until QEMU exits; True if the deadline passed first."""
     assert proc.stdout is not None
     inside = False
-    with selectors.DefaultSelector() as sel:
+    buf = b""
+    with selectors.DefaultSelector() as sel, contextlib.ExitStack() as finish:
+        # whatever is left without a newline still belongs to the console
+        finish.callback(lambda: console.append(buf.decode(errors="replace")) if buf else None)
         sel.register(proc.stdout, selectors.EVENT_READ)
-        buf = b""
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -261,8 +263,9 @@ def _pump(proc: subprocess.Popen[bytes], console: list[str], deadline: float,
                 if START_MARK in line:
                     inside = True
                 elif "@@ntpd-py-vm end" in line:
-                    if echo and inside:  # output without a final newline shares the line
-                        sys.stdout.write(line[: line.find("@@ntpd-py-vm end")] + "\n")
+                    before = line[: line.find("@@ntpd-py-vm end")].rstrip("\r")
+                    if echo and inside and before:  # output without a final newline
+                        sys.stdout.write(before + "\n")
                     inside = False
                 elif echo and inside:
                     sys.stdout.write(line.replace("\r\n", "\n"))
