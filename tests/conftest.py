@@ -14,7 +14,7 @@ def _inside_test_vm() -> bool:
     # there, and only there, the system clock backend may run (the guest's clock is its own).
     try:
         with open("/proc/cmdline") as handle:
-            return "ntpd_py_vm=1" in handle.read().split()
+            return any(word.startswith("ntpdpy.run=") for word in handle.read().split())
     except OSError:
         return False
 
@@ -38,3 +38,6 @@ def write_config(tmp_path: Path):
         return path
 
     return _write
+
+# Tests marked @pytest.mark.vm run inside the QEMU guest, one boot for the whole batch.
+pytest_plugins = ["tests.vm.pytest_plugin"]

@@ -68,6 +68,9 @@ if [ "${#missing[@]}" -gt 0 ] || [ "$need_qemu" = 1 ]; then
     fi
 fi
 
+# tests/vm/harness.py installs the guest's packages through this script (and stops here).
+if [ "${NTPDPY_DEPS_ONLY:-}" = 1 ]; then exit 0; fi
+
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,plot]'
 

@@ -1,0 +1,309 @@
+"""core/ptp_source.py: the PHC source state machine, driven with synthetic events."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ntpd_py.core.config import PtpSourceConfig
+from ntpd_py.core.phc import PhcCaps, PreciseReading, Reading, ReadMethod
+from ntpd_py.core.phc_estimate import Estimator
+from ntpd_py.core.ptp_events import (
+    CloseDevice,
+    DeviceErrorKind,
+    DeviceFailed,
+    DeviceOpened,
+    OpenDevice,
+    PtpAction,
+    PtpSourceState,
+    Publish,
+    ReadDevice,
+    ReadingsRead,
+    Report,
+    SetTimer,
+)
+from ntpd_py.core.ptp_source import PtpSource, readings_per_poll
+
+NS = 1_000_000_000
+T0 = 1_795_000_000 * NS
+
+
+def caps(cross: bool = False) -> PhcCaps:
+    return PhcCaps(0, 0, 0, 0, False, 0, cross, False, 0)
+
+
+def opened(cross: bool = False, name: str = "igb") -> DeviceOpened:
+    return DeviceOpened(caps(cross), "/dev/ptp0", 0, name)
+
+
+def good_read(method: ReadMethod, n: int = 25, mono: int = 0) -> ReadingsRead:
+    readings = tuple(Reading(T0 + i * 1_000, T0 + i * 1_000 + 250 + 40, T0 + i * 1_000 + 500)
+                     for i in range(n))
+    return ReadingsRead(method, readings, mono, T0 + 100_000)
+
+
+def source(interval: int = 0, **kw: object) -> PtpSource:
+    config = PtpSourceConfig(mode="ptp", path="/dev/ptp_kvm", interval=interval)
+    return PtpSource(config, "ptp0", **kw)  # type: ignore[arg-type]
+
+
+def of(actions: list[PtpAction], kind: type) -> list[PtpAction]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def running(src: PtpSource, cross: bool = False, now: int = 0, name: str = "igb") -> ReadDevice:
+    assert src.start(now) == [OpenDevice()]
+    acts = src.handle_event(opened(cross, name), now)
+    assert src.state is PtpSourceState.RUNNING
+    (read,) = of(acts, ReadDevice)
+    assert isinstance(read, ReadDevice)
+    return read
+
+
+def test_prefers_precise_then_falls_back_on_eopnotsupp() -> None:
+    src = source()
+    assert running(src, cross=True) == ReadDevice(ReadMethod.PRECISE, 1)
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.UNSUPPORTED, "nope", 95), 10)
+    assert of(acts, ReadDevice) == [ReadDevice(ReadMethod.EXTENDED, 25)]
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.UNSUPPORTED, "nope", 95), 20)
+    assert of(acts, ReadDevice) == [ReadDevice(ReadMethod.BASIC, 25)]
+    assert src.method is ReadMethod.BASIC and src.status().errors == {"unsupported": 2}
+    # chosen once: the next poll uses BASIC straight away
+    src.handle_event(good_read(ReadMethod.BASIC), 30)
+    assert src.handle_timer(NS) == [ReadDevice(ReadMethod.BASIC, 25)]
+
+
+def test_without_cross_timestamping_starts_with_extended() -> None:
+    assert running(source()) == ReadDevice(ReadMethod.EXTENDED, 25)
+
+
+def test_no_method_left_fails_for_good() -> None:
+    src = source(method=ReadMethod.PRECISE)
+    running(src)
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.UNSUPPORTED, "EOPNOTSUPP", 95), 5)
+    assert CloseDevice() in acts and src.state is PtpSourceState.FAILED
+    assert src.deadline_ns is None and "no read method works" in src.status().message
+
+
+def test_precise_reading_gives_zero_window_sample() -> None:
+    src = source()
+    running(src, cross=True)
+    event = ReadingsRead(ReadMethod.PRECISE, PreciseReading(T0 + 1_234, T0, 99), 7 * NS, T0 + 10)
+    (pub,) = of(src.handle_event(event, 1), Publish)
+    assert isinstance(pub, Publish)
+    assert pub.sample.offset_s == pytest.approx(1.234e-6) and pub.sample.delay_s == 0.0
+    assert pub.sample.mono_ns == 7 * NS - 10
+
+
+def test_polls_on_an_absolute_grid_without_drift() -> None:
+    src = source(interval=-2)  # 250 ms
+    running(src, now=1_000)
+    poll = NS // 4
+    # each read completes late by a varying amount; deadlines stay on the grid
+    now = 1_000
+    for k in range(1, 6):
+        acts = src.handle_event(good_read(src.method or ReadMethod.EXTENDED), now + 3_000 * k)
+        (timer,) = of(acts, SetTimer)
+        assert timer == SetTimer(1_000 + k * poll)
+        now = 1_000 + k * poll
+        assert src.handle_timer(now - 1) == [SetTimer(now)]  # early wake-up: keep waiting
+        assert of(src.handle_timer(now), ReadDevice)
+    # a read that overruns two slots skips them rather than bunching polls
+    acts = src.handle_event(good_read(ReadMethod.EXTENDED), now + 2 * poll + 5)
+    assert of(acts, SetTimer) == [SetTimer(now + 3 * poll)]
+
+
+@given(st.integers(-7, 17), st.lists(st.integers(0, 2 * NS), min_size=1, max_size=20))
+def test_deadlines_are_grid_points_after_now(interval: int, lags: list[int]) -> None:
+    src = source(interval=interval)
+    running(src, now=0)
+    poll = NS * 2**interval
+    now = 0
+    for lag in lags:
+        acts = src.handle_event(good_read(ReadMethod.EXTENDED, 2), now + lag)
+        (timer,) = of(acts, SetTimer)
+        assert isinstance(timer, SetTimer)
+        assert timer.deadline_ns > now + lag and timer.deadline_ns % int(poll) == 0
+        now = timer.deadline_ns
+        src.handle_timer(now)
+
+
+def test_read_budget_limits_readings_and_interval() -> None:
+    assert readings_per_poll(0, 100) == (0, 25)
+    assert readings_per_poll(-3, 100) == (-3, 12)
+    assert readings_per_poll(-7, 100) == (-6, 1)  # 128 Hz x 1 read > 100/s: poll at 64 Hz
+    assert readings_per_poll(-7, 2000) == (-7, 15)
+    src = source(interval=-7)
+    assert running(src, name="ena-ptp-0000:00:05.0") == ReadDevice(ReadMethod.EXTENDED, 1)
+    status = src.status()
+    assert status.poll_log2 == -6 and "read budget of 100/s" in status.message
+
+
+def test_busy_halves_readings_and_backs_off_then_recovers() -> None:
+    src = source(interval=-3)
+    running(src, now=0, name="ena-ptp")
+    assert src.status().readings_per_sample == 12
+    poll = NS // 8
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.BUSY, "EBUSY", 16), 10)
+    assert of(acts, SetTimer) == [SetTimer(2 * poll)]
+    assert src.handle_timer(2 * poll) == [ReadDevice(ReadMethod.EXTENDED, 6)]
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.BUSY, "EAGAIN", 11), 2 * poll + 10)
+    assert of(acts, SetTimer) == [SetTimer(3 * poll + 3 * poll)]  # skips 3 slots
+    assert src.handle_timer(6 * poll) == [ReadDevice(ReadMethod.EXTENDED, 3)]
+    src.handle_event(good_read(ReadMethod.EXTENDED, 3), 6 * poll + 10)
+    assert src.handle_timer(7 * poll) == [ReadDevice(ReadMethod.EXTENDED, 4)]
+    assert src.status().errors == {"busy": 2}
+
+
+def test_missing_path_waits_with_backoff_until_it_appears() -> None:
+    src = source()
+    src.start(0)
+    now, deadlines = 0, []
+    for _ in range(9):
+        acts = src.handle_event(DeviceFailed(DeviceErrorKind.MISSING, "/dev/ptp_kvm missing"), now)
+        assert src.state is PtpSourceState.WAITING
+        (timer,) = of(acts, SetTimer)
+        assert isinstance(timer, SetTimer)
+        deadlines.append(timer.deadline_ns - now)
+        now = timer.deadline_ns
+        assert src.handle_timer(now) == [OpenDevice()]
+    assert deadlines == [NS, 2 * NS, 4 * NS, 8 * NS, 16 * NS, 32 * NS, 64 * NS, 64 * NS, 64 * NS]
+    assert "modprobe ptp_kvm" in src.status().message
+    acts = src.handle_event(opened(), now)
+    assert src.state is PtpSourceState.RUNNING and of(acts, ReadDevice)
+
+
+def test_not_a_ptp_clock_fails_for_good() -> None:
+    src = source()
+    src.start(0)
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.NOT_PTP, "/dev/null is not a PTP "
+                                         "clock (PTP_CLOCK_GETCAPS on: ENOTTY)", 25), 0)
+    (report,) = of(acts, Report)
+    assert isinstance(report, Report)
+    assert report.status.state is PtpSourceState.FAILED
+    assert report.status.message.startswith("not a PTP clock")
+    assert src.deadline_ns is None and not of(acts, SetTimer)
+
+
+def test_permission_denied_names_path_and_user_and_retries() -> None:
+    src = source()
+    src.start(0)
+    msg = "permission denied: opening /dev/ptp_kvm as user ntpd-py (EACCES)"
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.PERMISSION, msg, 13), 0)
+    assert src.state is PtpSourceState.FAILED
+    assert "/dev/ptp_kvm" in src.status().message and "ntpd-py" in src.status().message
+    assert of(acts, SetTimer) == [SetTimer(NS)]
+
+
+def test_vanished_device_is_unreachable_then_recovered_with_reprobe() -> None:
+    src = source()
+    running(src, cross=True)
+    src.handle_event(DeviceFailed(DeviceErrorKind.UNSUPPORTED, "x", 95), 1)
+    src.handle_event(good_read(ReadMethod.EXTENDED), 2)
+    assert src.handle_timer(NS) == [ReadDevice(ReadMethod.EXTENDED, 25)]
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.VANISHED, "/dev/ptp0 vanished", 19), NS)
+    assert acts[0] == CloseDevice() and src.state is PtpSourceState.UNREACHABLE
+    assert of(acts, SetTimer) == [SetTimer(2 * NS)]
+    assert src.handle_timer(2 * NS) == [OpenDevice()]
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.MISSING, "/dev/ptp_kvm does not exist"),
+                            2 * NS)
+    assert src.state is PtpSourceState.UNREACHABLE  # not "waiting": it was there before
+    assert of(acts, SetTimer) == [SetTimer(4 * NS)]
+    src.handle_timer(4 * NS)
+    acts = src.handle_event(opened(cross=True), 4 * NS)
+    assert src.state is PtpSourceState.RUNNING and "recovered" in src.status().message
+    assert of(acts, ReadDevice) == [ReadDevice(ReadMethod.PRECISE, 1)]  # re-probed
+
+
+def test_repeated_io_errors_reopen() -> None:
+    src = source()
+    running(src)
+    for i in range(2):
+        acts = src.handle_event(DeviceFailed(DeviceErrorKind.IO, "EIO", 5), i * NS + 1)
+        assert not of(acts, CloseDevice)
+        src.handle_timer((i + 1) * NS)
+    acts = src.handle_event(DeviceFailed(DeviceErrorKind.IO, "EIO", 5), 2 * NS + 1)
+    assert CloseDevice() in acts and src.state is PtpSourceState.UNREACHABLE
+
+
+def test_stepped_poll_is_dropped_and_counted() -> None:
+    src = source()
+    running(src)
+    bad = ReadingsRead(ReadMethod.EXTENDED, (Reading(T0, T0, T0 - 5),), 0, T0)
+    acts = src.handle_event(bad, 1)
+    assert not of(acts, Publish) and of(acts, SetTimer)
+    status = src.status()
+    assert status.errors == {"stepped": 1} and status.polls == 1 and status.samples == 0
+
+
+def test_status_counts_and_last_reading() -> None:
+    src = source()
+    running(src)
+    src.handle_event(good_read(ReadMethod.EXTENDED, 25), 1)
+    status = src.status()
+    assert (status.polls, status.readings, status.samples) == (1, 25, 1)
+    assert status.last_window_ns == 500 and status.last_offset_ns == 40
+    assert status.method is ReadMethod.EXTENDED and status.resolved_path == "/dev/ptp0"
+
+
+def test_unexpected_event_is_a_local_error_and_changes_nothing() -> None:
+    src = source()
+    with pytest.raises(ValueError):
+        src.handle_event(good_read(ReadMethod.BASIC), 0)
+    src.start(0)
+    with pytest.raises(ValueError):
+        src.handle_event(good_read(ReadMethod.BASIC), 0)  # an open is pending, not a read
+    assert src.handle_event(opened(), 0)  # the pending open is still accepted
+
+
+def test_each_read_path_uses_its_default_estimator() -> None:
+    # windows 100 (offset +50), 150 (offset -50), rest wide: min-window says +50, the
+    # low-quartile mean of the two tightest says 0
+    def poll(method: ReadMethod) -> ReadingsRead:
+        shape = [(100, 50), (150, -50)] + [(5_000, 0)] * 6
+        readings = tuple(Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off,
+                                 T0 + i * 10_000 + w) for i, (w, off) in enumerate(shape))
+        return ReadingsRead(method, readings, 0, T0 + 100_000)
+
+    # (EXTENDED: the window-corrected mean, which is the low-quartile mean until the
+    # window slope has been learnt over a few polls)
+    for method, expected in ((ReadMethod.EXTENDED, 0), (ReadMethod.BASIC, 0),
+                             (ReadMethod.CLOCK_GETTIME, 0), (ReadMethod.PRECISE, 50)):
+        src = source(method=method)
+        running(src)
+        event = poll(method)
+        if method is ReadMethod.PRECISE:
+            event = ReadingsRead(method, PreciseReading(T0 + 50, T0, 0), 0, T0 + 100_000)
+        src.handle_event(event, 1)
+        assert src.status().last_offset_ns == expected, method
+    forced = source(method=ReadMethod.BASIC, estimator=Estimator.MIN_WINDOW)
+    running(forced)
+    forced.handle_event(poll(ReadMethod.BASIC), 1)
+    assert forced.status().last_offset_ns == 50
+
+
+def test_extended_source_learns_the_window_slope_and_forgets_it_on_reopen() -> None:
+    def poll(k: int, shift: int) -> ReadingsRead:
+        # midpoint offset = 1000 + 0.4 * (window - 600) + a per-reading wobble
+        readings, t = [], T0 + k * NS
+        for i in range(25):
+            w = 600 + (i * 37) % 300
+            readings.append(Reading(t, t + w // 2 + 1_000 + shift + (2 * w) // 5 - 240 + i % 3,
+                                    t + w))
+            t += w + 100
+        return ReadingsRead(ReadMethod.EXTENDED, tuple(readings), k * NS, T0 + k * NS + NS // 2)
+
+    src = source()
+    running(src)
+    offsets = []
+    for k in range(30):
+        src.handle_event(poll(k, 0), k * NS + 1)
+        offsets.append(src.status().last_offset_ns or 0)
+        src.handle_timer((k + 1) * NS)
+    assert offsets[0] >= 1_010  # first polls: plain low-quartile mean, biased by the slope
+    assert all(abs(o - 1_001) <= 3 for o in offsets[-10:])  # learnt: the wobble remains
+    src.handle_event(DeviceFailed(DeviceErrorKind.VANISHED, "gone", 19), 30 * NS)
+    src.handle_timer(31 * NS)
+    src.handle_event(opened(), 31 * NS)
+    src.handle_event(poll(31, 0), 31 * NS + 1)
+    assert src.status().last_offset_ns == offsets[0]  # a reopened device starts afresh

@@ -1,0 +1,53 @@
+#!/bin/busybox sh
+# /init of the ntpd-py test guest (runs from the initramfs built by tests/vm/harness.py).
+#
+# Mounts the host's root file system read-only over 9p, puts tmpfs where a
+# system needs to write, mounts the run directory (shared writable) over the
+# same path, runs <run dir>/guest.sh chrooted in the host's files, writes its
+# exit status to <run dir>/rc and powers off. The run directory comes from the
+# kernel command line (ntpdpy.run=DIR).
+/bin/busybox mkdir -p /bin /proc /sys /dev /mnt
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo 1 > /proc/sys/kernel/printk
+
+fail() {
+    echo "ntpd-py-vm: $*" > /dev/console
+    poweroff -f
+}
+
+for m in $(cat /modules.order); do
+    insmod "/modules/$m.ko" || fail "insmod $m failed"
+done
+
+run=""
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;; esac
+done
+[ -n "$run" ] || fail "no ntpdpy.run= on the kernel command line"
+
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /mnt \
+    || fail "cannot mount the host root over 9p"
+mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 rundir "/mnt$run" \
+    || fail "cannot mount the run directory over 9p"
+mount -t proc proc /mnt/proc
+mount -t sysfs sys /mnt/sys
+mount -t devtmpfs dev /mnt/dev
+mkdir -p /mnt/dev/pts /mnt/dev/shm
+mount -t devpts devpts /mnt/dev/pts
+mount -t tmpfs shm /mnt/dev/shm
+mount -t tmpfs tmp /mnt/tmp
+mount -t tmpfs run /mnt/run
+[ -d /mnt/var/tmp ] && mount -t tmpfs vartmp /mnt/var/tmp
+
+echo "@@ntpd-py-vm start@@" > /dev/console
+chroot /mnt /bin/sh "$run/guest.sh" < /dev/null > /dev/console 2>&1
+rc=$?
+echo "$rc" > "/mnt$run/rc"
+sync
+echo "@@ntpd-py-vm end rc=$rc@@" > /dev/console
+umount "/mnt$run"
+poweroff -f
