@@ -35,6 +35,8 @@ MODULES = (
     "ntpd_py.workers.bus_guard",
     "ntpd_py.workers.ntp",
     "ntpd_py.workers.server",
+    "ntpd_py.workers.ptp",
+    "ntpd_py.workers.sim_phc",
     "ntpd_py.core.controller",
     "ntpd_py.core.drift",
     "ntpd_py.supervisor.privileges",

@@ -103,8 +103,9 @@ def _walk_cmsgs(ctrl: bytearray, base: int, length: int) -> tuple[int | None, by
             rx = sec * 1_000_000_000 + nsec
         elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and clen >= 28:
             # Reply from the address the request was sent to (ipi_addr) as ipi_spec_dst.
-            reply_cmsg = _IN_PKTINFO.pack(28, socket.IPPROTO_IP, IP_PKTINFO, 0,
-                                          bytes(ctrl[data + 8 : data + 12]), bytes(4))
+            reply_cmsg = _IN_PKTINFO.pack(
+                28, socket.IPPROTO_IP, IP_PKTINFO, 0, bytes(ctrl[data + 8 : data + 12]), bytes(4)
+            )
         elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and clen >= 36:
             # IPv4 clients of a dual-stack socket come as IPv4-mapped addresses
             # here, and the kernel takes them back the same way.
@@ -152,10 +153,30 @@ class ServerBatchIO:
         for k in range(batch):
             _IOV.pack_into(self.rx_iov, k * _IOV.size, data + k * _DATA, _DATA)
             _IOV.pack_into(self.tx_iov, k * _IOV.size, out + k * REPLY_BYTES, REPLY_BYTES)
-            _MMSG.pack_into(self.rx_hdr, k * _HDR, names + k * _NAME, namelen,
-                            rx_iov + k * _IOV.size, 1, ctrl + k * stride, stride, 0, 0)
-            _MMSG.pack_into(self.tx_hdr, k * _HDR, names + k * _NAME, namelen,
-                            tx_iov + k * _IOV.size, 1, tx_ctrl + k * _IN6_PKTINFO.size, 0, 0, 0)
+            _MMSG.pack_into(
+                self.rx_hdr,
+                k * _HDR,
+                names + k * _NAME,
+                namelen,
+                rx_iov + k * _IOV.size,
+                1,
+                ctrl + k * stride,
+                stride,
+                0,
+                0,
+            )
+            _MMSG.pack_into(
+                self.tx_hdr,
+                k * _HDR,
+                names + k * _NAME,
+                namelen,
+                tx_iov + k * _IOV.size,
+                1,
+                tx_ctrl + k * _IN6_PKTINFO.size,
+                0,
+                0,
+                0,
+            )
         self._rx_template = bytes(self.rx_hdr)
         self._rx_ptr = _addr(self.rx_hdr)
         self._tx_ptr = _addr(self.tx_hdr)
@@ -212,17 +233,22 @@ class ServerBatchIO:
         structs = self._structs.get(n)
         if structs is None:
             structs = self._structs[n] = (
-                struct.Struct("=" + "40xQ8xI4x" * n), struct.Struct("=" + "QiiQQ" * n)
+                struct.Struct("=" + "40xQ8xI4x" * n),
+                struct.Struct("=" + "QiiQQ" * n),
             )
         hdr_fields = structs[0].unpack_from(self.rx_hdr)
         cmsgs = structs[1].unpack_from(self.ctrl)
         rx = [
-            (((sec + _OFFSET_S) & 0xFFFF_FFFF) << 32) | (((nsec << 32) + 500_000_000)
-                                                        // 1_000_000_000)
+            (((sec + _OFFSET_S) & 0xFFFF_FFFF) << 32)
+            | (((nsec << 32) + 500_000_000) // 1_000_000_000)
             for sec, nsec in zip(cmsgs[3::5], cmsgs[4::5], strict=True)
         ]
-        if (min(hdr_fields[0::2]) < _CTRL or cmsgs[2::5].count(SCM_TIMESTAMPNS) != n
-                or cmsgs[1::5].count(socket.SOL_SOCKET) != n or max(cmsgs[4::5]) >= 10**9):
+        if (
+            min(hdr_fields[0::2]) < _CTRL
+            or cmsgs[2::5].count(SCM_TIMESTAMPNS) != n
+            or cmsgs[1::5].count(socket.SOL_SOCKET) != n
+            or max(cmsgs[4::5]) >= 10**9
+        ):
             self._fix_missing_timestamps(n, hdr_fields, cmsgs, rx)
         return hdr_fields[1::2], rx
 
@@ -236,8 +262,10 @@ class ServerBatchIO:
             if ns is None:
                 ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
             lengths.append(length)
-            rx.append(((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000)
-                       // 1_000_000_000) & 0xFFFF_FFFF_FFFF_FFFF)
+            rx.append(
+                ((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000)
+                & 0xFFFF_FFFF_FFFF_FFFF
+            )
             cmsgs.append(cmsg)
         return lengths, rx, cmsgs
 
@@ -248,15 +276,20 @@ class ServerBatchIO:
         # Cannot happen with SO_TIMESTAMPNS set; if it does, read the clock instead.
         for k in range(n):
             i = 5 * k
-            if (hdr_fields[2 * k] < _CTRL or cmsgs[i + 2] != SCM_TIMESTAMPNS
-                    or cmsgs[i + 1] != socket.SOL_SOCKET or cmsgs[i + 4] >= 10**9):
+            if (
+                hdr_fields[2 * k] < _CTRL
+                or cmsgs[i + 2] != SCM_TIMESTAMPNS
+                or cmsgs[i + 1] != socket.SOL_SOCKET
+                or cmsgs[i + 4] >= 10**9
+            ):
                 ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-                rx[k] = ((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000)
-                         // 1_000_000_000) & 0xFFFF_FFFF_FFFF_FFFF
+                rx[k] = (
+                    (((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000
+                ) & 0xFFFF_FFFF_FFFF_FFFF
 
     def _send(self, count: int) -> None:
         ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        tx = ((((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000)
+        tx = (((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000
         tx &= 0xFFFF_FFFF_FFFF_FFFF
         stamp_transmit_batch(self.out, count, tx)
         sent = 0

@@ -209,8 +209,11 @@ def open_phc(path: str, fd: int | None = None) -> tuple[PhcDevice, PhcCaps]:
             raise _error(exc, path, "opening") from None
     try:
         if not stat.S_ISCHR(os.fstat(fd).st_mode):
-            raise PhcError(DeviceErrorKind.NOT_PTP, f"{path} is not a PTP clock "
-                                                    "(not a character device)", errno.ENOTTY)
+            raise PhcError(
+                DeviceErrorKind.NOT_PTP,
+                f"{path} is not a PTP clock (not a character device)",
+                errno.ENOTTY,
+            )
         resolved, index, clock_name = _sysfs_identity(fd)
         device = PhcDevice(fd, path, resolved or os.path.realpath(path), index, clock_name)
         return device, device.caps()
@@ -229,12 +232,12 @@ def adopt(path: str, fd: int | None = None) -> tuple[PhcDevice | None, PtpEvent]
         device, caps = open_phc(path, fd)
     except PhcError as exc:
         return None, exc.event()
-    return device, DeviceOpened(caps, device.resolved_path, device.device_index,
-                                device.clock_name)
+    return device, DeviceOpened(caps, device.resolved_path, device.device_index, device.clock_name)
 
 
-def execute(device: PhcDevice | None, path: str,
-            action: DeviceAction) -> tuple[PhcDevice | None, PtpEvent | None]:
+def execute(
+    device: PhcDevice | None, path: str, action: DeviceAction
+) -> tuple[PhcDevice | None, PtpEvent | None]:
     """Carry out one device action; return the (new) device and the event to feed back."""
     if isinstance(action, CloseDevice):
         if device is not None:

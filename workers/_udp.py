@@ -147,8 +147,10 @@ class ClientChannel:
             if self.tx_timestamps:
                 try:
                     sock.setsockopt(
-                        socket.SOL_SOCKET, SO_TIMESTAMPING,
-                        SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+                        socket.SOL_SOCKET,
+                        SO_TIMESTAMPING,
+                        SOF_TIMESTAMPING_TX_SOFTWARE
+                        | SOF_TIMESTAMPING_SOFTWARE
                         | SOF_TIMESTAMPING_OPT_TSONLY,
                     )
                 except OSError:
@@ -205,8 +207,9 @@ class ClientChannel:
         self._read_tx_timestamp()
         while True:
             try:
-                data, anc, _, _ = self.sock.recvmsg(RECV_BUFFER_BYTES, _ANC_SPACE,
-                                                    socket.MSG_DONTWAIT)
+                data, anc, _, _ = self.sock.recvmsg(
+                    RECV_BUFFER_BYTES, _ANC_SPACE, socket.MSG_DONTWAIT
+                )
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

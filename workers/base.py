@@ -32,8 +32,9 @@ def worker_link(ctx: ChildContext, accept: set[MsgType]) -> Link:
 class WorkerBase:
     """Sends to clock-control over the bus, heartbeats the supervisor, counts drops."""
 
-    def __init__(self, worker_id: str, bus: Channel, link: Link | None,
-                 log: logging.Logger) -> None:
+    def __init__(
+        self, worker_id: str, bus: Channel, link: Link | None, log: logging.Logger
+    ) -> None:
         self.name = worker_id
         self.worker_id = worker_id
         self.bus = bus
@@ -59,15 +60,19 @@ class WorkerBase:
     def base_deadline(self) -> int:
         return min(self._next_heartbeat, self._next_status)
 
-    def drain_bus(self, accept: set[MsgType], handle: Callable[[Message], None],
-                  now: Now) -> None:
+    def drain_bus(self, accept: set[MsgType], handle: Callable[[Message], None], now: Now) -> None:
         while (item := self.bus.recv()) is not None:
             try:
                 message = decode(item[1], accept)
             except MalformedMessage as exc:
                 self.bus_malformed += 1
-                self.limited.log(logging.WARNING, "bus", now.mono_ns,
-                                 "dropped a malformed frame from clock-control: %s", exc)
+                self.limited.log(
+                    logging.WARNING,
+                    "bus",
+                    now.mono_ns,
+                    "dropped a malformed frame from clock-control: %s",
+                    exc,
+                )
                 continue
             handle(message)
 

@@ -208,8 +208,12 @@ class ObserveClock:
 
     def export_state(self) -> dict[str, int | float]:
         """The virtual correction, so a restarted clock-control keeps the same virtual clock."""
-        return {"base_mono": self._base_mono, "phase_ns": self._phase_ns, "freq": self._freq,
-                "steps": self.steps}
+        return {
+            "base_mono": self._base_mono,
+            "phase_ns": self._phase_ns,
+            "freq": self._freq,
+            "steps": self.steps,
+        }
 
     def restore_state(self, saved: object) -> None:
         if not isinstance(saved, dict):

@@ -45,21 +45,35 @@ __all__ = ["NtpTask", "client_settings", "ntp_main"]
 RESOLVE_RETRY_NS = 30_000_000_000
 
 
-def client_settings(config: Config, source: ServerSourceConfig | PoolSourceConfig,
-                    source_id: str) -> ClientSettings:
+def client_settings(
+    config: Config, source: ServerSourceConfig | PoolSourceConfig, source_id: str
+) -> ClientSettings:
     defaults = config.source_defaults
     limits = source.poll_limits(defaults)
     local = frozenset(refid_for_address(s.socket_addr()[0]) for s in config.server)
-    return ClientSettings(source_id=source_id, poll_min=limits.min, poll_max=limits.max,
-                          initial_poll=source.initial_poll(defaults),
-                          max_stratum=max(1, config.synchronization.local_stratum - 1),
-                          local_refids=local)
+    return ClientSettings(
+        source_id=source_id,
+        poll_min=limits.min,
+        poll_max=limits.max,
+        initial_poll=source.initial_poll(defaults),
+        max_stratum=max(1, config.synchronization.local_stratum - 1),
+        local_refids=local,
+    )
 
 
 class NtpTask(WorkerBase):
-    def __init__(self, *, config: Config, source: ServerSourceConfig | PoolSourceConfig,
-                 worker_id: str, peer: str, bus: Any, link: Any, log: Any,
-                 sim: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        source: ServerSourceConfig | PoolSourceConfig,
+        worker_id: str,
+        peer: str,
+        bus: Any,
+        link: Any,
+        log: Any,
+        sim: Any = None,
+    ) -> None:
         super().__init__(worker_id, bus, link, log)
         self.client = NtpClient(client_settings(config, source, worker_id))
         self.host, self.port = self._split(source, peer)
@@ -101,8 +115,9 @@ class NtpTask(WorkerBase):
             sent = self.channel.sent
             for data, received in self.channel.receive():
                 if sent is not None:
-                    actions += self.client.handle_reply(data, self._local(sent),
-                                                        self._local(received))
+                    actions += self.client.handle_reply(
+                        data, self._local(sent), self._local(received)
+                    )
             if self._deadline is not None and now.mono_ns >= self._deadline:
                 self._deadline = None
                 actions += self.client.handle_timer(now.mono_ns)
@@ -170,15 +185,21 @@ class NtpTask(WorkerBase):
             counters["send_errors"] = self.channel.send_errors
         if self.bus_dropped:
             counters["bus_dropped"] = self.bus_dropped
-        return SourceStatus(source_id=self.worker_id, kind="ntp", name=f"{self.host}:{self.port}",
-                            resolved=self.resolved, state=self.state,  # type: ignore[arg-type]
-                            detail=self.detail, poll_log2=status.poll_log2, reach=status.reach,
-                            counters=counters)
+        return SourceStatus(
+            source_id=self.worker_id,
+            kind="ntp",
+            name=f"{self.host}:{self.port}",
+            resolved=self.resolved,
+            state=self.state,  # type: ignore[arg-type]
+            detail=self.detail,
+            poll_log2=status.poll_log2,
+            reach=status.reach,
+            counters=counters,
+        )
 
 
 def ntp_main(ctx: Any) -> int:
     import zmq
-
     from ntpd_py.ipc.endpoints import Endpoints, connect_dealer
 
     from .base import worker_link
@@ -192,9 +213,16 @@ def ntp_main(ctx: Any) -> int:
     bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
     clock = make_local_clock(config)
     sim = clock if config.daemon.clock == "simulated" else None
-    task = NtpTask(config=config, source=spec.source, worker_id=ctx.worker_id,
-                   peer=spec.peer or spec.source.address, bus=bus,
-                   link=worker_link(ctx, set()), log=ctx.log, sim=sim)
+    task = NtpTask(
+        config=config,
+        source=spec.source,
+        worker_id=ctx.worker_id,
+        peer=spec.peer or spec.source.address,
+        bus=bus,
+        link=worker_link(ctx, set()),
+        log=ctx.log,
+        sim=sim,
+    )
     try:
         run_zmq([task], clock, ctx.stop)
     finally:
@@ -203,4 +231,3 @@ def ntp_main(ctx: Any) -> int:
         bus.close()
         zctx.term()
     return 0
-

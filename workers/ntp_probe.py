@@ -45,10 +45,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--initial-poll", type=int, default=None)
     p.add_argument("--burst", type=int, default=4, help="start-up burst length (0 = none)")
     p.add_argument("--burst-interval", type=float, default=2.0, help="seconds between burst polls")
-    p.add_argument("--advise-poll", type=int, default=None,
-                   help="after the first sample, advise this poll interval (log2 s)")
-    p.add_argument("--no-tx-timestamps", action="store_true",
-                   help="use the user-space send time instead of the kernel's")
+    p.add_argument(
+        "--advise-poll",
+        type=int,
+        default=None,
+        help="after the first sample, advise this poll interval (log2 s)",
+    )
+    p.add_argument(
+        "--no-tx-timestamps",
+        action="store_true",
+        help="use the user-space send time instead of the kernel's",
+    )
     return p.parse_args(argv)
 
 
@@ -61,23 +68,36 @@ def _emit(action: ClientAction, as_json: bool) -> None:
             record["leap"] = int(s.leap)
             print(json.dumps({"sample": record}), flush=True)
         else:
-            print(f"offset {s.offset_s:+.9f} s  delay {s.delay_s:.9f} s  stratum {s.stratum}"
-                  f"  leap {int(s.leap)}  refid {s.reference_id:08x}  poll {s.poll_log2}",
-                  flush=True)
+            print(
+                f"offset {s.offset_s:+.9f} s  delay {s.delay_s:.9f} s  stratum {s.stratum}"
+                f"  leap {int(s.leap)}  refid {s.reference_id:08x}  poll {s.poll_log2}",
+                flush=True,
+            )
     elif isinstance(action, Unreachable):
-        print(json.dumps({"unreachable": action.unanswered_polls}) if as_json
-              else f"unreachable after {action.unanswered_polls} unanswered polls", flush=True)
+        print(
+            json.dumps({"unreachable": action.unanswered_polls})
+            if as_json
+            else f"unreachable after {action.unanswered_polls} unanswered polls",
+            flush=True,
+        )
     elif isinstance(action, Demobilize):
-        print(json.dumps({"demobilize": str(action.reason)}) if as_json
-              else f"demobilized: kiss {action.reason}", flush=True)
+        print(
+            json.dumps({"demobilize": str(action.reason)})
+            if as_json
+            else f"demobilized: kiss {action.reason}",
+            flush=True,
+        )
 
 
 def run_probe(args: argparse.Namespace) -> tuple[NtpClient, int]:
     host, port = parse_host_port(args.server, NTP_PORT)
     initial = args.poll_min if args.initial_poll is None else args.initial_poll
     settings = ClientSettings(
-        source_id=f"{host}:{port}", poll_min=args.poll_min, poll_max=args.poll_max,
-        initial_poll=initial, burst_count=args.burst,
+        source_id=f"{host}:{port}",
+        poll_min=args.poll_min,
+        poll_max=args.poll_max,
+        initial_poll=initial,
+        burst_count=args.burst,
         burst_interval_ns=int(args.burst_interval * 1e9),
     )
     client = NtpClient(settings)
@@ -87,8 +107,9 @@ def run_probe(args: argparse.Namespace) -> tuple[NtpClient, int]:
     deadline: int | None = None
     try:
         while samples < args.count and monotonic_ns() < end:
-            deadline, actions = client_io_step(client, channel, deadline,
-                                               max(end - monotonic_ns(), 0))
+            deadline, actions = client_io_step(
+                client, channel, deadline, max(end - monotonic_ns(), 0)
+            )
             for action in actions:
                 _emit(action, args.json)
                 if isinstance(action, Publish):
@@ -108,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     client, samples = run_probe(args)
     status = client.status()
-    summary = {"samples": samples, **asdict(status),
-               "last_other_kiss": kiss_code(0) if not client.last_other_kiss
-               else client.last_other_kiss}
+    summary = {
+        "samples": samples,
+        **asdict(status),
+        "last_other_kiss": kiss_code(0) if not client.last_other_kiss else client.last_other_kiss,
+    }
     print(json.dumps({"summary": summary}) if args.json else f"summary: {summary}", flush=True)
     return 0 if samples else 1
 

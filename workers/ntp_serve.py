@@ -60,17 +60,24 @@ def build_responder(args: argparse.Namespace) -> Responder:
         rate_limiting_cache_size=args.rate_limit_cache_size,
         rate_limiting_cutoff_ms=args.rate_limit_cutoff_ms,
         denylist=FilterList(filter=args.deny, action="deny") if args.deny else None,
-        allowlist=(FilterList(filter=args.allow, action=args.allow_action)
-                   if args.allow is not None else None),
+        allowlist=(
+            FilterList(filter=args.allow, action=args.allow_action)
+            if args.allow is not None
+            else None
+        ),
         accept_ntp_versions=[int(v) for v in args.accept_versions.split(",")],
     )
     precision = precision_log2(time.clock_getres(time.CLOCK_REALTIME))
     refid = refid_from_text(args.refid)
     if args.synchronized:
         state = ServerClockState(
-            synchronized=True, leap=LeapIndicator.NONE, stratum=args.stratum,
-            precision_log2=precision, root_delay_s=args.root_delay,
-            root_dispersion_s=args.root_dispersion, reference_id=refid,
+            synchronized=True,
+            leap=LeapIndicator.NONE,
+            stratum=args.stratum,
+            precision_log2=precision,
+            root_delay_s=args.root_delay,
+            root_dispersion_s=args.root_dispersion,
+            reference_id=refid,
             reference_time_ntp=unix_ns_to_ntp64(time.clock_gettime_ns(time.CLOCK_REALTIME)),
         )
     else:

@@ -43,9 +43,14 @@ def _mono() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def drive(source: PtpSource, *, deadline_mono_ns: int,
-          on_sample: Callable[[Sample], None], on_report: Callable[[PtpStatus], None],
-          stop: Callable[[], bool]) -> None:
+def drive(
+    source: PtpSource,
+    *,
+    deadline_mono_ns: int,
+    on_sample: Callable[[Sample], None],
+    on_report: Callable[[PtpStatus], None],
+    stop: Callable[[], bool],
+) -> None:
     """Run ``source`` against its device until ``stop()`` or the deadline: the smallest
     complete worker loop (sleep until the timer, carry out actions, feed events back)."""
     device: PhcDevice | None = None
@@ -81,24 +86,36 @@ def _jsonable(obj: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ntpd_py.workers.ptp_probe",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ntpd_py.workers.ptp_probe", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("path", help="PHC device, e.g. /dev/ptp0")
-    parser.add_argument("--method", choices=[m.value for m in ReadMethod],
-                        help="use only this read method (default: best the device supports)")
+    parser.add_argument(
+        "--method",
+        choices=[m.value for m in ReadMethod],
+        help="use only this read method (default: best the device supports)",
+    )
     parser.add_argument("--count", type=int, default=5, help="samples to take (default 5)")
     parser.add_argument("--interval", type=int, default=-2, help="poll log2 s (default -2)")
     parser.add_argument("--precision", type=float, default=1e-7, help="1-sigma s (default 1e-7)")
-    parser.add_argument("--estimator", choices=[e.value for e in Estimator],
-                        help="default: the read method's own (core.phc.default_estimator)")
+    parser.add_argument(
+        "--estimator",
+        choices=[e.value for e in Estimator],
+        help="default: the read method's own (core.phc.default_estimator)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
-    config = PtpSourceConfig(mode="ptp", path=args.path, interval=args.interval,
-                             precision=args.precision)
+    config = PtpSourceConfig(
+        mode="ptp", path=args.path, interval=args.interval, precision=args.precision
+    )
     estimator = Estimator(args.estimator) if args.estimator else None
-    source = PtpSource(config, args.path, estimator=estimator,
-                       method=ReadMethod(args.method) if args.method else None)
+    source = PtpSource(
+        config,
+        args.path,
+        estimator=estimator,
+        method=ReadMethod(args.method) if args.method else None,
+    )
     samples: list[Sample] = []
 
     def on_sample(sample: Sample) -> None:
@@ -106,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({"sample": _jsonable(sample)}), flush=True)
         else:
-            print(f"offset {sample.offset_s * 1e6:+12.3f} µs  window {sample.delay_s * 1e6:8.3f} µs"
-                  f"  uncertainty {sample.uncertainty_s * 1e6:8.3f} µs", flush=True)
+            print(
+                f"offset {sample.offset_s * 1e6:+12.3f} µs  window {sample.delay_s * 1e6:8.3f} µs"
+                f"  uncertainty {sample.uncertainty_s * 1e6:8.3f} µs",
+                flush=True,
+            )
 
     def on_report(status: PtpStatus) -> None:
         if args.json:
@@ -118,15 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     def stop() -> bool:
         return len(samples) >= args.count or source.state is PtpSourceState.FAILED
 
-    drive(source, deadline_mono_ns=_mono() + int(args.timeout * 1e9), on_sample=on_sample,
-          on_report=on_report, stop=stop)
+    drive(
+        source,
+        deadline_mono_ns=_mono() + int(args.timeout * 1e9),
+        on_sample=on_sample,
+        on_report=on_report,
+        stop=stop,
+    )
     status = source.status()
     if args.json:
         print(json.dumps({"status": _jsonable(status)}), flush=True)
     else:
-        print(f"status: {status.state}, method {status.method}, "
-              f"{status.readings_per_sample} readings/sample, polls {status.polls}, "
-              f"samples {status.samples}, errors {status.errors or 'none'}")
+        print(
+            f"status: {status.state}, method {status.method}, "
+            f"{status.readings_per_sample} readings/sample, polls {status.polls}, "
+            f"samples {status.samples}, errors {status.errors or 'none'}"
+        )
     if status.state is PtpSourceState.FAILED:
         return 2
     return 0 if len(samples) >= args.count else 1

@@ -22,7 +22,7 @@ from ntpd_py.core.config import Config, ServerConfig
 from ntpd_py.core.events import LeapIndicator
 from ntpd_py.core.ntp_server import Responder, ServerClockState
 from ntpd_py.core.timestamps import unix_ns_to_ntp64
-from ntpd_py.ipc.messages import ClockStateMsg, Message, MsgType, ServerStats
+from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
 
 from ._mmsg import ServerBatchIO
 from .base import WorkerBase
@@ -52,16 +52,26 @@ def server_state_from(message: ClockStateMsg) -> ServerClockState:
 
 
 class ServerTask(WorkerBase):
-    def __init__(self, *, config: Config, sockets: list[tuple[ServerConfig, socket.socket]],
-                 worker_id: str, bus: Any, state_feed: Any, link: Any, log: Any) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        sockets: list[tuple[ServerConfig, socket.socket]],
+        worker_id: str,
+        bus: Any,
+        state_feed: Any,
+        link: Any,
+        log: Any,
+    ) -> None:
         super().__init__(worker_id, bus, link, log)
         self.state_feed = state_feed
         self._next_status_stats = 0
         local_stratum = config.synchronization.local_stratum
         self.serving: list[tuple[ServerConfig, Responder, ServerBatchIO]] = []
         for server, sock in sockets:
-            responder = Responder(server, local_stratum,
-                                  ServerClockState.unsynchronized(PRECISION_LOG2))
+            responder = Responder(
+                server, local_stratum, ServerClockState.unsynchronized(PRECISION_LOG2)
+            )
             self.serving.append((server, responder, ServerBatchIO(sock, responder)))
             log.info("serving NTP on %s", server.listen)
 
@@ -85,17 +95,19 @@ class ServerTask(WorkerBase):
             self._next_status_stats = now.mono_ns + 2_000_000_000
 
     def _drain_state(self, now: Now) -> None:
-        latest: Message | None = None
+        latest: bytes | None = None
         while (item := self.state_feed.recv()) is not None:
-            latest = item[1]  # type: ignore[assignment]
+            latest = item[1]
         if latest is None:
             return
         from ntpd_py.ipc.framing import MalformedMessage, decode
 
         try:
-            message = decode(latest, {MsgType.CLOCK_STATE}, max_size=1 << 20)  # type: ignore[arg-type]
+            message = decode(latest, {MsgType.CLOCK_STATE}, max_size=1 << 20)
         except MalformedMessage as exc:
-            self.limited.log(logging.WARNING, "state", now.mono_ns, "dropped a malformed state: %s", exc)
+            self.limited.log(
+                logging.WARNING, "state", now.mono_ns, "dropped a malformed state: %s", exc
+            )
             return
         assert isinstance(message, ClockStateMsg)
         state = server_state_from(message)
@@ -105,7 +117,6 @@ class ServerTask(WorkerBase):
 
 def server_main(ctx: Any) -> int:
     import zmq
-
     from ntpd_py.ipc.endpoints import Endpoints, connect_dealer, connect_sub
 
     from .base import worker_link
@@ -117,10 +128,19 @@ def server_main(ctx: Any) -> int:
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
     feed = connect_sub(zctx, endpoints.state)
-    sockets = [(server, socket.socket(fileno=fd))
-               for server, fd in zip(ctx.spec.servers, ctx.keep_fds, strict=True)]
-    task = ServerTask(config=config, sockets=sockets, worker_id=ctx.worker_id, bus=bus,
-                      state_feed=feed, link=worker_link(ctx, set()), log=ctx.log)
+    sockets = [
+        (server, socket.socket(fileno=fd))
+        for server, fd in zip(ctx.spec.servers, ctx.keep_fds, strict=True)
+    ]
+    task = ServerTask(
+        config=config,
+        sockets=sockets,
+        worker_id=ctx.worker_id,
+        bus=bus,
+        state_feed=feed,
+        link=worker_link(ctx, set()),
+        log=ctx.log,
+    )
     try:
         run_zmq([task], make_local_clock(config), ctx.stop)
     finally:

@@ -1,0 +1,74 @@
+"""A simulated PHC for `clock = "simulated"`: kernel-like readings against the shared clock.
+
+Each reading is a (sys_before, phc, sys_after) triplet as PTP_SYS_OFFSET_EXTENDED
+returns it: the system stamps come from the shared simulated local clock, the
+PHC keeps true time plus its configured bias and white noise. Noise and read
+failures are drawn from an RNG seeded by (seed, path), so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+
+from ntpd_py.core.config import SimulationConfig
+from ntpd_py.core.phc import PhcCaps, Reading, ReadMethod
+from ntpd_py.core.ptp_events import DeviceErrorKind
+
+from ._phc import PhcError
+from .simclock import SimClock
+
+__all__ = ["SimPhcDevice"]
+
+READ_WINDOW_NS = 500  # a typical EXTENDED reading window
+
+
+class SimPhcDevice:
+    """Duck-types workers._phc.PhcDevice (caps, read, close) for the PTP worker."""
+
+    def __init__(self, path: str, clock: SimClock, sim: SimulationConfig) -> None:
+        self.path = path
+        self.resolved_path = path
+        self.device_index = None
+        self.clock_name = "simulated"
+        self._clock = clock
+        self._bias_ns = round(sim.phc_bias.get(path, 0.0) * 1e9)
+        self._noise_ns = sim.phc_noise * 1e9
+        self._failure_rate = sim.phc_read_failure_rate
+        digest = hashlib.sha256(f"{sim.seed}:{path}".encode()).digest()
+        self._rng = random.Random(int.from_bytes(digest[:8], "big"))
+
+    def caps(self) -> PhcCaps:
+        return PhcCaps(
+            max_adj_ppb=0,
+            n_alarm=0,
+            n_ext_ts=0,
+            n_per_out=0,
+            pps=False,
+            n_pins=0,
+            cross_timestamping=False,
+            adjust_phase=False,
+            max_phase_adj_ns=0,
+        )
+
+    def read(self, method: ReadMethod, n: int) -> list[Reading]:
+        if method is ReadMethod.PRECISE:
+            raise PhcError(DeviceErrorKind.UNSUPPORTED, f"{self.path}: no cross-timestamps")
+        if self._rng.random() < self._failure_rate:
+            raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
+        readings = []
+        for _ in range(n):
+            mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            before = self._clock.local_ns(mono)
+            after = self._clock.local_ns(mono + READ_WINDOW_NS)
+            noise = round(self._rng.gauss(0.0, self._noise_ns)) if self._noise_ns else 0
+            phc = self._clock.true_ns(mono + READ_WINDOW_NS // 2) + self._bias_ns + noise
+            readings.append(Reading(before, phc, after))
+        return readings
+
+    def local_ns(self, mono_ns: int) -> int:
+        return self._clock.local_ns(mono_ns)
+
+    def close(self) -> None:
+        pass
