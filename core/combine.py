@@ -4,7 +4,7 @@ Each selected source's filter estimate (at the same instant) is merged by
 inverse variance (the Kalman merge of :func:`.kalman.merge`), most precise
 first. A server's root dispersion is added to its offset variance (unless
 ``ignore-server-dispersion``), so a source far from its primary reference
-counts less. The system's stratum, reference id and root delay come from the
+counts less, and so is the possible bias of a two-way path (delay²/12). The system's stratum, reference id and root delay come from the
 most precise source; the root dispersion is the combined offset uncertainty
 (which includes the servers' dispersion); the leap indicator is the majority
 vote of :func:`.leap.leap_vote`.
@@ -35,6 +35,9 @@ class SourceEstimate:
     stratum: int
     reference_id: int
     leap: LeapIndicator
+    # Round-trip delay of a two-way (NTP) measurement: an unknown path asymmetry can
+    # bias it by up to delay/2, which the filter's noise estimate cannot see.
+    two_way_delay_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,10 @@ def combine(sources: Sequence[SourceEstimate], *, ignore_server_dispersion: bool
         est = source.estimate
         if not ignore_server_dispersion:
             est = dataclasses.replace(est, p00=est.p00 + source.root_dispersion_s**2)
+        if source.two_way_delay_s > 0.0:
+            # The asymmetry bias taken as uniform in [-delay/2, delay/2]: variance d²/12.
+            # It keeps a precise PHC from being pulled toward a biased NTP path.
+            est = dataclasses.replace(est, p00=est.p00 + source.two_way_delay_s**2 / 12.0)
         widened.append((est.p00, source.source_id, est, source))
     widened.sort(key=lambda item: (item[0], item[1]))
     result = widened[0][2]

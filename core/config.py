@@ -356,7 +356,9 @@ class AlgorithmConfig(_Table):
     initial_frequency_uncertainty: _Positive = 100e-6
     maximum_source_uncertainty: _Positive = 0.25
     range_statistical_weight: _NonNegative = 2.0
-    range_delay_weight: _NonNegative = 0.25
+    # delay/2 bounds the error any path asymmetry can cause (RFC 5905 root distance);
+    # ntpd-rs uses 0.25, which lets one asymmetric NTP path disagree with a PHC.
+    range_delay_weight: _NonNegative = 0.5
     steer_offset_threshold: _NonNegative = 2.0
     steer_offset_leftover: _NonNegative = 1.0
     steer_frequency_threshold: _NonNegative = 0.0

@@ -32,7 +32,12 @@ from .actions import (
 )
 from .combine import Combined, SourceEstimate, combine
 from .config import SynchronizationConfig
-from .controller_state import SourceState, restore_frequency, restore_sources
+from .controller_state import (
+    SourceState,
+    restore_frequency,
+    restore_sources,
+    restore_steering,
+)
 from .events import LeapIndicator, Sample, SourceKind
 from .filter import SourceFilter
 from .leap import leap_to_arm, next_leap_change_ns
@@ -73,6 +78,7 @@ class ClockController:
         self._saved_filters, self._restored_freq_change = restore_sources(
             saved, now_mono_ns, now_real_ns, self.algo
         )
+        restore_steering(self.steerer, saved, now_mono_ns)
         self._kernel_freq = self.steerer.freq_in_force  # set by the first call's SetFrequency
         self._restored: list[SourceFilter] = []
         self._first_call_mono_ns = now_mono_ns
@@ -237,6 +243,11 @@ class ClockController:
             "sources": {
                 sid: src.filter.to_dict() for sid, src in self.sources.items() if src.filter.ready
             },
+            # Kept across a restart of clock-control (same boot) so that crashing it can
+            # neither reset the accumulated-step limit nor re-open the start-up limits.
+            "steps": self.steerer.steps,
+            "accumulated_steps_s": self.steerer.accumulated_s,
+            "in_startup": self.steerer.in_startup,
         }
 
     # -- internals ---------------------------------------------------------------

@@ -16,7 +16,13 @@ from .filter import SourceFilter
 from .kalman import Prediction
 from .snapshots import SelectionState, SourceSnapshot
 
-__all__ = ["MAX_RESTORE_AGE_S", "SourceState", "restore_frequency", "restore_sources"]
+__all__ = [
+    "MAX_RESTORE_AGE_S",
+    "SourceState",
+    "restore_frequency",
+    "restore_sources",
+    "restore_steering",
+]
 
 MAX_RESTORE_AGE_S = 3600.0  # older per-source filters are not worth restoring
 _MAX_FREQ = 500e-6
@@ -61,6 +67,9 @@ class SourceState:
             return "unreachable"
         if self.blocked:
             return self.blocked
+        if self.last is None:
+            # A filter restored from saved state: usable again once the source speaks.
+            return "no sample since clock-control started"
         if not self.filter.ready:
             pending = sum(1 for e in self.filter.pending if e[0] == "s")
             return f"collecting start-up samples ({pending} of {self.filter.startup_samples})"
@@ -84,6 +93,7 @@ class SourceState:
             stratum=last.stratum,
             reference_id=last.reference_id,
             leap=last.leap,
+            two_way_delay_s=self.filter.mean_delay() if self.kind is SourceKind.NTP else 0.0,
         )
 
     def snapshot(self, now_ns: int) -> SourceSnapshot:
@@ -151,3 +161,24 @@ def restore_sources(
         return {}, 0.0
     filters = {str(k): v for k, v in sources.items() if isinstance(v, dict)}
     return filters, float(saved["frequency"]) - in_force
+
+
+def restore_steering(steerer: Any, saved: dict[str, Any] | None, now_mono_ns: int) -> None:
+    """Step count, accumulated steps and the start-up flag of a clock-control of this boot.
+
+    Only state saved on this boot (its monotonic stamp not in the future) is
+    trusted; a drift file carries none of this.
+    """
+    if not isinstance(saved, dict):
+        return
+    saved_mono = saved.get("mono_ns")
+    if not isinstance(saved_mono, int) or saved_mono > now_mono_ns:
+        return
+    steps = saved.get("steps")
+    accumulated = _number(saved.get("accumulated_steps_s"))
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0:
+        steerer.steps = steps
+    if accumulated is not None and accumulated >= 0.0:
+        steerer.accumulated_s = accumulated
+    if saved.get("in_startup") is False:
+        steerer.in_startup = False

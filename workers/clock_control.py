@@ -125,14 +125,16 @@ class ClockControlTask:
     # -- inputs ----------------------------------------------------------------------------
 
     def set_sources(self, entries: list[SourceEntry], now: Now) -> None:
-        old = {e.source_id for e in self.entries}
+        old = {e.source_id: e for e in self.entries}
         new = {e.source_id: e for e in entries}
-        for source_id in old - set(new):
-            self.controller.remove_source(source_id)
-            self.guard.forget(source_id)
-            self.statuses.pop(source_id, None)
+        for source_id, entry in old.items():
+            if new.get(source_id) != entry:  # gone, or its settings changed: start afresh
+                self.controller.remove_source(source_id)
+                self.statuses.pop(source_id, None)
+                if source_id not in new:
+                    self.guard.forget(source_id)
         for source_id, entry in new.items():
-            if source_id not in old:
+            if old.get(source_id) != entry:
                 self.controller.add_source(
                     source_id,
                     SourceKind(entry.kind),

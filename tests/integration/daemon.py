@@ -55,6 +55,8 @@ class Daemon:
             f'[daemon]\nruntime-dir = "{self.runtime}"\nstate-dir = "{self.state}"\n'
             f'clock = "{clock}"\n'
         )
+        if user is None and os.geteuid() == 0:
+            user = "nobody"  # the default ntpd-py user does not exist on test machines
         if user is not None:
             daemon_table += (
                 f'user = "{user}"\ngroup = "{user if user != "nobody" else "nogroup"}"\n'
