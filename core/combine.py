@@ -4,8 +4,9 @@ Each selected source's filter estimate (at the same instant) is merged by
 inverse variance (the Kalman merge of :func:`.kalman.merge`), most precise
 first. A server's root dispersion is added to its offset variance (unless
 ``ignore-server-dispersion``), so a source far from its primary reference
-counts less, and so is the possible bias of a two-way path (delay²/12). The system's stratum, reference id and root delay come from the
-most precise source; the root dispersion is the combined offset uncertainty
+counts less, and so is the possible bias of a two-way path (delay²/12).
+The system's stratum, reference id and root delay come from the most
+precise source; the root dispersion is the combined offset uncertainty
 (which includes the servers' dispersion); the leap indicator is the majority
 vote of :func:`.leap.leap_vote`.
 """

@@ -64,8 +64,8 @@ def ntp_server():
 
 def test_kill_each_child_it_comes_back_and_the_others_keep_running(ntp_server: int) -> None:
     user = "nobody" if is_root() else None
-    body = SIM_PTP + ntp_source(ntp_server) + '[[server]]\nlisten = "127.0.0.1:%d"\n' % (
-        free_udp_port())
+    body = SIM_PTP + ntp_source(ntp_server) + (
+        f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
     with Daemon(body, user=user) as daemon:
         ids = ["clock-control", "ptp:/dev/ptp0", f"ntp:127.0.0.1:{ntp_server}", "server"]
         daemon.wait_running(ids)
@@ -77,10 +77,13 @@ def test_kill_each_child_it_comes_back_and_the_others_keep_running(ntp_server: i
             pids = {w: _pid_of(daemon, w) for w in ids}
             before = daemon.status()
             os.kill(pids[victim], signal.SIGKILL)
-            document = wait_for(
-                lambda v=victim, p=pids: (lambda w: w.get(v, {}).get("pid") not in (None, p[v])
-                                          and w[v]["state"] == "running" and w)(daemon.workers()),
-                30, f"{victim} restarted")
+            def restarted(v: str = victim, p: dict = pids) -> dict | None:
+                table = daemon.workers()
+                entry = table.get(v, {})
+                ok = entry.get("pid") not in (None, p[v]) and entry["state"] == "running"
+                return table if ok else None
+
+            document = wait_for(restarted, 30, f"{victim} restarted")
             assert document[victim]["restarts"] == 1
             assert "SIGKILL" in document[victim]["last_exit"]
             for other in ids:
