@@ -49,8 +49,12 @@ def control_path(config_path: str | None) -> str:
     return config.control_socket_path()
 
 
-def _probe(path: str) -> None:
-    """Tell 'not running' and 'no permission' apart before ZeroMQ hides both."""
+def _probe(path: str) -> bool:
+    """Tell 'not running' and 'no permission' apart before ZeroMQ hides both.
+
+    Returns True when the daemon runs in --single-process mode (a SOCK_SEQPACKET
+    control socket, no ZeroMQ).
+    """
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -67,24 +71,31 @@ def _probe(path: str) -> None:
     probe.settimeout(TIMEOUT_MS / 1000)
     try:
         probe.connect(path)
-    except PermissionError:
-        raise CtlError(
-            f"permission denied on {path}: join the ntpd-py group or use sudo", EX_NOPERM
-        ) from None
     except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            raise CtlError(
-                f"ntpd-py is not running (stale control socket at {path})", EX_UNAVAILABLE
-            ) from None
-        raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
+        if exc.errno == errno.EPROTOTYPE:
+            return True
+        _connect_error(exc, path)
     finally:
         probe.close()
+    return False
+
+
+def _connect_error(exc: OSError, path: str) -> None:
+    if isinstance(exc, PermissionError):
+        raise CtlError(f"permission denied on {path}: join the ntpd-py group or use sudo",
+                       EX_NOPERM) from None
+    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+        raise CtlError(f"ntpd-py is not running (stale control socket at {path})",
+                       EX_UNAVAILABLE) from None
+    raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
 
 
 def request(path: str, command: str) -> CtlReply:
+    if _probe(path):
+        frame = _single_process_request(path, command)
+        return _decode_reply(frame)
     import zmq
 
-    _probe(path)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.REQ)
     try:
@@ -103,6 +114,23 @@ def request(path: str, command: str) -> CtlReply:
     finally:
         sock.close(linger=0)
         ctx.term()
+    return _decode_reply(frame)
+
+
+def _single_process_request(path: str, command: str) -> bytes:
+    from ntpd_py.ipc.unix_control import seqpacket_request
+
+    try:
+        return seqpacket_request(path, encode(CtlRequest(command=command)),  # type: ignore[arg-type]
+                                 TIMEOUT_MS / 1000)
+    except TimeoutError:
+        raise CtlError(f"ntpd-py did not answer within {TIMEOUT_MS / 1000:g} s (busy or "
+                       "hung)", EX_TEMPFAIL) from None
+    except OSError as exc:
+        raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
+
+
+def _decode_reply(frame: bytes) -> CtlReply:
     try:
         reply = decode(frame, {MsgType.CTL_REPLY}, max_size=16 * 1024 * 1024)
     except MalformedMessage as exc:

@@ -188,19 +188,21 @@ class DaemonSetup:
                 os.unlink(path)
 
 
-def prepare(config_path: str, clock: str | None, log: logging.Logger) -> DaemonSetup:
+def prepare(config_path: str, clock: str | None, log: logging.Logger,
+            single_process: bool = False) -> DaemonSetup:
     """Load and check everything; raise ConfigError or StartupError."""
     config = load_config_file(config_path)
-    from .preload import preload_worker_modules
+    if not single_process:
+        from .preload import preload_worker_modules
 
-    preload_worker_modules()
+        preload_worker_modules()
     if clock is not None:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"clock": clock})}
         )
     _check_system_clock(config)
     identity: Identity | None = None
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not single_process:
         try:
             identity = lookup_identity(config.daemon.user, config.daemon.group)
         except PrivilegeError as exc:
@@ -216,9 +218,8 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger) -> DaemonS
         import pwd
 
         user_name = pwd.getpwuid(os.geteuid()).pw_name
-        log.info(
-            "not running as root: every process runs as %s (no privilege separation)", user_name
-        )
+        log.info("%s: everything runs as %s (no privilege separation)",
+                 "single-process mode" if single_process else "not running as root", user_name)
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     for problem in endpoints.problems():
         raise StartupError(problem, 78)

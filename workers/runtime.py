@@ -124,9 +124,10 @@ def run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[],
         pending: set[int] = set()
         for task in tasks:
             for item in task.pollables():
-                if isinstance(item, int):
-                    owners.setdefault(item, []).append(task)
-                elif hasattr(item, "pending") and item.pending():
+                fds = [item] if isinstance(item, int) else getattr(item, "fds", list)()
+                for fd in fds:
+                    owners.setdefault(fd, []).append(task)
+                if hasattr(item, "pending") and item.pending():
                     pending.add(id(task))
         for fd in owners:
             poller.register(fd, select.POLLIN)

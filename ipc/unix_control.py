@@ -1,0 +1,99 @@
+"""The control socket of `--single-process` mode: plain unix SOCK_SEQPACKET, no ZeroMQ.
+
+One datagram per request and per reply, each an :mod:`ipc.framing` frame.
+It offers the same Channel interface as the ZeroMQ control ROUTER (peers are
+connection numbers), and `fds()` for the poll-based scheduler. `ntpctl`
+recognises it by its socket type (a stream connect fails with EPROTOTYPE).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["UnixControlServer", "seqpacket_request"]
+
+MAX_FRAME = 1 << 20
+MAX_CLIENTS = 16
+
+
+class UnixControlServer:
+    def __init__(self, path: str, mode: int) -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._listener.bind(path)
+        os.chmod(path, mode)
+        self._listener.listen(MAX_CLIENTS)
+        self._listener.setblocking(False)
+        self._clients: dict[bytes, socket.socket] = {}
+        self._counter = 0
+        self._inbox: list[tuple[bytes, bytes]] = []
+        self.path = path
+
+    def fds(self) -> list[int]:
+        return [self._listener.fileno(), *(c.fileno() for c in self._clients.values())]
+
+    def _poll_sockets(self) -> None:
+        while len(self._clients) < MAX_CLIENTS:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            conn.setblocking(False)
+            self._counter += 1
+            self._clients[self._counter.to_bytes(8, "big")] = conn
+        for peer, conn in list(self._clients.items()):
+            try:
+                frame = conn.recv(MAX_FRAME)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                frame = b""
+            if not frame:
+                conn.close()
+                del self._clients[peer]
+            else:
+                self._inbox.append((peer, frame))
+
+    def send(self, frame: bytes, peer: bytes = b"") -> bool:
+        conn = self._clients.get(peer)
+        if conn is None:
+            return False
+        try:
+            conn.send(frame)
+        except OSError:
+            return False
+        return True
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        if not self._inbox:
+            self._poll_sockets()
+        return self._inbox.pop(0) if self._inbox else None
+
+    def pending(self) -> bool:
+        return bool(self._inbox)
+
+    def pollable(self) -> None:
+        return None
+
+    def close(self) -> None:
+        for conn in self._clients.values():
+            conn.close()
+        self._listener.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def seqpacket_request(path: str, frame: bytes, timeout_s: float) -> bytes:
+    """One request/reply with a single-process daemon; raises OSError/TimeoutError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(path)
+        sock.send(frame)
+        try:
+            return sock.recv(MAX_FRAME)
+        except TimeoutError:
+            raise
