@@ -8,6 +8,7 @@ recognises it by its socket type (a stream connect fails with EPROTOTYPE).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -81,10 +82,8 @@ class UnixControlServer:
         for conn in self._clients.values():
             conn.close()
         self._listener.close()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass
 
 
 def seqpacket_request(path: str, frame: bytes, timeout_s: float) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -51,6 +52,9 @@ class Child:
     def spawn(self, now_ns: int, body: Callable[[int], None], keep_fds: list[int]) -> None:
         """Fork; the child runs `body(link_fd)` and never returns here."""
         parent_end, child_end = socketpair()
+        # Objects that exist now are shared copy-on-write with the child; keep the
+        # child's garbage collector from walking (and so copying) them.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             parent_end.close()

@@ -33,7 +33,7 @@ from .spec import WorkerSpec
 __all__ = ["Supervisor"]
 
 EX_SOFTWARE = 70
-PROCESS_TABLE_INTERVAL_NS = 1_000_000_000
+PROCESS_TABLE_INTERVAL_NS = 2_000_000_000
 
 
 def _mono() -> int:
@@ -271,6 +271,13 @@ class Supervisor:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _timeout_ms(self, now: int) -> int:
+        """Sleep until the next restart or process-table push (signals wake us earlier)."""
+        deadlines = [self._next_table, now + 1_000_000_000]
+        deadlines += [c.restart_at_ns for c in self.children.values()
+                      if c.state == "backoff" and c.restart_at_ns is not None]
+        return max(0, (min(deadlines) - now + 999_999) // 1_000_000)
+
     def run(self) -> int:
         self._install_signals()
         now = _mono()
@@ -286,7 +293,7 @@ class Supervisor:
                     if child.link is not None:
                         poller.register(child.link.fileno(), select.POLLIN)
                 try:
-                    events = poller.poll(200)
+                    events = poller.poll(self._timeout_ms(_mono()))
                 except InterruptedError:
                     events = []
                 now = _mono()

@@ -19,8 +19,8 @@ from .runtime import Now
 
 __all__ = ["WorkerBase", "worker_link"]
 
-HEARTBEAT_INTERVAL_NS = 1_000_000_000
-STATUS_INTERVAL_NS = 2_000_000_000
+HEARTBEAT_INTERVAL_NS = 2_000_000_000
+STATUS_INTERVAL_NS = 5_000_000_000
 
 
 def worker_link(ctx: ChildContext, accept: set[MsgType]) -> Link:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic
+from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.events import SourceKind
 from ntpd_py.ipc.channels import Channel
@@ -46,7 +46,7 @@ __all__ = ["ClockControlTask", "PanicExit"]
 
 BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType.SERVER_STATS}
 PUBLISH_INTERVAL_NS = 1_000_000_000
-HEARTBEAT_INTERVAL_NS = 1_000_000_000
+HEARTBEAT_INTERVAL_NS = 2_000_000_000
 MAX_FRAMES_PER_STEP = 2000
 
 
@@ -207,7 +207,6 @@ class ClockControlTask:
                 now,
             )
         self.guard.accept(sender)
-        self._dirty = True
 
     def _drain_control(self, now: Now) -> None:
         while (item := self.control.recv()) is not None:
@@ -244,8 +243,9 @@ class ClockControlTask:
                 raise PanicExit(action.message, action.exit_code)
             self.log.debug("clock action: %s", action)
             self.backend.apply(action)
+        if any(isinstance(a, Step | SetSynchronized) for a in actions):
+            self._dirty = True  # publish at once: servers must not serve a stale state
         if actions:
-            self._dirty = True
             self.save(now)
 
     def _state(self, now: Now) -> ClockStateMsg:

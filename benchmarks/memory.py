@@ -1,0 +1,152 @@
+"""Memory and CPU of the whole ntpd-py process tree, next to chronyd's, in one run.
+
+Starts four NTP servers on loopback (ntpd-py's standalone server), then
+ntpd-py (simulated clock: 2 simulated PHCs polled every second, 4 NTP sources,
+an NTP server) and measures, after a warm-up, PSS of the whole tree,
+USS/PSS per process and the tree's CPU use over a steady-state window. Then
+chronyd -x with a comparable configuration (the same 4 servers, 2 SHM
+refclocks polled every second, serving NTP) for its PSS and CPU.
+
+    sudo .venv/bin/python benchmarks/memory.py [--warmup 30] [--window 60]
+
+Targets (issue 4): whole tree <= 60 MB PSS, <= 0.5 % of one core at steady state.
+Everything runs on loopback and is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def measure(pid: int, window: float) -> tuple[list[tuple[str, int, int, int, float]], float]:
+    procs = tree(pid)
+    before = {p.pid: sum(p.cpu_times()[:2]) for p in procs}
+    start = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - start
+    cpu = 0.0
+    rows = []
+    for proc in procs:
+        try:
+            used = sum(proc.cpu_times()[:2]) - before.get(proc.pid, 0.0)
+            cpu += used
+            info = proc.memory_full_info()
+            rows.append((proc.name(), proc.pid, info.pss, info.uss, 100.0 * used / elapsed))
+        except psutil.NoSuchProcess:
+            pass
+    return rows, 100.0 * cpu / elapsed
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def ntpd_py_config(workdir: Path, ports: list[int], listen: int) -> Path:
+    sources = "".join(
+        f'[[source]]\nmode = "ptp"\npath = "/dev/ptp{i}"\nprecision = 5e-8\n\n' for i in (0, 1))
+    sources += "".join(f'[[source]]\nmode = "server"\naddress = "127.0.0.1:{p}"\n\n'
+                       for p in ports)
+    user = 'user = "nobody"\ngroup = "nogroup"\n' if os.geteuid() == 0 else ""
+    path = workdir / "ntp.toml"
+    path.write_text(
+        f'{sources}[[server]]\nlisten = "127.0.0.1:{listen}"\n\n'
+        f'[synchronization]\nminimum-agreeing-sources = 1\n\n'
+        f'[daemon]\nruntime-dir = "{workdir}/run"\nstate-dir = "{workdir}/state"\n'
+        f'clock = "simulated"\n{user}')
+    return path
+
+
+def chrony_config(workdir: Path, ports: list[int], listen: int) -> Path:
+    path = workdir / "chrony.conf"
+    servers = "".join(f"server 127.0.0.1 port {p} minpoll 4 maxpoll 10 iburst\n" for p in ports)
+    path.write_text(
+        f"{servers}refclock SHM 0 poll 0\nrefclock SHM 1 poll 0\n"
+        f"port {listen}\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\n"
+        f"pidfile {workdir}/chronyd.pid\ndriftfile {workdir}/chrony.drift\n")
+    return path
+
+
+def report(title: str, rows: list[tuple[str, int, int, int, float]], cpu: float) -> int:
+    total = sum(r[2] for r in rows)
+    print(f"\n{title}")
+    print(f"  {'process':<18} {'pid':>7} {'PSS MB':>8} {'USS MB':>8} {'CPU %':>7}")
+    for name, pid, pss, uss, used in rows:
+        print(f"  {name:<18} {pid:>7} {pss / MB:8.1f} {uss / MB:8.1f} {used:7.2f}")
+    print(f"  {'total':<18} {'':>7} {total / MB:8.1f}     CPU {cpu:.2f} % of one core")
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warmup", type=float, default=30.0)
+    parser.add_argument("--window", type=float, default=60.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="ntpd-mem-", dir="/tmp"))
+    os.chmod(workdir, 0o777)
+    ports = [free_port() for _ in range(4)]
+    servers = [subprocess.Popen([sys.executable, "-m", "ntpd_py.workers.ntp_serve", "--listen",
+                                 f"127.0.0.1:{p}", "--stratum", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for p in ports]
+    daemon = chronyd = None
+    try:
+        env = {**os.environ, "NTPD_PY_FORBID_SYSTEM_CLOCK": "1"}
+        daemon = subprocess.Popen([str(BIN / "ntpd-py"), "run", "-c",
+                                   str(ntpd_py_config(workdir, ports, free_port()))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(args.warmup)
+        rows, cpu = measure(daemon.pid, args.window)
+        ours = report("ntpd-py (2 PHC + 4 NTP + server, 1 s PHC polling)", rows, cpu)
+        stop(daemon)
+        if shutil.which("chronyd") is None:
+            print("\nchronyd not installed: no comparison")
+            return 0
+        chronyd = subprocess.Popen(["chronyd", "-x", "-d", "-f",
+                                    str(chrony_config(workdir, ports, free_port()))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(args.warmup)
+        rows, cpu = measure(chronyd.pid, args.window)
+        theirs = report("chronyd -x (4 servers + 2 SHM refclocks at poll 0, serving)", rows, cpu)
+        print(f"\nPSS ratio ntpd-py / chronyd: {ours / theirs:.1f}x "
+              f"(target: ntpd-py <= 60 MB; measured {ours / MB:.1f} MB)")
+    finally:
+        for proc in [daemon, chronyd, *servers]:
+            if proc is not None:
+                stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
