@@ -522,6 +522,8 @@ class DaemonConfig(_Table):
     # simulated: steer a simulated clock (tests, demos).
     clock: Literal["system", "observe", "simulated"] = "system"
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    # NTP server processes sharing each [[server]] address through SO_REUSEPORT.
+    server_processes: Annotated[int, Field(ge=1, le=32)] = 1
 
     @field_validator("runtime_dir", "state_dir")
     @classmethod

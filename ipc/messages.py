@@ -31,6 +31,7 @@ __all__ = [
     "Heartbeat",
     "Message",
     "MsgType",
+    "PeerFailed",
     "PollAdvice",
     "ProcessInfo",
     "ProcessTable",
@@ -65,6 +66,7 @@ class MsgType(enum.IntEnum):
     CTL_REQUEST = 11
     CTL_REPLY = 12
     SOURCE_SET = 13
+    PEER_FAILED = 14
 
 
 class Message(BaseModel):
@@ -263,6 +265,14 @@ class SourceSet(Message):
     sources: Annotated[list[SourceEntry], Field(max_length=1024)]
 
 
+class PeerFailed(Message):
+    """A pool member should be replaced (from its NTP worker, or clock-control's verdict)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PEER_FAILED
+    worker_id: Id
+    reason: Literal["unreachable", "falseticker", "denied"]
+
+
 class DeviceRequest(Message):
     """A PTP worker asks the supervisor to (re)open its configured device."""
 
@@ -313,5 +323,6 @@ REGISTRY: dict[MsgType, type[Message]] = {
         CtlRequest,
         CtlReply,
         SourceSet,
+        PeerFailed,
     )
 }

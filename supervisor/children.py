@@ -19,7 +19,7 @@ from .spec import WorkerSpec
 
 __all__ = ["Child", "describe_exit"]
 
-CHILD_ACCEPTS = {MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST}
+CHILD_ACCEPTS = {MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST, MsgType.PEER_FAILED}
 
 
 def describe_exit(status: int) -> str:

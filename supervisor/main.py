@@ -21,14 +21,21 @@ from dataclasses import dataclass
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.ipc.link import LinkClosed
-from ntpd_py.ipc.messages import DeviceReply, DeviceRequest, Heartbeat, ProcessTable
+from ntpd_py.ipc.messages import (
+    DeviceReply,
+    DeviceRequest,
+    Heartbeat,
+    PeerFailed,
+    ProcessTable,
+)
 
 from .children import Child
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
+from .pools import Pools
 from .reload import plan_reload
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
-from .spec import WorkerSpec
+from .spec import WorkerSpec, build_specs
 
 __all__ = ["Supervisor"]
 
@@ -58,6 +65,7 @@ class Supervisor:
         self.exit_code = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._next_table = 0
+        self.pools = Pools(self.config, self.setup.drop_for_helper, log)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -151,6 +159,9 @@ class Supervisor:
                         child.last_heartbeat_ns = now
                     elif isinstance(message, DeviceRequest):
                         self._open_device_for(child)
+                    elif isinstance(message, PeerFailed) and self.pools.peer_failed(
+                            message.worker_id, message.reason, now):
+                        self._converge(now, "pool member replaced")
             except LinkClosed:
                 child.link.close() if child.link else None
                 child.link = None
@@ -218,9 +229,28 @@ class Supervisor:
                 self.log.error("reload rejected: %s", issue.render())
             self.log.error("keeping the running configuration")
             return
-        plan = plan_reload([c.spec for c in self.children.values()], new_setup.specs)
+        except StartupError as exc:
+            self.log.error("reload rejected: %s; keeping the running configuration", exc)
+            return
         self.setup = new_setup
+        if [s.model_dump() for s in new_setup.config.source] != \
+                [s.model_dump() for s in self.config.source]:
+            old_pools = self.pools
+            self.pools = Pools(new_setup.config, new_setup.drop_for_helper, self.log)
+            for index, pool in self.pools.pools.items():
+                kept = old_pools.pools.get(index)
+                if kept is not None and kept.source == pool.source:
+                    self.pools.pools[index] = kept  # same pool: keep its members
+                else:
+                    self.pools.start_one(index, now)
         self.config = new_setup.config
+        self._converge(now, "reload")
+
+    def _converge(self, now: int, why: str) -> None:
+        """Start and stop children until they match the configuration and pool members."""
+        specs = build_specs(self.config, self.pools.members())
+        plan = plan_reload([c.spec for c in self.children.values()], specs)
+        self.setup.specs = specs
         for worker_id in plan.stop:
             child = self.children[worker_id]
             self._stop_one(child)
@@ -229,12 +259,8 @@ class Supervisor:
         for spec in plan.start:
             self._start(spec, now)
         self._send_source_set()
-        self.log.info(
-            "reload done: %d stopped, %d started, %d unchanged",
-            len(plan.stop),
-            len(plan.start),
-            len(plan.keep),
-        )
+        self.log.info("%s: %d stopped, %d started, %d unchanged", why, len(plan.stop),
+                      len(plan.start), len(plan.keep))
 
     def _stop_one(self, child: Child) -> None:
         if child.pid is None:
@@ -274,6 +300,8 @@ class Supervisor:
     def _timeout_ms(self, now: int) -> int:
         """Sleep until the next restart or process-table push (signals wake us earlier)."""
         deadlines = [self._next_table, now + 1_000_000_000]
+        if (pool_deadline := self.pools.next_deadline_ns()) is not None:
+            deadlines.append(pool_deadline)
         deadlines += [c.restart_at_ns for c in self.children.values()
                       if c.state == "backoff" and c.restart_at_ns is not None]
         return max(0, (min(deadlines) - now + 999_999) // 1_000_000)
@@ -284,6 +312,7 @@ class Supervisor:
         for spec in self.setup.specs:
             self._start(spec, now)
         self._send_source_set()
+        self.pools.start(now)
         poller = select.poll()
         try:
             while not self.flags.stop:
@@ -292,6 +321,8 @@ class Supervisor:
                 for child in self.children.values():
                     if child.link is not None:
                         poller.register(child.link.fileno(), select.POLLIN)
+                for fd in self.pools.fds():
+                    poller.register(fd, select.POLLIN)
                 try:
                     events = poller.poll(self._timeout_ms(_mono()))
                 except InterruptedError:
@@ -306,6 +337,8 @@ class Supervisor:
                         pass
                 self._reap(now)
                 self._serve_links(ready, now)
+                if self.pools.step(ready, now):
+                    self._converge(now, "pool members changed")
                 if self.flags.reload:
                     self._reload(now)
                 self._check(now)

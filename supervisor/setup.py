@@ -37,6 +37,23 @@ EX_NOPERM = 77
 EX_CANTCREAT = 73
 
 
+def _bind_udp(listen: str, host: str, port: int, reuseport: bool) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f'[[server]] listen = "{listen}": cannot bind: {exc.strerror}',
+                           EX_CANTCREAT) from None
+    return sock.detach()
+
+
 class StartupError(Exception):
     def __init__(self, message: str, code: int = EX_NOPERM) -> None:
         super().__init__(message)
@@ -88,14 +105,22 @@ class DaemonSetup:
     log: logging.Logger
     endpoints: Endpoints
     device_fds: dict[str, int] = field(default_factory=dict)
-    server_fds: list[int] = field(default_factory=list)
+    server_fds: list[list[int]] = field(default_factory=list)  # one list per server process
     started_at: float = field(default_factory=time.time)
+
+    def drop_for_helper(self) -> None:
+        """In a short-lived helper child (the pool resolver): shed every privilege."""
+        from .privileges import drop_privileges, set_parent_death_signal
+
+        if self.identity is not None:
+            drop_privileges(self.identity, None)
+        set_parent_death_signal()
 
     def fds_for(self, spec: WorkerSpec) -> list[int]:
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
             return [self.device_fds[spec.worker_id]]
-        if spec.role == "server":
-            return list(self.server_fds)
+        if spec.role == "server" and spec.server_index < len(self.server_fds):
+            return list(self.server_fds[spec.server_index])
         return []
 
     def run_child(self, spec: WorkerSpec, link_fd: int, keep: list[int]) -> None:
@@ -149,36 +174,39 @@ class DaemonSetup:
                 self.device_fds[spec.worker_id] = fd
 
     def bind_servers(self) -> None:
-        for server in self.config.server:
-            host, port = server.socket_addr()
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                sock.close()
-                raise StartupError(
-                    f'[[server]] listen = "{server.listen}": cannot bind: {exc.strerror}'
-                ) from None
-            self.server_fds.append(sock.detach())
+        """Bind every [[server]] address once per server process (SO_REUSEPORT if several)."""
+        count = self.config.daemon.server_processes
+        for _ in range(count):
+            fds = []
+            for server in self.config.server:
+                try:
+                    fds.append(_bind_udp(server.listen, *server.socket_addr(), count > 1))
+                except StartupError:
+                    self.close_servers()
+                    for fd in fds:
+                        os.close(fd)
+                    raise
+            self.server_fds.append(fds)
+
+    def close_servers(self) -> None:
+        for fds in self.server_fds:
+            for fd in fds:
+                os.close(fd)
+        self.server_fds = []
 
     def reloaded(self, config_path: str) -> DaemonSetup:
         config = load_config_file(config_path)
         config = config.model_copy(update={"daemon": self.config.daemon})
-        new = DaemonSetup(
-            config,
-            build_specs(config),
-            self.identity,
-            self.user_name,
-            self.log,
-            self.endpoints,
-            dict(self.device_fds),
-            list(self.server_fds),
-            self.started_at,
+        servers_changed = (
+            [s.model_dump() for s in config.server] != [s.model_dump() for s in self.config.server]
+            or config.daemon.server_processes != self.config.daemon.server_processes
         )
+        new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
+                          self.endpoints, dict(self.device_fds),
+                          [] if servers_changed else self.server_fds, self.started_at)
+        if servers_changed:
+            new.bind_servers()  # raises StartupError and keeps the old ones on failure
+            self.close_servers()
         new.open_devices()
         return new
 

@@ -90,7 +90,8 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
                                  log=worker_log, sim=sim))
         elif spec.role == "server":
             sockets = [(server, socket.socket(fileno=fd))
-                       for server, fd in zip(spec.servers, setup.server_fds, strict=True)]
+                       for server, fd in zip(spec.servers, setup.server_fds[spec.server_index],
+                                             strict=True)]
             tasks.append(ServerTask(config=config, sockets=sockets, worker_id=spec.worker_id,
                                     bus=bus, state_feed=hub.sub("state"), link=None,
                                     log=worker_log))

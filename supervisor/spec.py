@@ -34,6 +34,7 @@ class WorkerSpec:
     # For an NTP worker: the address it talks to (a pool member's resolved IP).
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
+    server_index: int = 0  # which set of SO_REUSEPORT sockets a server process gets
 
     @property
     def is_source(self) -> bool:
@@ -98,9 +99,10 @@ def build_specs(
             )
     if config.server:
         servers = tuple(config.server)
-        specs.append(
-            WorkerSpec(
-                "server", "server", _fingerprint([s.model_dump() for s in servers]), servers=servers
-            )
-        )
+        count = config.daemon.server_processes
+        fingerprint = _fingerprint([s.model_dump() for s in servers], count)
+        for index in range(count):
+            worker_id = "server" if count == 1 else f"server#{index + 1}"
+            specs.append(WorkerSpec(worker_id, "server", fingerprint, servers=servers,
+                                    server_index=index))
     return specs

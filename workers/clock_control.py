@@ -24,6 +24,7 @@ from ntpd_py.ipc.messages import (
     CtlRequest,
     Heartbeat,
     MsgType,
+    PeerFailed,
     PollAdvice,
     ProcessInfo,
     ProcessTable,
@@ -48,6 +49,7 @@ BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType
 PUBLISH_INTERVAL_NS = 1_000_000_000
 HEARTBEAT_INTERVAL_NS = 2_000_000_000
 MAX_FRAMES_PER_STEP = 2000
+FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
 
 
 class PanicExit(Exception):
@@ -90,6 +92,7 @@ class ClockControlTask:
         self._next_publish = 0
         self._next_heartbeat = 0
         self._dirty = True
+        self._falseticker_streak: dict[str, int] = {}
 
     # -- the Task interface --------------------------------------------------------------
 
@@ -142,7 +145,8 @@ class ClockControlTask:
                     poll_limits=(entry.poll_min, entry.poll_max),
                 )
             self.guard.configure(source_id, min(entry.poll_log2, entry.poll_min))
-        self.guard.configure("server", 0)
+        for server_id in ["server", *(f"server#{i}" for i in range(1, 33))]:
+            self.guard.configure(server_id, 0)
         self.entries = list(entries)
         self._dirty = True
 
@@ -264,9 +268,23 @@ class ClockControlTask:
 
     def _publish(self, now: Now) -> None:
         self.last_state = self._state(now)
+        self._judge_pool_members(self.last_state)
         self.pub.send(encode(self.last_state))
         self._next_publish = now.mono_ns + PUBLISH_INTERVAL_NS
         self._dirty = False
+
+    def _judge_pool_members(self, state: ClockStateMsg) -> None:
+        """Ask the supervisor to replace a pool member that stays a falseticker."""
+        for view in state.sources:
+            if not view.source_id.startswith("pool:"):
+                continue
+            streak = self._falseticker_streak.get(view.source_id, 0)
+            streak = streak + 1 if view.state == "x" else 0
+            self._falseticker_streak[view.source_id] = streak
+            if streak == FALSETICKER_REPLACE_AFTER and self.link is not None:
+                self.log.warning("%s has been a falseticker for %d updates: replacing it",
+                                 view.source_id, streak)
+                self.link.send(PeerFailed(worker_id=view.source_id, reason="falseticker"))
 
     def save(self, now: Now, force: bool = False) -> None:
         if self.store is None:

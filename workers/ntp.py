@@ -30,6 +30,7 @@ from ntpd_py.core.packet import refid_for_address
 from ntpd_py.ipc.messages import (
     Message,
     MsgType,
+    PeerFailed,
     PollAdvice,
     SampleMsg,
     SourceStatus,
@@ -168,6 +169,7 @@ class NtpTask(WorkerBase):
                 self.detail = f"no reply to {action.unanswered_polls} polls"
                 self.log.warning("%s: %s", self.host, self.detail)
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
+                self._peer_failed("unreachable")
                 self.status_now()
             elif isinstance(action, Demobilize):
                 self.state = "failed"
@@ -176,7 +178,13 @@ class NtpTask(WorkerBase):
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
                 self._deadline = None
                 self.channel.close()
+                self._peer_failed("denied")
                 self.status_now()
+
+    def _peer_failed(self, reason: str) -> None:
+        # A pool member is replaced by the supervisor; a configured server stays ours.
+        if self.worker_id.startswith("pool:") and self.link is not None and not self.link_closed:
+            self.link.send(PeerFailed(worker_id=self.worker_id, reason=reason))  # type: ignore[arg-type]
 
     def _status(self) -> SourceStatus:
         status = self.client.status()

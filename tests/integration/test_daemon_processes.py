@@ -297,3 +297,45 @@ def test_bad_config_exits_78_and_system_clock_is_refused_in_tests(tmp_path) -> N
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 77
     assert "refusing clock = \"system\"" in result.stderr
+
+
+def test_pool_resolves_unprivileged_and_starts_one_worker_per_address(ntp_server: int) -> None:
+    body = f"""
+[[source]]
+mode = "pool"
+address = "localhost:{ntp_server}"
+count = 2
+poll-interval-limits = {{ min = -1, max = 0 }}
+initial-poll-interval = -1
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+    with Daemon(body, clock="observe") as daemon:
+        member = f"pool:localhost:{ntp_server}/127.0.0.1"
+        document = daemon.wait_running(["clock-control", member])
+        assert f"pool localhost:{ntp_server} resolved to" in daemon.log()
+        members = [p for p in document["processes"] if p["role"] == "ntp"]
+        assert 1 <= len(members) <= 2
+        wait_for(lambda: _samples(daemon.status(), member) > 0, 30, "samples from the pool")
+
+
+def test_several_server_processes_share_the_address() -> None:
+    import sys
+
+    listen = free_udp_port()
+    body = SIM_PTP + f'[[server]]\nlisten = "127.0.0.1:{listen}"\n'
+    daemon = Daemon(body)
+    daemon.write_config(body, daemon._daemon_table + "server-processes = 2\n")
+    with daemon:
+        daemon.wait_running(["clock-control", "server#1", "server#2"])
+        wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"), 30,
+                 "synchronized")
+        answered = 0
+        for _ in range(3):
+            probe = subprocess.run(
+                [sys.executable, "-m", "ntpd_py.workers.ntp_probe", f"127.0.0.1:{listen}",
+                 "--count", "1", "--burst", "1", "--poll-min", "0", "--initial-poll", "0"],
+                capture_output=True, text=True, timeout=60)
+            answered += probe.stdout.startswith("offset")
+        assert answered == 3

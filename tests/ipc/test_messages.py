@@ -21,6 +21,7 @@ from ntpd_py.ipc.messages import (
     DeviceRequest,
     Heartbeat,
     MsgType,
+    PeerFailed,
     PollAdvice,
     ProcessInfo,
     ProcessTable,
@@ -68,6 +69,7 @@ EXAMPLES = [
     CtlReply(ok=True, clock=STATE, processes=[PROC], ipc={"rate-limited": 3}),
     SourceSet(sources=[SourceEntry(source_id="ptp:/dev/ptp0", kind="ptp", name="/dev/ptp0",
                                    poll_log2=0, poll_min=0, poll_max=0)]),
+    PeerFailed(worker_id="pool:p/192.0.2.1", reason="falseticker"),
 ]
 
 
