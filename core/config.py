@@ -524,6 +524,9 @@ class DaemonConfig(_Table):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     # NTP server processes sharing each [[server]] address through SO_REUSEPORT.
     server_processes: Annotated[int, Field(ge=1, le=32)] = 1
+    # A step beyond a panic threshold: "exit" with status 70 (as ntpd-rs), or
+    # "stop-steering": keep running and reporting, leave the clock alone.
+    panic_action: Literal["exit", "stop-steering"] = "exit"
 
     @field_validator("runtime_dir", "state_dir")
     @classmethod

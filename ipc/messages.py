@@ -179,6 +179,7 @@ class SystemView(BaseModel):
     accumulated_steps_s: float
     last_update_age_s: float | None
     reference_time_ns: int | None  # local realtime of the last clock update
+    steering_stopped: Text = ""  # why, after a refused step with panic-action = stop-steering
 
 
 class SourceView(BaseModel):

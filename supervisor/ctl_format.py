@@ -51,8 +51,11 @@ def _poll(log2: int) -> str:
 def _clock_lines(system: SystemView) -> list[str]:
     state = "synchronized" if system.synchronized else "NOT synchronized"
     age = "never" if system.last_update_age_s is None else f"{system.last_update_age_s:.1f}s ago"
+    stopped = ([f"  STEERING STOPPED: {system.steering_stopped}"]
+               if system.steering_stopped else [])
     return [
         f"Clock: {state} ({system.clock_backend} backend)",
+        *stopped,
         f"  offset estimate  {_s(system.offset_s).strip()} ± "
         f"{_s(system.offset_uncertainty_s).strip().lstrip('+')}"
         if system.offset_s is not None

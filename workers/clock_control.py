@@ -93,6 +93,8 @@ class ClockControlTask:
         self._next_heartbeat = 0
         self._dirty = True
         self._falseticker_streak: dict[str, int] = {}
+        self.panic_action = "exit"
+        self.steering_stopped = ""
 
     # -- the Task interface --------------------------------------------------------------
 
@@ -242,9 +244,19 @@ class ClockControlTask:
                 )
                 continue
             if isinstance(action, Panic):
-                self.log.error("%s", action.message)
-                self.save(now, force=True)
-                raise PanicExit(action.message, action.exit_code)
+                if self.panic_action == "exit":
+                    self.log.error("%s", action.message)
+                    self.save(now, force=True)
+                    raise PanicExit(action.message, action.exit_code)
+                if not self.steering_stopped:
+                    self.log.error("%s; panic-action = stop-steering: the clock is no longer "
+                                   "steered until ntpd-py is restarted", action.message)
+                    self.steering_stopped = action.message
+                    self.backend.apply(SetSynchronized(synchronized=False))
+                    self._dirty = True
+                continue
+            if self.steering_stopped:
+                continue
             self.log.debug("clock action: %s", action)
             self.backend.apply(action)
         if any(isinstance(a, Step | SetSynchronized) for a in actions):
@@ -255,16 +267,13 @@ class ClockControlTask:
     def _state(self, now: Now) -> ClockStateMsg:
         system = self.controller.system_snapshot(now_mono_ns=now.mono_ns)
         sources = self.controller.source_snapshots(now_mono_ns=now.mono_ns)
-        return build_clock_state(
-            system,
-            sources,
-            self.entries,
-            self.statuses,
-            self.guard,
-            self.backend.name,
-            now.mono_ns,
-            now.real_ns,
-        )
+        state = build_clock_state(system, sources, self.entries, self.statuses, self.guard,
+                                  self.backend.name, now.mono_ns, now.real_ns)
+        if self.steering_stopped:
+            view = state.system.model_copy(update={"steering_stopped": self.steering_stopped,
+                                                   "synchronized": False})
+            state = state.model_copy(update={"system": view})
+        return state
 
     def _publish(self, now: Now) -> None:
         self.last_state = self._state(now)

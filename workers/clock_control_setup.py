@@ -103,5 +103,6 @@ def build_clock_control(
         log=log,
         drift_text=encode_drift,
     )
+    task.panic_action = config.daemon.panic_action
     log.info("clock backend: %s", backend.name)
     return task, clock

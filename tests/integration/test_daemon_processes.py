@@ -339,3 +339,66 @@ def test_several_server_processes_share_the_address() -> None:
                 capture_output=True, text=True, timeout=60)
             answered += probe.stdout.startswith("offset")
         assert answered == 3
+
+
+def _with_daemon_keys(daemon: Daemon, body: str, extra: str) -> None:
+    daemon.write_config(body, daemon._daemon_table + extra)
+
+
+def test_a_step_beyond_the_panic_threshold_exits_70() -> None:
+    daemon = Daemon(SIM_PTP)
+    # the simulated clock is two days ahead: beyond the backward start-up limit (86400 s)
+    _with_daemon_keys(daemon, SIM_PTP, "[daemon.simulation]\ninitial-offset = 172800\n")
+    try:
+        daemon.start()
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 70
+        log = daemon.log()
+        assert "startup-step-panic-threshold" in log
+        assert "refused to steer (panic threshold)" in log
+    finally:
+        daemon.stop()
+        daemon.cleanup()
+
+
+def test_panic_action_stop_steering_keeps_running_and_says_so() -> None:
+    daemon = Daemon(SIM_PTP)
+    _with_daemon_keys(daemon, SIM_PTP, 'panic-action = "stop-steering"\n'
+                      "[daemon.simulation]\ninitial-offset = 172800\n")
+    with daemon:
+        document = wait_for(lambda: (lambda d: d if d and d["clock"]["steering_stopped"]
+                                     else None)(daemon.status()), 40, "steering stopped")
+        assert document["clock"]["synchronized"] is False
+        assert "startup-step-panic-threshold" in document["clock"]["steering_stopped"]
+        assert "STEERING STOPPED" in daemon.ctl("status").stdout
+        from ntpd_py.workers.simclock import SimClock
+
+        assert SimClock(str(daemon.runtime / "sim-clock")).steps == 0
+
+
+def test_drift_file_written_at_stop_read_at_start_and_a_corrupt_one_ignored() -> None:
+    daemon = Daemon(SIM_PTP)
+    try:
+        daemon.start()
+        wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"), 30,
+                 "synchronized")
+        assert daemon.stop() == 0
+        drift = daemon.state / "drift"
+        from ntpd_py.core.drift import parse_drift
+
+        frequency, _ = parse_drift(drift.read_text())
+        assert abs(frequency * 1e6 + 20) < 1, frequency  # the simulated clock runs +20 ppm
+        (daemon.runtime / "clock-control.state").unlink()  # as after a reboot
+        daemon.start()
+        wait_for(lambda: "drift file" in daemon.log(), 20, "drift file read")
+        assert "frequency -20." in daemon.log() or "frequency -19." in daemon.log()
+        daemon.stop()
+        drift.write_text("garbage\n")
+        (daemon.runtime / "clock-control.state").unlink()
+        daemon.start()
+        wait_for(lambda: "ignoring drift file" in daemon.log(), 20, "corrupt drift reported")
+        wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"), 30,
+                 "synchronized anyway")
+    finally:
+        daemon.stop()
+        daemon.cleanup()
