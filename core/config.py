@@ -509,6 +509,10 @@ class SimulationConfig(_Table):
     phc_noise: Annotated[float, Field(ge=0.0, le=1.0)] = 50e-9
     phc_bias: dict[str, Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(default_factory=dict)
     phc_read_failure_rate: _Probability = 0.0
+    # A scenario file of `ntpd-py simulate` (deploy/scenarios/): its local clock
+    # and its PHCs (matched by path) replace the settings above, so the process
+    # tree runs in the same world as the simulator.
+    scenario: str | None = None
 
 
 class DaemonConfig(_Table):

@@ -37,6 +37,8 @@ MODULES = (
     "ntpd_py.workers.server",
     "ntpd_py.workers.ptp",
     "ntpd_py.workers.sim_phc",
+    "ntpd_py.workers.sim_world",
+    "ntpd_py.core.sim.rng",
     "ntpd_py.core.controller",
     "ntpd_py.core.drift",
     "ntpd_py.supervisor.privileges",

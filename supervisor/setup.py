@@ -216,6 +216,26 @@ class DaemonSetup:
                 os.unlink(path)
 
 
+def _load_world(path: str, log: logging.Logger) -> None:
+    from ntpd_py.core.errors import ConfigError
+    from ntpd_py.core.sim.scenario import load_scenario_text
+    from ntpd_py.workers import sim_world
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1 << 22)
+    except OSError as exc:
+        raise StartupError(f"[daemon.simulation] scenario = \"{path}\": {exc.strerror}",
+                           78) from None
+    try:
+        scenario = load_scenario_text(text, path)
+    except ConfigError as exc:
+        raise StartupError("\n".join(i.render() for i in exc.issues), 78) from None
+    sim_world.CURRENT = sim_world.world_from_scenario(scenario)
+    log.info("simulated world: scenario %s (seed %d)", scenario.scenario.name,
+             scenario.scenario.seed)
+
+
 def prepare(config_path: str, clock: str | None, log: logging.Logger,
             single_process: bool = False) -> DaemonSetup:
     """Load and check everything; raise ConfigError or StartupError."""
@@ -262,7 +282,11 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
 
         sim = config.daemon.simulation
         path = os.path.join(config.daemon.runtime_dir, "sim-clock")
-        SimClock.create(path, sim.initial_offset, sim.initial_frequency_ppm * 1e-6)
+        if sim.scenario is not None:
+            _load_world(sim.scenario, log)
+            SimClock.create(path, 0.0, 0.0)  # the scenario's local clock model takes over
+        else:
+            SimClock.create(path, sim.initial_offset, sim.initial_frequency_ppm * 1e-6)
         if identity is not None:
             os.chown(path, identity.uid, identity.gid)
     setup.open_devices()

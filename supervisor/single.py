@@ -80,8 +80,10 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
             sim_device = None
             if sim is not None:
                 from ntpd_py.workers.sim_phc import SimPhcDevice
+                from ntpd_py.workers.sim_world import current_phc
 
-                sim_device = SimPhcDevice(spec.source.path, sim, config.daemon.simulation)
+                path = spec.source.path
+                sim_device = SimPhcDevice(path, sim, config.daemon.simulation, current_phc(path))
             tasks.append(PtpTask(source=spec.source, worker_id=spec.worker_id, bus=bus,
                                  link=None, log=worker_log, sim_device=sim_device))
         elif isinstance(spec.source, ServerSourceConfig | PoolSourceConfig):

@@ -38,7 +38,10 @@ class ObserveReader:
 def make_backend(config: Config) -> tuple[ClockBackend, Any]:
     """The backend named by `[daemon] clock` and the clock reader that goes with it."""
     if config.daemon.clock == "simulated":
-        sim = SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable=True)
+        from .sim_world import current_clock_model
+
+        sim = SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable=True,
+                       model=current_clock_model())
         return SimulatedClock(sim), sim
     if config.daemon.clock == "observe":
         observe = ObserveClock()

@@ -229,8 +229,10 @@ def ptp_main(ctx: Any) -> int:
     sim_device = None
     if config.daemon.clock == "simulated":
         from .sim_phc import SimPhcDevice
+        from .sim_world import current_phc
 
-        sim_device = SimPhcDevice(ctx.spec.source.path, clock, config.daemon.simulation)
+        path = ctx.spec.source.path
+        sim_device = SimPhcDevice(path, clock, config.daemon.simulation, current_phc(path))
     task = PtpTask(
         source=ctx.spec.source,
         worker_id=ctx.worker_id,

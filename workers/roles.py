@@ -23,9 +23,11 @@ __all__ = ["make_local_clock", "role_main"]
 def make_local_clock(config: Any, writable: bool = False) -> Any:
     """The local clock this process reads: the real one, or the shared simulated one."""
     if config.daemon.clock == "simulated":
+        from .sim_world import current_clock_model
         from .simclock import SimClock
 
-        return SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable)
+        return SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable,
+                        current_clock_model())
     from .runtime import SystemClockReader
 
     return SystemClockReader()

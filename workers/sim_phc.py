@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from typing import Any
 
 from ntpd_py.core.config import SimulationConfig
 from ntpd_py.core.phc import PhcCaps, Reading, ReadMethod
@@ -27,7 +28,10 @@ READ_WINDOW_NS = 500  # a typical EXTENDED reading window
 class SimPhcDevice:
     """Duck-types workers._phc.PhcDevice (caps, read, close) for the PTP worker."""
 
-    def __init__(self, path: str, clock: SimClock, sim: SimulationConfig) -> None:
+    def __init__(self, path: str, clock: SimClock, sim: SimulationConfig,
+                 model: Any = None) -> None:
+        self._model = model  # a core.sim PhcModel (from a scenario), or None
+        self._reads = 0
         self.path = path
         self.resolved_path = path
         self.device_index = None
@@ -55,6 +59,8 @@ class SimPhcDevice:
     def read(self, method: ReadMethod, n: int) -> list[Reading]:
         if method is ReadMethod.PRECISE:
             raise PhcError(DeviceErrorKind.UNSUPPORTED, f"{self.path}: no cross-timestamps")
+        if self._model is not None:
+            return self._read_model(n)
         if self._rng.random() < self._failure_rate:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
@@ -65,6 +71,28 @@ class SimPhcDevice:
             noise = round(self._rng.gauss(0.0, self._noise_ns)) if self._noise_ns else 0
             phc = self._clock.true_ns(mono + READ_WINDOW_NS // 2) + self._bias_ns + noise
             readings.append(Reading(before, phc, after))
+        return readings
+
+    def _read_model(self, n: int) -> list[Reading]:
+        from ntpd_py.core.sim import rng
+
+        model, index = self._model, self._reads
+        self._reads += 1
+        p = model.params
+        if p.read_failure and rng.uniform(model.seed, model.name, "fail", index) < p.read_failure:
+            raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
+        readings = []
+        for i in range(n):
+            key = index * 64 + i
+            mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            window = max(READ_WINDOW_NS, round(p.window_s * 1e9))
+            mid = mono + window // 2
+            noise = rng.normal(model.seed, model.name, "noise", key, p.noise_s) if p.noise_s \
+                else 0.0
+            error = model.time_error(self._clock.elapsed_ns(mid)) + noise
+            phc = self._clock.true_ns(mid) + round(error * 1e9)
+            readings.append(Reading(self._clock.local_ns(mono), phc,
+                                    self._clock.local_ns(mono + window)))
         return readings
 
     def local_ns(self, mono_ns: int) -> int:

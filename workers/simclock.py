@@ -16,6 +16,7 @@ import mmap
 import os
 import struct
 import time
+from typing import Any
 
 from .runtime import Now
 
@@ -31,7 +32,10 @@ _SIZE = 4096
 class SimClock:
     """Reader (and, for clock-control, writer) of the shared simulated clock."""
 
-    def __init__(self, path: str, writable: bool = False) -> None:
+    def __init__(self, path: str, writable: bool = False, model: Any = None) -> None:
+        # model: a core.sim LocalClockModel giving the free-running error instead of
+        # the file's constant offset and frequency (a scenario's local clock).
+        self._model = model
         flags = os.O_RDWR if writable else os.O_RDONLY
         fd = os.open(path, flags | os.O_CLOEXEC)
         try:
@@ -65,6 +69,10 @@ class SimClock:
             if before == after and before % 2 == 0:
                 return fields
 
+    def elapsed_ns(self, mono_ns: int) -> int:
+        """True time since the world began (the scenario's t)."""
+        return int(mono_ns - self._read()[2])
+
     def true_ns(self, mono_ns: int) -> int:
         _, _, base_mono, base_real, *_ = self._read()
         return int(base_real + (mono_ns - base_mono))
@@ -75,6 +83,9 @@ class SimClock:
         )
         elapsed = mono_ns - base_mono
         drift = round(free_freq * elapsed) + round(ctl_freq * (mono_ns - ctl_mono))
+        if self._model is not None:
+            p = self._model.params
+            drift += round((p.offset_s + self._model.integrated(elapsed)) * 1e9)
         return int(base_real + elapsed + free_off + ctl_phase + drift)
 
     def offset_to_true_s(self, mono_ns: int) -> float:
