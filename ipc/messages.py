@@ -306,6 +306,7 @@ class CtlReply(Message):
     clock: ClockStateMsg | None = None
     processes: Annotated[list[ProcessInfo], Field(max_length=1024)] = Field(default_factory=list)
     ipc: Counters = Field(default_factory=dict)
+    servers: Annotated[list[ServerStats], Field(max_length=256)] = Field(default_factory=list)
 
 
 REGISTRY: dict[MsgType, type[Message]] = {

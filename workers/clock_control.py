@@ -228,6 +228,7 @@ class ClockControlTask:
                     clock=self._state(now),
                     processes=self.processes,
                     ipc=self.guard.totals(),
+                    servers=list(self.servers.values()),
                 )
             self.control.send(encode(reply), peer)
 
