@@ -24,6 +24,8 @@ from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import DeviceReply, DeviceRequest, Heartbeat, ProcessTable
 
 from .children import Child
+from .logs import reopen_and_share_logs
+from .notify import SystemdNotifier
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .reload import plan_reload
 from .setup import DaemonSetup, StartupError, prepare
@@ -58,6 +60,7 @@ class Supervisor:
         self.exit_code = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._next_table = 0
+        self.systemd = SystemdNotifier(log)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class Supervisor:
                         os.close(fd)
                     if isinstance(message, Heartbeat):
                         child.last_heartbeat_ns = now
+                        self.systemd.heartbeat(child.spec.worker_id, message.status)
                     elif isinstance(message, DeviceRequest):
                         self._open_device_for(child)
             except LinkClosed:
@@ -300,9 +304,16 @@ class Supervisor:
                 self._reap(now)
                 self._serve_links(ready, now)
                 if self.flags.reload:
+                    self.systemd.reloading()
                     self._reload(now)
+                    reopen_and_share_logs(
+                        self.config.observability, self.children.values(), self.log
+                    )
+                    self.systemd.reloaded()
                 self._check(now)
+                self.systemd.tick(now, self.children)
         finally:
+            self.systemd.stopping()
             self.log.info("stopping all processes")
             self._stop_all()
             self.setup.cleanup()

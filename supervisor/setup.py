@@ -21,6 +21,7 @@ from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
 from .config_file import load_config_file
+from .metrics_listen import metrics_listener
 from .privileges import (
     CAP_SYS_TIME,
     Identity,
@@ -90,8 +91,11 @@ class DaemonSetup:
     device_fds: dict[str, int] = field(default_factory=dict)
     server_fds: list[int] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    metrics_fd: int | None = None
 
     def fds_for(self, spec: WorkerSpec) -> list[int]:
+        if spec.role == "metrics":
+            return [] if self.metrics_fd is None else [self.metrics_fd]
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
             return [self.device_fds[spec.worker_id]]
         if spec.role == "server":
@@ -132,6 +136,7 @@ class DaemonSetup:
             restarts=0,
             rss_bytes=proc.memory_info().rss,
             cpu_percent=None,
+            cpu_seconds=sum(proc.cpu_times()[:2]),
         )
 
     def open_devices(self) -> None:
@@ -180,6 +185,8 @@ class DaemonSetup:
             self.started_at,
         )
         new.open_devices()
+        listen = config.observability.metrics_exporter_listen
+        new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
 
     def cleanup(self) -> None:
@@ -238,4 +245,5 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger) -> DaemonS
             os.chown(path, identity.uid, identity.gid)
     setup.open_devices()
     setup.bind_servers()
+    setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

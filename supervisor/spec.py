@@ -22,7 +22,7 @@ from ntpd_py.core.config import (
 
 __all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
 
-Role = Literal["clock-control", "ptp", "ntp", "server"]
+Role = Literal["clock-control", "ptp", "ntp", "server", "metrics"]
 
 
 @dataclass(frozen=True)
@@ -103,4 +103,8 @@ def build_specs(
                 "server", "server", _fingerprint([s.model_dump() for s in servers]), servers=servers
             )
         )
+    listen = config.observability.metrics_exporter_listen
+    if listen is not None:
+        inputs = (listen, config.control_socket_path(), sync["accumulated_step_panic_threshold"])
+        specs.append(WorkerSpec("metrics", "metrics", _fingerprint(*inputs)))
     return specs
