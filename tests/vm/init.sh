@@ -24,8 +24,12 @@ for m in $(cat /modules.order); do
 done
 
 run=""
+stage=""
 for arg in $(cat /proc/cmdline); do
-    case "$arg" in ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;; esac
+    case "$arg" in
+        ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;;
+        ntpdpy.systemd=*) stage="${arg#ntpdpy.systemd=}" ;;
+    esac
 done
 [ -n "$run" ] || fail "no ntpdpy.run= on the kernel command line"
 
@@ -42,6 +46,33 @@ mount -t tmpfs shm /mnt/dev/shm
 mount -t tmpfs tmp /mnt/tmp
 mount -t tmpfs run /mnt/run
 [ -d /mnt/var/tmp ] && mount -t tmpfs vartmp /mnt/var/tmp
+
+if [ -n "$stage" ]; then
+    # Boot systemd as PID 1 on the host's files (tests/deploy): writable tmpfs
+    # copies where a running system writes (/etc, /var), and the staged install
+    # (a DESTDIR from deploy/install.sh, in $stage/root) laid over /opt,
+    # /usr/local/bin, /usr/local/lib and /etc; test units from $stage/units go
+    # to /run/systemd/system. The test unit reports and powers off.
+    mkdir -p /orig
+    mount --bind /mnt/etc /orig
+    mount -t tmpfs etc /mnt/etc
+    cp -a /orig/. /mnt/etc/
+    umount /orig
+    : > /mnt/etc/fstab
+    mount -t tmpfs var /mnt/var
+    mkdir -p /mnt/var/lib /mnt/var/log /mnt/var/cache /mnt/var/spool /mnt/var/tmp
+    ln -s /run /mnt/var/run
+    ln -s /run/lock /mnt/var/lock
+    for dir in opt usr/local/bin usr/local/lib; do
+        mount -t tmpfs staged "/mnt/$dir"
+        [ -d "/mnt$stage/root/$dir" ] && cp -a "/mnt$stage/root/$dir/." "/mnt/$dir/"
+    done
+    cp -a "/mnt$stage/root/etc/." /mnt/etc/
+    mkdir -p /mnt/run/systemd/system
+    cp "/mnt$stage/units/"* /mnt/run/systemd/system/
+    echo "@@ntpd-py-vm start@@" > /dev/console
+    exec switch_root -c /dev/console /mnt /lib/systemd/systemd
+fi
 
 echo "@@ntpd-py-vm start@@" > /dev/console
 chroot /mnt /bin/sh "$run/guest.sh" < /dev/null > /dev/console 2>&1
