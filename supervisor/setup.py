@@ -69,9 +69,13 @@ def _check_system_clock(config: Config) -> None:
 def _make_dir(path: str, identity: Identity | None, mode: int) -> None:
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
-        if identity is not None:
+        # A directory that is already right is left alone: under systemd, tmpfiles.d
+        # made it, and the supervisor needs neither CAP_CHOWN nor CAP_FOWNER.
+        st = os.stat(path)
+        if identity is not None and (st.st_uid, st.st_gid) != (identity.uid, identity.gid):
             os.chown(path, identity.uid, identity.gid)
-        os.chmod(path, mode)
+        if st.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
     except OSError as exc:
         raise StartupError(
             f"cannot create {path}: {exc.strerror}; set [daemon] runtime-dir / "

@@ -48,11 +48,13 @@ mount -t tmpfs run /mnt/run
 [ -d /mnt/var/tmp ] && mount -t tmpfs vartmp /mnt/var/tmp
 
 if [ -n "$stage" ]; then
+    echo "ntpd-py-vm: systemd mode, stage $stage" > /dev/console
     # Boot systemd as PID 1 on the host's files (tests/deploy): writable tmpfs
     # copies where a running system writes (/etc, /var), and the staged install
     # (a DESTDIR from deploy/install.sh, in $stage/root) laid over /opt,
     # /usr/local/bin, /usr/local/lib and /etc; test units from $stage/units go
-    # to /run/systemd/system. The test unit reports and powers off.
+    # to /run/systemd/system, udev rules from $stage/udev to /run/udev/rules.d.
+    # The test unit reports and powers off.
     mkdir -p /orig
     mount --bind /mnt/etc /orig
     mount -t tmpfs etc /mnt/etc
@@ -68,9 +70,14 @@ if [ -n "$stage" ]; then
         [ -d "/mnt$stage/root/$dir" ] && cp -a "/mnt$stage/root/$dir/." "/mnt/$dir/"
     done
     cp -a "/mnt$stage/root/etc/." /mnt/etc/
-    mkdir -p /mnt/run/systemd/system
+    mkdir -p /mnt/run/systemd/system /mnt/run/udev/rules.d
     cp "/mnt$stage/units/"* /mnt/run/systemd/system/
+    [ -d "/mnt$stage/udev" ] && cp "/mnt$stage/udev/"* /mnt/run/udev/rules.d/
     echo "@@ntpd-py-vm start@@" > /dev/console
+    # The host's files may carry a container marker (/.dockerenv): as PID 1,
+    # systemd takes an empty $container as "not in a container" and then reads
+    # the kernel command line (systemd.unit=...) as on any machine.
+    export container=
     exec switch_root -c /dev/console /mnt /lib/systemd/systemd
 fi
 
