@@ -246,6 +246,37 @@ def check_stop() -> None:
            and svc.get("ExecMainStatus") == "0" and not leftovers, (svc, leftovers))
 
 
+BOUNDING = ["CAP_SYS_TIME", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL",
+            "CAP_NET_BIND_SERVICE"]
+
+
+def probe_capabilities() -> None:
+    """Optional (ntpdpy.capsprobe=1): the service with each capability removed in turn."""
+    dropin = Path("/run/systemd/system/ntpd-py.service.d/test-caps.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    for cap in BOUNDING:
+        rest = " ".join(c for c in BOUNDING if c != cap)
+        dropin.write_text(f"[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet={rest}\n"
+                          "TimeoutStartSec=60\nRestart=no\n")
+        sh("systemctl", "daemon-reload")
+        since = sh("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+        start = sh("systemctl", "restart", UNIT, timeout=120)
+        time.sleep(5)
+        running = show(UNIT, "ActiveState", "Result", "ExecMainStatus", "StatusText")
+        stop = sh("systemctl", "stop", UNIT, timeout=120)
+        after = show(UNIT, "Result", "ExecMainStatus")
+        lines = sh("journalctl", "-u", UNIT, "--since", since, "-o", "cat", "--no-pager").stdout
+        notable = [line for line in lines.splitlines()
+                   if re.search(r"ERROR|WARNING|Error|error|denied|not permitted|Traceback|"
+                                r"Failed|lost |killing", line)]
+        record(f"probe without {cap}", True, {"start_rc": start.returncode, "running": running,
+                                               "stop_rc": stop.returncode, "after_stop": after,
+                                               "log": notable[:8]})
+        sh("systemctl", "reset-failed", UNIT)
+    dropin.unlink()
+    sh("systemctl", "daemon-reload")
+
+
 def main() -> int:
     cmdline = Path("/proc/cmdline").read_text().split()
     run = Path(next(a.split("=", 1)[1] for a in cmdline if a.startswith("ntpdpy.run=")))
@@ -261,6 +292,8 @@ def main() -> int:
             check_security()
             check_watchdog()
             check_stop()
+            if "ntpdpy.capsprobe=1" in cmdline:
+                probe_capabilities()
     except Exception as exc:  # report, do not hang the guest
         record("guest check crashed", False, repr(exc))
     (run / "journal.txt").write_text(sh("journalctl", "-b", "--no-pager").stdout)

@@ -254,6 +254,24 @@ def test_watch_errors_are_those_of_every_ntpctl_command(tmp_path: Path) -> None:
     assert result.returncode == 78 and json.loads(result.stdout)["exit_code"] == 78
 
 
+def test_watch_ends_with_69_when_the_daemon_goes_away() -> None:
+    with Daemon(PTP, user=USER) as daemon:
+        daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
+        proc = subprocess.Popen([str(BIN / "ntpctl"), "watch", "--json", "-c",
+                                 str(daemon.config_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and json.loads(proc.stdout.readline())
+            daemon.stop()
+            code = proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        assert proc.stderr is not None
+        assert code == 69 and "ntpd-py is not running" in proc.stderr.read()
+
+
 @pytest.mark.skipif(not is_root() or shutil.which("capsh") is None,
                     reason="needs root and capsh to lose CAP_DAC_OVERRIDE")
 def test_watch_permission_denied_is_77(running: Daemon) -> None:
