@@ -485,12 +485,16 @@ class ObservabilityConfig(_Table):
     # ntpd-rs defaults to 0o666; ntpd-py keeps its control socket to the ntpd-py
     # group unless told otherwise.
     observation_permissions: Annotated[int, Field(ge=0, le=0o777)] = 0o660
-    metrics_exporter_listen: str = "127.0.0.1:9975"
+    # Unset: no metrics exporter. ntpd-rs runs its exporter as a separate service
+    # that is off unless enabled; ntpd-py starts its `metrics` worker only when this
+    # key is set (ntpd-rs's usual value is "127.0.0.1:9975").
+    metrics_exporter_listen: str | None = None
 
     @field_validator("metrics_exporter_listen")
     @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_socket_addr(value)
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_socket_addr(value)
         return value
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "DeviceReply",
     "DeviceRequest",
     "Heartbeat",
+    "LogControl",
     "Message",
     "MsgType",
     "PeerFailed",
@@ -67,6 +68,7 @@ class MsgType(enum.IntEnum):
     CTL_REPLY = 12
     SOURCE_SET = 13
     PEER_FAILED = 14
+    LOG_CONTROL = 15
 
 
 class Message(BaseModel):
@@ -228,12 +230,14 @@ class Heartbeat(Message):
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
     worker_id: Id
     mono_ns: int
+    # clock-control only: a one-line sync summary (systemd's STATUS=); "" from others.
+    status: Annotated[str, Field(max_length=256)] = ""
 
 
 class ProcessInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
-    role: Literal["supervisor", "clock-control", "ptp", "ntp", "server"]
+    role: Literal["supervisor", "clock-control", "ptp", "ntp", "server", "metrics"]
     pid: int | None
     user: Text
     state: Text
@@ -242,6 +246,8 @@ class ProcessInfo(BaseModel):
     rss_bytes: int | None
     cpu_percent: float | None
     last_exit: Text = ""
+    cpu_seconds: float | None = None  # user + system CPU time of the running process
+    link_malformed: Annotated[int, Field(ge=0)] = 0  # bad frames on its supervisor link
 
 
 class ProcessTable(Message):
@@ -272,6 +278,19 @@ class PeerFailed(Message):
     TYPE: ClassVar[MsgType] = MsgType.PEER_FAILED
     worker_id: Id
     reason: Literal["unreachable", "falseticker", "denied"]
+
+
+class LogControl(Message):
+    """Supervisor -> every child (on SIGHUP): log at `level`; the new log fd rides along.
+
+    With an fd (SCM_RIGHTS) the child makes it its stderr (dup2 onto 2): the
+    supervisor, still root, reopened `log-path` after a rotation, so children
+    never need permission on the log file or its directory.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.LOG_CONTROL
+    level: Literal["trace", "debug", "info", "warn", "error"]
+    timestamps: bool = True
 
 
 class DeviceRequest(Message):
@@ -306,7 +325,8 @@ class CtlReply(Message):
     clock: ClockStateMsg | None = None
     processes: Annotated[list[ProcessInfo], Field(max_length=1024)] = Field(default_factory=list)
     ipc: Counters = Field(default_factory=dict)
-    servers: Annotated[list[ServerStats], Field(max_length=256)] = Field(default_factory=list)
+    # Counters of each [[server]] listener (ServerStats.counters), keyed by listen address.
+    servers: Annotated[dict[Text, Counters], Field(max_length=64)] = Field(default_factory=dict)
 
 
 REGISTRY: dict[MsgType, type[Message]] = {
@@ -326,5 +346,6 @@ REGISTRY: dict[MsgType, type[Message]] = {
         CtlReply,
         SourceSet,
         PeerFailed,
+        LogControl,
     )
 }

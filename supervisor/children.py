@@ -87,7 +87,7 @@ class Child:
                 os.kill(self.pid, sig)
 
     def info(self) -> ProcessInfo:
-        rss = cpu = None
+        rss = cpu = cpu_seconds = None
         if self.pid is not None:
             try:
                 if self._proc is None or self._proc.pid != self.pid:
@@ -95,6 +95,8 @@ class Child:
                     self._proc.cpu_percent(None)
                 rss = self._proc.memory_info().rss
                 cpu = self._proc.cpu_percent(None)
+                times = self._proc.cpu_times()
+                cpu_seconds = times.user + times.system
             except psutil.Error:
                 self._proc = None
         uptime = time.time() - self.started_at if self.pid and self.started_at else None
@@ -109,4 +111,6 @@ class Child:
             rss_bytes=rss,
             cpu_percent=cpu,
             last_exit=self.last_exit,
+            cpu_seconds=cpu_seconds,
+            link_malformed=self.link.malformed if self.link is not None else 0,
         )

@@ -59,6 +59,14 @@ def workers(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def watch(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Live view of the clock and sources, every second (Ctrl-C quits); --json: a line each."""
+    from .ctl_watch import watch as run_watch
+
+    raise typer.Exit(run_watch(config, as_json))
+
+
+@app.command()
 def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Check a configuration file (same as `ntpd-py validate`)."""
     raise typer.Exit(validate_command(config, as_json))

@@ -126,10 +126,9 @@ def text_output(reply: CtlReply, command: str) -> str:
     if command in ("status", "workers"):
         parts += ["Processes:" if command == "status" else ""] if command == "status" else []
         parts += _process_lines(list(reply.processes))
-        for server in reply.servers if command == "status" else []:
-            c = server.counters
+        for listen, c in (reply.servers.items() if command == "status" else []):
             parts.append(
-                f"Server {server.listen}: received {c.get('received', 0)}, accepted "
+                f"Server {listen}: received {c.get('received', 0)}, accepted "
                 f"{c.get('accepted', 0)}, denied {c.get('denied', 0)}, ignored "
                 f"{c.get('ignored', 0)}, rate-limited {c.get('rate_limited', 0)}, send errors "
                 f"{c.get('response_send_errors', 0)}")
@@ -152,5 +151,5 @@ def reply_json(reply: CtlReply, command: str) -> dict[str, Any]:
     if command == "status":
         document["ipc_dropped"] = dict(reply.ipc)
         document["servers"] = [
-            {"listen": s.listen, "counters": dict(s.counters)} for s in reply.servers]
+            {"listen": listen, "counters": dict(c)} for listen, c in reply.servers.items()]
     return document

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ntpd_py.core.errors import ConfigError
-from ntpd_py.workers.logutil import setup_logging
+from ntpd_py.workers.logutil import set_level_override, setup_logging
 
 from .config_file import load_config_file
 
@@ -21,7 +21,8 @@ def run_daemon(
             log.error("%s", issue.render())
         return 78
     obs = config.observability
-    log = setup_logging(log_level or obs.log_level, "supervisor", obs.log_path)
+    set_level_override(log_level)  # inherited by every child; kept across reloads
+    log = setup_logging(obs.log_level, "supervisor", obs.log_path)
     if single_process:
         from .single import run_single_process
 

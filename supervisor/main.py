@@ -30,6 +30,8 @@ from ntpd_py.ipc.messages import (
 )
 
 from .children import Child
+from .logs import reopen_and_share_logs
+from .notify import SystemdNotifier
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
 from .reload import plan_reload
@@ -66,6 +68,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._next_table = 0
         self.pools = Pools(self.config, self.setup.drop_for_helper, log)
+        self.systemd = SystemdNotifier(log)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Supervisor:
                         os.close(fd)
                     if isinstance(message, Heartbeat):
                         child.last_heartbeat_ns = now
+                        self.systemd.heartbeat(child.spec.worker_id, message.status)
                     elif isinstance(message, DeviceRequest):
                         self._open_device_for(child)
                     elif isinstance(message, PeerFailed) and self.pools.peer_failed(
@@ -340,9 +344,16 @@ class Supervisor:
                 if self.pools.step(ready, now):
                     self._converge(now, "pool members changed")
                 if self.flags.reload:
+                    self.systemd.reloading()
                     self._reload(now)
+                    reopen_and_share_logs(
+                        self.config.observability, self.children.values(), self.log
+                    )
+                    self.systemd.reloaded()
                 self._check(now)
+                self.systemd.tick(now, self.children)
         finally:
+            self.systemd.stopping()
             self.log.info("stopping all processes")
             self._stop_all()
             self.setup.cleanup()

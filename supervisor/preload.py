@@ -39,6 +39,13 @@ MODULES = (
     "ntpd_py.workers.sim_phc",
     "ntpd_py.workers.sim_world",
     "ntpd_py.core.sim.rng",
+    "http.server",  # the metrics worker's HTTP server and its exporter library
+    "prometheus_client",
+    "prometheus_client.exposition",
+    "prometheus_client.openmetrics.exposition",
+    "ntpd_py.workers.metrics",
+    "ntpd_py.workers.metrics_http",
+    "ntpd_py.workers.metrics_render",
     "ntpd_py.core.controller",
     "ntpd_py.core.drift",
     "ntpd_py.supervisor.privileges",

@@ -21,6 +21,7 @@ from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
 from .config_file import load_config_file
+from .metrics_listen import metrics_listener
 from .privileges import (
     CAP_SYS_TIME,
     Identity,
@@ -85,9 +86,13 @@ def _check_system_clock(config: Config) -> None:
 def _make_dir(path: str, identity: Identity | None, mode: int) -> None:
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
-        if identity is not None:
+        # A directory that is already right is left alone: under systemd, tmpfiles.d
+        # made it, and the supervisor needs neither CAP_CHOWN nor CAP_FOWNER.
+        st = os.stat(path)
+        if identity is not None and (st.st_uid, st.st_gid) != (identity.uid, identity.gid):
             os.chown(path, identity.uid, identity.gid)
-        os.chmod(path, mode)
+        if st.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
     except OSError as exc:
         raise StartupError(
             f"cannot create {path}: {exc.strerror}; set [daemon] runtime-dir / "
@@ -107,6 +112,7 @@ class DaemonSetup:
     device_fds: dict[str, int] = field(default_factory=dict)
     server_fds: list[list[int]] = field(default_factory=list)  # one list per server process
     started_at: float = field(default_factory=time.time)
+    metrics_fd: int | None = None
 
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege."""
@@ -117,6 +123,8 @@ class DaemonSetup:
         set_parent_death_signal()
 
     def fds_for(self, spec: WorkerSpec) -> list[int]:
+        if spec.role == "metrics":
+            return [] if self.metrics_fd is None else [self.metrics_fd]
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
             return [self.device_fds[spec.worker_id]]
         if spec.role == "server" and spec.server_index < len(self.server_fds):
@@ -157,6 +165,7 @@ class DaemonSetup:
             restarts=0,
             rss_bytes=proc.memory_info().rss,
             cpu_percent=None,
+            cpu_seconds=sum(proc.cpu_times()[:2]),
         )
 
     def open_devices(self) -> None:
@@ -208,6 +217,8 @@ class DaemonSetup:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
         new.open_devices()
+        listen = config.observability.metrics_exporter_listen
+        new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
 
     def cleanup(self) -> None:
@@ -291,4 +302,5 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
             os.chown(path, identity.uid, identity.gid)
     setup.open_devices()
     setup.bind_servers()
+    setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

@@ -22,7 +22,7 @@ from ntpd_py.core.config import (
 
 __all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
 
-Role = Literal["clock-control", "ptp", "ntp", "server"]
+Role = Literal["clock-control", "ptp", "ntp", "server", "metrics"]
 
 
 @dataclass(frozen=True)
@@ -105,4 +105,8 @@ def build_specs(
             worker_id = "server" if count == 1 else f"server#{index + 1}"
             specs.append(WorkerSpec(worker_id, "server", fingerprint, servers=servers,
                                     server_index=index))
+    listen = config.observability.metrics_exporter_listen
+    if listen is not None:
+        inputs = (listen, config.control_socket_path(), sync["accumulated_step_panic_threshold"])
+        specs.append(WorkerSpec("metrics", "metrics", _fingerprint(*inputs)))
     return specs

@@ -11,10 +11,10 @@ from typing import Any
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link, LinkClosed
-from ntpd_py.ipc.messages import Heartbeat, Message, MsgType
+from ntpd_py.ipc.messages import Heartbeat, LogControl, Message, MsgType
 
 from .child import ChildContext
-from .logutil import RateLimitedLog
+from .logutil import RateLimitedLog, apply_log_control
 from .runtime import Now
 
 __all__ = ["WorkerBase", "worker_link"]
@@ -26,7 +26,7 @@ STATUS_INTERVAL_NS = 5_000_000_000
 def worker_link(ctx: ChildContext, accept: set[MsgType]) -> Link:
     sock = socket.socket(fileno=ctx.link_fd)
     sock.setblocking(False)
-    return Link(sock, accept | {MsgType.DEVICE_REPLY})
+    return Link(sock, accept | {MsgType.DEVICE_REPLY, MsgType.LOG_CONTROL})
 
 
 class WorkerBase:
@@ -81,12 +81,16 @@ class WorkerBase:
             return
         try:
             while (item := self.link.recv()) is not None:
+                if isinstance(item[0], LogControl):
+                    apply_log_control(item[0].level, item[0].timestamps, item[1])
+                    continue
                 handle(*item)
         except LinkClosed:
             # The supervisor is gone; PDEATHSIG will end us too.
             self.link_closed = True
 
     def housekeeping(self, now: Now, status: Callable[[], Message | None]) -> None:
+        self.limited.flush(now.mono_ns)
         if self.link is not None and not self.link_closed and now.mono_ns >= self._next_heartbeat:
             self.link.send(Heartbeat(worker_id=self.worker_id, mono_ns=now.mono_ns))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS

@@ -89,10 +89,10 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
         os.environ.clear()
         os.environ.update(CLEAN_ENV)
         ctx.stop.install()
-        obs = ctx.config.observability
-        from .logutil import setup_logging
+        from .logutil import setup_child_logging
 
-        ctx.log = setup_logging(obs.log_level, ctx.worker_id, obs.log_path)
+        # fd 2 is the supervisor's sink (stderr or log-path, opened by it as root).
+        ctx.log = setup_child_logging(ctx.config.observability.log_level, ctx.worker_id)
         code = main(ctx)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EX_CRASH

@@ -23,6 +23,7 @@ from ntpd_py.ipc.messages import (
     CtlReply,
     CtlRequest,
     Heartbeat,
+    LogControl,
     MsgType,
     PeerFailed,
     PollAdvice,
@@ -38,10 +39,10 @@ from ntpd_py.ipc.messages import (
 
 from .bus_guard import BusGuard
 from .clock_backends import ClockBackend
-from .logutil import RateLimitedLog
+from .logutil import RateLimitedLog, apply_log_control
 from .runtime import Now
 from .state_store import StateStore
-from .status_view import build_clock_state
+from .status_view import build_clock_state, summary_line
 
 __all__ = ["ClockControlTask", "PanicExit"]
 
@@ -113,6 +114,7 @@ class ClockControlTask:
         return min(d for d in deadlines if d is not None)
 
     def step(self, now: Now) -> None:
+        self.limited.flush(now.mono_ns)
         self._drain_link(now)
         self._drain_bus(now)
         timer = self.controller.next_timer_mono_ns()
@@ -124,7 +126,8 @@ class ClockControlTask:
         if self._dirty or now.mono_ns >= self._next_publish:
             self._publish(now)
         if self.link is not None and now.mono_ns >= self._next_heartbeat:
-            self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns))
+            summary = summary_line(self.last_state) if self.last_state else ""
+            self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns, status=summary))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
 
     # -- inputs ----------------------------------------------------------------------------
@@ -156,8 +159,10 @@ class ClockControlTask:
         if self.link is None:
             return
         while (item := self.link.recv()) is not None:
-            message, _ = item
-            if isinstance(message, SourceSet):
+            message, fds = item
+            if isinstance(message, LogControl):
+                apply_log_control(message.level, message.timestamps, fds)
+            elif isinstance(message, SourceSet):
                 self.set_sources(list(message.sources), now)
             elif isinstance(message, ProcessTable):
                 self.processes = list(message.processes)
@@ -228,7 +233,7 @@ class ClockControlTask:
                     clock=self._state(now),
                     processes=self.processes,
                     ipc=self.guard.totals(),
-                    servers=list(self.servers.values()),
+                    servers={k: dict(v.counters) for k, v in self.servers.items()},
                 )
             self.control.send(encode(reply), peer)
 

@@ -167,7 +167,9 @@ class NtpTask(WorkerBase):
             elif isinstance(action, Unreachable):
                 self.state = "unreachable"
                 self.detail = f"no reply to {action.unanswered_polls} polls"
-                self.log.warning("%s: %s", self.host, self.detail)
+                self.limited.log(
+                    logging.WARNING, "unreachable", now.mono_ns, "%s: %s", self.host, self.detail
+                )
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
                 self._peer_failed("unreachable")
                 self.status_now()
@@ -189,6 +191,7 @@ class NtpTask(WorkerBase):
     def _status(self) -> SourceStatus:
         status = self.client.status()
         counters = {k: v for k, v in status.counters.items() if v}
+        counters["unanswered_polls"] = status.unanswered_polls  # a gauge, for the metrics
         if self.channel is not None and self.channel.send_errors:
             counters["send_errors"] = self.channel.send_errors
         if self.bus_dropped:

@@ -35,9 +35,12 @@ from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
 
 from . import _phc
 from .base import WorkerBase
+from .logutil import RateLimitedLog
 from .runtime import Now
 
 __all__ = ["PtpTask", "ptp_main"]
+
+STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recovery)
 
 _STATE = {
     PtpSourceState.STARTING: "starting",
@@ -68,6 +71,7 @@ class PtpTask(WorkerBase):
         self._sim_device = sim_device
         self._awaiting_fd = False
         self._last_report: tuple[str, str] | None = None
+        self.state_log = RateLimitedLog(log, burst=STATE_LOG_BURST)
         self._started = False
 
     def pollables(self) -> Sequence[Any]:
@@ -93,6 +97,7 @@ class PtpTask(WorkerBase):
         ):
             self._run(self.source.handle_timer(now.mono_ns), now)
         self.housekeeping(now, self._status)
+        self.state_log.flush(now.mono_ns)
 
     # -- carrying out actions -----------------------------------------------------------
 
@@ -166,7 +171,12 @@ class PtpTask(WorkerBase):
         key = (status.state.value, status.message)
         if key != self._last_report:
             level = logging.INFO if status.state is PtpSourceState.RUNNING else logging.WARNING
-            self.log.log(level, "%s: %s", status.state.value, status.message)
+            # One key for every state: a flapping device logs a few changes, then once
+            # per window, and the state it ends in is logged when the window allows.
+            self.state_log.log(
+                level, "state", now.mono_ns, "%s: %s",
+                status.state.value, status.message,
+            )
             if status.state is PtpSourceState.UNREACHABLE:
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=status.message))
             self._last_report = key

@@ -53,7 +53,9 @@ def clock_control_main(ctx: ChildContext) -> int:
     pub = bind_pub(zctx, endpoints.state)
     control = bind_router(zctx, endpoints.control_path)
     os.chmod(endpoints.control_path, config.observability.observation_permissions)
-    link = _link(ctx, {MsgType.SOURCE_SET, MsgType.PROCESS_TABLE})
+    # `ntpctl watch` subscribes to the state feed: same audience as the control socket.
+    os.chmod(endpoints.state, config.observability.observation_permissions)
+    link = _link(ctx, {MsgType.SOURCE_SET, MsgType.PROCESS_TABLE, MsgType.LOG_CONTROL})
     task, clock = build_clock_control(config, bus, pub, control, link, ctx.log)
     from .clock_control import PanicExit
 
@@ -85,4 +87,8 @@ def role_main(role: str) -> Callable[[ChildContext], int]:
         from .server import server_main
 
         return server_main
+    if role == "metrics":
+        from .metrics import metrics_main
+
+        return metrics_main
     raise ValueError(f"unknown role {role!r}")

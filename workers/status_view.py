@@ -15,7 +15,7 @@ from ntpd_py.ipc.messages import (
 
 from .bus_guard import BusGuard
 
-__all__ = ["build_clock_state"]
+__all__ = ["build_clock_state", "summary_line"]
 
 PRECISION_LOG2 = -23  # about 120 ns: what a Python daemon can timestamp to
 
@@ -114,4 +114,34 @@ def build_clock_state(
         realtime_ns=now_real_ns,
         system=_system_view(system, backend, now_mono_ns),
         sources=views,
+    )
+
+
+def _short(seconds: float) -> str:
+    magnitude = abs(seconds)
+    if magnitude < 1e-6:
+        return f"{seconds * 1e9:+.0f}ns"
+    if magnitude < 1e-3:
+        return f"{seconds * 1e6:+.1f}us"
+    if magnitude < 1:
+        return f"{seconds * 1e3:+.3f}ms"
+    return f"{seconds:+.3f}s"
+
+
+def summary_line(state: ClockStateMsg) -> str:
+    """One line for systemd's STATUS= (and `systemctl status`): sync state, offset, sources."""
+    system = state.system
+    usable = sum(1 for s in state.sources if s.state in "*+-")
+    sources = f"{usable}/{len(state.sources)} sources usable"
+    if not system.synchronized:
+        return f"not synchronized; {sources}"
+    selected = next((s.name for s in state.sources if s.state == "*"), "?")
+    offset = ""
+    if system.offset_s is not None:
+        offset = f", offset {_short(system.offset_s)}"
+        if system.offset_uncertainty_s is not None:
+            offset += f" ±{_short(system.offset_uncertainty_s).lstrip('+')}"
+    return (
+        f"synchronized to {selected}{offset}, stratum {system.stratum}; {sources}"
+        f" ({system.clock_backend} clock)"
     )

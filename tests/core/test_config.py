@@ -366,7 +366,10 @@ def test_daemon_and_observability_defaults() -> None:
     assert config.daemon.runtime_dir == "/run/ntpd-py"
     assert config.daemon.state_dir == "/var/lib/ntpd-py"
     assert config.daemon.clock == "system"
-    assert config.observability.metrics_exporter_listen == "127.0.0.1:9975"
+    # Off unless set (ntpd-rs's exporter is a separate service, off by default).
+    assert config.observability.metrics_exporter_listen is None
+    on = load('[observability]\nmetrics-exporter-listen = "127.0.0.1:9975"\n')
+    assert on.observability.metrics_exporter_listen == "127.0.0.1:9975"
     assert config.control_socket_path() == "/run/ntpd-py/observe"
 
 

@@ -178,11 +178,13 @@ def _guest_script(command: str, cwd: Path, run_dir: Path, nics: bool,
     return "\n".join(lines) + "\n"
 
 
-def _qemu_argv(kernel: Path, initrd: Path, run_dir: Path, nics: bool, memory_mb: int) -> list[str]:
+def _qemu_argv(kernel: Path, initrd: Path, run_dir: Path, nics: bool, memory_mb: int,
+               kernel_args: str = "") -> list[str]:
+    append = f"console=ttyS0 quiet loglevel=1 panic=-1 ntpdpy.run={run_dir} {kernel_args}"
     argv = [QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "1", "-m", str(memory_mb),
             "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-monitor", "none",
             "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 quiet loglevel=1 panic=-1 ntpdpy.run={run_dir}",
+            "-append", append.strip(),
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                        "multidevs=remap",
             "-virtfs", f"local,path={run_dir},mount_tag=rundir,security_model=none"]
@@ -204,19 +206,21 @@ def _new_run_dir() -> Path:
 
 def run_in_guest(command: str, *, timeout_s: float = 600.0, cwd: Path | None = None,
                  nics: bool = True, memory_mb: int = 1024, env: dict[str, str] | None = None,
-                 echo: bool = False) -> GuestResult:
+                 echo: bool = False, kernel_args: str = "") -> GuestResult:
     """Boot the guest, run ``command`` (a shell command line) in it, power off.
 
     The QEMU process is always killed by its PID on the way out (timeout,
     exception or normal end). With ``echo`` the command's output is copied to
-    our stdout as it arrives.
+    our stdout as it arrives. ``kernel_args`` are appended to the kernel
+    command line (``ntpdpy.systemd=STAGE`` boots systemd instead of running
+    ``command``: see init.sh and tests/deploy/).
     """
     ensure_host_ready()
     kernel, initrd = build_initramfs()
     run_dir = _new_run_dir()
     cwd = (cwd or Path.cwd()).resolve()
     (run_dir / "guest.sh").write_text(_guest_script(command, cwd, run_dir, nics, env or {}))
-    argv = _qemu_argv(kernel, initrd, run_dir, nics, memory_mb)
+    argv = _qemu_argv(kernel, initrd, run_dir, nics, memory_mb, kernel_args)
     started = time.monotonic()
     console: list[str] = []
     timed_out = False

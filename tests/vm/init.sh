@@ -24,8 +24,12 @@ for m in $(cat /modules.order); do
 done
 
 run=""
+stage=""
 for arg in $(cat /proc/cmdline); do
-    case "$arg" in ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;; esac
+    case "$arg" in
+        ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;;
+        ntpdpy.systemd=*) stage="${arg#ntpdpy.systemd=}" ;;
+    esac
 done
 [ -n "$run" ] || fail "no ntpdpy.run= on the kernel command line"
 
@@ -42,6 +46,40 @@ mount -t tmpfs shm /mnt/dev/shm
 mount -t tmpfs tmp /mnt/tmp
 mount -t tmpfs run /mnt/run
 [ -d /mnt/var/tmp ] && mount -t tmpfs vartmp /mnt/var/tmp
+
+if [ -n "$stage" ]; then
+    echo "ntpd-py-vm: systemd mode, stage $stage" > /dev/console
+    # Boot systemd as PID 1 on the host's files (tests/deploy): writable tmpfs
+    # copies where a running system writes (/etc, /var), and the staged install
+    # (a DESTDIR from deploy/install.sh, in $stage/root) laid over /opt,
+    # /usr/local/bin, /usr/local/lib and /etc; test units from $stage/units go
+    # to /run/systemd/system, udev rules from $stage/udev to /run/udev/rules.d.
+    # The test unit reports and powers off.
+    mkdir -p /orig
+    mount --bind /mnt/etc /orig
+    mount -t tmpfs etc /mnt/etc
+    cp -a /orig/. /mnt/etc/
+    umount /orig
+    : > /mnt/etc/fstab
+    mount -t tmpfs var /mnt/var
+    mkdir -p /mnt/var/lib /mnt/var/log /mnt/var/cache /mnt/var/spool /mnt/var/tmp
+    ln -s /run /mnt/var/run
+    ln -s /run/lock /mnt/var/lock
+    for dir in opt usr/local/bin usr/local/lib; do
+        mount -t tmpfs staged "/mnt/$dir"
+        [ -d "/mnt$stage/root/$dir" ] && cp -a "/mnt$stage/root/$dir/." "/mnt/$dir/"
+    done
+    cp -a "/mnt$stage/root/etc/." /mnt/etc/
+    mkdir -p /mnt/run/systemd/system /mnt/run/udev/rules.d
+    cp "/mnt$stage/units/"* /mnt/run/systemd/system/
+    [ -d "/mnt$stage/udev" ] && cp "/mnt$stage/udev/"* /mnt/run/udev/rules.d/
+    echo "@@ntpd-py-vm start@@" > /dev/console
+    # The host's files may carry a container marker (/.dockerenv): as PID 1,
+    # systemd takes an empty $container as "not in a container" and then reads
+    # the kernel command line (systemd.unit=...) as on any machine.
+    export container=
+    exec switch_root -c /dev/console /mnt /lib/systemd/systemd
+fi
 
 echo "@@ntpd-py-vm start@@" > /dev/console
 chroot /mnt /bin/sh "$run/guest.sh" < /dev/null > /dev/console 2>&1

@@ -1,0 +1,309 @@
+"""Inside the QEMU guest booted with systemd as PID 1: exercise the installed ntpd-py.service.
+
+Run by the test unit ntpd-py-vmtest.service (tests/deploy/test_systemd_guest.py
+writes it) with the installed virtualenv's Python, once ntpd-py.service is up
+(or failed). Every check is recorded as {"name", "ok", "detail"} in
+<run dir>/systemd-results.json, the unit's journal goes to journal.txt, and the
+exit status to `rc`, which the host side reads. This guest's clock is its own:
+here, and only here, the `system` clock backend steers a real clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS: list[dict[str, Any]] = []
+UNIT = "ntpd-py.service"
+CAP_SYS_TIME = 1 << 25
+# CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8, CAP_KILL 5, CAP_NET_BIND_SERVICE 10, CAP_SYS_TIME 25
+SUPERVISOR_BOUNDING = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | CAP_SYS_TIME
+NAME_LINE = re.compile(r"^(supervisor|clock-control|ptp:/dev/ptp_igb|server|metrics): "
+                       r"(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
+
+
+def record(name: str, ok: bool, detail: object = "") -> bool:
+    RESULTS.append({"name": name, "ok": bool(ok), "detail": str(detail)[:4000]})
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail else ""), flush=True)
+    return bool(ok)
+
+
+def sh(*cmd: str, timeout: float = 60, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = ["runuser", "-u", user, "--", *cmd] if user else list(cmd)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def show(unit: str, *props: str) -> dict[str, str]:
+    out = sh("systemctl", "show", unit, *(f"--property={p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait(predicate: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return value
+
+
+def status_of(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def children_of(pid: int) -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = status_of(int(entry.name))
+            if st.get("PPid") == str(pid):
+                found[int(entry.name)] = st.get("Name", "")
+    return found
+
+
+def main_pid() -> int:
+    return int(show(UNIT, "MainPID").get("MainPID", "0"))
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+def check_started() -> bool:
+    svc = show(UNIT, "ActiveState", "SubState", "Result", "WatchdogUSec", "ExecMainStatus")
+    ok = record("service active (READY=1 received, Type=notify)",
+                svc.get("ActiveState") == "active" and svc.get("SubState") == "running", svc)
+    record("watchdog armed (WatchdogSec=30)", svc.get("WatchdogUSec") == "30s", svc)
+    other = show("systemd-timesyncd.service", "ActiveState")
+    record("Conflicts=: systemd-timesyncd (wanted by sysinit.target here) is not running",
+           other.get("ActiveState") != "active", other)
+    return ok
+
+
+def check_synchronized() -> None:
+    def synchronized() -> str | None:
+        text = show(UNIT, "StatusText").get("StatusText", "")
+        return text if text.startswith("synchronized to /dev/ptp_igb") else None
+
+    status = wait(synchronized, 120)
+    record("STATUS= says synchronized to the PHC (system clock of this guest)",
+           bool(status), status or sh("ntpctl", "status").stdout)
+    phcs = sh("sh", "-c", "stat -c '%n %G %a' /dev/ptp[0-9]*").stdout.split("\n")
+    record("the example udev rule: PHCs readable by group ntpd-py",
+           all(line.endswith(" ntpd-py 640") for line in phcs if line), phcs)
+
+
+def check_processes() -> None:
+    supervisor = main_pid()
+    sup = status_of(supervisor)
+    record("supervisor runs as root with only the unit's capability bounding set",
+           sup.get("Uid", "").split()[0] == "0"
+           and int(sup.get("CapBnd", "0"), 16) == SUPERVISOR_BOUNDING, sup.get("CapBnd"))
+    record("supervisor: no_new_privs and a seccomp filter",
+           sup.get("NoNewPrivs") == "1" and sup.get("Seccomp") == "2", sup)
+    uid = sh("id", "-u", "ntpd-py").stdout.strip()
+    kids = children_of(supervisor)
+    names = sorted(kids.values())
+    record("children: clock-control, ptp, server, metrics", names == sorted(
+        ["ntpd-py:clock-c", "ntpd-py:ptp", "ntpd-py:server", "ntpd-py:metrics"]), names)
+    for pid, name in kids.items():
+        st = status_of(pid)
+        keep = CAP_SYS_TIME if name == "ntpd-py:clock-c" else 0
+        record(f"{name} runs as ntpd-py, CapEff={keep:#x}, bounding {keep:#x}, nnp, seccomp",
+               st.get("Uid", "").split()[0] == uid and int(st.get("CapEff", "1"), 16) == keep
+               and int(st.get("CapBnd", "1"), 16) == keep and st.get("NoNewPrivs") == "1"
+               and st.get("Seccomp") == "2", {k: st.get(k) for k in
+                                                ("Uid", "CapEff", "CapBnd", "NoNewPrivs",
+                                                 "Seccomp")})
+    mounts = Path(f"/proc/{supervisor}/mountinfo").read_text()
+    root_ro = any(line.split()[4] == "/" and " ro," in f" {line.split()[5]},"
+                  for line in mounts.splitlines())
+    record("ProtectSystem=strict: / is read-only for the service", root_ro)
+
+
+def check_ntpctl() -> None:
+    result = sh("ntpctl", "status", "--json")
+    ok = result.returncode == 0
+    document = json.loads(result.stdout) if ok else {}
+    states = {p["worker_id"]: p["state"] for p in document.get("processes", [])}
+    record("ntpctl status (root): every process running",
+           ok and set(states.values()) == {"running"} and len(states) == 5, states or result)
+    sh("useradd", "--system", "--no-create-home", "--groups", "ntpd-py", "operator1")
+    sh("useradd", "--system", "--no-create-home", "outsider1")
+    member = sh("ntpctl", "status", user="operator1")
+    record("ntpctl status as a member of group ntpd-py", member.returncode == 0,
+           member.stderr or member.stdout[:200])
+    outsider = sh("ntpctl", "status", user="outsider1")
+    record("ntpctl status as another user: 77 permission denied",
+           outsider.returncode == 77 and "permission denied" in outsider.stderr, outsider.stderr)
+    watch = sh("sh", "-c", "ntpctl watch --json | head -n 1", user="operator1", timeout=30)
+    record("ntpctl watch --json as a member of group ntpd-py",
+           watch.stdout.startswith('{"schema": 1, "command": "watch"'), watch.stdout[:200])
+
+
+def check_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9975/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        record("metrics on 127.0.0.1:9975", False, exc)
+        return
+    samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    record("metrics: ntp_system_stratum and per-process figures served",
+           "ntp_system_stratum" in samples and "ntpd_py_process_cpu_seconds_total" in samples
+           and "ntpd_py_source_phc_window_seconds" in samples, sorted(samples)[:10])
+
+
+def check_ntp_server() -> None:
+    result = sh("ntpdig", "-t", "2", "127.0.0.1", timeout=30)
+    record("NTP server on port 123 (bound by the supervisor) answers ntpdig",
+           result.returncode == 0 and "127.0.0.1" in result.stdout, result.stdout + result.stderr)
+
+
+def journal() -> str:
+    return sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", "-o", "cat", "--no-pager").stdout
+
+
+def check_journal() -> None:
+    lines = [line for line in journal().splitlines() if line.strip()]
+    bad = [line for line in lines if not NAME_LINE.match(line)]
+    record("journal: one line per event, role-prefixed, no timestamps of our own",
+           lines and not bad, bad[:5])
+    record("journal: READY logged with every worker up",  # (after a wait for the PHC, maybe)
+           any("ready: clock-control and 3 worker(s) up" in line for line in lines))
+
+
+def check_reload_and_restart() -> None:
+    before = main_pid()
+    result = sh("systemctl", "reload", UNIT)
+    time.sleep(2)
+    svc = show(UNIT, "ActiveState", "MainPID")
+    record("systemctl reload: SIGHUP, same supervisor, still active",
+           result.returncode == 0 and svc["MainPID"] == str(before)
+           and svc["ActiveState"] == "active" and "SIGHUP: re-reading" in journal(), svc)
+    ptp = next((pid for pid, name in children_of(before).items() if name == "ntpd-py:ptp"), None)
+    if ptp is None:
+        record("a killed worker is restarted by the supervisor", False, "no ptp worker")
+        return
+    os.kill(ptp, signal.SIGKILL)
+    new = wait(lambda: next((p for p, n in children_of(before).items()
+                             if n == "ntpd-py:ptp" and p != ptp), None), 20)
+    svc = show(UNIT, "ActiveState", "NRestarts")
+    record("a killed worker is restarted by the supervisor, not the service by systemd",
+           new is not None and svc == {"ActiveState": "active", "NRestarts": "0"}, svc)
+
+
+def check_security() -> None:
+    out = sh("systemd-analyze", "security", UNIT, "--no-pager", timeout=120).stdout
+    line = next((line for line in out.splitlines() if "Overall exposure" in line), out[-300:])
+    record("systemd-analyze security (live unit)", "Overall exposure" in line, line)
+
+
+def check_watchdog() -> None:
+    dropin = Path("/run/systemd/system/ntpd-py.service.d/test-watchdog.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nWatchdogSec=4\nTimeoutAbortSec=3\n")
+    sh("systemctl", "daemon-reload")
+    restart = sh("systemctl", "restart", UNIT, timeout=120)
+    first = main_pid()
+    restarts = int(show(UNIT, "NRestarts")["NRestarts"])
+    os.kill(first, signal.SIGSTOP)  # a hung supervisor: no more WATCHDOG=1
+    back = wait(lambda: main_pid() not in (0, first)
+                and show(UNIT, "ActiveState")["ActiveState"] == "active", 60)
+    svc = show(UNIT, "NRestarts", "ActiveState")
+    text = sh("journalctl", "-u", UNIT, "--no-pager").stdout
+    record("watchdog: a hung supervisor is killed and the service restarted",
+           restart.returncode == 0 and bool(back) and int(svc["NRestarts"]) == restarts + 1
+           and "Watchdog timeout" in text, svc)
+    dropin.unlink()
+    sh("systemctl", "daemon-reload")
+
+
+def check_stop() -> None:
+    result = sh("systemctl", "stop", UNIT, timeout=60)
+    svc = show(UNIT, "ActiveState", "Result", "ExecMainStatus")
+    leftovers = [n for p, n in ((p, status_of(int(p.name)).get("Name", ""))
+                                for p in Path("/proc").iterdir() if p.name.isdigit())
+                 if n.startswith("ntpd-py")]
+    record("systemctl stop: clean exit, nothing left running",
+           result.returncode == 0 and svc.get("Result") == "success"
+           and svc.get("ExecMainStatus") == "0" and not leftovers, (svc, leftovers))
+
+
+BOUNDING = ["CAP_SYS_TIME", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL",
+            "CAP_NET_BIND_SERVICE"]
+
+
+def probe_capabilities() -> None:
+    """Optional (ntpdpy.capsprobe=1): the service with each capability removed in turn."""
+    dropin = Path("/run/systemd/system/ntpd-py.service.d/test-caps.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    for cap in BOUNDING:
+        rest = " ".join(c for c in BOUNDING if c != cap)
+        dropin.write_text(f"[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet={rest}\n"
+                          "TimeoutStartSec=60\nRestart=no\n")
+        sh("systemctl", "daemon-reload")
+        since = sh("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+        start = sh("systemctl", "restart", UNIT, timeout=120)
+        time.sleep(5)
+        running = show(UNIT, "ActiveState", "Result", "ExecMainStatus", "StatusText")
+        stop = sh("systemctl", "stop", UNIT, timeout=120)
+        after = show(UNIT, "Result", "ExecMainStatus")
+        lines = sh("journalctl", "-u", UNIT, "--since", since, "-o", "cat", "--no-pager").stdout
+        notable = [line for line in lines.splitlines()
+                   if re.search(r"ERROR|WARNING|Error|error|denied|not permitted|Traceback|"
+                                r"Failed|lost |killing", line)]
+        record(f"probe without {cap}", True, {"start_rc": start.returncode, "running": running,
+                                               "stop_rc": stop.returncode, "after_stop": after,
+                                               "log": notable[:8]})
+        sh("systemctl", "reset-failed", UNIT)
+    dropin.unlink()
+    sh("systemctl", "daemon-reload")
+
+
+def main() -> int:
+    cmdline = Path("/proc/cmdline").read_text().split()
+    run = Path(next(a.split("=", 1)[1] for a in cmdline if a.startswith("ntpdpy.run=")))
+    try:
+        if check_started():
+            check_synchronized()
+            check_processes()
+            check_ntpctl()
+            check_metrics()
+            check_ntp_server()
+            check_journal()
+            check_reload_and_restart()
+            check_security()
+            check_watchdog()
+            check_stop()
+            if "ntpdpy.capsprobe=1" in cmdline:
+                probe_capabilities()
+    except Exception as exc:  # report, do not hang the guest
+        record("guest check crashed", False, repr(exc))
+    (run / "journal.txt").write_text(sh("journalctl", "-b", "--no-pager").stdout)
+    (run / "systemd-results.json").write_text(json.dumps(RESULTS, indent=1))
+    rc = 0 if RESULTS and all(r["ok"] for r in RESULTS) else 1
+    (run / "rc").write_text(f"{rc}\n")
+    with open("/dev/console", "w") as console:
+        console.write(f"@@ntpd-py-vm end rc={rc}@@\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

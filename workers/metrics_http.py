@@ -1,0 +1,102 @@
+"""The exporter's HTTP side: the listening socket, and a small threaded server.
+
+The socket is normally bound by the supervisor before it forks (as root, so
+a port below 1024 works too) and inherited; if that failed (address in use,
+interface not up yet) the metrics worker binds it itself and retries. The
+server is the standard library's threaded HTTP server around an existing
+socket, with prometheus_client choosing the format from the Accept header
+(OpenMetrics for Prometheus, the classic text format for curl): a scrape
+never waits for the daemon, it renders the latest status the worker holds.
+A client that stalls only ties up its own thread, for at most `timeout`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from ntpd_py.core.config import parse_socket_addr
+
+__all__ = ["MetricsServer", "Render", "bind_listener"]
+
+# (status code, content type, body) for one scrape with the given Accept header.
+Render = Callable[[str], tuple[int, str, bytes]]
+BACKLOG = 16
+CLIENT_TIMEOUT_S = 5.0
+
+
+def bind_listener(listen: str) -> socket.socket:
+    """A listening TCP socket on `listen` ("ip:port"); raises OSError."""
+    host, port = parse_socket_addr(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = CLIENT_TIMEOUT_S
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path not in ("/", "/metrics"):
+            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
+            return
+        try:
+            code, content_type, body = self.server.render(self.headers.get("Accept", ""))
+        except Exception as exc:  # a bug in rendering must not kill the thread silently
+            self._reply(500, "text/plain; charset=utf-8", f"error: {exc}\n".encode())
+            return
+        self._reply(code, content_type, body)
+
+    def _reply(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # no line per scrape
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    render: Render
+
+
+class MetricsServer:
+    """Serve `render` on an already listening socket, in a background thread."""
+
+    def __init__(self, sock: socket.socket, render: Render) -> None:
+        self._server = _Server(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        self._server.socket.close()  # the throwaway socket the constructor made
+        self._server.socket = sock
+        self._server.render = render
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.socket.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
