@@ -61,6 +61,10 @@ class SourceState:
             return "unreachable"
         if self.blocked:
             return self.blocked
+        if self.last is None:
+            # A filter restored by a restarted clock-control has no sample yet to
+            # say the source's stratum, root delay and leap: wait for one.
+            return "no sample since clock-control started"
         if not self.filter.ready:
             pending = sum(1 for e in self.filter.pending if e[0] == "s")
             return f"collecting start-up samples ({pending} of {self.filter.startup_samples})"

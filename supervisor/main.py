@@ -159,6 +159,12 @@ class Supervisor:
         source = child.spec.source
         if not isinstance(source, PtpSourceConfig) or child.link is None:
             return
+        # The worker asks because the fd it had failed: drop our copy too. A kept fd
+        # of a removed PHC pins its /dev/ptpN index, so after `rmmod; modprobe` the
+        # new device would appear under another name and never be found again.
+        stale = self.setup.device_fds.pop(child.spec.worker_id, None)
+        if stale is not None:
+            os.close(stale)
         try:
             fd = os.open(source.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
