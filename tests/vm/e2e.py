@@ -80,11 +80,13 @@ def _fault_lines(run: RunData) -> list[str]:
         worst = max(v for v in (f["max_direct_ns"], f["max_extrapolated_ns"], 0) if v is not None)
         parts = [f"max |err| {worst / 1e3:.3f} µs over {f['seconds']:.0f} s", f"steps {f['steps']}"]
         if f["n_extrapolated"]:
-            parts.append(f"{f['n_extrapolated']} s without PHC, error extrapolated in "
-                         f"MONOTONIC_RAW (max {f['max_extrapolated_ns'] / 1e3:.3f} µs)")
+            parts.append(f"{f['n_extrapolated']} s without the PHC: max |err| "
+                         f"{f['max_extrapolated_ns'] / 1e3:.3f} µs against its timeline "
+                         "extrapolated in MONOTONIC_RAW")
         if f["phc_reinit_offset_ns"] is not None:
-            parts.append(f"igb re-initialised its PHC from the guest clock "
-                         f"{f['phc_reinit_offset_ns'] / 1e3:+.3f} µs off the old timeline")
+            parts.append(f"the reloaded igb driver started its PHC "
+                         f"{f['phc_reinit_offset_ns'] / 1e3:+.3f} µs off the old timeline "
+                         "(the reference moved; the error after modprobe is against the new PHC)")
         lines.append(f"  {f['fault']}: " + "; ".join(parts))
         observed = {k: v for k, v in f["observed"].items() if k not in ("timeline", "log")}
         lines.append(f"      observed: {json.dumps(observed)}")

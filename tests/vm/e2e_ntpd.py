@@ -87,10 +87,10 @@ class NtpdRun:
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout_s: float) -> tuple[Any, float]:
         start = _mono()
-        while (elapsed := (_mono() - start) / 1e9) < timeout_s:
+        while _mono() - start < timeout_s * 1e9:
             result = check()
             if result:
-                return result, elapsed
+                return result, (_mono() - start) / 1e9
             time.sleep(0.25)
         raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
 

@@ -9,7 +9,8 @@ CLOCK_REALTIME timerfd armed with TFD_TIMER_CANCEL_ON_SET: the kernel cancels
 it whenever the realtime clock is set (settimeofday, clock_settime,
 ADJ_SETOFFSET), so no step, however small, is missed.
 
-Each record also carries CLOCK_REALTIME − CLOCK_MONOTONIC_RAW. MONOTONIC_RAW
+Each record also carries the kernel's clock state (freq, tick, status: when a
+daemon first acts on the clock) and CLOCK_REALTIME − CLOCK_MONOTONIC_RAW. MONOTONIC_RAW
 is never adjusted and, like the PHC, derives from the host's time base, so
 the PHC timeline fitted as a line in MONOTONIC_RAW lets the error be followed
 while the PHC is gone (`rmmod igb`) and lets the raw-clock NTP server
@@ -35,6 +36,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .guest_tools import KernelClock
 
 __all__ = [
     "Line",
@@ -203,11 +206,13 @@ def spread(values: Iterable[float]) -> dict[str, float]:
 # -- the recorder process ------------------------------------------------------------------
 
 
-def _record_once(reader: PhcReader) -> dict[str, Any]:
+def _record_once(reader: PhcReader, kernel: KernelClock) -> dict[str, Any]:
     rr, raw, rr_window = real_minus_raw()
     reading = reader.read()
+    state = kernel.state()
     rec: dict[str, Any] = {"k": "s", "mono": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
-                           "raw": raw, "rr": rr, "rrw": rr_window, "epoch": reader.epoch}
+                           "raw": raw, "rr": rr, "rrw": rr_window, "epoch": reader.epoch,
+                           "kernel": [state["freq_ppm"], state["tick_us"], state["status"]]}
     if isinstance(reading, str):
         rec["fail"] = reading
     else:
@@ -221,7 +226,7 @@ def record(out: str, device: str, interval_s: float) -> int:
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
-    reader, watch = PhcReader(device), StepWatch()
+    reader, watch, kernel = PhcReader(device), StepWatch(), KernelClock()
     period = round(interval_s * NS)
     next_tick = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     with open(out, "a", buffering=1) as sink:
@@ -238,7 +243,7 @@ def record(out: str, device: str, interval_s: float) -> int:
                     time.CLOCK_MONOTONIC), "approx_ns": rr - last_rr}) + "\n")
                 last_rr = rr
             if time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= next_tick:
-                rec = _record_once(reader)
+                rec = _record_once(reader, kernel)
                 last_rr = rec["rr"]
                 sink.write(json.dumps(rec) + "\n")
                 next_tick += period
