@@ -83,10 +83,11 @@ def _fault_lines(run: RunData) -> list[str]:
             parts.append(f"{f['n_extrapolated']} s without the PHC: max |err| "
                          f"{f['max_extrapolated_ns'] / 1e3:.3f} µs against its timeline "
                          "extrapolated in MONOTONIC_RAW")
-        if f["phc_reinit_offset_ns"] is not None:
-            parts.append(f"the reloaded igb driver started its PHC "
-                         f"{f['phc_reinit_offset_ns'] / 1e3:+.3f} µs off the old timeline "
-                         "(the reference moved; the error after modprobe is against the new PHC)")
+        if f.get("phc_restore"):
+            restore = f["phc_restore"]
+            parts.append(f"the reloaded driver started its PHC "
+                         f"{restore['reinit_offset_ns'] / 1e3:+.3f} µs off the old timeline; "
+                         f"the runner shifted it back (residual {restore['residual_ns']} ns)")
         lines.append(f"  {f['fault']}: " + "; ".join(parts))
         observed = {k: v for k, v in f["observed"].items() if k not in ("timeline", "log")}
         lines.append(f"      observed: {json.dumps(observed)}")

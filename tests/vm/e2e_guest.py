@@ -37,10 +37,10 @@ PHC = "/dev/ptp0"
 class Plan:
     """How long each phase lasts (seconds) and how the clock is detuned."""
 
-    floor_s: float = 20.0
+    floor_s: float = 15.0
     steady_s: float = 180.0  # from the daemon's launch
     window_s: float = 60.0  # the steady-state figures cover the last window_s of steady_s
-    settle_s: float = 20.0  # after each fault
+    settle_s: float = 15.0  # after each fault
     outage_s: float = 30.0  # rmmod igb .. modprobe igb
     detune_offset_s: float = 0.2
     detune_ppm: float = 100.0

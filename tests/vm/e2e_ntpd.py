@@ -18,7 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .guest_tools import CAP_SYS_TIME, CtlCodes, ctl_status, proc_status
+from .guest_tools import (
+    CAP_SYS_TIME,
+    CtlCodes,
+    KernelClock,
+    ctl_status,
+    phc_clock_id,
+    proc_status,
+)
+from .phc_truth import fit_line, read_extended, real_minus_raw
 
 if TYPE_CHECKING:
     from .e2e_guest import Driver
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["NtpdRun", "config_text"]
 
 RUNTIME = "/run/ntpd-py-e2e"
+PHC = "/dev/ptp0"
 PTP_ID = "ptp:/dev/ptp0"
 NTP_ID = "ntp:127.0.0.1:11123"
 
@@ -209,6 +218,8 @@ class NtpdRun:
         subprocess.run(["modprobe", "igb"], check=True, timeout=60)
         name = Path("/sys/class/ptp/ptp0/clock_name")
         clock_name = name.read_text().strip() if name.exists() else "(no ptp0)"
+        record["phc_restore"] = self.restore_phc_timeline(start)
+        record["phc_restored"] = self.d.event("phc-restored", **record["phc_restore"])
 
         def recovered() -> bool:
             note()
@@ -227,6 +238,38 @@ class NtpdRun:
         }
         record["modprobe"] = back
         self.fault_end(record, _mono())
+        final = self.status()
+        record["observed"]["at_end"] = {
+            "ptp": self.source(final, PTP_ID).get("state"),
+            "ntp": self.source(final, NTP_ID).get("state"),
+            "synchronized": ((final or {}).get("clock") or {}).get("system", {}).get(
+                "synchronized"),
+        }
+
+    def restore_phc_timeline(self, removed_at: int) -> dict[str, int]:
+        """Put the reloaded igb PHC back on the timeline it had before `rmmod`.
+
+        The igb driver starts a new PHC from the guest clock (under QEMU some
+        50-200 µs off it), where a ptp_kvm or ENA PHC would come back on the
+        host's timeline. ADJ_SETOFFSET on the PHC (a pure timecounter shift in
+        the driver) by the offset to the old timeline, extrapolated in
+        MONOTONIC_RAW from the minute before, undoes that.
+        """
+        recs = [r for r in self.d.truth_records(removed_at - 60_000_000_000)
+                if "err" in r and r["mono"] < removed_at]
+        line, _ = fit_line([(r["real"] - r["rr"], r["real"] - r["err"]) for r in recs])
+
+        def off_timeline(fd: int) -> int:
+            real, phc, _ = read_extended(fd)
+            return phc - line.at(real - real_minus_raw()[0])
+
+        fd = os.open(PHC, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            before = off_timeline(fd)
+            KernelClock(phc_clock_id(fd)).shift(-before)
+            return {"reinit_offset_ns": before, "residual_ns": off_timeline(fd)}
+        finally:
+            os.close(fd)
 
     def kill_clock_control(self) -> None:
         old = self.pids()["clock-control"]

@@ -119,19 +119,18 @@ def fault_figures(run: RunData) -> list[dict[str, Any]]:
             figures.append({"fault": fault["fault"], "complete": False})
             continue
         inside = [r for r in run.samples if start <= r["mono"] <= end]
-        direct = [abs(r["err"]) for r in inside if "err" in r]
+        # a reloaded PHC is only a reference again once the runner put it back on its timeline
+        restored = fault.get("phc_restored", start)
+        epoch0 = inside[0]["epoch"] if inside else None
+        direct = [abs(r["err"]) for r in inside
+                  if "err" in r and (r["epoch"] == epoch0 or r["mono"] > restored)]
         line = _raw_line(run, start)
         extrapolated = []
-        jump = None
         if line is not None:
-            epoch0 = next((r["epoch"] for r in inside), None)
             for r in inside:
                 if "err" not in r:
                     raw = r["raw"]
                     extrapolated.append((r["mono"], raw + r["rr"] - line.at(raw)))
-                elif jump is None and r["epoch"] != epoch0:
-                    raw = r["real"] - r["rr"]
-                    jump = (r["real"] - r["err"]) - line.at(raw)
         steps = [s for s in run.steps if start <= s["mono"] <= end]
         figures.append({
             "fault": fault["fault"],
@@ -141,7 +140,7 @@ def fault_figures(run: RunData) -> list[dict[str, Any]]:
             "max_extrapolated_ns": max(abs(e) for _, e in extrapolated) if extrapolated else None,
             "n_extrapolated": len(extrapolated),
             "extrapolated": extrapolated,
-            "phc_reinit_offset_ns": jump,
+            "phc_restore": fault.get("phc_restore"),
             "steps": len(steps),
             "observed": fault.get("observed", {}),
         })

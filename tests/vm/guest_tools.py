@@ -22,6 +22,7 @@ __all__ = [
     "KernelClock",
     "ProcStatus",
     "ctl_status",
+    "phc_clock_id",
     "proc_status",
 ]
 
@@ -53,14 +54,23 @@ class _Timex(ctypes.Structure):
     ]
 
 
-class KernelClock:
-    """The guest's CLOCK_REALTIME as the kernel keeps it (only ever used inside the guest)."""
+def phc_clock_id(fd: int) -> int:
+    """The dynamic POSIX clock id of an open PHC (FD_TO_CLOCKID)."""
+    return ctypes.c_int32(((~fd) << 3) | 3).value
 
-    def __init__(self) -> None:
+
+class KernelClock:
+    """A guest clock as the kernel keeps it: CLOCK_REALTIME, or a PHC by its clock id.
+
+    Only ever used inside the QEMU guest, whose clocks are its own.
+    """
+
+    def __init__(self, clock_id: int = 0) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._clock_id = clock_id
 
     def _adj(self, tx: _Timex) -> _Timex:
-        if self._libc.clock_adjtime(0, ctypes.byref(tx)) < 0:
+        if self._libc.clock_adjtime(self._clock_id, ctypes.byref(tx)) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"clock_adjtime: {os.strerror(err)}")
         return tx
@@ -71,11 +81,15 @@ class KernelClock:
                 "unsync": bool(tx.status & STA_UNSYNC),
                 "total_ppm": tx.freq / 65536.0 + (tx.tick - NOMINAL_TICK_US) * 100.0}
 
-    def detune(self, offset_ns: int, ppm: float, via: str) -> dict[str, Any]:
-        """Step by `offset_ns` and make the clock run `ppm` fast (via `tick` or `freq`)."""
+    def shift(self, offset_ns: int) -> None:
+        """Step the clock by `offset_ns` (ADJ_SETOFFSET: exact, whenever it lands)."""
         step = _Timex(modes=ADJ_SETOFFSET | ADJ_NANO)
         step.time.tv_sec, step.time.tv_usec = divmod(offset_ns, 1_000_000_000)
         self._adj(step)
+
+    def detune(self, offset_ns: int, ppm: float, via: str) -> dict[str, Any]:
+        """Step by `offset_ns` and make the clock run `ppm` fast (via `tick` or `freq`)."""
+        self.shift(offset_ns)
         if via == "tick":
             ticks = round(ppm / 100.0)
             if ticks * 100.0 != ppm:
