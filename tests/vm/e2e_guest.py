@@ -37,7 +37,7 @@ PHC = "/dev/ptp0"
 class Plan:
     """How long each phase lasts (seconds) and how the clock is detuned."""
 
-    floor_s: float = 15.0
+    floor_s: float = 30.0
     steady_s: float = 180.0  # from the daemon's launch
     window_s: float = 60.0  # the steady-state figures cover the last window_s of steady_s
     settle_s: float = 15.0  # after each fault

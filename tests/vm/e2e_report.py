@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .phc_truth import fit_line
+from .phc_truth import fit_line, spread
 
 __all__ = ["RunData", "fault_figures", "load", "plot", "steady_figures", "table"]
 
@@ -78,9 +78,12 @@ def steady_figures(run: RunData) -> dict[str, Any]:
              if "err" in r and launch <= r["mono"] <= end]
     window = [e for t, e in trace if t >= plan["steady_s"] - plan["window_s"]]
     steps = [s for s in run.steps if launch <= s["mono"] <= end]
-    before = [r["kernel"] for r in run.samples if r["mono"] < launch and "kernel" in r]
+    # the kernel clock state the runner left (after its detune): a daemon's first change of
+    # it is its first action on the clock
+    left = (run.summary.get("detune") or {}).get("after") or {}
+    baseline = [left.get("freq_ppm"), left.get("tick_us"), left.get("status")]
     first_action = next(((r["mono"] - launch) / NS for r in run.samples if r["mono"] >= launch
-                         and before and r.get("kernel") != before[-1]), None)
+                         and r.get("kernel") not in (None, baseline)), None)
     after_action = ([(t - first_action, e) for t, e in trace if t > first_action]
                     if first_action is not None else [])
     first_step = (steps[0]["mono"] - launch) / NS if steps else None
@@ -96,6 +99,7 @@ def steady_figures(run: RunData) -> dict[str, Any]:
         "rms_ns": math.sqrt(sum(e * e for e in window) / len(window)) if window else None,
         "max_ns": max(abs(e) for e in window) if window else None,
         "mean_ns": sum(window) / len(window) if window else None,
+        "sd_ns": spread(window)["sd_ns"] if len(window) > 1 else None,
         "n_window": len(window),
         "steps": [{"after_s": round((s["mono"] - launch) / NS, 1),
                    "approx_s": s["approx_ns"] / NS} for s in steps],
@@ -212,6 +216,8 @@ def table(ours: RunData, chrony: RunData | None, command: str) -> str:
         ("max |error|", _fmt_ns(a.get("max_ns")), _fmt_ns(b.get("max_ns")),
          _ratio(a.get("max_ns"), b.get("max_ns"))),
         ("mean error", _fmt_ns(a.get("mean_ns")), _fmt_ns(b.get("mean_ns")), ""),
+        ("sd of error", _fmt_ns(a.get("sd_ns")), _fmt_ns(b.get("sd_ns")),
+         _ratio(a.get("sd_ns"), b.get("sd_ns"))),
         ("steps", str(len(a.get("steps", []))), str(len(b.get("steps", []))) if b else "—", ""),
     ]
     lines.append(f"{'':24}{'ntpd-py':>12}{'chrony':>12}{'ratio':>8}")
