@@ -258,8 +258,11 @@ def plot(ours: RunData, chrony: RunData | None, path: Path) -> None:
     top.grid(True, which="both", alpha=0.3)
     launch = ours.summary.get("launch_mono", 0)
     steady_end = ours.event_mono("steady-end")
-    pts = [((r["mono"] - launch) / NS, r["err"] / 1e3) for r in ours.samples
-           if "err" in r and steady_end and r["mono"] >= steady_end - 30 * NS]
+    pts = []
+    for r in ours.samples:
+        if steady_end and r["mono"] >= steady_end - 30 * NS:
+            # no line across the time without the PHC
+            pts.append(((r["mono"] - launch) / NS, r["err"] / 1e3 if "err" in r else math.nan))
     bottom.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, lw=0.8, color="tab:blue",
                 label="against the PHC")
     gone = [((m - launch) / NS, e / 1e3) for f in ours.figures.get("faults", [])
