@@ -47,7 +47,7 @@ def _ctl_codes() -> str:
 
 
 def _guest_seconds(plan: Plan, daemon: str) -> float:
-    total = plan.floor_s + plan.steady_s + 30
+    total = plan.floor_s + plan.steady_s + 60
     if daemon == "ntpd-py":
         total += 4 * plan.settle_s + plan.outage_s + 75 + 30
     return total

@@ -38,8 +38,11 @@ class Plan:
     """How long each phase lasts (seconds) and how the clock is detuned."""
 
     floor_s: float = 30.0
-    steady_s: float = 180.0  # from the daemon's launch
-    window_s: float = 60.0  # the steady-state figures cover the last window_s of steady_s
+    steady_s: float = 180.0  # from the daemon's launch (longer if it synchronizes late, below)
+    window_s: float = 60.0  # the steady-state figures cover the last window_s of it
+    # a daemon that took long to synchronize (a slow machine) still gets this much
+    # time between its synchronization and the steady-state window
+    settle_before_window_s: float = 10.0
     settle_s: float = 15.0  # after each fault
     outage_s: float = 30.0  # rmmod igb .. modprobe igb
     detune_offset_s: float = 0.2

@@ -130,8 +130,10 @@ class NtpdRun:
         self.d.summary["launch_mono"] = launch
         ntpd = str(Path(sys.executable).parent / "ntpd-py")
         self.d.spawn("ntpd-py", [ntpd, "run", "-c", str(self.conf)])
-        self.watch_start(launch)
-        self.d.sleep_until(launch + round(self.d.plan.steady_s * 1e9))
+        synced = self.watch_start(launch)
+        plan = self.d.plan
+        self.d.sleep_until(max(launch + round(plan.steady_s * 1e9),
+                               synced + round((plan.settle_before_window_s + plan.window_s) * 1e9)))
         self.d.event("steady-end")
         self.d.summary["status_steady_end"] = self.status()
         self.d.summary["privileges"] = self.privileges()
@@ -146,7 +148,7 @@ class NtpdRun:
         left = [p for p in self.d.summary["daemon_pids_end"].values() if Path(f"/proc/{p}").exists()]
         self.d.summary["left_after_stop"] = left
 
-    def watch_start(self, launch: int) -> None:
+    def watch_start(self, launch: int) -> int:
         """Note when ntpd-py answers, and when it calls itself synchronized."""
         _, answered = self.wait_for("the control socket", self.status, 120)
         self.d.event("answering", after_s=round(answered, 1))
@@ -155,9 +157,11 @@ class NtpdRun:
             status = self.status() or {}
             return bool(((status.get("clock") or {}).get("system") or {}).get("synchronized"))
 
-        self.wait_for("synchronized", synced, max(30.0, self.d.plan.steady_s - 10))
-        self.d.summary["synchronized_after_s"] = (_mono() - launch) / 1e9
-        self.d.event("synchronized", after_launch_s=round((_mono() - launch) / 1e9, 1))
+        self.wait_for("synchronized", synced, max(120.0, self.d.plan.steady_s))
+        now = _mono()
+        self.d.summary["synchronized_after_s"] = (now - launch) / 1e9
+        self.d.event("synchronized", after_launch_s=round((now - launch) / 1e9, 1))
+        return now
 
     def privileges(self) -> dict[str, Any]:
         status = self.status() or {}

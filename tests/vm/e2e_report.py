@@ -76,7 +76,7 @@ def steady_figures(run: RunData) -> dict[str, Any]:
     plan = run.summary["plan"]
     trace = [((r["mono"] - launch) / NS, r["err"]) for r in run.samples
              if "err" in r and launch <= r["mono"] <= end]
-    window = [e for t, e in trace if t >= plan["steady_s"] - plan["window_s"]]
+    window = [e for t, e in trace if t >= (end - launch) / NS - plan["window_s"]]
     steps = [s for s in run.steps if launch <= s["mono"] <= end]
     # the kernel clock state the runner left (after its detune): a daemon's first change of
     # it is its first action on the clock
@@ -193,7 +193,9 @@ def table(ours: RunData, chrony: RunData | None, command: str) -> str:
     for run in (ours, chrony):
         if run is not None and run.summary.get("plan"):
             p = run.summary["plan"]
-            lines.append(f"{run.daemon}: {p['steady_s']:.0f} s from launch, steady state = "
+            end = run.event_mono("steady-end")
+            length = (end - run.summary["launch_mono"]) / NS if end else p["steady_s"]
+            lines.append(f"{run.daemon}: {length:.0f} s from launch, steady state = "
                          f"the last {p['window_s']:.0f} s of it")
     for run, fig in ((ours, a), (chrony, b)):
         if run is not None and fig.get("floor"):
