@@ -68,7 +68,8 @@ class SourceState:
         if self.blocked:
             return self.blocked
         if self.last is None:
-            # A filter restored from saved state: usable again once the source speaks.
+            # A filter restored by a restarted clock-control has no sample yet to
+            # say the source's stratum, root delay and leap: wait for one.
             return "no sample since clock-control started"
         if not self.filter.ready:
             pending = sum(1 for e in self.filter.pending if e[0] == "s")

@@ -49,11 +49,11 @@ class Endpoints:
 
     @property
     def bus(self) -> str:
-        return os.path.join(self.runtime_dir, "bus")
+        return os.path.join(self.runtime_dir, "bus.sock")
 
     @property
     def state(self) -> str:
-        return os.path.join(self.runtime_dir, "state")
+        return os.path.join(self.runtime_dir, "state.sock")
 
     def problems(self) -> list[str]:
         return [

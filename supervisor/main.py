@@ -98,10 +98,24 @@ class Supervisor:
         child.spec = spec
         keep = self.setup.fds_for(spec)
         child.spawn(now, lambda link_fd: self.setup.run_child(spec, link_fd, keep), keep)
+        self._close_device_fds([spec.worker_id])
         child.state = "running"
         self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
         if spec.role == "clock-control":
             self._send_source_set()
+
+    def _close_device_fds(self, worker_ids: list[str]) -> None:
+        """Drop our copy of PHC fds once a child has its own (or will never get it).
+
+        A kept fd of a PHC whose driver is unloaded pins its /dev/ptpN index, so
+        after `rmmod; modprobe` the device would come back under another name
+        and its worker would wait forever. A restarted worker asks for a fresh
+        fd over its link instead (DeviceRequest).
+        """
+        for worker_id in worker_ids:
+            fd = self.setup.device_fds.pop(worker_id, None)
+            if fd is not None:
+                os.close(fd)
 
     def _send_source_set(self) -> None:
         cc = self.children.get("clock-control")
@@ -262,6 +276,7 @@ class Supervisor:
                 del self.children[worker_id]
         for spec in plan.start:
             self._start(spec, now)
+        self._close_device_fds(list(self.setup.device_fds))  # opened for kept workers
         self._send_source_set()
         self.log.info("%s: %d stopped, %d started, %d unchanged", why, len(plan.stop),
                       len(plan.start), len(plan.keep))

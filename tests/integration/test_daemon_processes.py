@@ -239,7 +239,7 @@ def test_rogue_frames_on_the_bus_are_dropped_and_counted(ntp_server: int) -> Non
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, b"rogue")
         sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.connect(f"ipc://{daemon.runtime}/bus")
+        sock.connect(f"ipc://{daemon.runtime}/bus.sock")
         try:
             frames = [b"garbage", b"\x93\x63\x01\x80", b"x" * 200_000, encode(
                 Heartbeat(worker_id="x", mono_ns=1))]

@@ -1,5 +1,8 @@
 """`python -m tests.vm run [options] -- CMD ...`: run CMD as root in a fresh QEMU guest.
 
+`python -m tests.vm e2e [--quick]`: the end-to-end scenario, ntpd-py against
+chrony on the guest's own clock, with faults (see tests/vm/e2e.py).
+
 The guest boots the host's Debian kernel with TCG, sees the host's files
 read-only (so this repository's .venv works unchanged), has /dev/ptp0 (igb,
 a real ticking PHC) and /dev/ptp1 (e1000e), and powers off when CMD ends.
@@ -17,6 +20,11 @@ from .harness import HarnessUnavailable, build_initramfs, ensure_host_ready, run
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["e2e"]:
+        from .e2e import main as e2e_main
+
+        return e2e_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tests.vm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -27,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--console", action="store_true", help="print the whole serial console")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG ...]")
     sub.add_parser("build", help="install missing packages and build the initramfs")
+    sub.add_parser("e2e", help="ntpd-py vs chrony on the guest clock, with faults (--help)")
     args = parser.parse_args(argv)
     try:
         if args.verb == "build":
