@@ -25,6 +25,7 @@ from typing import Any
 
 from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.framing import MalformedMessage, decode
 from ntpd_py.ipc.messages import ClockStateMsg, CtlReply, MsgType, SourceView, SystemView
 
@@ -43,15 +44,14 @@ STATE_COLOURS = {"*": "bold green", "+": "green", "-": "yellow", "x": "bold red"
 def _paths(config_path: str | None) -> tuple[str, str]:
     """(control socket, state feed) of the daemon the configuration describes."""
     if config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH):
-        return os.path.join(DEFAULT_RUNTIME_DIR, "observe"), os.path.join(
-            DEFAULT_RUNTIME_DIR, "state"
-        )
+        return (os.path.join(DEFAULT_RUNTIME_DIR, "observe"),
+                Endpoints(DEFAULT_RUNTIME_DIR, "").state)
     try:
         config: Config = load_config_file(config_path)
     except ConfigError as exc:
         first = exc.issues[0].render() if exc.issues else "invalid configuration"
         raise CtlError(f"cannot read the configuration: {first}", EX_CONFIG) from None
-    return config.control_socket_path(), os.path.join(config.daemon.runtime_dir, "state")
+    return config.control_socket_path(), Endpoints(config.daemon.runtime_dir, "").state
 
 
 def watch_document(state: ClockStateMsg) -> dict[str, Any]:

@@ -262,7 +262,7 @@ class Supervisor:
                 else:
                     self.pools.start_one(index, now)
         self.config = new_setup.config
-        self._converge(now, "reload")
+        self._converge(now, "reload done")
 
     def _converge(self, now: int, why: str) -> None:
         """Start and stop children until they match the configuration and pool members."""
