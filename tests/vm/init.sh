@@ -43,9 +43,23 @@ mount -t devtmpfs dev /mnt/dev
 mkdir -p /mnt/dev/pts /mnt/dev/shm
 mount -t devpts devpts /mnt/dev/pts
 mount -t tmpfs shm /mnt/dev/shm
+# A checkout under /tmp, /run or /var/tmp (a CI clone, say) would vanish under the
+# guest's tmpfs there: keep the host's view of it (and the run directory in it).
+repo="${run%%/tests/vm/.cache*}"
+held=""
+case "$repo" in
+    /tmp/*|/run/*|/var/tmp/*)
+        mkdir -p /hold
+        mount -o rbind "/mnt$repo" /hold || fail "cannot hold $repo"
+        held=1 ;;
+esac
 mount -t tmpfs tmp /mnt/tmp
 mount -t tmpfs run /mnt/run
 [ -d /mnt/var/tmp ] && mount -t tmpfs vartmp /mnt/var/tmp
+if [ -n "$held" ]; then
+    mkdir -p "/mnt$repo"
+    mount -o rbind /hold "/mnt$repo" || fail "cannot put $repo back"
+fi
 
 if [ -n "$stage" ]; then
     echo "ntpd-py-vm: systemd mode, stage $stage" > /dev/console
