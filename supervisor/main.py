@@ -34,6 +34,7 @@ from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
+from .preload import preload_for_roles
 from .reload import plan_reload
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
@@ -42,7 +43,10 @@ from .spec import WorkerSpec, build_specs
 __all__ = ["Supervisor"]
 
 EX_SOFTWARE = 70
-PROCESS_TABLE_INTERVAL_NS = 2_000_000_000
+# The table (pid, user, RSS, CPU) goes to clock-control when a child starts or
+# exits and otherwise every 10 s: polling /proc for every child more often than
+# that was a visible part of the daemon's idle CPU (benchmarks/memory.py).
+PROCESS_TABLE_INTERVAL_NS = 10_000_000_000
 
 
 def _mono() -> int:
@@ -96,11 +100,14 @@ class Supervisor:
             child = Child(spec, self.setup.user_name)
             self.children[spec.worker_id] = child
         child.spec = spec
+        # A reload may add a role (a metrics listener) whose modules are not loaded yet.
+        preload_for_roles([spec.role], self.config.daemon.clock == "simulated")
         keep = self.setup.fds_for(spec)
         child.spawn(now, lambda link_fd: self.setup.run_child(spec, link_fd, keep), keep)
         self._close_device_fds([spec.worker_id])
         child.state = "running"
         self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
+        self._next_table = min(self._next_table, now)
         if spec.role == "clock-control":
             self._send_source_set()
 
@@ -135,6 +142,7 @@ class Supervisor:
             if child is None:
                 continue
             how = child.exited(status)
+            self._next_table = min(self._next_table, now)
             if child.state == "stopping" or self.flags.stop:
                 child.state = "stopped"
                 self.log.info("%s stopped (%s)", child.spec.worker_id, how)

@@ -4,14 +4,18 @@ Two reasons. After dropping privileges a child may not be able to read the
 Python installation at all (an interpreter under /root, a 0700 virtualenv),
 so a lazy import in a worker would fail at run time. And modules imported
 before fork are shared copy-on-write by every child, which keeps the whole
-process tree small (see benchmarks/memory.py).
+process tree small (see benchmarks/memory.py). Only what the configured roles
+need, though: the metrics exporter's HTTP stack (which drags in ssl and
+libcrypto) costs about 3 MB and is loaded only when a metrics worker will run;
+a reload that adds one loads it then, before that fork.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
-__all__ = ["preload_worker_modules"]
+__all__ = ["preload_for_roles", "preload_worker_modules"]
 
 MODULES = (
     "encodings.idna",  # getaddrinfo of a non-ASCII name, in the NTP worker
@@ -36,22 +40,37 @@ MODULES = (
     "ntpd_py.workers.ntp",
     "ntpd_py.workers.server",
     "ntpd_py.workers.ptp",
-    "ntpd_py.workers.sim_phc",
-    "ntpd_py.workers.sim_world",
-    "ntpd_py.core.sim.rng",
-    "http.server",  # the metrics worker's HTTP server and its exporter library
-    "prometheus_client",
-    "prometheus_client.exposition",
-    "prometheus_client.openmetrics.exposition",
-    "ntpd_py.workers.metrics",
-    "ntpd_py.workers.metrics_http",
-    "ntpd_py.workers.metrics_render",
     "ntpd_py.core.controller",
     "ntpd_py.core.drift",
     "ntpd_py.supervisor.privileges",
 )
+SIMULATED_MODULES = (
+    "ntpd_py.workers.sim_phc",
+    "ntpd_py.workers.sim_world",
+    "ntpd_py.core.sim.rng",
+)
+ROLE_MODULES = {
+    "metrics": (
+        "http.server",  # the metrics worker's HTTP server and its exporter library
+        "prometheus_client",
+        "prometheus_client.exposition",
+        "prometheus_client.openmetrics.exposition",
+        "ntpd_py.workers.metrics",
+        "ntpd_py.workers.metrics_http",
+        "ntpd_py.workers.metrics_render",
+    ),
+}
+
+
+def preload_for_roles(roles: Iterable[str], simulated: bool) -> None:
+    """Import what children of these roles need (cheap when already imported)."""
+    names = [*MODULES, *(SIMULATED_MODULES if simulated else ())]
+    for role in sorted(set(roles)):
+        names += ROLE_MODULES.get(role, ())
+    for name in names:
+        importlib.import_module(name)
 
 
 def preload_worker_modules() -> None:
-    for name in MODULES:
-        importlib.import_module(name)
+    """Everything any child of any role could need."""
+    preload_for_roles(ROLE_MODULES, simulated=True)

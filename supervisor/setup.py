@@ -251,10 +251,6 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
             single_process: bool = False) -> DaemonSetup:
     """Load and check everything; raise ConfigError or StartupError."""
     config = load_config_file(config_path)
-    if not single_process:
-        from .preload import preload_worker_modules
-
-        preload_worker_modules()
     if clock is not None:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"clock": clock})}
@@ -288,6 +284,10 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     if control_dir != config.daemon.runtime_dir:
         _make_dir(control_dir, identity, 0o750)
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
+    if not single_process:
+        from .preload import preload_for_roles
+
+        preload_for_roles((s.role for s in setup.specs), config.daemon.clock == "simulated")
     if config.daemon.clock == "simulated":
         from ntpd_py.workers.simclock import SimClock
 

@@ -88,6 +88,7 @@ class ClockControlTask:
         self.statuses: dict[str, SourceStatus] = {}
         self.servers: dict[str, ServerStats] = {}
         self.processes: list[ProcessInfo] = []
+        self._processes_mono_ns = 0
         self.last_state: ClockStateMsg | None = None
         self._drift_text = drift_text
         self._next_publish = 0
@@ -166,6 +167,7 @@ class ClockControlTask:
                 self.set_sources(list(message.sources), now)
             elif isinstance(message, ProcessTable):
                 self.processes = list(message.processes)
+                self._processes_mono_ns = now.mono_ns
 
     def _drain_bus(self, now: Now) -> None:
         for _ in range(MAX_FRAMES_PER_STEP):
@@ -219,6 +221,12 @@ class ClockControlTask:
             )
         self.guard.accept(sender)
 
+    def _processes_now(self, now: Now) -> list[ProcessInfo]:
+        """The supervisor's table (pushed every few seconds), uptimes brought up to now."""
+        age = max(0.0, (now.mono_ns - self._processes_mono_ns) / 1e9)
+        return [p if p.uptime_s is None else p.model_copy(update={"uptime_s": p.uptime_s + age})
+                for p in self.processes]
+
     def _drain_control(self, now: Now) -> None:
         while (item := self.control.recv()) is not None:
             peer, frame = item
@@ -231,7 +239,7 @@ class ClockControlTask:
                 reply = CtlReply(
                     ok=True,
                     clock=self._state(now),
-                    processes=self.processes,
+                    processes=self._processes_now(now),
                     ipc=self.guard.totals(),
                     servers={k: dict(v.counters) for k, v in self.servers.items()},
                 )
@@ -304,12 +312,13 @@ class ClockControlTask:
     def save(self, now: Now, force: bool = False) -> None:
         if self.store is None:
             return
-        state = dict(self.controller.export_state())
-        export = getattr(self.backend, "export_state", None)
-        if export is not None:
-            state["_backend"] = export()
-        self.store.save_quick(state, now.mono_ns, force)
-        if self._drift_text is not None:
+        if force or self.store.quick_due(now.mono_ns):
+            state = dict(self.controller.export_state())
+            export = getattr(self.backend, "export_state", None)
+            if export is not None:
+                state["_backend"] = export()
+            self.store.save_quick(state, now.mono_ns, force)
+        if self._drift_text is not None and (force or self.store.drift_due(now.mono_ns)):
             self.store.save_drift_text(
                 self._drift_text(*self.controller.drift()), now.mono_ns, force
             )

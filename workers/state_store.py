@@ -6,7 +6,11 @@
 - ``<state-dir>/drift``: frequency and its uncertainty, written at most once
   an hour and at stop, read at start so a reboot converges at once.
 
-Every write is atomic: temporary file, fsync, rename, fsync of the directory.
+Every write is atomic: temporary file, then rename. The drift file must also
+survive a power cut, so it is fsynced (file and directory); the quick snapshot
+only has to survive the death of the process (the page cache keeps it), lives
+in the runtime directory (tmpfs on a normal system) and is written every
+second, so it is not.
 """
 
 from __future__ import annotations
@@ -24,16 +28,19 @@ QUICK_STATE_INTERVAL_NS = 1_000_000_000
 DRIFT_INTERVAL_NS = 3600 * 1_000_000_000
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o640) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
     directory = os.path.dirname(path) or "."
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -71,17 +78,21 @@ class StateStore:
         state: dict[str, Any] = data["state"]
         return state
 
+    def quick_due(self, now_mono_ns: int) -> bool:
+        return (self._last_quick_ns is None
+                or now_mono_ns - self._last_quick_ns >= QUICK_STATE_INTERVAL_NS)
+
+    def drift_due(self, now_mono_ns: int) -> bool:
+        return (self._last_drift_ns is None
+                or now_mono_ns - self._last_drift_ns >= DRIFT_INTERVAL_NS)
+
     def save_quick(self, state: dict[str, Any], now_mono_ns: int, force: bool = False) -> None:
-        if (
-            not force
-            and self._last_quick_ns is not None
-            and now_mono_ns - self._last_quick_ns < QUICK_STATE_INTERVAL_NS
-        ):
+        if not force and not self.quick_due(now_mono_ns):
             return
         self._last_quick_ns = now_mono_ns
         payload = msgpack.packb({"mono_ns": now_mono_ns, "state": state}, use_bin_type=True)
         try:
-            atomic_write(self.quick_path, payload)
+            atomic_write(self.quick_path, payload, durable=False)
         except OSError as exc:
             self._log.warning("cannot save %s: %s", self.quick_path, exc)
 

@@ -109,9 +109,13 @@ def test_metrics_scraped_over_loopback_in_both_formats() -> None:
             got = _samples(text, openmetrics=False)
             synced = got.get("ntpd_py_system_synchronized", [({}, 0)])[0][1] == 1
             served = got.get("ntp_server_received_packets_total")
-            return got if synced and served and served[0][1] >= 1 else None
+            # Process figures come with the supervisor's table: at start, then every 10 s.
+            cpu = {labels["worker_id"]: v
+                   for labels, v in got.get("ntpd_py_process_cpu_seconds_total", [])}
+            fresh = cpu.get("clock-control", 0.0) > 0
+            return got if synced and fresh and served and served[0][1] >= 1 else None
 
-        got = wait_for(scraped, 30, "a synchronized scrape that counted the NTP request")
+        got = wait_for(scraped, 40, "a synchronized scrape that counted the NTP request")
         labels = {"name": "/dev/ptp0", "address": "/dev/ptp0", "id": "ptp:/dev/ptp0"}
         assert (labels, 1.0) in got["ntp_source_poll_interval_seconds"]
         [(src, offset)] = got["ntp_source_offset_seconds"]
