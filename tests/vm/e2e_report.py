@@ -77,6 +77,8 @@ def steady_figures(run: RunData) -> dict[str, Any]:
     trace = [((r["mono"] - launch) / NS, r["err"]) for r in run.samples
              if "err" in r and launch <= r["mono"] <= end]
     window = [e for t, e in trace if t >= (end - launch) / NS - plan["window_s"]]
+    retried = sum(1 for r in run.samples if r.get("retries") and launch <= r["mono"] <= end
+                  and (r["mono"] - launch) / NS >= (end - launch) / NS - plan["window_s"])
     steps = [s for s in run.steps if launch <= s["mono"] <= end]
     # the kernel clock state the runner left (after its detune): a daemon's first change of
     # it is its first action on the clock
@@ -101,6 +103,7 @@ def steady_figures(run: RunData) -> dict[str, Any]:
         "mean_ns": sum(window) / len(window) if window else None,
         "sd_ns": spread(window)["sd_ns"] if len(window) > 1 else None,
         "n_window": len(window),
+        "retried_in_window": retried,
         "steps": [{"after_s": round((s["mono"] - launch) / NS, 1),
                    "approx_s": s["approx_ns"] / NS} for s in steps],
         "floor": run.summary.get("floor", {}),
@@ -221,6 +224,8 @@ def table(ours: RunData, chrony: RunData | None, command: str) -> str:
         ("sd of error", _fmt_ns(a.get("sd_ns")), _fmt_ns(b.get("sd_ns")),
          _ratio(a.get("sd_ns"), b.get("sd_ns"))),
         ("steps", str(len(a.get("steps", []))), str(len(b.get("steps", []))) if b else "—", ""),
+        ("readings retried (window)", str(a.get("retried_in_window", "—")),
+         str(b.get("retried_in_window", "—")) if b else "—", ""),
     ]
     lines.append(f"{'':24}{'ntpd-py':>12}{'chrony':>12}{'ratio':>8}")
     lines += [f"{name:24}{x:>12}{y:>12}{r:>8}" for name, x, y, r in rows]
