@@ -43,9 +43,30 @@ def tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def measure(pid: int, window: float) -> tuple[list[tuple[str, int, int, int, float]], float]:
+def switches(pid: int) -> int:
+    """Context switches of all the process's threads: about one per wake-up of an idle daemon."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as handle:
+                for line in handle:
+                    if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                        total += int(line.split()[-1])
+        except OSError:
+            pass
+    return total
+
+
+Row = tuple[str, int, int, int, float, float]
+
+
+def measure(pid: int, window: float) -> tuple[list[Row], float]:
     procs = tree(pid)
-    before = {p.pid: sum(p.cpu_times()[:2]) for p in procs}
+    before = {p.pid: (sum(p.cpu_times()[:2]), switches(p.pid)) for p in procs}
     start = time.monotonic()
     time.sleep(window)
     elapsed = time.monotonic() - start
@@ -53,10 +74,12 @@ def measure(pid: int, window: float) -> tuple[list[tuple[str, int, int, int, flo
     rows = []
     for proc in procs:
         try:
-            used = sum(proc.cpu_times()[:2]) - before.get(proc.pid, 0.0)
+            cpu0, sw0 = before.get(proc.pid, (0.0, 0))
+            used = sum(proc.cpu_times()[:2]) - cpu0
+            woke = (switches(proc.pid) - sw0) / elapsed
             cpu += used
             info = proc.memory_full_info()
-            rows.append((proc.name(), proc.pid, info.pss, info.uss, 100.0 * used / elapsed))
+            rows.append((proc.name(), proc.pid, info.pss, info.uss, 100.0 * used / elapsed, woke))
         except psutil.NoSuchProcess:
             pass
     return rows, 100.0 * cpu / elapsed
@@ -97,13 +120,15 @@ def chrony_config(workdir: Path, ports: list[int], listen: int) -> Path:
     return path
 
 
-def report(title: str, rows: list[tuple[str, int, int, int, float]], cpu: float) -> int:
+def report(title: str, rows: list[Row], cpu: float) -> int:
     total = sum(r[2] for r in rows)
     print(f"\n{title}")
-    print(f"  {'process':<18} {'pid':>7} {'PSS MB':>8} {'USS MB':>8} {'CPU %':>7}")
-    for name, pid, pss, uss, used in rows:
-        print(f"  {name:<18} {pid:>7} {pss / MB:8.1f} {uss / MB:8.1f} {used:7.2f}")
-    print(f"  {'total':<18} {'':>7} {total / MB:8.1f}     CPU {cpu:.2f} % of one core")
+    print(f"  {'process':<18} {'pid':>7} {'PSS MB':>8} {'USS MB':>8} {'CPU %':>7}"
+          f" {'wakeups/s':>10}")
+    for name, pid, pss, uss, used, woke in rows:
+        print(f"  {name:<18} {pid:>7} {pss / MB:8.1f} {uss / MB:8.1f} {used:7.2f} {woke:10.1f}")
+    print(f"  {'total':<18} {'':>7} {total / MB:8.1f}     CPU {cpu:.2f} % of one core, "
+          f"{sum(r[5] for r in rows):.1f} wakeups/s (context switches, all threads)")
     return total
 
 
