@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-__all__ = ["preload_for_roles", "preload_worker_modules"]
+__all__ = ["preload_for_roles"]
 
 MODULES = (
     "encodings.idna",  # getaddrinfo of a non-ASCII name, in the NTP worker
@@ -69,8 +69,3 @@ def preload_for_roles(roles: Iterable[str], simulated: bool) -> None:
         names += ROLE_MODULES.get(role, ())
     for name in names:
         importlib.import_module(name)
-
-
-def preload_worker_modules() -> None:
-    """Everything any child of any role could need."""
-    preload_for_roles(ROLE_MODULES, simulated=True)
