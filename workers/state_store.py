@@ -110,11 +110,7 @@ class StateStore:
         if self._last_drift_ns is None and not force:
             self._last_drift_ns = now_mono_ns  # the first write comes an hour after start
             return
-        if (
-            not force
-            and self._last_drift_ns is not None
-            and now_mono_ns - self._last_drift_ns < DRIFT_INTERVAL_NS
-        ):
+        if not force and not self.drift_due(now_mono_ns):
             return
         self._last_drift_ns = now_mono_ns
         try:

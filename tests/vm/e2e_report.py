@@ -76,9 +76,9 @@ def steady_figures(run: RunData) -> dict[str, Any]:
     plan = run.summary["plan"]
     trace = [((r["mono"] - launch) / NS, r["err"]) for r in run.samples
              if "err" in r and launch <= r["mono"] <= end]
-    window = [e for t, e in trace if t >= (end - launch) / NS - plan["window_s"]]
-    retried = sum(1 for r in run.samples if r.get("retries") and launch <= r["mono"] <= end
-                  and (r["mono"] - launch) / NS >= (end - launch) / NS - plan["window_s"])
+    window_from = end - round(plan["window_s"] * NS)
+    window = [e for t, e in trace if t >= (window_from - launch) / NS]
+    retried = sum(1 for r in run.samples if r.get("retries") and window_from <= r["mono"] <= end)
     steps = [s for s in run.steps if launch <= s["mono"] <= end]
     # the kernel clock state the runner left (after its detune): a daemon's first change of
     # it is its first action on the clock
