@@ -159,7 +159,8 @@ def _deadline(actions: list[object]) -> int | None:
 
 @needs_chronyd
 def test_chronyd_rate_limiting_is_survived(tmp_path: Path) -> None:
-    # chrony 4.3 drops (most) rate-limited requests instead of kissing.
+    # chrony 4.3 drops rate-limited requests instead of kissing: at 16 requests/s against
+    # "interval 0 burst 1 leak 2" it answered 16-24 of 47 in 15 runs (about 40 %).
     cmd, port = chronyd_server(tmp_path, "ratelimit interval 0 burst 1 leak 2")
     with started(cmd):
         _wait_for_ntp(port)
@@ -171,7 +172,9 @@ def test_chronyd_rate_limiting_is_survived(tmp_path: Path) -> None:
     sent = len(channel.send_times)
     # Bounds leave room for a loaded 2-core machine (fewer sends, slower replies).
     assert sent >= 10
-    assert 1 <= len(samples) < sent / 2, (len(samples), sent, client.counters)
+    # Drops must have happened (well below every request answered) and the client must
+    # have kept polling and accepting through them.
+    assert 1 <= len(samples) <= 0.75 * sent, (len(samples), sent, client.counters)
     assert client.counters["kod_rate"] == 0
     assert client.counters["accepted"] == len(samples)
     assert all(abs(p.sample.offset_s) < 0.05 for p in samples)
