@@ -21,6 +21,7 @@ Kind = Literal["ntp", "ptp"]
 Leap = Literal[0, 1, 2, 3]
 
 __all__ = [
+    "HEARTBEAT_INTERVAL_NS",
     "REGISTRY",
     "SCHEMA_VERSION",
     "ClockStateMsg",
@@ -224,6 +225,11 @@ class ClockStateMsg(Message):
 
 
 # -- supervisor <-> children -----------------------------------------------------------------
+
+
+# How often every child heartbeats the supervisor (the supervisor gives up on a child
+# after several missed ones: policy.HEARTBEAT_TIMEOUT_NS).
+HEARTBEAT_INTERVAL_NS = 5_000_000_000
 
 
 class Heartbeat(Message):

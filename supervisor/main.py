@@ -47,6 +47,7 @@ EX_SOFTWARE = 70
 # exits and otherwise every 10 s: polling /proc for every child more often than
 # that was a visible part of the daemon's idle CPU (benchmarks/memory.py).
 PROCESS_TABLE_INTERVAL_NS = 10_000_000_000
+MAX_SLEEP_NS = 5_000_000_000
 
 
 def _mono() -> int:
@@ -325,12 +326,17 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     def _timeout_ms(self, now: int) -> int:
-        """Sleep until the next restart or process-table push (signals wake us earlier)."""
-        deadlines = [self._next_table, now + 1_000_000_000]
-        if (pool_deadline := self.pools.next_deadline_ns()) is not None:
-            deadlines.append(pool_deadline)
-        deadlines += [c.restart_at_ns for c in self.children.values()
-                      if c.state == "backoff" and c.restart_at_ns is not None]
+        """Sleep until a restart, a heartbeat expiry, a process-table push or a systemd
+        notification is due (signals and messages wake us earlier)."""
+        deadlines = [self._next_table, now + MAX_SLEEP_NS]
+        for extra in (self.pools.next_deadline_ns(), self.systemd.next_deadline_ns()):
+            if extra is not None:
+                deadlines.append(extra)
+        for c in self.children.values():
+            if c.state == "backoff" and c.restart_at_ns is not None:
+                deadlines.append(c.restart_at_ns)
+            elif c.pid is not None and c.state == "running":
+                deadlines.append(c.last_heartbeat_ns + HEARTBEAT_TIMEOUT_NS + 1)
         return max(0, (min(deadlines) - now + 999_999) // 1_000_000)
 
     def run(self) -> int:

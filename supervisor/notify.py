@@ -105,6 +105,17 @@ class SystemdNotifier:
             self.notify("WATCHDOG=1")
             self._next_watchdog = now + self._watchdog_ns
 
+    def next_deadline_ns(self) -> int | None:
+        """When `tick` next has something to do on its own (watchdog, READY grace)."""
+        if not self.enabled:
+            return None
+        deadlines = []
+        if self._watchdog_ns is not None:
+            deadlines.append(self._next_watchdog)
+        if not self.ready and self._started_ns is not None:
+            deadlines.append(self._started_ns + READY_GRACE_NS)
+        return min(deadlines, default=None)
+
     def _maybe_ready(self, now: int, children: Mapping[str, _ChildLike]) -> None:
         wanted = [wid for wid, c in children.items() if c.state != "stopped"]
         missing = [wid for wid in wanted if wid not in self._up]

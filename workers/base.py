@@ -11,16 +11,19 @@ from typing import Any
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link, LinkClosed
-from ntpd_py.ipc.messages import Heartbeat, LogControl, Message, MsgType
+from ntpd_py.ipc.messages import HEARTBEAT_INTERVAL_NS, Heartbeat, LogControl, Message, MsgType
 
 from .child import ChildContext
 from .logutil import RateLimitedLog, apply_log_control
 from .runtime import Now
 
-__all__ = ["WorkerBase", "worker_link"]
+__all__ = ["RIDE_ALONG_NS", "WorkerBase", "worker_link"]
 
-HEARTBEAT_INTERVAL_NS = 2_000_000_000
-STATUS_INTERVAL_NS = 5_000_000_000
+STATUS_INTERVAL_NS = 2 * HEARTBEAT_INTERVAL_NS  # due together with every other heartbeat
+# A periodic message goes out early, with whatever else woke the process, when its
+# deadline is this close: a PHC worker polling every second then sends its heartbeat
+# and status with a sample instead of waking itself (and its receiver) for them.
+RIDE_ALONG_NS = 1_100_000_000
 
 
 def worker_link(ctx: ChildContext, accept: set[MsgType]) -> Link:
@@ -91,12 +94,13 @@ class WorkerBase:
 
     def housekeeping(self, now: Now, status: Callable[[], Message | None]) -> None:
         self.limited.flush(now.mono_ns)
-        if self.link is not None and not self.link_closed and now.mono_ns >= self._next_heartbeat:
+        early = now.mono_ns + RIDE_ALONG_NS
+        if self.link is not None and not self.link_closed and early >= self._next_heartbeat:
             self.link.send(Heartbeat(worker_id=self.worker_id, mono_ns=now.mono_ns))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
         elif self.link is None:
             self._next_heartbeat = now.mono_ns + 3600 * 1_000_000_000
-        if now.mono_ns >= self._next_status:
+        if early >= self._next_status:
             message = status()
             if message is not None:
                 self.send(message)

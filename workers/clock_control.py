@@ -19,6 +19,7 @@ from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import (
+    HEARTBEAT_INTERVAL_NS,
     ClockStateMsg,
     CtlReply,
     CtlRequest,
@@ -37,6 +38,7 @@ from ntpd_py.ipc.messages import (
     Unreachable,
 )
 
+from .base import RIDE_ALONG_NS
 from .bus_guard import BusGuard
 from .clock_backends import ClockBackend
 from .logutil import RateLimitedLog, apply_log_control
@@ -48,7 +50,10 @@ __all__ = ["ClockControlTask", "PanicExit"]
 
 BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType.SERVER_STATS}
 PUBLISH_INTERVAL_NS = 1_000_000_000
-HEARTBEAT_INTERVAL_NS = 2_000_000_000
+# The state feed goes out with a sample that arrives this close to its deadline
+# instead of waking clock-control by itself (less than half the interval, so two
+# PHCs polled half a second apart do not double the rate).
+PUBLISH_RIDE_ALONG_NS = 300_000_000
 MAX_FRAMES_PER_STEP = 2000
 FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
 
@@ -124,9 +129,9 @@ class ClockControlTask:
                 self.controller.handle_timer(now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now
             )
         self._drain_control(now)
-        if self._dirty or now.mono_ns >= self._next_publish:
+        if self._dirty or now.mono_ns + PUBLISH_RIDE_ALONG_NS >= self._next_publish:
             self._publish(now)
-        if self.link is not None and now.mono_ns >= self._next_heartbeat:
+        if self.link is not None and now.mono_ns + RIDE_ALONG_NS >= self._next_heartbeat:
             summary = summary_line(self.last_state) if self.last_state else ""
             self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns, status=summary))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS

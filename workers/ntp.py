@@ -164,6 +164,7 @@ class NtpTask(WorkerBase):
             elif isinstance(action, Publish):
                 self.state, self.detail = "running", ""
                 self.send(SampleMsg.from_sample(action.sample))
+                self.status_now()  # reach changed; rides with the sample (NTP samples are rare)
             elif isinstance(action, Unreachable):
                 self.state = "unreachable"
                 self.detail = f"no reply to {action.unanswered_polls} polls"

@@ -14,15 +14,22 @@ same tasks run under two schedulers:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = ["LocalClock", "Now", "SystemClockReader", "Task", "run_poll", "run_zmq"]
 
+# Without a signal wake-up pipe a loop must look at its stop flag this often (the
+# wait itself is retried after a signal); with one, signals wake it and it sleeps
+# until its next deadline, up to MAX_IDLE_WAIT_NS.
 MAX_WAIT_NS = 1_000_000_000
+MAX_IDLE_WAIT_NS = 30_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +76,39 @@ class Task(Protocol):
         ...
 
 
-def _timeout_ms(tasks: Sequence[Task], now_mono: int) -> int:
+def _timeout_ms(tasks: Sequence[Task], now_mono: int, cap_ns: int) -> int:
     deadlines = [d for d in (t.next_deadline_ns() for t in tasks) if d is not None]
     if not deadlines:
-        return MAX_WAIT_NS // 1_000_000
+        return cap_ns // 1_000_000
     wait = max(0, min(deadlines) - now_mono)
     # Round up so that a task woken "just before" its deadline does not spin.
-    return min(MAX_WAIT_NS, wait + 999_999) // 1_000_000
+    return min(cap_ns, wait + 999_999) // 1_000_000
+
+
+@contextlib.contextmanager
+def _signal_pipe() -> Iterator[int | None]:
+    """A pipe that a signal makes readable (signal.set_wakeup_fd), or None off the
+    main thread. Without it a loop would wake every second just to see its stop flag."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        os.close(r)
+        os.close(w)
+        yield None
+        return
+    try:
+        yield r
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
 
 
 def _due(task: Task, now_mono: int) -> bool:
@@ -87,8 +120,17 @@ def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], 
     """Run tasks until `should_stop()`; waits on ZeroMQ sockets and fds with zmq.Poller."""
     import zmq
 
+    with _signal_pipe() as wake:
+        _run_zmq(zmq, tasks, clock, should_stop, wake)
+
+
+def _run_zmq(zmq: Any, tasks: Sequence[Task], clock: LocalClock,
+             should_stop: Callable[[], bool], wake: int | None) -> None:
+    cap_ns = MAX_WAIT_NS if wake is None else MAX_IDLE_WAIT_NS
     while not should_stop():
         poller = zmq.Poller()
+        if wake is not None:
+            poller.register(wake, zmq.POLLIN)
         owners: dict[Any, list[Task]] = {}
         for task in tasks:
             for item in task.pollables():
@@ -101,13 +143,16 @@ def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], 
                     owners[key] = []
                 owners[key].append(task)
         try:
-            events = poller.poll(_timeout_ms(tasks, clock.now().mono_ns))
+            events = poller.poll(_timeout_ms(tasks, clock.now().mono_ns, cap_ns))
         except zmq.ZMQError as exc:
             if exc.errno == 4:  # EINTR: a signal arrived; the flags decide
                 continue
             raise
         ready: set[int] = set()
         for target, _ in events:
+            if target == wake:
+                _drain(wake)
+                continue
             key = target if isinstance(target, int) else id(target)
             ready.update(id(t) for t in owners.get(key, []))
         now = clock.now()
@@ -118,8 +163,17 @@ def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], 
 
 def run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
     """Run tasks until `should_stop()` with select.poll and in-memory channels."""
+    with _signal_pipe() as wake:
+        _run_poll(tasks, clock, should_stop, wake)
+
+
+def _run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool],
+              wake: int | None) -> None:
+    cap_ns = MAX_WAIT_NS if wake is None else MAX_IDLE_WAIT_NS
     while not should_stop():
         poller = select.poll()
+        if wake is not None:
+            poller.register(wake, select.POLLIN)
         owners: dict[int, list[Task]] = {}
         pending: set[int] = set()
         for task in tasks:
@@ -131,13 +185,16 @@ def run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[],
                     pending.add(id(task))
         for fd in owners:
             poller.register(fd, select.POLLIN)
-        timeout = 0 if pending else _timeout_ms(tasks, clock.now().mono_ns)
+        timeout = 0 if pending else _timeout_ms(tasks, clock.now().mono_ns, cap_ns)
         try:
             events = poller.poll(timeout)
         except InterruptedError:
             continue
         ready = set(pending)
         for fd, _ in events:
+            if fd == wake:
+                _drain(wake)
+                continue
             ready.update(id(t) for t in owners.get(fd, []))
         now = clock.now()
         for task in tasks:

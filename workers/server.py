@@ -31,6 +31,9 @@ from .status_view import PRECISION_LOG2
 
 __all__ = ["ServerTask", "server_main", "server_state_from"]
 
+STATS_INTERVAL_NS = 2_000_000_000
+STATS_REFRESH_NS = 60_000_000_000
+
 
 def server_state_from(message: ClockStateMsg) -> ServerClockState:
     system = message.system
@@ -66,6 +69,8 @@ class ServerTask(WorkerBase):
         super().__init__(worker_id, bus, link, log)
         self.state_feed = state_feed
         self._next_status_stats = 0
+        self._next_stats_refresh = 0
+        self._sent_stats: dict[str, dict[str, int]] = {}
         local_stratum = config.synchronization.local_stratum
         self.serving: list[tuple[ServerConfig, Responder, ServerBatchIO]] = []
         for server, sock in sockets:
@@ -88,11 +93,18 @@ class ServerTask(WorkerBase):
             io.handle_ready()
         self.housekeeping(now, lambda: None)
         if now.mono_ns >= self._next_status_stats:
+            # Counters go to clock-control at most every 2 s while they change; an idle
+            # server only refreshes them once a minute (a restarted clock-control forgot).
+            refresh = now.mono_ns >= self._next_stats_refresh
             for server, responder, io in self.serving:
                 counters = responder.counters()
                 counters["receive_errors"] = io.receive_errors
-                self.send(ServerStats(listen=server.listen, counters=counters))
-            self._next_status_stats = now.mono_ns + 2_000_000_000
+                if refresh or counters != self._sent_stats.get(server.listen):
+                    self.send(ServerStats(listen=server.listen, counters=counters))
+                    self._sent_stats[server.listen] = counters
+            self._next_status_stats = now.mono_ns + STATS_INTERVAL_NS
+            if refresh:
+                self._next_stats_refresh = now.mono_ns + STATS_REFRESH_NS
 
     def _drain_state(self, now: Now) -> None:
         latest: bytes | None = None
