@@ -19,7 +19,7 @@ from .runtime import Now
 
 __all__ = ["RIDE_ALONG_NS", "WorkerBase", "worker_link"]
 
-STATUS_INTERVAL_NS = 2 * HEARTBEAT_INTERVAL_NS  # due together with every other heartbeat
+STATUS_INTERVAL_NS = 2 * HEARTBEAT_INTERVAL_NS
 # A periodic message goes out early, with whatever else woke the process, when its
 # deadline is this close: a PHC worker polling every second then sends its heartbeat
 # and status with a sample instead of waking itself (and its receiver) for them.
