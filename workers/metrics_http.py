@@ -1,8 +1,9 @@
-"""The exporter's HTTP side: the listening socket, and a small threaded server.
+"""The exporter's HTTP side: a small threaded server on the listening socket.
 
-The socket is normally bound by the supervisor before it forks (as root, so
-a port below 1024 works too) and inherited; if that failed (address in use,
-interface not up yet) the metrics worker binds it itself and retries. The
+The socket (``tcp_listen``) is normally bound by the supervisor before it
+forks (as root, so a port below 1024 works too) and inherited; if that failed
+(address in use, interface not up yet) the metrics worker binds it itself and
+retries. The
 server is the standard library's threaded HTTP server around an existing
 socket, with prometheus_client choosing the format from the Accept header
 (OpenMetrics for Prometheus, the classic text format for curl): a scrape
@@ -18,31 +19,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from ntpd_py.core.config import parse_socket_addr
+from .tcp_listen import bind_listener
 
 __all__ = ["MetricsServer", "Render", "bind_listener"]
 
 # (status code, content type, body) for one scrape with the given Accept header.
 Render = Callable[[str], tuple[int, str, bytes]]
-BACKLOG = 16
 CLIENT_TIMEOUT_S = 5.0
-
-
-def bind_listener(listen: str) -> socket.socket:
-    """A listening TCP socket on `listen` ("ip:port"); raises OSError."""
-    host, port = parse_socket_addr(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -64,12 +64,13 @@ class SimPhcDevice:
         if self._rng.random() < self._failure_rate:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
+        clock, snap = self._clock, self._clock.snapshot()
         for _ in range(n):
             mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            before = self._clock.local_ns(mono)
-            after = self._clock.local_ns(mono + READ_WINDOW_NS)
+            before = clock.local_ns(mono, snap)
+            after = clock.local_ns(mono + READ_WINDOW_NS, snap)
             noise = round(self._rng.gauss(0.0, self._noise_ns)) if self._noise_ns else 0
-            phc = self._clock.true_ns(mono + READ_WINDOW_NS // 2) + self._bias_ns + noise
+            phc = clock.true_ns(mono + READ_WINDOW_NS // 2, snap) + self._bias_ns + noise
             readings.append(Reading(before, phc, after))
         return readings
 
@@ -82,6 +83,7 @@ class SimPhcDevice:
         if p.read_failure and rng.uniform(model.seed, model.name, "fail", index) < p.read_failure:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
+        clock, snap = self._clock, self._clock.snapshot()
         for i in range(n):
             key = index * 64 + i
             mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -89,10 +91,10 @@ class SimPhcDevice:
             mid = mono + window // 2
             noise = rng.normal(model.seed, model.name, "noise", key, p.noise_s) if p.noise_s \
                 else 0.0
-            error = model.time_error(self._clock.elapsed_ns(mid)) + noise
-            phc = self._clock.true_ns(mid) + round(error * 1e9)
-            readings.append(Reading(self._clock.local_ns(mono), phc,
-                                    self._clock.local_ns(mono + window)))
+            error = model.time_error(clock.elapsed_ns(mid, snap)) + noise
+            phc = clock.true_ns(mid, snap) + round(error * 1e9)
+            readings.append(Reading(clock.local_ns(mono, snap), phc,
+                                    clock.local_ns(mono + window, snap)))
         return readings
 
     def local_ns(self, mono_ns: int) -> int:

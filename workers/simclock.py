@@ -69,17 +69,22 @@ class SimClock:
             if before == after and before % 2 == 0:
                 return fields
 
-    def elapsed_ns(self, mono_ns: int) -> int:
-        """True time since the world began (the scenario's t)."""
-        return int(mono_ns - self._read()[2])
+    def snapshot(self) -> tuple[int, ...]:
+        """One consistent reading of the clock's state, for several conversions in a row
+        (a simulated PHC's batch of readings reads the shared page once, not 3 × 25 times)."""
+        return self._read()
 
-    def true_ns(self, mono_ns: int) -> int:
-        _, _, base_mono, base_real, *_ = self._read()
+    def elapsed_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
+        """True time since the world began (the scenario's t)."""
+        return int(mono_ns - (snap or self._read())[2])
+
+    def true_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
+        _, _, base_mono, base_real, *_ = snap or self._read()
         return int(base_real + (mono_ns - base_mono))
 
-    def local_ns(self, mono_ns: int) -> int:
+    def local_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
         (_, _, base_mono, base_real, free_off, free_freq, ctl_mono, ctl_phase, ctl_freq, _, _) = (
-            self._read()
+            snap or self._read()
         )
         elapsed = mono_ns - base_mono
         drift = round(free_freq * elapsed) + round(ctl_freq * (mono_ns - ctl_mono))

@@ -36,3 +36,16 @@ def test_metrics_role_and_simulated_clock_load_their_modules() -> None:
     loaded = _loaded(["clock-control", "metrics"], simulated=True)
     assert loaded["prometheus_client"] and loaded["http.server"]
     assert loaded["ntpd_py.workers.sim_world"]
+
+
+def test_the_supervisor_itself_loads_no_http_stack() -> None:
+    # Binding the exporter's socket must not drag http.server (and ssl) into the
+    # process every child is forked from.
+    code = ("import json, sys\n"
+            "import ntpd_py.supervisor.cli, ntpd_py.supervisor.daemon, ntpd_py.supervisor.main\n"
+            "import ntpd_py.supervisor.setup, ntpd_py.supervisor.metrics_listen\n"
+            "print(json.dumps([m for m in ('ssl', 'http.server', 'http.client') "
+            "if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == []
