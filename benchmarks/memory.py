@@ -10,7 +10,10 @@ refclocks polled every second, serving NTP) for its PSS and CPU.
     sudo .venv/bin/python benchmarks/memory.py [--warmup 30] [--window 60]
 
 Targets (issue 4): whole tree <= 60 MB PSS, <= 0.5 % of one core at steady state.
-Everything runs on loopback and is stopped by PID.
+Everything runs on loopback and is stopped by PID. The daemon's runtime
+directory goes on tmpfs (/dev/shm) when there is one, as /run is on a real
+system: clock-control rewrites its restart snapshot there every second, and on
+a disk file system each rename costs journal work a deployment never pays.
 """
 
 from __future__ import annotations
@@ -95,7 +98,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def ntpd_py_config(workdir: Path, ports: list[int], listen: int) -> Path:
+def runtime_dir(workdir: Path) -> Path:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="ntpd-mem-run-", dir=shm))
+    else:
+        path = workdir / "run"
+        path.mkdir()
+    os.chmod(path, 0o777)
+    return path
+
+
+def ntpd_py_config(workdir: Path, ports: list[int], listen: int, run_dir: Path) -> Path:
     sources = "".join(
         f'[[source]]\nmode = "ptp"\npath = "/dev/ptp{i}"\nprecision = 5e-8\n\n' for i in (0, 1))
     sources += "".join(f'[[source]]\nmode = "server"\naddress = "127.0.0.1:{p}"\n\n'
@@ -105,7 +119,7 @@ def ntpd_py_config(workdir: Path, ports: list[int], listen: int) -> Path:
     path.write_text(
         f'{sources}[[server]]\nlisten = "127.0.0.1:{listen}"\n\n'
         f'[synchronization]\nminimum-agreeing-sources = 1\n\n'
-        f'[daemon]\nruntime-dir = "{workdir}/run"\nstate-dir = "{workdir}/state"\n'
+        f'[daemon]\nruntime-dir = "{run_dir}"\nstate-dir = "{workdir}/state"\n'
         f'clock = "simulated"\n{user}')
     return path
 
@@ -139,6 +153,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ntpd-mem-", dir="/tmp"))
     os.chmod(workdir, 0o777)
+    run_dir = runtime_dir(workdir)
     ports = [free_port() for _ in range(4)]
     servers = [subprocess.Popen([sys.executable, "-m", "ntpd_py.workers.ntp_serve", "--listen",
                                  f"127.0.0.1:{p}", "--stratum", "1"],
@@ -148,7 +163,7 @@ def main() -> int:
     try:
         env = {**os.environ, "NTPD_PY_FORBID_SYSTEM_CLOCK": "1"}
         daemon = subprocess.Popen([str(BIN / "ntpd-py"), "run", "-c",
-                                   str(ntpd_py_config(workdir, ports, free_port()))],
+                                   str(ntpd_py_config(workdir, ports, free_port(), run_dir))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         time.sleep(args.warmup)
         rows, cpu = measure(daemon.pid, args.window)
@@ -170,6 +185,7 @@ def main() -> int:
             if proc is not None:
                 stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 

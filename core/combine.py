@@ -13,7 +13,6 @@ vote of :func:`.leap.leap_vote`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,13 +58,17 @@ def combine(sources: Sequence[SourceEstimate], *, ignore_server_dispersion: bool
     widened = []
     for source in sources:
         est = source.estimate
+        p00 = est.p00
         if not ignore_server_dispersion:
-            est = dataclasses.replace(est, p00=est.p00 + source.root_dispersion_s**2)
+            p00 = p00 + source.root_dispersion_s**2
         if source.two_way_delay_s > 0.0:
             # The asymmetry bias taken as uniform in [-delay/2, delay/2]: variance d²/12.
             # It keeps a precise PHC from being pulled toward a biased NTP path.
-            est = dataclasses.replace(est, p00=est.p00 + source.two_way_delay_s**2 / 12.0)
-        widened.append((est.p00, source.source_id, est, source))
+            p00 = p00 + source.two_way_delay_s**2 / 12.0
+        if p00 != est.p00:
+            # Built directly: dataclasses.replace was a third of a sample's cost here.
+            est = Prediction(est.t_ns, est.offset, est.freq, p00, est.p01, est.p11)
+        widened.append((p00, source.source_id, est, source))
     widened.sort(key=lambda item: (item[0], item[1]))
     result = widened[0][2]
     for _, _, est, _ in widened[1:]:
