@@ -284,6 +284,16 @@ class ClockController:
         for src in self.sources.values():
             src.filter.reset()
 
+    def _next_update_ns(self, now_ns: int) -> int | None:
+        """When the next sample is expected: the earliest of every reachable source's
+        last sample plus its poll interval that is still ahead."""
+        due = [
+            src.last.mono_ns + int(2.0**src.last.poll_log2 * _NS)
+            for src in self.sources.values()
+            if src.last is not None and src.reachable
+        ]
+        return min((t for t in due if t > now_ns), default=None)
+
     def _sync_deadline_ns(self) -> int:
         longest = max((2.0**src.poll_log2 for src in self.sources.values()), default=1.0)
         timeout = max(SYNC_TIMEOUT_POLLS * longest, SYNC_TIMEOUT_MIN_S)
@@ -319,7 +329,9 @@ class ClockController:
         combined = self._select_and_combine(now_ns)
         if combined is None:
             return []
-        decision = self.steerer.update(combined.estimate.offset, combined.estimate.freq, now_ns)
+        decision = self.steerer.update(
+            combined.estimate.offset, combined.estimate.freq, now_ns, self._next_update_ns(now_ns)
+        )
         if decision.panic is not None:
             self.panicked = True
             self.messages.append(decision.panic)

@@ -50,10 +50,12 @@ __all__ = ["ClockControlTask", "PanicExit"]
 
 BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType.SERVER_STATS}
 PUBLISH_INTERVAL_NS = 1_000_000_000
-# The state feed goes out with a sample that arrives this close to its deadline
-# instead of waking clock-control by itself (less than half the interval, so two
-# PHCs polled half a second apart do not double the rate).
+# The state feed goes out with a sample that arrives within 0.3 s before or 0.25 s
+# after its due time, instead of waking clock-control by itself: PHC samples come
+# every second, just before or just after it. (Less than half the interval early,
+# so two PHCs polled half a second apart do not double the rate.)
 PUBLISH_RIDE_ALONG_NS = 300_000_000
+PUBLISH_LATE_NS = 250_000_000
 MAX_FRAMES_PER_STEP = 2000
 FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
 
@@ -113,7 +115,7 @@ class ClockControlTask:
 
     def next_deadline_ns(self) -> int | None:
         deadlines = [
-            self._next_publish,
+            self._next_publish + PUBLISH_LATE_NS,
             self._next_heartbeat if self.link else None,
             self.controller.next_timer_mono_ns(),
         ]

@@ -37,6 +37,27 @@ def test_small_offset_is_slewed_and_the_slew_ends() -> None:
     assert s.freq_in_force == pytest.approx(base)
 
 
+def test_slew_lasts_until_the_next_sample_and_its_end_is_only_a_fallback() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)
+    before = s.freq_in_force
+    d = s.update(2e-6, 0.0, 1 * S, next_update_ns=2 * S)
+    # the whole offset is slewed away by the next expected update, 1 s from now...
+    assert (d.freq - before) * 1.0 == pytest.approx(2e-6, rel=1e-6)
+    # ...which re-plans it; the slew's own end comes half a slew later, only in
+    # case that update does not arrive
+    assert d.slew_end_ns == 1 * S + S + S // 2
+    # (the slope is measured with the slew's frequency in force: back to `before`)
+    again = s.update(1e-7, before - d.freq, 2 * S, next_update_ns=3 * S)
+    assert again.freq - before == pytest.approx(1e-7, rel=1e-6)
+    # a rate that hits its limit needs longer than the time to the next update:
+    # then the slew must end exactly, so the end is not deferred
+    big = s.update(1e-3, before - again.freq, 3 * S, next_update_ns=4 * S)
+    rate = s.algo.slew_maximum_frequency_offset
+    assert big.freq - before == pytest.approx(rate, rel=1e-6)
+    assert big.step_s == 0.0 and big.slew_end_ns == 3 * S + int(1e-3 / (big.freq - before) * S)
+
+
 def test_slew_rate_and_total_frequency_are_bounded() -> None:
     algo = AlgorithmConfig()
     s = steerer()
