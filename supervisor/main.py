@@ -28,6 +28,7 @@ from ntpd_py.ipc.messages import (
     PeerFailed,
     ProcessTable,
 )
+from ntpd_py.workers.runtime import drain
 
 from .children import Child
 from .logs import reopen_and_share_logs
@@ -363,11 +364,7 @@ class Supervisor:
                 now = _mono()
                 ready = {fd for fd, _ in events}
                 if self._wake_r in ready:
-                    try:
-                        while os.read(self._wake_r, 512):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    drain(self._wake_r)
                 self._reap(now)
                 self._serve_links(ready, now)
                 if self.pools.step(ready, now):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["LocalClock", "Now", "SystemClockReader", "Task", "run_poll", "run_zmq"]
+__all__ = ["LocalClock", "Now", "SystemClockReader", "Task", "drain", "run_poll", "run_zmq"]
 
 # Without a signal wake-up pipe a loop must look at its stop flag this often (the
 # wait itself is retried after a signal); with one, signals wake it and it sleeps
@@ -105,7 +105,8 @@ def _signal_pipe() -> Iterator[int | None]:
         os.close(w)
 
 
-def _drain(fd: int) -> None:
+def drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
     with contextlib.suppress(BlockingIOError):
         while os.read(fd, 512):
             pass
@@ -151,7 +152,7 @@ def _run_zmq(zmq: Any, tasks: Sequence[Task], clock: LocalClock,
         ready: set[int] = set()
         for target, _ in events:
             if target == wake:
-                _drain(wake)
+                drain(wake)
                 continue
             key = target if isinstance(target, int) else id(target)
             ready.update(id(t) for t in owners.get(key, []))
@@ -193,7 +194,7 @@ def _run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[]
         ready = set(pending)
         for fd, _ in events:
             if fd == wake:
-                _drain(wake)
+                drain(wake)
                 continue
             ready.update(id(t) for t in owners.get(fd, []))
         now = clock.now()
