@@ -36,9 +36,18 @@ minimum-agreeing-sources = 1
 """
     with started(serve_cmd(f"127.0.0.1:{port}", "--stratum", "1"), ready="listening on"), \
             Daemon(body, extra_args=("--single-process",)) as daemon:
-        document = wait_for(lambda: (lambda d: d if d and d["clock"]["synchronized"] and all(
-            s["samples"] > 0 for s in d["sources"]) else None)(daemon.status()), 40,
-            "synchronized with both sources")
+        seen: list[object] = []
+
+        def synchronized() -> dict[str, object] | None:
+            d = daemon.status()
+            seen[:] = [d]
+            return d if d and d["clock"]["synchronized"] and all(
+                s["samples"] > 0 for s in d["sources"]) else None
+
+        try:
+            document = wait_for(synchronized, 40, "synchronized with both sources")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last status: {seen[0] if seen else None!r}") from None
         assert {s["source_id"] for s in document["sources"]} == {
             "ptp:/dev/ptp0", f"ntp:127.0.0.1:{port}"}
         (proc,) = document["processes"]
