@@ -21,7 +21,6 @@ from ntpd_py.core.config import PoolSourceConfig, PtpSourceConfig, ServerSourceC
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.ipc.channels import MemoryHub
 from ntpd_py.ipc.unix_control import UnixControlServer
-
 from ntpd_py.workers.logutil import RateLimitedLog
 
 from .setup import DaemonSetup, StartupError, prepare
