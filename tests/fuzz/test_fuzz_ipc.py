@@ -9,6 +9,7 @@ remove and re-add events, never raises and never asks for a non-finite correctio
 from __future__ import annotations
 
 import math
+import os
 
 import msgpack
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,8 @@ from ntpd_py.core.events import SourceKind
 from ntpd_py.ipc.framing import MalformedMessage, decode
 from ntpd_py.ipc.messages import MAX_SECONDS, POLL_MAX_LOG2, POLL_MIN_LOG2, SampleMsg
 
-FUZZ = settings(max_examples=200, deadline=None,
+# Bounded for the default run; NTPD_FUZZ_EXAMPLES=5000 digs deeper by hand.
+FUZZ = settings(max_examples=int(os.environ.get("NTPD_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # -- the decoder ---------------------------------------------------------------------------
