@@ -18,8 +18,8 @@ from ntpd_py.core.actions import SetErrorEstimate, SetFrequency, Step
 from ntpd_py.core.config import SynchronizationConfig
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.events import SourceKind
-from ntpd_py.ipc.framing import MalformedMessage, decode
-from ntpd_py.ipc.messages import MAX_SECONDS, POLL_MAX_LOG2, POLL_MIN_LOG2, SampleMsg
+from ntpd_py.ipc.framing import MalformedMessage, decode, encode
+from ntpd_py.ipc.messages import MAX_SECONDS, POLL_MAX_LOG2, POLL_MIN_LOG2, Message, SampleMsg
 
 # Bounded for the default run; NTPD_FUZZ_EXAMPLES=5000 digs deeper by hand.
 FUZZ = settings(max_examples=int(os.environ.get("NTPD_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -37,9 +37,12 @@ _field_names = st.sampled_from(sorted({name for cls in (SampleMsg,) for name in 
 
 def _decodes_or_malformed(frame: bytes) -> None:
     try:
-        decode(frame)
-    except MalformedMessage:
-        pass
+        message = decode(frame)
+    except MalformedMessage as exc:
+        assert exc.reason  # a short tag the receiver counts under
+        return
+    assert isinstance(message, Message)
+    assert decode(encode(message)) == message  # what validated survives a round trip
 
 
 @FUZZ
