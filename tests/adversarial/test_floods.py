@@ -7,7 +7,6 @@ clock-control. Each prints its load figures (run with -s to see them).
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import socket
@@ -118,8 +117,10 @@ def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
               f"PTP samples {counts}")
         assert sent > 2000
         assert refused > 0 and ok <= 50 * elapsed + 60
-        # the clock kept being served: the sample count rose during the flood, every second
-        assert all(b > a for a, b in itertools.pairwise(counts)), counts
+        # the clock kept being served: the sample count (one PHC sample a second, read from
+        # the state published once a second, so one reading may repeat) rose all along
+        assert all(b > a for a, b in zip(counts, counts[2:], strict=False)), counts
+        assert counts[-1] - counts[0] >= 4, counts
         document = wait_for(daemon.status, 10, "ntpctl answers after the flood")
         assert document["ipc_dropped"].get("ctl-rate-limited", 0) >= refused * 0.9
         assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
@@ -141,17 +142,18 @@ def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
         frames = [encode(Heartbeat(worker_id=PTP, mono_ns=1)),
                   encode(DeviceRequest(worker_id=PTP)), b"garbage", b"\x93\x01\x63\x80"]
         stop = threading.Event()
-        sent = [0]
+        sent, tried = [0], [0]
 
         def flood() -> None:
             i = 0
             while not stop.is_set():
                 try:
+                    tried[0] += 1
                     stolen.send(frames[i % len(frames)])
                     sent[0] += 1
                     i += 1
-                except BlockingIOError:
-                    time.sleep(0.0005)
+                except BlockingIOError:  # the link's buffer is full: the supervisor is not
+                    time.sleep(0.0005)  # reading it while this child is muted
                 except OSError:
                     return
 
@@ -176,7 +178,8 @@ def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
         elapsed = time.monotonic() - started_at
         document = wait_for(daemon.status, 10, "status")
         link = {p["worker_id"]: p for p in document["processes"]}[PTP]
-        print(f"\nlink flood: {sent[0] / elapsed:.0f} frames/s offered for {elapsed:.1f} s, "
+        print(f"\nlink flood: {tried[0] / elapsed:.0f} sends/s tried, {sent[0] / elapsed:.0f} "
+              f"frames/s got into the link for {elapsed:.1f} s, "
               f"{link['link_dropped']} dropped, {link['link_malformed']} malformed, supervisor "
               f"CPU {cpu:.0f} %, killed server restarted in {restart_s:.2f} s (pids {new})")
         assert cpu < 25.0
