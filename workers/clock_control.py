@@ -80,6 +80,7 @@ CTL_FAILED = "ctl-error"
 # A sample may be stamped a little after clock-control read its clock (another process
 # read the same clock later); anything beyond this is "in the future".
 SAMPLE_FUTURE_SLACK_NS = 1_000_000_000
+INTERNAL_RETRY_NS = 1_000_000_000  # a failing timer or publish is retried this much later
 MAX_SERVER_ROWS = 64  # CtlReply.servers holds at most this many listen addresses
 FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
 
@@ -131,6 +132,7 @@ class ClockControlTask:
         self._ctl_peers: collections.OrderedDict[bytes, TokenBucket] = collections.OrderedDict()
         self._ctl_global = TokenBucket(CTL_GLOBAL_RATE_PER_S, CTL_GLOBAL_BURST)
         self.ctl_counts: collections.Counter[str] = collections.Counter()
+        self._timer_held_until = 0
         self.processes: list[ProcessInfo] = []
         self._processes_mono_ns = 0
         self.last_state: ClockStateMsg | None = None
@@ -151,10 +153,11 @@ class ClockControlTask:
         return items
 
     def next_deadline_ns(self) -> int | None:
+        timer = self.controller.next_timer_mono_ns()
         deadlines = [
             self._next_publish + PUBLISH_LATE_NS,
             self._next_heartbeat if self.link else None,
-            self.controller.next_timer_mono_ns(),
+            None if timer is None else max(timer, self._timer_held_until),
         ]
         return min(d for d in deadlines if d is not None)
 
@@ -163,17 +166,34 @@ class ClockControlTask:
         self._drain_link(now)
         self._drain_bus(now)
         timer = self.controller.next_timer_mono_ns()
-        if timer is not None and timer <= now.mono_ns:
-            self._apply(
-                self.controller.handle_timer(now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now
-            )
+        if timer is not None and timer <= now.mono_ns and now.mono_ns >= self._timer_held_until:
+            try:
+                self._apply(self.controller.handle_timer(now_mono_ns=now.mono_ns,
+                                                         now_real_ns=now.real_ns), now)
+            except PanicExit:
+                raise
+            except Exception as exc:
+                # A timer that fails stays due: hold it back a second instead of spinning.
+                self._timer_held_until = now.mono_ns + INTERNAL_RETRY_NS
+                self._internal_error("the algorithm's timer", exc, now)
         self._drain_control(now)
         if self._dirty or now.mono_ns + PUBLISH_RIDE_ALONG_NS >= self._next_publish:
-            self._publish(now)
+            try:
+                self._publish(now)
+            except Exception as exc:
+                self._next_publish = now.mono_ns + PUBLISH_INTERVAL_NS
+                self._dirty = False
+                self._internal_error("publishing the clock state", exc, now)
         if self.link is not None and now.mono_ns + RIDE_ALONG_NS >= self._next_heartbeat:
             summary = summary_line(self.last_state) if self.last_state else ""
             self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns, status=summary))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
+
+    def _internal_error(self, what: str, exc: Exception, now: Now) -> None:
+        reason = f"internal:{type(exc).__name__}"
+        self.ctl_counts[reason] += 1
+        self.limited.log(logging.ERROR, reason, now.mono_ns, "%s raised %s: %s (contained)",
+                         what, type(exc).__name__, exc)
 
     # -- inputs ----------------------------------------------------------------------------
 

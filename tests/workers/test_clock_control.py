@@ -249,3 +249,24 @@ def test_absurd_values_are_refused_by_the_schema() -> None:
         frame = msgpack.packb([1, 1, base | {field: value}])
         with pytest.raises(MalformedMessage, match="invalid"):
             decode(frame)
+
+
+def test_a_failing_timer_or_publish_is_contained_and_held_back() -> None:
+    hub, task = _task()
+    now = _now()
+
+    def broken_timer(**kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    task.controller.next_timer_mono_ns = lambda: now.mono_ns  # type: ignore[method-assign]
+    task.controller.handle_timer = broken_timer  # type: ignore[method-assign]
+    task.step(now)
+    assert task.ctl_counts["internal:ZeroDivisionError"] == 1
+    # held back a second: the loop does not spin on a timer that stays due
+    assert task.next_deadline_ns() == now.mono_ns + 1_000_000_000
+    task.step(now)
+    assert task.ctl_counts["internal:ZeroDivisionError"] == 1
+    ptp = hub.dealer("bus", PTP.encode())
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+    task.step(_now())
+    assert task.guard.stats[PTP].accepted == 1  # samples are still served
