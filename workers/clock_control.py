@@ -333,6 +333,10 @@ class ClockControlTask:
             if message.mono_ns < self._last_sample_mono.get(sender, 0):
                 self.guard.drop(sender, "stale")
                 return
+            if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
+                # it sets when the algorithm next expects this source: configuration's call
+                self.guard.drop(sender, "poll-out-of-range")
+                return
             self._last_sample_mono[sender] = message.mono_ns
             sample = self.backend.view_sample(message.to_sample())
             self._apply(

@@ -28,7 +28,8 @@ def _sample(source_id: str, kind: SourceKind, now: Now) -> SampleMsg:
     return SampleMsg.from_sample(Sample(
         source_id=source_id, kind=kind, offset_s=1e-6, delay_s=5e-7, uncertainty_s=1e-7,
         root_delay_s=0.0, root_dispersion_s=0.0, stratum=1, leap=LeapIndicator.NONE,
-        reference_id=1, mono_ns=now.mono_ns, realtime_ns=now.real_ns, poll_log2=0))
+        reference_id=1, mono_ns=now.mono_ns, realtime_ns=now.real_ns,
+        poll_log2=0 if kind is SourceKind.PTP else 4))  # within each source's configured limits
 
 
 def _task():
@@ -212,7 +213,10 @@ def test_samples_from_the_future_or_older_than_the_last_are_dropped() -> None:
     ptp.send(encode(_sample(PTP, SourceKind.PTP, now)))
     ptp.send(encode(_sample(PTP, SourceKind.PTP, Now(now.mono_ns - 10**9, now.real_ns))))
     task.step(_now())
-    assert task.guard.stats[PTP].dropped == {"future": 1, "stale": 1}
+    bad_poll = _sample(PTP, SourceKind.PTP, _now()).model_copy(update={"poll_log2": -8})
+    ptp.send(encode(bad_poll))  # the PHC's configured interval is 2^0 s
+    task.step(_now())
+    assert task.guard.stats[PTP].dropped == {"future": 1, "stale": 1, "poll-out-of-range": 1}
     assert task.guard.stats[PTP].accepted == 1
     # the source is not frozen: the next sample is taken
     ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
