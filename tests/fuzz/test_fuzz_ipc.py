@@ -150,3 +150,80 @@ def test_controller_with_extreme_schema_valid_samples(
         controller.system_snapshot(now_mono_ns=mono)
         controller.source_snapshots(now_mono_ns=mono)
     controller.export_state()
+
+
+# -- clock-control's admission: any bus input from any sender ------------------------------
+
+_senders = st.sampled_from(["ptp:/dev/ptp0", "ntp:a", "server", "server#5", "stranger"])
+
+
+@st.composite
+def _bus_frames(draw: st.DrawFn) -> list[tuple[str, bytes]]:
+    frames = []
+    for _ in range(draw(st.integers(1, 30))):
+        sender = draw(_senders)
+        kind = draw(st.sampled_from(["sample", "status", "server", "unreachable", "raw"]))
+        source_id = draw(st.sampled_from([sender, "ptp:/dev/ptp0", "ntp:a"]))
+        if kind == "raw":
+            frame = msgpack.packb([1, draw(st.integers(0, 16)),
+                                   draw(st.dictionaries(_field_names, _values, max_size=8))],
+                                  use_bin_type=True)
+        elif kind == "sample":
+            frame = msgpack.packb([1, 1, {
+                "source_id": source_id, "kind": draw(st.sampled_from(["ptp", "ntp"])),
+                "offset_s": draw(_offsets), "delay_s": draw(_seconds),
+                "uncertainty_s": draw(_seconds), "root_delay_s": draw(_seconds),
+                "root_dispersion_s": draw(_seconds), "stratum": draw(st.integers(0, 16)),
+                "leap": draw(st.integers(0, 3)), "reference_id": 1,
+                "mono_ns": draw(st.integers(0, 2**63 - 1)),
+                "realtime_ns": draw(st.integers(-(2**63) + 1, 2**63 - 1)),
+                "poll_log2": draw(st.integers(POLL_MIN_LOG2, POLL_MAX_LOG2))}])
+        elif kind == "status":
+            frame = msgpack.packb([1, 2, {
+                "source_id": source_id, "kind": draw(st.sampled_from(["ptp", "ntp"])),
+                "name": "x", "state": "running",
+                "poll_log2": draw(st.integers(POLL_MIN_LOG2, POLL_MAX_LOG2))}])
+        elif kind == "server":
+            frame = msgpack.packb([1, 4, {"listen": draw(st.sampled_from(["127.0.0.1:123",
+                                                                         "[::1]:123", "x"])),
+                                          "counters": {"received": draw(st.integers(0, 9))}}])
+        else:
+            frame = msgpack.packb([1, 3, {"source_id": source_id}])
+        frames.append((sender, frame))
+    return frames
+
+
+@FUZZ
+@given(_bus_frames())
+def test_clock_control_contains_any_bus_input(frames: list[tuple[str, bytes]]) -> None:
+    import logging
+    import time
+
+    from ntpd_py.ipc.channels import MemoryHub
+    from ntpd_py.ipc.messages import SourceEntry
+    from ntpd_py.workers.clock_backends import ObserveClock
+    from ntpd_py.workers.clock_control import ClockControlTask
+    from ntpd_py.workers.runtime import Now
+
+    hub = MemoryHub()
+    now = Now(time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.time_ns())
+    task = ClockControlTask(
+        controller=ClockController(SynchronizationConfig(minimum_agreeing_sources=1),
+                                   now_mono_ns=now.mono_ns, now_real_ns=now.real_ns),
+        backend=ObserveClock(), bus=hub.router("bus"), pub=hub.pub("state"),
+        control=hub.router("control"), link=None, store=None, log=logging.getLogger("fuzz"))
+    task.set_sources([
+        SourceEntry(source_id="ptp:/dev/ptp0", kind="ptp", name="/dev/ptp0", poll_log2=0,
+                    poll_min=0, poll_max=0),
+        SourceEntry(source_id="ntp:a", kind="ntp", name="a", poll_log2=4, poll_min=4,
+                    poll_max=10)], now, ["server"], ["127.0.0.1:123"])
+    dealers = {}
+    for sender, frame in frames:
+        dealer = dealers.setdefault(sender, hub.dealer("bus", sender.encode()))
+        assert dealer.send(frame)
+    task.step(now)  # must not raise, whatever came in
+    stats = task.guard.stats
+    handled = sum(s.accepted + s.dropped_total for s in stats.values())
+    assert handled == len(frames)  # every frame accepted or dropped with a reason
+    assert not any(r.startswith("error:") for s in stats.values() for r in s.dropped), stats
+    assert set(task.server_totals()) <= {"127.0.0.1:123"}
