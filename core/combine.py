@@ -23,6 +23,10 @@ from .leap import leap_vote
 
 __all__ = ["Combined", "SourceEstimate", "combine"]
 
+# NTP's MAXDISP: a dispersion beyond it means "no use", and squaring 1e308 overflows
+# (OverflowError), which once let one bad sample stop clock-control.
+MAX_DISPERSION_S = 16.0
+
 
 @dataclass(frozen=True, slots=True)
 class SourceEstimate:
@@ -60,11 +64,13 @@ def combine(sources: Sequence[SourceEstimate], *, ignore_server_dispersion: bool
         est = source.estimate
         p00 = est.p00
         if not ignore_server_dispersion:
-            p00 = p00 + source.root_dispersion_s**2
+            dispersion = min(source.root_dispersion_s, MAX_DISPERSION_S)
+            p00 = p00 + dispersion * dispersion
         if source.two_way_delay_s > 0.0:
             # The asymmetry bias taken as uniform in [-delay/2, delay/2]: variance d²/12.
             # It keeps a precise PHC from being pulled toward a biased NTP path.
-            p00 = p00 + source.two_way_delay_s**2 / 12.0
+            delay = min(source.two_way_delay_s, MAX_DISPERSION_S)
+            p00 = p00 + delay * delay / 12.0
         if p00 != est.p00:
             # Built directly: dataclasses.replace was a third of a sample's cost here.
             est = Prediction(est.t_ns, est.offset, est.freq, p00, est.p01, est.p11)

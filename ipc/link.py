@@ -18,6 +18,8 @@ from .messages import Message, MsgType
 __all__ = ["Link", "LinkClosed", "socketpair"]
 
 MAX_LINK_FRAME = 256 * 1024
+# Malformed frames one recv() skips at most: a flood of them must not hold the reader.
+MAX_SKIPPED_PER_RECV = 16
 
 
 class LinkClosed(Exception):
@@ -38,6 +40,7 @@ class Link:
         self.sock = sock
         self.accept = frozenset(accept)
         self.malformed = 0
+        self.dropped = 0  # valid frames the reader refused (over its rate cap)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -58,9 +61,10 @@ class Link:
     def recv(self) -> tuple[Message, list[int]] | None:
         """The next valid message and any fds that came with it; None when nothing waits.
 
-        Malformed frames are counted and skipped (their fds closed).
+        Malformed frames are counted and skipped (their fds closed), at most
+        MAX_SKIPPED_PER_RECV per call (then None, as if nothing waited).
         """
-        while True:
+        for _ in range(MAX_SKIPPED_PER_RECV):
             try:
                 frame, fds, flags, _ = socket.recv_fds(self.sock, MAX_LINK_FRAME, 4)
             except (BlockingIOError, InterruptedError):
@@ -77,6 +81,7 @@ class Link:
                 self.malformed += 1
                 for fd in fds:
                     os.close(fd)
+        return None
 
     def close(self) -> None:
         self.sock.close()

@@ -52,6 +52,15 @@ SCHEMA_VERSION = 1
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=4096)]
 Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=64)]
+# Finite but absurd values are refused here, at the boundary: no NTP or PTP path has a
+# delay, dispersion or uncertainty above 16 s (NTP's MAXDISP), and poll exponents beyond
+# these bounds are not intervals any configuration allows (ntpd-rs: 2^-8 s .. 2^17 s).
+MAX_SECONDS = 16.0
+POLL_MIN_LOG2 = -8
+POLL_MAX_LOG2 = 17
+Seconds = Annotated[float, Field(ge=0.0, le=MAX_SECONDS, allow_inf_nan=False)]
+PollLog2 = Annotated[int, Field(ge=POLL_MIN_LOG2, le=POLL_MAX_LOG2)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class MsgType(enum.IntEnum):
@@ -94,17 +103,17 @@ class SampleMsg(Message):
     TYPE: ClassVar[MsgType] = MsgType.SAMPLE
     source_id: Id
     kind: Kind
-    offset_s: float
-    delay_s: Annotated[float, Field(ge=0.0)]
-    uncertainty_s: Annotated[float, Field(ge=0.0)]
-    root_delay_s: Annotated[float, Field(ge=0.0)]
-    root_dispersion_s: Annotated[float, Field(ge=0.0)]
+    offset_s: FiniteFloat
+    delay_s: Seconds
+    uncertainty_s: Seconds
+    root_delay_s: Seconds
+    root_dispersion_s: Seconds
     stratum: Annotated[int, Field(ge=0, le=16)]
     leap: Leap
     reference_id: Annotated[int, Field(ge=0, lt=2**32)]
     mono_ns: Annotated[int, Field(ge=0, lt=2**63)]
     realtime_ns: Annotated[int, Field(gt=-(2**63), lt=2**63)]
-    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+    poll_log2: PollLog2
 
     _check_finite = field_validator(
         "offset_s", "delay_s", "uncertainty_s", "root_delay_s", "root_dispersion_s"
@@ -135,8 +144,8 @@ class SourceStatus(Message):
     state: Literal["starting", "running", "waiting", "unreachable", "failed"]
     detail: Text = ""
     method: Text | None = None  # PHC read method in use
-    last_window_s: float | None = None  # PHC reading window of the last sample
-    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+    last_window_s: Seconds | None = None  # PHC reading window of the last sample
+    poll_log2: PollLog2
     reach: Annotated[int, Field(ge=0, le=255)] = 0
     counters: Counters = Field(default_factory=dict)
 
@@ -161,7 +170,7 @@ class ServerStats(Message):
 class PollAdvice(Message):
     TYPE: ClassVar[MsgType] = MsgType.POLL_ADVICE
     source_id: Id
-    poll_log2: Annotated[int, Field(ge=-32, le=32)]
+    poll_log2: PollLog2
 
 
 class SystemView(BaseModel):
@@ -254,6 +263,7 @@ class ProcessInfo(BaseModel):
     last_exit: Text = ""
     cpu_seconds: float | None = None  # user + system CPU time of the running process
     link_malformed: Annotated[int, Field(ge=0)] = 0  # bad frames on its supervisor link
+    link_dropped: Annotated[int, Field(ge=0)] = 0  # frames beyond its link's rate cap
 
 
 class ProcessTable(Message):
@@ -266,9 +276,9 @@ class SourceEntry(BaseModel):
     source_id: Id
     kind: Kind
     name: Text
-    poll_log2: Annotated[int, Field(ge=-32, le=32)]
-    poll_min: Annotated[int, Field(ge=-32, le=32)]
-    poll_max: Annotated[int, Field(ge=-32, le=32)]
+    poll_log2: PollLog2
+    poll_min: PollLog2
+    poll_max: PollLog2
 
 
 class SourceSet(Message):
@@ -276,6 +286,10 @@ class SourceSet(Message):
 
     TYPE: ClassVar[MsgType] = MsgType.SOURCE_SET
     sources: Annotated[list[SourceEntry], Field(max_length=1024)]
+    # The server workers that exist (`server`, or `server#1`..`server#N`) and the
+    # configured `listen` values: clock-control takes ServerStats only from those.
+    server_workers: Annotated[list[Id], Field(max_length=32)] = Field(default_factory=list)
+    server_listens: Annotated[list[Text], Field(max_length=64)] = Field(default_factory=list)
 
 
 class PeerFailed(Message):

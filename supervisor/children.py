@@ -113,4 +113,5 @@ class Child:
             last_exit=self.last_exit,
             cpu_seconds=cpu_seconds,
             link_malformed=self.link.malformed if self.link is not None else 0,
+            link_dropped=self.link.dropped if self.link is not None else 0,
         )

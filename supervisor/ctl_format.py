@@ -109,10 +109,13 @@ def _process_lines(processes: list[ProcessInfo]) -> list[str]:
         rss = "-" if proc.rss_bytes is None else f"{proc.rss_bytes / 2**20:.1f}M"
         cpu = "-" if proc.cpu_percent is None else f"{proc.cpu_percent:.1f}"
         pid = "-" if proc.pid is None else str(proc.pid)
+        link = [f"{n} {what}" for n, what in ((proc.link_dropped, "link frames dropped"),
+                                              (proc.link_malformed, "link frames malformed"))
+                if n]
         lines.append(
             f"{proc.role:<14} {proc.worker_id[:28]:<28} {pid:>7} {proc.user[:10]:<10} "
             f"{proc.state:<9} {uptime:>8} {proc.restarts:>8} {rss:>8} {cpu:>5}  "
-            f"{proc.last_exit}"
+            f"{proc.last_exit}" + (f" ({', '.join(link)})" if link else "")
         )
     return lines
 

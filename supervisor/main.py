@@ -28,6 +28,7 @@ from ntpd_py.ipc.messages import (
     PeerFailed,
     ProcessTable,
 )
+from ntpd_py.workers.bus_guard import TokenBucket
 from ntpd_py.workers.runtime import drain
 
 from .children import Child
@@ -49,6 +50,13 @@ EX_SOFTWARE = 70
 # that was a visible part of the daemon's idle CPU (benchmarks/memory.py).
 PROCESS_TABLE_INTERVAL_NS = 10_000_000_000
 MAX_SLEEP_NS = 5_000_000_000
+# A child's link: frames read per wake-up, and a token bucket (a heartbeat every 5 s, a
+# device request or pool verdict now and then: generous bursts). A child over its bucket
+# is not listened to for LINK_MUTE_NS (its frames wait in its socket, or are dropped).
+LINK_FRAMES_PER_WAKE = 16
+LINK_RATE_PER_S = 5.0
+LINK_BURST = 50.0
+LINK_MUTE_NS = 200_000_000
 
 
 def _mono() -> int:
@@ -75,6 +83,9 @@ class Supervisor:
         self._next_table = 0
         self.pools = Pools(self.config, self.setup.drop_for_helper, log)
         self.systemd = SystemdNotifier(log)
+        # Per child (worker id): its link and that link's bucket; when muted until.
+        self._link_buckets: dict[str, tuple[object, TokenBucket]] = {}
+        self._link_muted_until: dict[str, int] = {}
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -173,26 +184,74 @@ class Supervisor:
             )
 
     def _serve_links(self, ready: set[int], now: int) -> None:
+        """Read the children's links: a bounded number of frames per child and wake-up,
+        within a token bucket per child (heartbeats come every 5 s). A child beyond its
+        bucket has the frames read this time dropped and counted (heartbeats still
+        noted: they only say it lives), and its link is not polled for a moment, so a
+        flooding child costs the supervisor little and cannot crowd out the others."""
         for child in list(self.children.values()):
             link = child.link
             if link is None or link.fileno() not in ready:
                 continue
+            worker_id = child.spec.worker_id
+            kept = self._link_buckets.get(worker_id)
+            if kept is None or kept[0] is not link:  # a new link (a restart): a new bucket
+                kept = self._link_buckets[worker_id] = (link, TokenBucket(LINK_RATE_PER_S,
+                                                                          LINK_BURST))
+            bucket = kept[1]
             try:
-                while (item := link.recv()) is not None:
+                frames = 0
+                while frames < LINK_FRAMES_PER_WAKE:
+                    before = link.malformed
+                    item = link.recv()
+                    # Malformed frames (skipped inside recv) cost tokens too.
+                    skipped = link.malformed - before
+                    frames += skipped + (item is not None)
+                    if skipped and not all([bucket.take(now) for _ in range(skipped)]):
+                        self._link_muted_until[worker_id] = now + LINK_MUTE_NS
+                    if item is None:
+                        if skipped:
+                            continue
+                        break
                     message, fds = item
                     for fd in fds:
                         os.close(fd)
                     if isinstance(message, Heartbeat):
                         child.last_heartbeat_ns = now
-                        self.systemd.heartbeat(child.spec.worker_id, message.status)
-                    elif isinstance(message, DeviceRequest):
-                        self._open_device_for(child)
-                    elif isinstance(message, PeerFailed) and self.pools.peer_failed(
-                            message.worker_id, message.reason, now):
-                        self._converge(now, "pool member replaced")
+                    if not bucket.take(now):
+                        link.dropped += 1
+                        self._link_muted_until[worker_id] = now + LINK_MUTE_NS
+                        continue
+                    try:
+                        self._link_message(child, message, now)
+                    except Exception as exc:  # contain it: one frame, not the supervisor
+                        self.log.error("%s: handling %s from its link raised %s: %s",
+                                       child.spec.worker_id, type(message).__name__,
+                                       type(exc).__name__, exc)
             except LinkClosed:
                 child.link.close() if child.link else None
                 child.link = None
+
+    def _link_message(self, child: Child, message: object, now: int) -> None:
+        if isinstance(message, Heartbeat):
+            self.systemd.heartbeat(child.spec.worker_id, message.status)
+        elif isinstance(message, DeviceRequest):
+            self._open_device_for(child)
+        elif isinstance(message, PeerFailed) and self.pools.peer_failed(
+                message.worker_id, message.reason, now):
+            self._converge(now, "pool member replaced")
+
+    def _link_polled(self, child: Child, now: int) -> bool:
+        """Whether to wait on this child's link now (not while it is muted for flooding)."""
+        if child.link is None:
+            return False
+        until = self._link_muted_until.get(child.spec.worker_id)
+        if until is None:
+            return True
+        if now >= until:
+            del self._link_muted_until[child.spec.worker_id]
+            return True
+        return False
 
     def _open_device_for(self, child: Child) -> None:
         source = child.spec.source
@@ -333,6 +392,7 @@ class Supervisor:
         for extra in (self.pools.next_deadline_ns(), self.systemd.next_deadline_ns()):
             if extra is not None:
                 deadlines.append(extra)
+        deadlines += [t for t in self._link_muted_until.values() if t > now]
         for c in self.children.values():
             if c.state == "backoff" and c.restart_at_ns is not None:
                 deadlines.append(c.restart_at_ns)
@@ -353,7 +413,7 @@ class Supervisor:
                 poller = select.poll()
                 poller.register(self._wake_r, select.POLLIN)
                 for child in self.children.values():
-                    if child.link is not None:
+                    if child.link is not None and self._link_polled(child, _mono()):
                         poller.register(child.link.fileno(), select.POLLIN)
                 for fd in self.pools.fds():
                     poller.register(fd, select.POLLIN)

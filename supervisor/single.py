@@ -21,6 +21,7 @@ from ntpd_py.core.config import PoolSourceConfig, PtpSourceConfig, ServerSourceC
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.ipc.channels import MemoryHub
 from ntpd_py.ipc.unix_control import UnixControlServer
+from ntpd_py.workers.logutil import RateLimitedLog
 
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
@@ -49,6 +50,55 @@ class _ProcessInfoTask:
         self._next = now.mono_ns + 1_000_000_000
 
 
+HOLD_AFTER_FAILURE_NS = 1_000_000_000
+
+
+class _Contained:
+    """One task whose `step` may raise: the exception is logged (rate-limited), counted
+    under the task's id in clock-control's drop counters, and the loop goes on.
+
+    In the multi-process daemon a worker that raises dies alone and is restarted; here
+    every loop shares the process, so one worker's bad sample (a SampleMsg that fails its
+    own validation, say) must not end the daemon. Only PanicExit ends it, as it should.
+    """
+
+    def __init__(self, task: Any, cc: Any, limited: RateLimitedLog) -> None:
+        self.task, self._cc, self._limited = task, cc, limited
+        self.name = task.name
+        self._held_until: int | None = None  # after a failure, like a restart backoff
+
+    def pollables(self) -> Any:
+        return [] if self._held_until is not None else self.task.pollables()
+
+    def next_deadline_ns(self) -> int | None:
+        if self._held_until is not None:
+            return self._held_until
+        deadline: int | None = self.task.next_deadline_ns()
+        return deadline
+
+    def step(self, now: Any) -> None:
+        from ntpd_py.workers.clock_control import PanicExit
+
+        if self._held_until is not None:
+            if now.mono_ns < self._held_until:
+                return
+            self._held_until = None
+        try:
+            self.task.step(now)
+        except PanicExit:
+            raise
+        except Exception as exc:
+            worker_id = str(getattr(self.task, "worker_id", self.name))
+            reason = f"error:{type(exc).__name__}"
+            self._cc.guard.drop(worker_id, reason)
+            self._limited.log(logging.ERROR, f"{worker_id}:{reason}", now.mono_ns,
+                              "%s raised %s: %s (contained; the other loops go on)",
+                              worker_id, type(exc).__name__, exc)
+            # A task that fails before rescheduling itself would otherwise be due at once,
+            # again and again: hold it back a second (the other loops keep running).
+            self._held_until = now.mono_ns + HOLD_AFTER_FAILURE_NS
+
+
 class _Stop:
     def __init__(self) -> None:
         self.stop = False
@@ -70,7 +120,8 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
     cc, clock = build_clock_control(config, hub.router("bus"), hub.pub("state"), control, None,
                                     logging.getLogger("clock-control"))
     now = clock.now()
-    cc.set_sources(list(source_set(config, setup.specs).sources), now)
+    sources = source_set(config, setup.specs)
+    cc.set_sources(list(sources.sources), now, sources.server_workers, sources.server_listens)
     tasks: list[Any] = [cc, _ProcessInfoTask(cc, setup)]
     sim = clock if config.daemon.clock == "simulated" else None
     for spec in setup.specs:
@@ -125,8 +176,9 @@ def run_single_process(config_path: str, clock_name: str | None, log: logging.Lo
     signal.signal(signal.SIGINT, on_signal)
     log.info("single-process mode (pid %d): no privilege separation, no ZeroMQ", os.getpid())
     tasks, clock, control = _tasks(setup, log)
+    limited = RateLimitedLog(log)
     try:
-        run_poll(tasks, clock, stop)
+        run_poll([_Contained(task, tasks[0], limited) for task in tasks], clock, stop)
     except PanicExit as exc:
         return exc.code
     finally:

@@ -14,7 +14,12 @@ __all__ = ["source_set"]
 
 def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
     entries = []
+    server_workers: list[str] = []
+    listens: dict[str, None] = {}
     for spec in specs:
+        if spec.role == "server":
+            server_workers.append(spec.worker_id)
+            listens.update((server.listen, None) for server in spec.servers)
         source = spec.source
         if isinstance(source, PtpSourceConfig):
             entries.append(
@@ -44,4 +49,5 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
                     poll_max=limits.max,
                 )
             )
-    return SourceSet(sources=entries)
+    return SourceSet(sources=entries, server_workers=server_workers,
+                     server_listens=list(listens))

@@ -2,8 +2,10 @@
 
 Clock-control accepts a frame only from a worker id it knows, of a type that
 worker kind may send, about the source that worker measures, and within that
-source's rate cap (a token bucket sized from its poll interval). Everything
-else is dropped and counted per sender; `ntpctl status` shows the counts.
+source's rate cap (a token bucket sized from its *configured* poll limits, as
+the supervisor's SourceSet says: never from what the worker reports about
+itself). Everything else is dropped and counted per sender; `ntpctl status`
+shows the counts.
 """
 
 from __future__ import annotations
@@ -56,14 +58,18 @@ class BusGuard:
         self._buckets: dict[str, TokenBucket] = {}
         self.stats: dict[str, SenderStats] = collections.defaultdict(SenderStats)
 
-    def configure(self, sender: str, poll_log2: int) -> None:
-        rate = max(MIN_RATE_PER_S, RATE_FACTOR * 2.0 ** (-poll_log2))
+    def configure(self, sender: str, poll_log2: int, frames_per_poll: int = 1) -> None:
+        """Cap `sender` from its configured (shortest) poll interval; a bucket kept if unchanged."""
+        rate = max(MIN_RATE_PER_S, RATE_FACTOR * frames_per_poll * 2.0 ** (-poll_log2))
         bucket = self._buckets.get(sender)
         if bucket is None or bucket.rate_per_s != rate:
             self._buckets[sender] = TokenBucket(rate, max(BURST, rate))
 
     def forget(self, sender: str) -> None:
         self._buckets.pop(sender, None)
+
+    def known(self) -> set[str]:
+        return set(self._buckets)
 
     def admit(self, sender: str, now_ns: int) -> bool:
         bucket = self._buckets.get(sender)

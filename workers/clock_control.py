@@ -4,10 +4,19 @@ Thin around :class:`ntpd_py.core.controller.ClockController`: it admits and
 decodes frames from the bus, feeds the algorithm, carries out the actions on
 the clock backend, publishes the clock state, answers `ntpctl`, and keeps the
 restart snapshot and the drift file.
+
+Every wake-up does bounded work, in this order: the supervisor link, the bus
+(samples, heartbeat-relevant state), the algorithm's timers, and only then a
+few control requests, which are rate-limited per connection and overall (the
+rest wait in ZeroMQ's queue, the excess is refused with a cheap reply and
+counted). Any exception while handling one message drops that message and is
+counted per sender and reason (``error:OverflowError``): no input stops the
+steering.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +48,7 @@ from ntpd_py.ipc.messages import (
 )
 
 from .base import RIDE_ALONG_NS
-from .bus_guard import BusGuard
+from .bus_guard import BusGuard, TokenBucket
 from .clock_backends import ClockBackend
 from .logutil import RateLimitedLog, apply_log_control
 from .runtime import Now
@@ -56,8 +65,28 @@ PUBLISH_INTERVAL_NS = 1_000_000_000
 # so two PHCs polled half a second apart do not double the rate.)
 PUBLISH_RIDE_ALONG_NS = 300_000_000
 PUBLISH_LATE_NS = 250_000_000
-MAX_FRAMES_PER_STEP = 2000
+# Bounded work per wake-up; what is left waits in its queue (ZeroMQ's level-triggered
+# poll wakes the loop again at once, after the other inputs had their turn).
+MAX_FRAMES_PER_STEP = 256
+MAX_LINK_FRAMES_PER_STEP = 64
+MAX_CONTROL_FRAMES_PER_STEP = 32  # requests looked at (refusals are cheap)
+MAX_REPLIES_PER_STEP = 4  # full status replies built (the expensive part)
+# Control requests: generous for people and scripts, far below what stalls the loop.
+CTL_PEER_RATE_PER_S, CTL_PEER_BURST = 20.0, 20.0
+CTL_GLOBAL_RATE_PER_S, CTL_GLOBAL_BURST = 50.0, 50.0
+MAX_CTL_PEERS = 256  # per-connection buckets kept (least recently used go first)
+CTL_REFUSED = "ctl-rate-limited"
+CTL_FAILED = "ctl-error"
+# A sample may be stamped a little after clock-control read its clock (another process
+# read the same clock later); anything beyond this is "in the future".
+SAMPLE_FUTURE_SLACK_NS = 1_000_000_000
+INTERNAL_RETRY_NS = 1_000_000_000  # a failing timer or publish is retried this much later
+MAX_SERVER_ROWS = 64  # CtlReply.servers holds at most this many listen addresses
 FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
+
+
+REFUSAL = encode(CtlReply(ok=False, error="rate limited: too many control requests "
+                                          "(20/s per connection, 50/s in all); try again"))
 
 
 class PanicExit(Exception):
@@ -93,7 +122,17 @@ class ClockControlTask:
         self.guard = BusGuard()
         self.entries: list[SourceEntry] = []
         self.statuses: dict[str, SourceStatus] = {}
-        self.servers: dict[str, ServerStats] = {}
+        # Server counters per (server worker, listen): several server processes share
+        # one listen address (SO_REUSEPORT), so their counters are summed, not overwritten.
+        self.servers: dict[tuple[str, str], dict[str, int]] = {}
+        self._server_workers: frozenset[str] = frozenset()
+        self._server_listens: frozenset[str] = frozenset()
+        self._entries_by_id: dict[str, SourceEntry] = {}
+        self._last_sample_mono: dict[str, int] = {}
+        self._ctl_peers: collections.OrderedDict[bytes, TokenBucket] = collections.OrderedDict()
+        self._ctl_global = TokenBucket(CTL_GLOBAL_RATE_PER_S, CTL_GLOBAL_BURST)
+        self.ctl_counts: collections.Counter[str] = collections.Counter()
+        self._timer_held_until = 0
         self.processes: list[ProcessInfo] = []
         self._processes_mono_ns = 0
         self.last_state: ClockStateMsg | None = None
@@ -114,10 +153,11 @@ class ClockControlTask:
         return items
 
     def next_deadline_ns(self) -> int | None:
+        timer = self.controller.next_timer_mono_ns()
         deadlines = [
             self._next_publish + PUBLISH_LATE_NS,
             self._next_heartbeat if self.link else None,
-            self.controller.next_timer_mono_ns(),
+            None if timer is None else max(timer, self._timer_held_until),
         ]
         return min(d for d in deadlines if d is not None)
 
@@ -126,27 +166,55 @@ class ClockControlTask:
         self._drain_link(now)
         self._drain_bus(now)
         timer = self.controller.next_timer_mono_ns()
-        if timer is not None and timer <= now.mono_ns:
-            self._apply(
-                self.controller.handle_timer(now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now
-            )
+        if timer is not None and timer <= now.mono_ns and now.mono_ns >= self._timer_held_until:
+            try:
+                self._apply(self.controller.handle_timer(now_mono_ns=now.mono_ns,
+                                                         now_real_ns=now.real_ns), now)
+            except PanicExit:
+                raise
+            except Exception as exc:
+                # A timer that fails stays due: hold it back a second instead of spinning.
+                self._timer_held_until = now.mono_ns + INTERNAL_RETRY_NS
+                self._internal_error("the algorithm's timer", exc, now)
         self._drain_control(now)
         if self._dirty or now.mono_ns + PUBLISH_RIDE_ALONG_NS >= self._next_publish:
-            self._publish(now)
+            try:
+                self._publish(now)
+            except Exception as exc:
+                self._next_publish = now.mono_ns + PUBLISH_INTERVAL_NS
+                self._dirty = False
+                self._internal_error("publishing the clock state", exc, now)
         if self.link is not None and now.mono_ns + RIDE_ALONG_NS >= self._next_heartbeat:
             summary = summary_line(self.last_state) if self.last_state else ""
             self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns, status=summary))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
 
+    def _internal_error(self, what: str, exc: Exception, now: Now) -> None:
+        reason = f"internal:{type(exc).__name__}"
+        self.ctl_counts[reason] += 1
+        self.limited.log(logging.ERROR, reason, now.mono_ns, "%s raised %s: %s (contained)",
+                         what, type(exc).__name__, exc)
+
     # -- inputs ----------------------------------------------------------------------------
 
-    def set_sources(self, entries: list[SourceEntry], now: Now) -> None:
+    def set_sources(
+        self,
+        entries: list[SourceEntry],
+        now: Now,
+        server_workers: Sequence[str] | None = None,
+        server_listens: Sequence[str] | None = None,
+    ) -> None:
+        """Take the configured sources (and server workers/listens, when given).
+
+        The rate caps come from here (the configuration), never from a worker.
+        """
         old = {e.source_id: e for e in self.entries}
         new = {e.source_id: e for e in entries}
         for source_id, entry in old.items():
             if new.get(source_id) != entry:  # gone, or its settings changed: start afresh
                 self.controller.remove_source(source_id)
                 self.statuses.pop(source_id, None)
+                self._last_sample_mono.pop(source_id, None)
                 if source_id not in new:
                     self.guard.forget(source_id)
         for source_id, entry in new.items():
@@ -158,23 +226,45 @@ class ClockControlTask:
                     poll_limits=(entry.poll_min, entry.poll_max),
                 )
             self.guard.configure(source_id, min(entry.poll_log2, entry.poll_min))
-        for server_id in ["server", *(f"server#{i}" for i in range(1, 33))]:
-            self.guard.configure(server_id, 0)
+        if server_workers is not None:
+            for gone in self._server_workers - set(server_workers):
+                if gone not in new:
+                    self.guard.forget(gone)
+            self._server_workers = frozenset(server_workers)
+        if server_listens is not None:
+            self._server_listens = frozenset(server_listens)
+        for server_id in self._server_workers:
+            # A server worker sends one ServerStats per listen address every 2 s at most.
+            self.guard.configure(server_id, 0, max(1, len(self._server_listens)))
+        self.servers = {key: counters for key, counters in self.servers.items()
+                        if key[0] in self._server_workers and key[1] in self._server_listens}
         self.entries = list(entries)
+        self._entries_by_id = new
         self._dirty = True
 
     def _drain_link(self, now: Now) -> None:
         if self.link is None:
             return
-        while (item := self.link.recv()) is not None:
+        for _ in range(MAX_LINK_FRAMES_PER_STEP):
+            item = self.link.recv()
+            if item is None:
+                return
             message, fds = item
-            if isinstance(message, LogControl):
-                apply_log_control(message.level, message.timestamps, fds)
-            elif isinstance(message, SourceSet):
-                self.set_sources(list(message.sources), now)
-            elif isinstance(message, ProcessTable):
-                self.processes = list(message.processes)
-                self._processes_mono_ns = now.mono_ns
+            try:
+                if isinstance(message, LogControl):
+                    apply_log_control(message.level, message.timestamps, fds)
+                elif isinstance(message, SourceSet):
+                    self.set_sources(list(message.sources), now, message.server_workers,
+                                     message.server_listens)
+                elif isinstance(message, ProcessTable):
+                    self.processes = list(message.processes)
+                    self._processes_mono_ns = now.mono_ns
+            except PanicExit:
+                raise
+            except Exception as exc:  # contain it: the supervisor's next message may do
+                self.limited.log(logging.ERROR, f"link-error:{type(exc).__name__}", now.mono_ns,
+                                 "handling %s from the supervisor raised %s: %s",
+                                 type(message).__name__, type(exc).__name__, exc)
 
     def _drain_bus(self, now: Now) -> None:
         for _ in range(MAX_FRAMES_PER_STEP):
@@ -198,17 +288,56 @@ class ClockControlTask:
                     exc,
                 )
                 continue
+            self.contained(sender, message, now)
+
+    def contained(self, sender: str, message: Any, now: Now) -> None:
+        """`_handle` one message; whatever it raises drops that message, counted and logged."""
+        try:
             self._handle(sender, message, now)
+        except PanicExit:
+            raise
+        except Exception as exc:
+            reason = f"error:{type(exc).__name__}"
+            self.guard.drop(sender, reason)
+            self.limited.log(logging.ERROR, f"{reason}:{sender}", now.mono_ns,
+                             "dropped a %s from %s: handling it raised %s: %s",
+                             type(message).__name__, sender, type(exc).__name__, exc)
 
     def _handle(self, sender: str, message: Any, now: Now) -> None:
         source_id = getattr(message, "source_id", None)
+        entry = self._entries_by_id.get(sender)
         if isinstance(message, ServerStats):
-            self.servers[message.listen] = message
+            if sender not in self._server_workers:
+                self.guard.drop(sender, "not-a-server")
+                return
+            if message.listen not in self._server_listens:
+                self.guard.drop(sender, "unknown-listen")
+                return
+            self.servers[(sender, message.listen)] = dict(message.counters)
+        elif entry is None:
+            self.guard.drop(sender, "not-a-source")
+            return
         elif source_id != sender:
             # A worker may only speak for the source it measures.
             self.guard.drop(sender, "wrong-source")
             return
+        elif getattr(message, "kind", entry.kind) != entry.kind:
+            self.guard.drop(sender, "wrong-kind")
+            return
         elif isinstance(message, SampleMsg):
+            # Instants come from this host's clocks: one in the future or older than the
+            # source's previous sample is not a measurement (and would freeze the filter).
+            if message.mono_ns > now.mono_ns + SAMPLE_FUTURE_SLACK_NS:
+                self.guard.drop(sender, "future")
+                return
+            if message.mono_ns < self._last_sample_mono.get(sender, 0):
+                self.guard.drop(sender, "stale")
+                return
+            if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
+                # it sets when the algorithm next expects this source: configuration's call
+                self.guard.drop(sender, "poll-out-of-range")
+                return
+            self._last_sample_mono[sender] = message.mono_ns
             sample = self.backend.view_sample(message.to_sample())
             self._apply(
                 self.controller.handle_sample(
@@ -217,8 +346,10 @@ class ClockControlTask:
                 now,
             )
         elif isinstance(message, SourceStatus):
+            if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
+                self.guard.drop(sender, "poll-out-of-range")
+                return
             self.statuses[sender] = message
-            self.guard.configure(sender, message.poll_log2)
         elif isinstance(message, Unreachable):
             self._apply(
                 self.controller.handle_unreachable(
@@ -234,23 +365,68 @@ class ClockControlTask:
         return [p if p.uptime_s is None else p.model_copy(update={"uptime_s": p.uptime_s + age})
                 for p in self.processes]
 
+    def server_totals(self) -> dict[str, dict[str, int]]:
+        """Counters per listen address, summed over the server processes that serve it."""
+        totals: dict[str, collections.Counter[str]] = {}
+        for (_, listen), counters in sorted(self.servers.items()):
+            totals.setdefault(listen, collections.Counter()).update(counters)
+        return {listen: dict(c) for listen, c in list(totals.items())[:MAX_SERVER_ROWS]}
+
+    def ipc_counts(self) -> dict[str, int]:
+        """Bus drops by reason, plus the control requests refused or failed."""
+        counts = self.guard.totals()
+        counts.update(self.ctl_counts)
+        return counts
+
     def _drain_control(self, now: Now) -> None:
-        while (item := self.control.recv()) is not None:
+        replies = 0
+        for _ in range(MAX_CONTROL_FRAMES_PER_STEP):
+            if replies >= MAX_REPLIES_PER_STEP:
+                return  # the rest waits in the socket's queue until the next wake-up
+            item = self.control.recv()
+            if item is None:
+                return
             peer, frame = item
-            try:
-                request = decode(frame, {MsgType.CTL_REQUEST})
-            except MalformedMessage as exc:
-                reply = CtlReply(ok=False, error=f"bad request: {exc}")
-            else:
-                assert isinstance(request, CtlRequest)
-                reply = CtlReply(
-                    ok=True,
-                    clock=self._state(now),
-                    processes=self._processes_now(now),
-                    ipc=self.guard.totals(),
-                    servers={k: dict(v.counters) for k, v in self.servers.items()},
-                )
-            self.control.send(encode(reply), peer)
+            if not self._ctl_admit(peer, now.mono_ns):
+                self.ctl_counts[CTL_REFUSED] += 1
+                self.control.send(REFUSAL, peer)
+                continue
+            replies += 1
+            self.control.send(self._control_reply(frame, now), peer)
+
+    def _ctl_admit(self, peer: bytes, now_ns: int) -> bool:
+        """A token from the connection's bucket and from the global one (REQ peers by id)."""
+        bucket = self._ctl_peers.pop(peer, None)
+        if bucket is None:
+            bucket = TokenBucket(CTL_PEER_RATE_PER_S, CTL_PEER_BURST)
+            while len(self._ctl_peers) >= MAX_CTL_PEERS:
+                self._ctl_peers.popitem(last=False)
+        self._ctl_peers[peer] = bucket  # most recently used last
+        if not bucket.take(now_ns):
+            return False
+        return self._ctl_global.take(now_ns)
+
+    def _control_reply(self, frame: bytes, now: Now) -> bytes:
+        try:
+            request = decode(frame, {MsgType.CTL_REQUEST})
+        except MalformedMessage as exc:
+            return encode(CtlReply(ok=False, error=f"bad request: {exc}"))
+        assert isinstance(request, CtlRequest)
+        try:
+            return encode(CtlReply(
+                ok=True,
+                clock=self._state(now),
+                processes=self._processes_now(now),
+                ipc=self.ipc_counts(),
+                servers=self.server_totals(),
+            ))
+        except Exception as exc:  # a reply that fails its own schema must not stop us
+            self.ctl_counts[CTL_FAILED] += 1
+            self.limited.log(logging.ERROR, f"ctl-error:{type(exc).__name__}", now.mono_ns,
+                             "could not build the status reply: %s: %s",
+                             type(exc).__name__, exc)
+            return encode(CtlReply(ok=False, error=f"clock-control could not build the reply: "
+                                                   f"{type(exc).__name__}"))
 
     # -- outputs ----------------------------------------------------------------------------
 

@@ -199,6 +199,10 @@ def _processes(reply: CtlReply) -> Iterator[Metric]:
         "ntpd_py_ipc_link_malformed", "Malformed frames the supervisor got on this link",
         labels=PROCESS_LABELS,
     )
+    link_dropped = CounterMetricFamily(
+        "ntpd_py_ipc_link_dropped", "Frames the supervisor refused on this link (rate cap)",
+        labels=PROCESS_LABELS,
+    )
     for proc in reply.processes:
         labels = [proc.worker_id, proc.role]
         up.add_metric(labels, int(proc.pid is not None and proc.state == "running"))
@@ -209,11 +213,12 @@ def _processes(reply: CtlReply) -> Iterator[Metric]:
             cpu.add_metric(labels, proc.cpu_seconds)
         if proc.role != "supervisor":
             malformed.add_metric(labels, proc.link_malformed)
+            link_dropped.add_metric(labels, proc.link_dropped)
     dropped = CounterMetricFamily("ntpd_py_ipc_dropped", "Bus frames dropped by clock-control",
                                   labels=["reason"])
     for reason, count in sorted(reply.ipc.items()):
         dropped.add_metric([reason], count)
-    yield from (up, restarts, rss, cpu, malformed, dropped)
+    yield from (up, restarts, rss, cpu, malformed, link_dropped, dropped)
 
 
 def families(

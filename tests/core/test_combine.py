@@ -71,3 +71,15 @@ def test_combination_of_identical_sources_returns_their_value(
     assert result.estimate.offset == pytest.approx(offset, rel=1e-9, abs=1e-15)
     assert result.estimate.freq == pytest.approx(freq, rel=1e-9, abs=1e-18)
     assert result.estimate.p00 <= var + disp**2 + 1e-30
+
+
+def test_absurd_dispersion_and_delay_do_not_overflow() -> None:
+    # Regression (issue #17, 3b): root_dispersion_s = 1e308 passed the old schema and
+    # `1e308**2` raised OverflowError here, ending clock-control. Now capped at MAXDISP.
+    good = est("a", 0.001, 1e-12)
+    bad = SourceEstimate("b", Prediction(0, 5.0, 0.0, 1e-12, 0.0, 1e-18), 0.0, 1e308, 1, 2,
+                         LeapIndicator.NONE, two_way_delay_s=1e308)
+    result = combine([good, bad], ignore_server_dispersion=False)
+    assert result.order[0] == "a"
+    assert abs(result.estimate.offset - 0.001) < 1e-3
+    assert result.root_dispersion_s < 1.0

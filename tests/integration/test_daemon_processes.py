@@ -339,6 +339,12 @@ def test_several_server_processes_share_the_address() -> None:
                 capture_output=True, text=True, timeout=60)
             answered += probe.stdout.startswith("offset")
         assert answered == 3
+        # both processes' counters add up (they used to overwrite each other, keyed by listen)
+        address = f"127.0.0.1:{listen}"
+        document = wait_for(lambda: (lambda d: d if d and any(
+            s["listen"] == address and s["counters"].get("received") == 3
+            for s in d["servers"]) else None)(daemon.status()), 15, "server counters summed")
+        assert len(document["servers"]) == 1
 
 
 def _with_daemon_keys(daemon: Daemon, body: str, extra: str) -> None:

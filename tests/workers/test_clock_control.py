@@ -28,7 +28,8 @@ def _sample(source_id: str, kind: SourceKind, now: Now) -> SampleMsg:
     return SampleMsg.from_sample(Sample(
         source_id=source_id, kind=kind, offset_s=1e-6, delay_s=5e-7, uncertainty_s=1e-7,
         root_delay_s=0.0, root_dispersion_s=0.0, stratum=1, leap=LeapIndicator.NONE,
-        reference_id=1, mono_ns=now.mono_ns, realtime_ns=now.real_ns, poll_log2=0))
+        reference_id=1, mono_ns=now.mono_ns, realtime_ns=now.real_ns,
+        poll_log2=0 if kind is SourceKind.PTP else 4))  # within each source's configured limits
 
 
 def _task():
@@ -102,3 +103,174 @@ def test_unknown_senders_are_refused() -> None:
     hub.dealer("bus", b"stranger").send(encode(_sample(PTP, SourceKind.PTP, _now())))
     task.step(_now())
     assert task.guard.totals() == {"unknown-sender": 1}
+
+
+# -- issue #17: bounded work, contained failures, admission by configuration ------------------
+
+
+def _task_with_servers(workers: list[str], listens: list[str]):
+    hub, task = _task()
+    task.set_sources(list(task.entries), _now(), workers, listens)
+    return hub, task
+
+
+def test_control_requests_are_rate_limited_and_samples_come_first() -> None:
+    hub, task = _task()
+    ctl = hub.dealer("control", b"observer")
+    ptp = hub.dealer("bus", PTP.encode())
+    request = encode(CtlRequest(command="status"))
+    answered = refused = 0
+    for round_ in range(12):  # within the PTP source's own burst of 16
+        now = _now()
+        for _ in range(50):
+            ctl.send(request)
+        ptp.send(encode(_sample(PTP, SourceKind.PTP, now)))
+        task.step(now)
+        while (item := ctl.recv()) is not None:
+            reply = decode(item[1], max_size=1 << 20)
+            assert isinstance(reply, CtlReply)
+            if reply.ok:
+                answered += 1
+            else:
+                assert reply.error.startswith("rate limited"), reply.error
+                refused += 1
+        # every wake-up took its sample, whatever the control flood
+        assert task.guard.stats[PTP].accepted == round_ + 1
+    # a wake-up builds at most MAX_REPLIES_PER_STEP full replies; the per-peer bucket
+    # (burst 20) allows no more than that in a fraction of a second
+    assert 0 < answered <= 21
+    assert refused > 0
+    assert task.ctl_counts["ctl-rate-limited"] == refused
+    assert task.ipc_counts()["ctl-rate-limited"] == refused
+
+
+def test_an_exception_while_handling_a_sample_drops_only_that_sample() -> None:
+    hub, task = _task()
+    calls = []
+
+    def broken(sample, **kwargs):  # a bug or an overflow in the algorithm
+        calls.append(sample)
+        raise OverflowError("(34, 'Numerical result out of range')")
+
+    real = task.controller.handle_sample
+    task.controller.handle_sample = broken  # type: ignore[method-assign]
+    ptp = hub.dealer("bus", PTP.encode())
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+    task.step(_now())
+    assert len(calls) == 1
+    assert task.guard.stats[PTP].dropped == {"error:OverflowError": 1}
+    task.controller.handle_sample = real  # type: ignore[method-assign]
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+    task.step(_now())
+    assert task.guard.stats[PTP].accepted == 1
+    assert _status(hub, task).ipc == {"error:OverflowError": 1}
+
+
+def test_server_stats_only_from_configured_servers_and_listens_and_summed() -> None:
+    from ntpd_py.ipc.messages import ServerStats
+
+    hub, task = _task_with_servers(["server#1", "server#2"], ["127.0.0.1:123"])
+    one, two = hub.dealer("bus", b"server#1"), hub.dealer("bus", b"server#2")
+    one.send(encode(ServerStats(listen="127.0.0.1:123", counters={"received": 5})))
+    two.send(encode(ServerStats(listen="127.0.0.1:123", counters={"received": 7})))
+    one.send(encode(ServerStats(listen="0.0.0.0:1", counters={"received": 1})))
+    hub.dealer("bus", b"server#5").send(
+        encode(ServerStats(listen="127.0.0.1:123", counters={"received": 1})))
+    task.step(_now())
+    reply = _status(hub, task)
+    # two server processes on one address add up instead of overwriting each other
+    assert reply.servers == {"127.0.0.1:123": {"received": 12}}
+    assert task.guard.stats["server#1"].dropped == {"unknown-listen": 1}
+    assert reply.ipc == {"unknown-listen": 1, "unknown-sender": 1}
+
+
+def test_no_server_stats_without_a_configured_server_and_the_reply_survives() -> None:
+    # Regression (issue #17, 3a): ServerStats from `server#5` with > 64 listen values made
+    # the next status reply fail its own schema and clock-control exit.
+    from ntpd_py.ipc.messages import ServerStats
+
+    hub, task = _task()
+    server = hub.dealer("bus", b"server#5")
+    for i in range(100):
+        server.send(encode(ServerStats(listen=f"127.0.0.1:{1000 + i}", counters={"x": 1})))
+    task.step(_now())
+    reply = _status(hub, task)
+    assert reply.ok and reply.servers == {}
+    # even if the table were too big, the reply is an error, not a crash
+    task.servers = {("server", f"l{i}"): {"x": 1} for i in range(100)}
+    task.server_totals = lambda: {k[1]: v for k, v in task.servers.items()}  # type: ignore
+    reply = _status(hub, task)
+    assert not reply.ok and "could not build the reply" in reply.error
+    assert task.ctl_counts["ctl-error"] == 1
+
+
+def test_samples_from_the_future_or_older_than_the_last_are_dropped() -> None:
+    hub, task = _task()
+    ptp = hub.dealer("bus", PTP.encode())
+    now = _now()
+    future = _sample(PTP, SourceKind.PTP, Now(now.mono_ns + 10**15, now.real_ns))
+    ptp.send(encode(future))
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, now)))
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, Now(now.mono_ns - 10**9, now.real_ns))))
+    task.step(_now())
+    bad_poll = _sample(PTP, SourceKind.PTP, _now()).model_copy(update={"poll_log2": -8})
+    ptp.send(encode(bad_poll))  # the PHC's configured interval is 2^0 s
+    task.step(_now())
+    assert task.guard.stats[PTP].dropped == {"future": 1, "stale": 1, "poll-out-of-range": 1}
+    assert task.guard.stats[PTP].accepted == 1
+    # the source is not frozen: the next sample is taken
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+    task.step(_now())
+    assert task.guard.stats[PTP].accepted == 2
+
+
+def test_a_source_status_outside_the_configured_poll_limits_is_dropped_and_never_sets_the_cap(
+) -> None:
+    from ntpd_py.ipc.messages import SourceStatus
+
+    hub, task = _task()
+    ntp = hub.dealer("bus", NTP.encode())
+    bucket = task.guard._buckets[NTP]
+    for poll in (-8, 3, 7):  # outside [4, 6]
+        ntp.send(encode(SourceStatus(source_id=NTP, kind="ntp", name="x", state="running",
+                                     poll_log2=poll)))
+    ntp.send(encode(SourceStatus(source_id=NTP, kind="ntp", name="x", state="running",
+                                 poll_log2=4)))
+    task.step(_now())
+    assert task.guard.stats[NTP].dropped == {"poll-out-of-range": 3}
+    assert task.statuses[NTP].poll_log2 == 4
+    assert task.guard._buckets[NTP] is bucket  # the rate cap is the configuration's
+
+
+def test_absurd_values_are_refused_by_the_schema() -> None:
+    import pytest
+    from ntpd_py.ipc.framing import MalformedMessage
+
+    base = _sample(PTP, SourceKind.PTP, _now()).model_dump()
+    for field, value in (("root_dispersion_s", 1e308), ("delay_s", 16.5),
+                         ("uncertainty_s", float("inf")), ("offset_s", float("nan")),
+                         ("poll_log2", -32), ("root_delay_s", -1.0)):
+        frame = msgpack.packb([1, 1, base | {field: value}])
+        with pytest.raises(MalformedMessage, match="invalid"):
+            decode(frame)
+
+
+def test_a_failing_timer_or_publish_is_contained_and_held_back() -> None:
+    hub, task = _task()
+    now = _now()
+
+    def broken_timer(**kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    task.controller.next_timer_mono_ns = lambda: now.mono_ns  # type: ignore[method-assign]
+    task.controller.handle_timer = broken_timer  # type: ignore[method-assign]
+    task.step(now)
+    assert task.ctl_counts["internal:ZeroDivisionError"] == 1
+    # held back a second: the loop does not spin on a timer that stays due
+    assert task.next_deadline_ns() == now.mono_ns + 1_000_000_000
+    task.step(now)
+    assert task.ctl_counts["internal:ZeroDivisionError"] == 1
+    ptp = hub.dealer("bus", PTP.encode())
+    ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+    task.step(_now())
+    assert task.guard.stats[PTP].accepted == 1  # samples are still served

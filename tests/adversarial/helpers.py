@@ -1,0 +1,137 @@
+"""What an attacker does in the adversarial tests, in one place per capability.
+
+`bus_as(daemon, worker_id)` is the one way these tests reach clock-control's sample
+bus as a given worker: today a DEALER on `<runtime-dir>/bus.sock` with that routing
+id. When the bus becomes per-worker channels, only this function changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+
+from tests.integration.daemon import Daemon
+
+SYS_PIDFD_OPEN = 434
+SYS_PIDFD_GETFD = 438
+
+
+@contextlib.contextmanager
+def bus_as(daemon: Daemon, worker_id: str, hwm: int = 100_000) -> Iterator[Any]:
+    """A zmq socket that clock-control hears as worker `worker_id` (send frames on it).
+
+    If that worker runs, it is killed first (what a compromised sibling with the same
+    uid can do) and its id taken during the supervisor's restart backoff.
+    """
+    import signal
+
+    import zmq
+
+    pid = daemon.workers().get(worker_id, {}).get("pid")
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)  # let the bus notice the old connection is gone
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"ipc://{daemon.runtime}/bus.sock")
+    try:
+        time.sleep(0.1)  # let the connection come up before the first frame
+        yield sock
+    finally:
+        sock.close(linger=2000)
+        ctx.term()
+
+
+@contextlib.contextmanager
+def state_feed(daemon: Daemon) -> Iterator[Any]:
+    """A SUB on clock-control's published state (sample counts without asking ntpctl)."""
+    import zmq
+    from ntpd_py.ipc.endpoints import connect_sub
+
+    ctx = zmq.Context()
+    channel = connect_sub(ctx, str(daemon.runtime / "state.sock"))
+    try:
+        yield channel
+    finally:
+        channel.close()
+        ctx.term()
+
+
+def latest_state(channel: Any, timeout: float = 3.0) -> Any:
+    """The newest ClockStateMsg on the feed (waits for one up to `timeout`)."""
+    from ntpd_py.ipc.framing import decode
+    from ntpd_py.ipc.messages import MsgType
+
+    deadline = time.monotonic() + timeout
+    latest = None
+    while time.monotonic() < deadline:
+        item = channel.recv()
+        if item is None:
+            if latest is not None:
+                return latest
+            time.sleep(0.05)
+            continue
+        latest = decode(item[1], {MsgType.CLOCK_STATE}, max_size=1 << 20)
+    return latest
+
+
+def samples_in(state: Any, source_id: str) -> int:
+    for view in state.sources:
+        if view.source_id == source_id:
+            return int(view.samples)
+    raise AssertionError(f"{source_id} not in the published state")
+
+
+def steal_fd(pid: int, target_fd: int) -> int:
+    """A copy of `target_fd` of process `pid` (pidfd_open + pidfd_getfd; needs root)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), f"pidfd_open({pid})")
+    try:
+        fd = libc.syscall(SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(target_fd),
+                          ctypes.c_uint(0))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), f"pidfd_getfd({pid}, {target_fd})")
+        return int(fd)
+    finally:
+        os.close(pidfd)
+
+
+def seqpacket_fds(pid: int) -> list[int]:
+    """The fds of `pid` that are unix SOCK_SEQPACKET sockets (a child's supervisor link)."""
+    import socket
+
+    found = []
+    for entry in psutil.Process(pid).net_connections(kind="unix"):
+        if entry.type == socket.SOCK_SEQPACKET and entry.fd >= 0:
+            found.append(entry.fd)
+    return found
+
+
+class CpuMeter:
+    """CPU share of one process over an interval (user + system time / wall time)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self._start()
+
+    def _start(self) -> None:
+        times = self.proc.cpu_times()
+        self.t0 = times.user + times.system
+        self.w0 = time.monotonic()
+
+    def percent(self) -> float:
+        times = self.proc.cpu_times()
+        return 100.0 * (times.user + times.system - self.t0) / max(1e-6,
+                                                                  time.monotonic() - self.w0)

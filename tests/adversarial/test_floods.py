@@ -1,0 +1,242 @@
+"""Floods and hostile bus input against a real daemon: the clock keeps being steered.
+
+(a) an observer floods the control socket; (b) a compromised worker floods its
+supervisor link; (c) a compromised worker sends bus input that used to crash
+clock-control. Each prints its load figures (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import msgpack
+import psutil
+import pytest
+
+from tests.adversarial.helpers import (
+    CpuMeter,
+    bus_as,
+    latest_state,
+    samples_in,
+    seqpacket_fds,
+    state_feed,
+    steal_fd,
+)
+from tests.integration.daemon import Daemon, wait_for
+from tests.ntp_helpers import free_udp_port, is_root, serve_cmd, started
+
+pytestmark = pytest.mark.integration
+
+PTP = "ptp:/dev/ptp0"
+SIM_PTP = """
+[[source]]
+mode = "ptp"
+path = "/dev/ptp0"
+precision = 5e-8
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+
+
+def _pid(daemon: Daemon, worker_id: str) -> int:
+    return int(wait_for(lambda: daemon.workers().get(worker_id, {}).get("pid"), 15,
+                        f"{worker_id} in the process table"))
+
+
+def _samples(document: dict | None, source_id: str) -> int:
+    if document is None:
+        return -1
+    return int(next(s["samples"] for s in document["sources"] if s["source_id"] == source_id))
+
+
+def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
+    import zmq
+    from ntpd_py.ipc.framing import decode, encode
+    from ntpd_py.ipc.messages import CtlReply, CtlRequest
+    from ntpd_py.supervisor.ctl_client import control_path
+
+    with Daemon(SIM_PTP) as daemon:
+        daemon.wait_running(["clock-control", PTP])
+        cc_pid = _pid(daemon, "clock-control")
+        path = control_path(str(daemon.config_path))
+        ctx = zmq.Context()
+        peers = []
+        for _ in range(4):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+            sock.connect("ipc://" + path)
+            peers.append(sock)
+        request = encode(CtlRequest(command="status"))
+        sent = ok = refused = 0
+        counts = []
+        try:
+            with state_feed(daemon) as feed:
+                counts.append(samples_in(latest_state(feed), PTP))
+                cpu = CpuMeter(cc_pid)
+                started_at = time.monotonic()
+                next_check = started_at + 1.0
+                while time.monotonic() - started_at < 5.0:
+                    for sock in peers:
+                        for _ in range(25):
+                            try:
+                                sock.send(request, zmq.NOBLOCK)
+                                sent += 1
+                            except zmq.Again:
+                                break
+                        while True:
+                            try:
+                                reply = decode(sock.recv(zmq.NOBLOCK), max_size=1 << 24)
+                            except zmq.Again:
+                                break
+                            assert isinstance(reply, CtlReply)
+                            if reply.ok:
+                                ok += 1
+                            else:
+                                assert reply.error.startswith("rate limited"), reply.error
+                                refused += 1
+                    if time.monotonic() >= next_check:
+                        counts.append(samples_in(latest_state(feed, 0.5), PTP))
+                        next_check += 1.0
+                    time.sleep(0.01)
+                elapsed = time.monotonic() - started_at
+                cc_cpu = cpu.percent()
+                time.sleep(1.5)
+                counts.append(samples_in(latest_state(feed), PTP))
+        finally:
+            for sock in peers:
+                sock.close(linger=0)
+            ctx.term()
+        print(f"\ncontrol flood: {sent / elapsed:.0f} requests/s sent for {elapsed:.1f} s, "
+              f"{ok} answered, {refused} refused, clock-control CPU {cc_cpu:.0f} %, "
+              f"PTP samples {counts}")
+        assert sent > 2000
+        assert refused > 0 and ok <= 50 * elapsed + 60
+        # the clock kept being served: the sample count (one PHC sample a second, read from
+        # the state published once a second, so one reading may repeat) rose all along
+        assert all(b > a for a, b in zip(counts, counts[2:], strict=False)), counts
+        assert counts[-1] - counts[0] >= 4, counts
+        document = wait_for(daemon.status, 10, "ntpctl answers after the flood")
+        assert document["ipc_dropped"].get("ctl-rate-limited", 0) >= refused * 0.9
+        assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
+
+
+@pytest.mark.root
+def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
+    if not is_root():
+        pytest.skip("taking a worker's link with pidfd_getfd needs root")
+    from ntpd_py.ipc.framing import encode
+    from ntpd_py.ipc.messages import DeviceRequest, Heartbeat
+
+    body = SIM_PTP + f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n'
+    with Daemon(body) as daemon:
+        daemon.wait_running(["clock-control", PTP, "server"])
+        ptp_pid, server_pid = _pid(daemon, PTP), _pid(daemon, "server")
+        (link_fd,) = seqpacket_fds(ptp_pid)
+        stolen = socket.socket(fileno=steal_fd(ptp_pid, link_fd))
+        frames = [encode(Heartbeat(worker_id=PTP, mono_ns=1)),
+                  encode(DeviceRequest(worker_id=PTP)), b"garbage", b"\x93\x01\x63\x80"]
+        stop = threading.Event()
+        sent, tried = [0], [0]
+
+        def flood() -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    tried[0] += 1
+                    stolen.send(frames[i % len(frames)])
+                    sent[0] += 1
+                    i += 1
+                except BlockingIOError:  # the link's buffer is full: the supervisor is not
+                    time.sleep(0.0005)  # reading it while this child is muted
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=flood, daemon=True)
+        supervisor = CpuMeter(daemon.pid)
+        started_at = time.monotonic()
+        thread.start()
+        try:
+            time.sleep(2.0)
+            before = {p.pid for p in psutil.Process(daemon.pid).children()}
+            killed_at = time.monotonic()
+            os.kill(server_pid, signal.SIGKILL)
+            new = wait_for(lambda: {p.pid for p in psutil.Process(daemon.pid).children()}
+                           - before - {server_pid}, 5, "the killed server restarted", 0.01)
+            restart_s = time.monotonic() - killed_at
+            time.sleep(2.0)
+            cpu = supervisor.percent()
+        finally:
+            stop.set()
+            thread.join(5)
+            stolen.close()
+        elapsed = time.monotonic() - started_at
+        document = wait_for(daemon.status, 10, "status")
+        link = {p["worker_id"]: p for p in document["processes"]}[PTP]
+        print(f"\nlink flood: {tried[0] / elapsed:.0f} sends/s tried, {sent[0] / elapsed:.0f} "
+              f"frames/s got into the link for {elapsed:.1f} s, "
+              f"{link['link_dropped']} dropped, {link['link_malformed']} malformed, supervisor "
+              f"CPU {cpu:.0f} %, killed server restarted in {restart_s:.2f} s (pids {new})")
+        assert cpu < 25.0
+        assert restart_s < 1.0
+        assert link["link_dropped"] + link["link_malformed"] > 0
+
+
+def test_bus_input_that_crashed_clock_control_is_dropped_and_counted() -> None:
+    from ntpd_py.ipc.framing import encode
+    from ntpd_py.ipc.messages import ServerStats
+
+    port = free_udp_port()
+    ntp = f"ntp:127.0.0.1:{port}"
+    body = SIM_PTP + f"""
+[[source]]
+mode = "server"
+address = "127.0.0.1:{port}"
+poll-interval-limits = {{ min = -1, max = 0 }}
+initial-poll-interval = -1
+"""
+    with (started(serve_cmd(f"127.0.0.1:{port}", "--stratum", "1"), ready="listening on"),
+          Daemon(body) as daemon):
+        daemon.wait_running(["clock-control", PTP, ntp])
+        cc_pid = _pid(daemon, "clock-control")
+        before = daemon.status()
+        assert before is not None
+        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        sample = {"source_id": ntp, "kind": "ntp", "offset_s": 0.001, "delay_s": 0.001,
+                  "uncertainty_s": 1e-4, "root_delay_s": 0.0, "root_dispersion_s": 1e308,
+                  "stratum": 1, "leap": 0, "reference_id": 1, "mono_ns": now_ns,
+                  "realtime_ns": time.time_ns(), "poll_log2": 0}
+        status = {"source_id": ntp, "kind": "ntp", "name": "x", "state": "running",
+                  "poll_log2": -32}
+        with bus_as(daemon, "server#5") as rogue:
+            for i in range(100):  # > 64 listen values, from a server that does not exist
+                rogue.send(encode(ServerStats(listen=f"127.0.0.1:{1000 + i}",
+                                              counters={"received": 1})))
+        flood = 5000
+        with bus_as(daemon, ntp) as rogue:
+            rogue.send(msgpack.packb([1, 1, sample]))  # root dispersion 1e308
+            rogue.send(msgpack.packb([1, 2, status]))  # poll exponent -32
+            sample["root_dispersion_s"] = 0.0
+            started_at = time.monotonic()
+            for i in range(flood):
+                sample["mono_ns"] = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                sample["offset_s"] = 3600.0 + i
+                rogue.send(msgpack.packb([1, 1, sample]))
+            elapsed = time.monotonic() - started_at
+            document = wait_for(lambda: (lambda d: d if d and d["ipc_dropped"].get(
+                "rate-limited", 0) > flood // 2 else None)(daemon.status()), 20, "drops counted")
+        dropped = document["ipc_dropped"]
+        print(f"\nbus input: {flood / elapsed:.0f} samples/s flooded; dropped {dropped}")
+        assert dropped.get("unknown-sender", 0) >= 100
+        assert dropped.get("invalid", 0) >= 2  # dispersion 1e308 and poll -32: the schema
+        assert not document["servers"]
+        assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
+        # the real PHC source kept being served, the clock stayed synchronized
+        wait_for(lambda: _samples(daemon.status(), PTP) > _samples(before, PTP), 15,
+                 "PTP samples rising")
+        assert abs(document["clock"]["offset_s"] or 0.0) < 1.0
