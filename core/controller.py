@@ -83,6 +83,8 @@ class ClockController:
                 validate_saved_state(saved, sync)
             except StateError as exc:
                 self.rejected_state, saved = exc, None
+            except (TypeError, ValueError, ArithmeticError) as exc:  # a gap in the checks
+                self.rejected_state, saved = StateError("state", f"unusable ({exc})"), None
         restored = restore_frequency(saved)
         self.steerer = Steerer(sync, freq=restored[0] if restored else 0.0)
         self.freq_uncertainty = restored[1] if restored else self.algo.initial_frequency_uncertainty

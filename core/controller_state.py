@@ -207,7 +207,7 @@ def _check_filter(saved: Any, field: str, mono_ns: int) -> None:
         raise StateError(field, "expected a table")
     if set(saved) != _FILTER_KEYS:
         raise StateError(field, f"expected the keys {sorted(_FILTER_KEYS)}")
-    if saved["kind"] not in _SOURCE_KINDS:
+    if not isinstance(saved["kind"], str) or saved["kind"] not in _SOURCE_KINDS:
         raise StateError(f"{field}.kind", f"{_show(saved['kind'])} is not a source kind")
     kalman = saved["kalman"]
     if not isinstance(kalman, list) or len(kalman) != 6:
@@ -247,7 +247,7 @@ def validate_saved_state(saved: Any, sync: SynchronizationConfig) -> dict[str, A
     missing = (_STATE_KEYS - {"_backend"}) - set(saved)
     if missing:
         raise StateError(sorted(missing)[0], "missing")
-    if saved["version"] != EXPORT_VERSION or isinstance(saved["version"], bool):
+    if type(saved["version"]) is not int or saved["version"] != EXPORT_VERSION:
         raise StateError("version", f"{_show(saved['version'])} is not {EXPORT_VERSION}")
     limit = sync.algorithm.maximum_frequency_steer
     _float(saved["frequency"], "frequency", -limit, limit)

@@ -79,6 +79,7 @@ POISON = [
     (("sources", PTP, "desired_poll"), -32, "desired_poll"),
     (("sources", PTP, "samples"), -3, "samples"),
     (("sources", PTP, "kind"), "gps", "kind"),
+    (("sources", PTP, "kind"), [], "kind"),  # unhashable: raised TypeError (found by fuzzing)
     (("sources", PTP, "extra"), 1, "sources"),
     (("_backend",), {"freq": math.inf}, "_backend"),
     (("surprise",), 1, "surprise"),
