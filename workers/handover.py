@@ -27,7 +27,7 @@ class Handover:
 _current: Handover | None = None
 
 
-def give(handover: Handover) -> None:
+def give(handover: Handover | None) -> None:
     global _current
     _current = handover
 
