@@ -33,10 +33,15 @@ from .actions import (
 from .combine import Combined, SourceEstimate, combine
 from .config import SynchronizationConfig
 from .controller_state import (
+    EXPORT_VERSION,
     SourceState,
+    StateError,
+    StepBounds,
     restore_frequency,
     restore_sources,
     restore_steering,
+    saved_bounds,
+    validate_saved_state,
 )
 from .events import LeapIndicator, Sample, SourceKind
 from .filter import SourceFilter
@@ -51,7 +56,7 @@ _NS = 1_000_000_000
 DRIFT_PRIOR_FLOOR = 1e-6  # a saved frequency is trusted to 1 ppm at best
 SYNC_TIMEOUT_POLLS = 8  # unsynchronized after this many of the longest poll intervals ...
 SYNC_TIMEOUT_MIN_S = 16  # ... but never sooner than this
-EXPORT_VERSION = 1
+_DRIFT_KEYS = frozenset({"frequency", "frequency_uncertainty"})
 
 
 class ClockController:
@@ -64,9 +69,22 @@ class ClockController:
         now_mono_ns: int,
         now_real_ns: int,
         saved: dict[str, Any] | None = None,
+        bounds: StepBounds | None = None,
     ) -> None:
+        """``saved``: an :meth:`export_state` (validated here: if any field is unusable the
+        whole state is ignored and :attr:`rejected_state` says why), or just a drift file's
+        frequency and uncertainty. ``bounds``: what limits steps as the supervisor last
+        heard it; combined with the saved state's, the more restrictive of each wins."""
         self.sync = sync
         self.algo = sync.algorithm
+        self.rejected_state: StateError | None = None
+        if isinstance(saved, dict) and not set(saved) <= _DRIFT_KEYS:
+            try:
+                validate_saved_state(saved, sync)
+            except StateError as exc:
+                self.rejected_state, saved = exc, None
+            except (TypeError, ValueError, ArithmeticError) as exc:  # a gap in the checks
+                self.rejected_state, saved = StateError("state", f"unusable ({exc})"), None
         restored = restore_frequency(saved)
         self.steerer = Steerer(sync, freq=restored[0] if restored else 0.0)
         self.freq_uncertainty = restored[1] if restored else self.algo.initial_frequency_uncertainty
@@ -78,7 +96,12 @@ class ClockController:
         self._saved_filters, self._restored_freq_change = restore_sources(
             saved, now_mono_ns, now_real_ns, self.algo
         )
-        restore_steering(self.steerer, saved, now_mono_ns)
+        # A state saved later than now (monotonic time) is from another boot: its
+        # steps bound nothing here. The supervisor's copy is always of this boot.
+        file_bounds = saved_bounds(saved)
+        if file_bounds is not None and saved is not None and saved["mono_ns"] > now_mono_ns:
+            file_bounds = None
+        restore_steering(self.steerer, file_bounds.stricter(bounds) if file_bounds else bounds)
         self._kernel_freq = self.steerer.freq_in_force  # set by the first call's SetFrequency
         self._restored: list[SourceFilter] = []
         self._first_call_mono_ns = now_mono_ns
@@ -113,7 +136,7 @@ class ClockController:
             freq_prior=(0.0, self.freq_prior_sigma),
         )
         saved = self._saved_filters.pop(source_id, None)
-        if saved is not None and filt.restore(saved, self._last_mono_ns):
+        if saved is not None and self._restore_filter(filt, saved):
             # The saved filter saw the frequency in force back then (base plus a
             # slew); the first call sets the base.
             if self._initial_pending:
@@ -122,6 +145,21 @@ class ClockController:
                 filt.steer(0.0, self._restored_freq_change, self._first_call_mono_ns)
             self.messages.append(f"{source_id}: filter state restored")
         self.sources[source_id] = SourceState(source_id, kind, filt, filt.desired_poll)
+
+    def _restore_filter(self, filt: SourceFilter, saved: dict[str, Any]) -> bool:
+        # Validated already; still, a saved filter that cannot be taken over is
+        # dropped, never allowed to stop clock-control.
+        try:
+            return filt.restore(saved, self._last_mono_ns)
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as exc:
+            filt.reset()
+            self.messages.append(f"saved filter state not restored: {exc}")
+            return False
+
+    def step_bounds(self) -> StepBounds:
+        """What limits steps now (kept by the supervisor across restarts)."""
+        s = self.steerer
+        return StepBounds(s.steps, s.accumulated_s, not s.in_startup)
 
     def remove_source(self, source_id: str) -> None:
         self.sources.pop(source_id, None)

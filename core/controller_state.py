@@ -1,5 +1,8 @@
 """Bookkeeping for :mod:`.controller`: one source's status, and checking saved state.
 
+A saved state is validated field by field before any of it is used
+(:func:`validate_saved_state`); what bounds steps (:class:`StepBounds`) only grows.
+
 Kept apart so the controller module reads as the algorithm's flow.
 """
 
@@ -10,22 +13,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from .combine import SourceEstimate
-from .config import AlgorithmConfig
+from .config import AlgorithmConfig, SynchronizationConfig
+from .errors import CoreError
 from .events import LeapIndicator, Sample, SourceKind
-from .filter import SourceFilter
+from .filter import (
+    DELAY_WINDOW,
+    MAX_DELAY_S,
+    MAX_FREQ,
+    MAX_OFFSET_S,
+    WANDER_LIMITS,
+    SourceFilter,
+)
 from .kalman import Prediction
 from .snapshots import SelectionState, SourceSnapshot
 
 __all__ = [
+    "EXPORT_VERSION",
     "MAX_RESTORE_AGE_S",
     "SourceState",
+    "StateError",
+    "StepBounds",
     "restore_frequency",
     "restore_sources",
     "restore_steering",
+    "saved_bounds",
+    "validate_saved_state",
 ]
 
 MAX_RESTORE_AGE_S = 3600.0  # older per-source filters are not worth restoring
 _MAX_FREQ = 500e-6
+EXPORT_VERSION = 1
 _NS = 1_000_000_000
 
 
@@ -125,8 +142,176 @@ class SourceState:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
     return value if math.isfinite(value) else None
+
+
+# -- validating a saved state ---------------------------------------------------------------
+#
+# The quick-restart file is read back by a process that steers the clock, so every
+# field is checked before any of it is used: a state that fails is discarded whole
+# (the caller logs the StateError, which names the field). Limits are generous for
+# any state this code exports and tight enough that nothing downstream overflows.
+
+MAX_SAVED_SOURCES = 1024
+MAX_SAVED_STEPS = 1_000_000_000
+MAX_SAVED_ACCUMULATED_S = 1e12
+_INT64 = 2**63 - 1
+_SOURCE_KINDS = frozenset(str(k) for k in SourceKind)
+_POLL_LIMITS = (-8, 17)
+_FILTER_KEYS = frozenset({"kind", "kalman", "wander", "delays", "desired_poll", "samples"})
+_STATE_KEYS = frozenset({
+    "version", "frequency", "frequency_uncertainty", "frequency_in_force", "mono_ns",
+    "real_ns", "sources", "steps", "accumulated_steps_s", "in_startup", "_backend",
+})
+
+
+class StateError(CoreError):
+    """A saved state that must not be used; ``field`` names the offending entry."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _int(value: Any, field: str, low: int = 0, high: int = _INT64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StateError(field, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise StateError(field, f"{value} is not in [{low}, {high}]")
+    return value
+
+
+def _float(value: Any, field: str, low: float, high: float, *, open_low: bool = False) -> float:
+    number = _number(value)
+    if number is None:
+        raise StateError(field, f"expected a finite number, got {_show(value)}")
+    if number < low or number > high or (open_low and number == low):
+        bracket = "(" if open_low else "["
+        raise StateError(field, f"{number!r} is not in {bracket}{low:g}, {high:g}]")
+    return number
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_filter(saved: Any, field: str, mono_ns: int) -> None:
+    """One exported :class:`SourceFilter` (see ``SourceFilter.to_dict``)."""
+    if not isinstance(saved, dict):
+        raise StateError(field, "expected a table")
+    if set(saved) != _FILTER_KEYS:
+        raise StateError(field, f"expected the keys {sorted(_FILTER_KEYS)}")
+    if not isinstance(saved["kind"], str) or saved["kind"] not in _SOURCE_KINDS:
+        raise StateError(f"{field}.kind", f"{_show(saved['kind'])} is not a source kind")
+    kalman = saved["kalman"]
+    if not isinstance(kalman, list) or len(kalman) != 6:
+        raise StateError(f"{field}.kalman", "expected [t_ns, offset, freq, p00, p01, p11]")
+    oldest = mono_ns - int(MAX_RESTORE_AGE_S * _NS)
+    _int(kalman[0], f"{field}.kalman[0] (t_ns)", max(oldest, 0), mono_ns)
+    _float(kalman[1], f"{field}.kalman[1] (offset)", -MAX_OFFSET_S, MAX_OFFSET_S)
+    _float(kalman[2], f"{field}.kalman[2] (freq)", -MAX_FREQ, MAX_FREQ)
+    p00 = _float(kalman[3], f"{field}.kalman[3] (p00)", 0.0, MAX_OFFSET_S**2, open_low=True)
+    p01 = _float(kalman[4], f"{field}.kalman[4] (p01)", -MAX_OFFSET_S, MAX_OFFSET_S)
+    p11 = _float(kalman[5], f"{field}.kalman[5] (p11)", 0.0, MAX_FREQ**2, open_low=True)
+    if p01 * p01 > p00 * p11:
+        raise StateError(f"{field}.kalman", "covariance is not positive semi-definite")
+    _float(saved["wander"], f"{field}.wander", *WANDER_LIMITS)
+    delays = saved["delays"]
+    if not isinstance(delays, list) or len(delays) > DELAY_WINDOW:
+        raise StateError(f"{field}.delays", f"expected a list of at most {DELAY_WINDOW} delays")
+    for index, delay in enumerate(delays):
+        _float(delay, f"{field}.delays[{index}]", 0.0, MAX_DELAY_S)
+    _int(saved["desired_poll"], f"{field}.desired_poll", *_POLL_LIMITS)
+    _int(saved["samples"], f"{field}.samples", 0, _INT64)
+
+
+def validate_saved_state(saved: Any, sync: SynchronizationConfig) -> dict[str, Any]:
+    """``saved`` if every field of an exported controller state is usable; else StateError.
+
+    Checks types, finiteness, signs and ranges of every field, including each
+    source filter, so that restoring it can neither raise nor steer with
+    nonsense: the frequency within ``maximum-frequency-steer``, variances
+    positive and finite, counters non-negative integers, instants integers.
+    """
+    if not isinstance(saved, dict):
+        raise StateError("state", "expected a table")
+    unknown = set(saved) - _STATE_KEYS
+    if unknown:
+        raise StateError(_show(sorted(map(str, unknown))[0]), "unknown key")
+    missing = (_STATE_KEYS - {"_backend"}) - set(saved)
+    if missing:
+        raise StateError(sorted(missing)[0], "missing")
+    if type(saved["version"]) is not int or saved["version"] != EXPORT_VERSION:
+        raise StateError("version", f"{_show(saved['version'])} is not {EXPORT_VERSION}")
+    limit = sync.algorithm.maximum_frequency_steer
+    _float(saved["frequency"], "frequency", -limit, limit)
+    _float(saved["frequency_uncertainty"], "frequency_uncertainty", 0.0, _MAX_FREQ,
+           open_low=True)
+    _float(saved["frequency_in_force"], "frequency_in_force", -limit, limit)
+    mono_ns = _int(saved["mono_ns"], "mono_ns")
+    _int(saved["real_ns"], "real_ns", -_INT64, _INT64)
+    _int(saved["steps"], "steps", 0, MAX_SAVED_STEPS)
+    _float(saved["accumulated_steps_s"], "accumulated_steps_s", 0.0, MAX_SAVED_ACCUMULATED_S)
+    if not isinstance(saved["in_startup"], bool):
+        raise StateError("in_startup", f"expected true or false, got {_show(saved['in_startup'])}")
+    sources = saved["sources"]
+    if not isinstance(sources, dict) or len(sources) > MAX_SAVED_SOURCES:
+        raise StateError("sources", f"expected a table of at most {MAX_SAVED_SOURCES} sources")
+    for source_id, filt in sources.items():
+        if not isinstance(source_id, str) or not 0 < len(source_id) <= 256:
+            raise StateError("sources", f"{_show(source_id)} is not a source id")
+        _check_filter(filt, f"sources[{source_id[:64]!r}]", mono_ns)
+    backend = saved.get("_backend")
+    if backend is not None:
+        if not isinstance(backend, dict) or len(backend) > 16:
+            raise StateError("_backend", "expected a small table")
+        for key, value in backend.items():
+            if not isinstance(key, str):
+                raise StateError("_backend", f"{_show(key)} is not a key")
+            if isinstance(value, float):
+                _float(value, f"_backend.{key[:32]}", -1e18, 1e18)
+            else:
+                _int(value, f"_backend.{key[:32]}", -_INT64, _INT64)
+    return saved
+
+
+# -- what bounds steering ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepBounds:
+    """What limits steps: counted steps, their total, and whether the start-up phase is over.
+
+    These only ever grow (a step cannot be un-taken, the start-up phase cannot
+    restart): two copies combine into the more restrictive of each.
+    """
+
+    steps: int = 0
+    accumulated_s: float = 0.0
+    startup_over: bool = False
+
+    def stricter(self, other: StepBounds | None) -> StepBounds:
+        if other is None:
+            return self
+        return StepBounds(
+            max(self.steps, other.steps),
+            max(self.accumulated_s, other.accumulated_s),
+            self.startup_over or other.startup_over,
+        )
+
+
+def saved_bounds(saved: dict[str, Any] | None) -> StepBounds | None:
+    """The bounds an already validated exported state carries (None for a drift file)."""
+    if not isinstance(saved, dict) or "steps" not in saved:
+        return None
+    return StepBounds(int(saved["steps"]), float(saved["accumulated_steps_s"]),
+                      saved["in_startup"] is False)
 
 
 def restore_frequency(saved: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -164,22 +349,12 @@ def restore_sources(
     return filters, float(saved["frequency"]) - in_force
 
 
-def restore_steering(steerer: Any, saved: dict[str, Any] | None, now_mono_ns: int) -> None:
-    """Step count, accumulated steps and the start-up flag of a clock-control of this boot.
-
-    Only state saved on this boot (its monotonic stamp not in the future) is
-    trusted; a drift file carries none of this.
-    """
-    if not isinstance(saved, dict):
+def restore_steering(steerer: Any, bounds: StepBounds | None) -> None:
+    """Step count, accumulated steps and the start-up flag: the more restrictive of what
+    the steerer has and ``bounds`` (from the supervisor's copy and/or a saved state)."""
+    if bounds is None:
         return
-    saved_mono = saved.get("mono_ns")
-    if not isinstance(saved_mono, int) or saved_mono > now_mono_ns:
-        return
-    steps = saved.get("steps")
-    accumulated = _number(saved.get("accumulated_steps_s"))
-    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0:
-        steerer.steps = steps
-    if accumulated is not None and accumulated >= 0.0:
-        steerer.accumulated_s = accumulated
-    if saved.get("in_startup") is False:
+    steerer.steps = max(steerer.steps, bounds.steps)
+    steerer.accumulated_s = max(steerer.accumulated_s, bounds.accumulated_s)
+    if bounds.startup_over:
         steerer.in_startup = False

@@ -43,6 +43,7 @@ __all__ = [
     "SourceSet",
     "SourceStatus",
     "SourceView",
+    "SteeringBounds",
     "SystemView",
     "Unreachable",
 ]
@@ -79,6 +80,7 @@ class MsgType(enum.IntEnum):
     SOURCE_SET = 13
     PEER_FAILED = 14
     LOG_CONTROL = 15
+    STEERING_BOUNDS = 16
 
 
 class Message(BaseModel):
@@ -313,6 +315,22 @@ class LogControl(Message):
     timestamps: bool = True
 
 
+class SteeringBounds(Message):
+    """Clock-control -> supervisor, whenever they change: what limits its steps.
+
+    The supervisor (root, trusted) keeps the latest and hands it to a restarted
+    clock-control, which takes the more restrictive of it and its saved state:
+    neither a restart nor a rewritten state file can reset these.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.STEERING_BOUNDS
+    steps: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    accumulated_steps_s: Annotated[float, Field(ge=0.0, le=1e12)]
+    startup_over: bool
+
+    _check_finite = field_validator("accumulated_steps_s")(_finite)
+
+
 class DeviceRequest(Message):
     """A PTP worker asks the supervisor to (re)open its configured device."""
 
@@ -367,5 +385,6 @@ REGISTRY: dict[MsgType, type[Message]] = {
         SourceSet,
         PeerFailed,
         LogControl,
+        SteeringBounds,
     )
 }

@@ -19,7 +19,10 @@ from .spec import WorkerSpec
 
 __all__ = ["Child", "describe_exit"]
 
-CHILD_ACCEPTS = {MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST, MsgType.PEER_FAILED}
+# STEERING_BOUNDS is only honoured from clock-control's link (supervisor/main.py).
+CHILD_ACCEPTS = {
+    MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST, MsgType.PEER_FAILED, MsgType.STEERING_BOUNDS,
+}
 
 
 def describe_exit(status: int) -> str:

@@ -16,9 +16,11 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ntpd_py.core.config import PtpSourceConfig
+from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import (
@@ -27,8 +29,10 @@ from ntpd_py.ipc.messages import (
     Heartbeat,
     PeerFailed,
     ProcessTable,
+    SteeringBounds,
 )
 from ntpd_py.workers.bus_guard import TokenBucket
+from ntpd_py.workers.handover import Handover, give
 from ntpd_py.workers.runtime import drain
 
 from .children import Child
@@ -86,6 +90,10 @@ class Supervisor:
         # Per child (worker id): its link and that link's bucket; when muted until.
         self._link_buckets: dict[str, tuple[object, TokenBucket]] = {}
         self._link_muted_until: dict[str, int] = {}
+        # Kept here (root) so that no restart and no file can reset them: see workers/handover.py.
+        self.state_key = os.urandom(32)
+        self.step_bounds: StepBounds | None = None
+        self._clock_control_starts = 0
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -116,13 +124,34 @@ class Supervisor:
         # A reload may add a role (a metrics listener) whose modules are not loaded yet.
         preload_for_roles([spec.role], self.config.daemon.clock == "simulated")
         keep = self.setup.fds_for(spec)
-        child.spawn(now, lambda link_fd: self.setup.run_child(spec, link_fd, keep), keep)
+        body = lambda link_fd: self.setup.run_child(spec, link_fd, keep)  # noqa: E731
+        if spec.role == "clock-control":
+            body = self._clock_control_body(spec, keep)
+        child.spawn(now, body, keep)
         self._close_device_fds([spec.worker_id])
         child.state = "running"
         self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
         self._next_table = min(self._next_table, now)
         if spec.role == "clock-control":
             self._send_source_set()
+
+    def _clock_control_body(self, spec: WorkerSpec, keep: list[int]) -> Callable[[int], None]:
+        """The forked clock-control's first act: take over the key and the step bounds."""
+        handover = Handover(self.state_key, self.step_bounds, self._clock_control_starts == 0)
+        self._clock_control_starts += 1
+
+        def body(link_fd: int) -> None:
+            give(handover)
+            self.setup.run_child(spec, link_fd, keep)
+
+        return body
+
+    def _note_bounds(self, child: Child, message: SteeringBounds) -> None:
+        if child.spec.role != "clock-control":
+            return  # only clock-control steers; anyone else sending this is ignored
+        reported = StepBounds(message.steps, message.accumulated_steps_s, message.startup_over)
+        # They only grow: a lower report (a bug, a replayed state) cannot lower them.
+        self.step_bounds = reported.stricter(self.step_bounds)
 
     def _close_device_fds(self, worker_ids: list[str]) -> None:
         """Drop our copy of PHC fds once a child has its own (or will never get it).
@@ -235,6 +264,8 @@ class Supervisor:
     def _link_message(self, child: Child, message: object, now: int) -> None:
         if isinstance(message, Heartbeat):
             self.systemd.heartbeat(child.spec.worker_id, message.status)
+        elif isinstance(message, SteeringBounds):
+            self._note_bounds(child, message)
         elif isinstance(message, DeviceRequest):
             self._open_device_for(child)
         elif isinstance(message, PeerFailed) and self.pools.peer_failed(

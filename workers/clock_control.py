@@ -23,6 +23,7 @@ from typing import Any
 
 from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
 from ntpd_py.core.controller import ClockController
+from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.events import SourceKind
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
@@ -143,6 +144,7 @@ class ClockControlTask:
         self._falseticker_streak: dict[str, int] = {}
         self.panic_action = "exit"
         self.steering_stopped = ""
+        self._sent_bounds: StepBounds | None = None
 
     # -- the Task interface --------------------------------------------------------------
 
@@ -493,6 +495,7 @@ class ClockControlTask:
                 self.link.send(PeerFailed(worker_id=view.source_id, reason="falseticker"))
 
     def save(self, now: Now, force: bool = False) -> None:
+        self._report_bounds()
         if self.store is None:
             return
         if force or self.store.quick_due(now.mono_ns):
@@ -505,3 +508,16 @@ class ClockControlTask:
             self.store.save_drift_text(
                 self._drift_text(*self.controller.drift()), now.mono_ns, force
             )
+
+    def _report_bounds(self) -> None:
+        """Tell the supervisor what limits steps whenever it changed (it keeps the copy
+        a restarted clock-control starts from); retried at the next save if not sent."""
+        from ntpd_py.ipc.messages import SteeringBounds
+
+        bounds = self.controller.step_bounds()
+        if self.link is None or bounds == self._sent_bounds:
+            return
+        message = SteeringBounds(steps=bounds.steps, accumulated_steps_s=float(
+            bounds.accumulated_s), startup_over=bounds.startup_over)
+        if self.link.send(message):
+            self._sent_bounds = bounds

@@ -1,4 +1,10 @@
-"""Build clock-control's task: backend, clock reader, saved state, algorithm."""
+"""Build clock-control's task: backend, clock reader, saved state, algorithm.
+
+Nothing read back can stop clock-control: a saved state that fails
+validation, or whose restore raises, is discarded with one warning naming the
+file and the field, and clock-control starts without it; the step bounds
+the supervisor handed over (:mod:`.handover`) apply either way.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ from typing import Any
 
 from ntpd_py.core.config import Config
 from ntpd_py.core.controller import ClockController
+from ntpd_py.core.controller_state import StateError, StepBounds, validate_saved_state
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
 
 from .clock_backends import ClockBackend, ObserveClock, SimulatedClock, SystemClock
 from .clock_control import ClockControlTask
+from .handover import take
 from .runtime import Now, SystemClockReader
 from .simclock import SimClock
 from .state_store import StateStore
@@ -49,11 +57,18 @@ def make_backend(config: Config) -> tuple[ClockBackend, Any]:
     return SystemClock(), SystemClockReader()
 
 
-def _initial_state(store: StateStore, now: Now, log: logging.Logger) -> dict[str, Any] | None:
+def _initial_state(
+    store: StateStore, now: Now, config: Config, log: logging.Logger
+) -> dict[str, Any] | None:
     quick = store.load_quick(now.mono_ns)
     if quick is not None:
-        log.info("resuming from the saved state of the previous clock-control")
-        return quick
+        try:
+            validate_saved_state(quick, config.synchronization)
+        except StateError as exc:
+            log.warning("discarding %s: field %s: %s", store.quick_path, exc.field, exc.problem)
+        else:
+            log.info("resuming from the saved state of the previous clock-control")
+            return quick
     from ntpd_py.core.drift import DriftFileError, parse_drift
 
     text = store.load_drift_text()
@@ -64,6 +79,12 @@ def _initial_state(store: StateStore, now: Now, log: logging.Logger) -> dict[str
     except DriftFileError as exc:
         log.warning("ignoring drift file %s: %s", store.drift_path, exc)
         return None
+    limit = config.synchronization.algorithm.maximum_frequency_steer
+    if abs(frequency) > limit:
+        log.warning("ignoring drift file %s: frequency %+.3f ppm is beyond "
+                    "[synchronization.algorithm] maximum-frequency-steer (%g ppm)",
+                    store.drift_path, frequency * 1e6, limit * 1e6)
+        return None
     log.info(
         "drift file %s: frequency %+.3f ppm ± %.3f ppm",
         store.drift_path,
@@ -71,6 +92,35 @@ def _initial_state(store: StateStore, now: Now, log: logging.Logger) -> dict[str
         uncertainty * 1e6,
     )
     return {"frequency": frequency, "frequency_uncertainty": uncertainty}
+
+
+def _controller(
+    config: Config,
+    backend: ClockBackend,
+    clock: Any,
+    saved: dict[str, Any] | None,
+    bounds: StepBounds | None,
+    path: str,
+    log: logging.Logger,
+) -> ClockController:
+    """The algorithm resumed from ``saved``, or started afresh if resuming raises anything."""
+    restore = getattr(backend, "restore_state", None)
+    try:
+        if saved is not None and restore is not None:
+            restore(saved.get("_backend"))
+        now = clock.now()
+        return ClockController(config.synchronization, now_mono_ns=now.mono_ns,
+                               now_real_ns=now.real_ns, saved=saved, bounds=bounds)
+    except Exception as exc:  # whatever it is, the saved state is at fault
+        if saved is None:
+            raise
+        log.warning("discarding %s: resuming from it failed: %s: %s", path,
+                    type(exc).__name__, exc)
+    if restore is not None:
+        restore(None)
+    now = clock.now()
+    return ClockController(config.synchronization, now_mono_ns=now.mono_ns,
+                           now_real_ns=now.real_ns, bounds=bounds)
 
 
 def build_clock_control(
@@ -84,16 +134,19 @@ def build_clock_control(
     from ntpd_py.core.drift import encode_drift
 
     backend, clock = make_backend(config)
-    store = StateStore(config.daemon.runtime_dir, config.daemon.state_dir, log)
-    now = clock.now()
-    saved = _initial_state(store, now, log)
-    restore = getattr(backend, "restore_state", None)
-    if saved is not None and restore is not None:
-        restore(saved.get("_backend"))
-        now = clock.now()
-    controller = ClockController(
-        config.synchronization, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns, saved=saved
-    )
+    handover = take()
+    store = StateStore(config.daemon.runtime_dir, config.daemon.state_dir, log,
+                       key=handover.state_key if handover else None,
+                       first_start=handover.first_start if handover else True)
+    bounds = handover.bounds if handover else None
+    saved = _initial_state(store, clock.now(), config, log)
+    controller = _controller(config, backend, clock, saved, bounds, store.quick_path, log)
+    if controller.rejected_state is not None:  # validated above already; never expected
+        log.warning("discarding %s: %s", store.quick_path, controller.rejected_state)
+    if bounds is not None:
+        log.info("step bounds kept by the supervisor: %d step(s), %.6f s stepped, "
+                 "start-up %s", bounds.steps, bounds.accumulated_s,
+                 "over" if bounds.startup_over else "not over")
     backend.take_control()
     task = ClockControlTask(
         controller=controller,

@@ -62,9 +62,11 @@ def clock_control_main(ctx: ChildContext) -> int:
     try:
         run_zmq([task], clock, ctx.stop)
     except PanicExit as exc:
-        return exc.code
-    finally:
+        return exc.code  # the state was saved before raising
+    else:
+        # Saved on a clean stop only: after a crash the state may be what crashed it.
         task.save(clock.now(), force=True)
+    finally:
         for channel in (bus, pub, control):
             channel.close()
         zctx.term()

@@ -32,9 +32,11 @@ from ntpd_py.ipc.messages import (
     SourceSet,
     SourceStatus,
     SourceView,
+    SteeringBounds,
     SystemView,
     Unreachable,
 )
+from pydantic import ValidationError
 
 SAMPLE = Sample(source_id="ptp:/dev/ptp0", kind=SourceKind.PTP, offset_s=1.5e-7, delay_s=4e-7,
                 uncertainty_s=1e-8, root_delay_s=0.0, root_dispersion_s=0.0, stratum=1,
@@ -76,6 +78,7 @@ EXAMPLES = [
     SourceSet(sources=[SourceEntry(source_id="ptp:/dev/ptp0", kind="ptp", name="/dev/ptp0",
                                    poll_log2=0, poll_min=0, poll_max=0)]),
     PeerFailed(worker_id="pool:p/192.0.2.1", reason="falseticker"),
+    SteeringBounds(steps=1, accumulated_steps_s=0.05, startup_over=True),
 ]
 
 
@@ -152,3 +155,17 @@ def test_arbitrary_bytes_never_escape(frame: bytes) -> None:
 def test_arbitrary_payloads_never_escape(payload, msg_type) -> None:
     with contextlib.suppress(MalformedMessage):
         decode(_frame(SCHEMA_VERSION, int(msg_type), payload))
+
+
+@pytest.mark.parametrize("fields", [
+    {"steps": -1, "accumulated_steps_s": 0.0, "startup_over": False},
+    {"steps": 0, "accumulated_steps_s": -0.5, "startup_over": False},
+    {"steps": 0, "accumulated_steps_s": math.inf, "startup_over": False},
+    {"steps": 0, "accumulated_steps_s": math.nan, "startup_over": False},
+    {"steps": 0, "accumulated_steps_s": 1e308, "startup_over": False},
+    {"steps": 2**40, "accumulated_steps_s": 0.0, "startup_over": False},
+    {"steps": 0, "accumulated_steps_s": 0.0, "startup_over": 1},
+])
+def test_steering_bounds_rejects_absurd_values(fields: dict) -> None:
+    with pytest.raises(ValidationError):
+        SteeringBounds(**fields)
