@@ -45,6 +45,7 @@ STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recove
 _STATE = {
     PtpSourceState.STARTING: "starting",
     PtpSourceState.RUNNING: "running",
+    PtpSourceState.REJECTING: "rejecting",
     PtpSourceState.WAITING: "waiting",
     PtpSourceState.UNREACHABLE: "unreachable",
     PtpSourceState.FAILED: "failed",
@@ -72,6 +73,9 @@ class PtpTask(WorkerBase):
         self._awaiting_fd = False
         self._last_report: tuple[str, str] | None = None
         self.state_log = RateLimitedLog(log, burst=STATE_LOG_BURST)
+        # rejected polls: the first report at once, then at most once a minute with a count
+        self.reject_log = RateLimitedLog(log)
+        self._rejected_polls = 0  # errors counted when the rejection was last logged
         self._started = False
 
     def pollables(self) -> Sequence[Any]:
@@ -96,8 +100,10 @@ class PtpTask(WorkerBase):
             and not self._awaiting_fd
         ):
             self._run(self.source.handle_timer(now.mono_ns), now)
+        self._log_rejections(now)
         self.housekeeping(now, self._status)
         self.state_log.flush(now.mono_ns)
+        self.reject_log.flush(now.mono_ns)
 
     # -- carrying out actions -----------------------------------------------------------
 
@@ -167,16 +173,30 @@ class PtpTask(WorkerBase):
             event = DeviceFailed(_kind_for_errno(message.errno), message.message, message.errno)
         self._run(self.source.handle_event(event, self._mono()), Now(self._mono(), 0))
 
+    def _log_rejections(self, now: Now) -> None:
+        # Once per rejected poll while REJECTING (the core reports only the entry, so the
+        # count of polls in a row reaches the log through here), rate-limited per minute.
+        if self.source.state is not PtpSourceState.REJECTING:
+            return
+        status = self.source.status()
+        rejected = sum(status.errors.values())
+        if rejected != self._rejected_polls:
+            self._rejected_polls = rejected
+            self.reject_log.log(logging.WARNING, "rejecting", now.mono_ns,
+                                "rejecting every poll: %s", status.message)
+
     def _report(self, status: PtpStatus, now: Now) -> None:
         key = (status.state.value, status.message)
         if key != self._last_report:
             level = logging.INFO if status.state is PtpSourceState.RUNNING else logging.WARNING
             # One key for every state: a flapping device logs a few changes, then once
             # per window, and the state it ends in is logged when the window allows.
-            self.state_log.log(
-                level, "state", now.mono_ns, "%s: %s",
-                status.state.value, status.message,
-            )
+            # REJECTING is logged by _log_rejections, with its own limit.
+            if status.state is not PtpSourceState.REJECTING:
+                self.state_log.log(
+                    level, "state", now.mono_ns, "%s: %s",
+                    status.state.value, status.message,
+                )
             if status.state is PtpSourceState.UNREACHABLE:
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=status.message))
             self._last_report = key
