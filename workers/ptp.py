@@ -41,6 +41,7 @@ from .runtime import Now
 __all__ = ["PtpTask", "ptp_main"]
 
 STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recovery)
+REJECTING_STATUS_NS = 1_000_000_000  # status refresh while every poll is rejected
 
 _STATE = {
     PtpSourceState.STARTING: "starting",
@@ -76,6 +77,7 @@ class PtpTask(WorkerBase):
         # rejected polls: the first report at once, then at most once a minute with a count
         self.reject_log = RateLimitedLog(log)
         self._rejected_polls = 0  # errors counted when the rejection was last logged
+        self._rejecting_status_ns = 0  # when the count of rejected polls was last sent
         self._started = False
 
     def pollables(self) -> Sequence[Any]:
@@ -184,6 +186,10 @@ class PtpTask(WorkerBase):
             self._rejected_polls = rejected
             self.reject_log.log(logging.WARNING, "rejecting", now.mono_ns,
                                 "rejecting every poll: %s", status.message)
+            # the count in `ntpctl status` follows within a second, not the 10 s status period
+            if now.mono_ns - self._rejecting_status_ns >= REJECTING_STATUS_NS:
+                self._rejecting_status_ns = now.mono_ns
+                self.status_now()
 
     def _report(self, status: PtpStatus, now: Now) -> None:
         key = (status.state.value, status.message)
