@@ -361,3 +361,16 @@ def test_a_rejection_between_good_polls_starts_the_count_again() -> None:
         src.handle_event(_stepped_read() if bad else good_read(ReadMethod.EXTENDED), i)
         src.handle_timer(src.deadline_ns or 0)
         assert src.state is PtpSourceState.RUNNING
+
+
+@pytest.mark.parametrize("method", [ReadMethod.EXTENDED, ReadMethod.BASIC])
+def test_a_coarse_clock_with_equal_system_stamps_gives_samples(method: ReadMethod) -> None:
+    # every system stamp, and the realtime read after the ioctl, is the same instant
+    src = source(method=method)
+    running(src)
+    readings = tuple(Reading(T0, T0 + 40 + i, T0) for i in range(25))
+    for poll in range(2 * REJECTIONS_BEFORE_REPORT):
+        acts = src.handle_event(ReadingsRead(method, readings, poll, T0), poll)
+        assert of(acts, Publish), src.status().errors
+        src.handle_timer(src.deadline_ns or 0)
+    assert src.state is PtpSourceState.RUNNING and src.status().errors == {}
