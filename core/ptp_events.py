@@ -50,6 +50,7 @@ class PtpSourceState(enum.StrEnum):
     STARTING = "starting"
     WAITING = "waiting"  # the path is missing; retried with backoff
     RUNNING = "running"
+    REJECTING = "rejecting"  # open and read, but every recent poll was rejected (see message)
     UNREACHABLE = "unreachable"  # the device vanished or keeps failing; reopened with backoff
     FAILED = "failed"  # not a PHC (permanent) or permission denied (retried slowly)
 

@@ -20,6 +20,12 @@ Behaviour:
   the driver supports: FAILED for good.
   Permission denied: FAILED, retried slowly. ENODEV at run time, or three I/O
   errors in a row: UNREACHABLE, closed and reopened with backoff.
+- Polls that are read but rejected (the system clock went backwards between
+  readings, the PHC went backwards, nonsense fields): after
+  REJECTIONS_BEFORE_REPORT in a row the source is REJECTING, and its message
+  says why and how many polls in a row; the next accepted poll makes it RUNNING
+  again. It keeps polling at the normal rate meanwhile: nothing is wrong with the
+  device, only with what it (or the system clock) returned.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from .ptp_events import (
 __all__ = [
     "DEFAULT_READ_BUDGET_PER_S",
     "ENA_READ_BUDGET_PER_S",
+    "REJECTIONS_BEFORE_REPORT",
     "PtpSource",
     "method_order",
     "read_budget_for",
@@ -63,6 +70,9 @@ REOPEN_BACKOFF_MIN_NS = NS_PER_S
 REOPEN_BACKOFF_MAX_NS = 64 * NS_PER_S
 BUSY_BACKOFF_MAX_NS = 16 * NS_PER_S
 IO_ERRORS_BEFORE_REOPEN = 3
+# Rejected polls in a row before the source says so: one can be a step of the system
+# clock during the read; three in a row is a device or a clock that keeps doing it.
+REJECTIONS_BEFORE_REPORT = 3
 
 
 def method_order(caps: PhcCaps) -> list[ReadMethod]:
@@ -111,6 +121,7 @@ class PtpSource:
         self._reopen_backoff_ns = REOPEN_BACKOFF_MIN_NS
         self._busy_level = 0
         self._io_errors = 0
+        self._rejected_in_a_row = 0
         self._last_window_ns: int | None = None
         self._last_offset_ns: int | None = None
         self._counts = {"polls": 0, "readings": 0, "samples": 0}
@@ -155,7 +166,7 @@ class PtpSource:
         if now_ns < self._deadline_ns:  # early wake-up: keep waiting
             return [SetTimer(self._deadline_ns)]
         self._deadline_ns = None
-        if self._state is PtpSourceState.RUNNING:
+        if self._state in (PtpSourceState.RUNNING, PtpSourceState.REJECTING):
             return [self._read()]
         self._awaiting = "open"
         return [OpenDevice()]
@@ -187,7 +198,7 @@ class PtpSource:
         self._poll_log2, self._max_readings = readings_per_poll(self.config.interval, budget)
         self._readings_now = self._max_readings
         self._reopen_backoff_ns = REOPEN_BACKOFF_MIN_NS
-        self._busy_level = self._io_errors = 0
+        self._busy_level = self._io_errors = self._rejected_in_a_row = 0
         self._epoch_ns = now_ns
         self._slope = WindowSlope()
         text = f"{'recovered: ' if recovered else ''}reading {self._describe_device()}"
@@ -214,12 +225,35 @@ class PtpSource:
                                   poll_log2=self._poll_log2)
         except PhcReadingRejected as exc:
             self._count(exc.kind)
+            actions += self._rejected(str(exc))
         else:
             self._slope.update(readings)  # after use: a poll never corrects itself
             self._counts["samples"] += 1
             self._last_window_ns, self._last_offset_ns = est.window_ns, est.offset_ns
+            actions += self._accepted()
             actions.append(Publish(sample))
         return [*actions, self._schedule(self._next_slot(now_ns, self._poll_ns()))]
+
+    def _rejected(self, reason: str) -> list[PtpAction]:
+        """One more poll dropped; REJECTING (reported once, on entry) after a few in a row."""
+        self._rejected_in_a_row += 1
+        n = self._rejected_in_a_row
+        if n < REJECTIONS_BEFORE_REPORT:
+            return []
+        # "...; poll dropped" says what happened to one poll; the state speaks of all of them
+        reason = reason.removesuffix("; poll dropped")
+        text = f"{reason} ({n} polls in a row)"
+        if self._state is PtpSourceState.REJECTING:
+            self._message = text  # status() shows the count; no new Report for each poll
+            return []
+        return self._enter(PtpSourceState.REJECTING, text)
+
+    def _accepted(self) -> list[PtpAction]:
+        self._rejected_in_a_row = 0
+        if self._state is not PtpSourceState.REJECTING:
+            return []
+        text = f"recovered: reading {self._describe_device()}"
+        return self._enter(PtpSourceState.RUNNING, text)
 
     def _open_failed(self, event: DeviceFailed, now_ns: int) -> list[PtpAction]:
         self._count(event.kind)
@@ -263,8 +297,9 @@ class PtpSource:
             self._deadline_ns = None
             return [CloseDevice(), *self._enter(PtpSourceState.FAILED,
                                                 f"not a PTP clock: {event.message}")]
-        if kind is DeviceErrorKind.NONSENSE:
-            return [self._schedule(self._next_slot(now_ns, self._poll_ns()))]
+        if kind is DeviceErrorKind.NONSENSE:  # the device answered, with garbage
+            return [*self._rejected(event.message),
+                    self._schedule(self._next_slot(now_ns, self._poll_ns()))]
         if kind is DeviceErrorKind.IO:
             self._io_errors += 1
             if self._io_errors < IO_ERRORS_BEFORE_REOPEN:

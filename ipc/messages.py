@@ -143,7 +143,7 @@ class SourceStatus(Message):
     kind: Kind
     name: Text  # the configured path or address
     resolved: Text | None = None  # /dev/ptp0 for a symlink, the IP for a host name
-    state: Literal["starting", "running", "waiting", "unreachable", "failed"]
+    state: Literal["starting", "running", "rejecting", "waiting", "unreachable", "failed"]
     detail: Text = ""
     method: Text | None = None  # PHC read method in use
     last_window_s: Seconds | None = None  # PHC reading window of the last sample

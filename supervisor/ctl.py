@@ -8,7 +8,7 @@ import sys
 import typer
 
 from .cli import ConfigOption, JsonOption, validate_command
-from .ctl_client import CtlError, control_path, request
+from .ctl_client import CtlError, locate, request
 from .ctl_format import reply_json, text_output
 
 __all__ = ["app", "main"]
@@ -23,7 +23,8 @@ app = typer.Typer(
 
 def _query(command: str, config: str | None, as_json: bool) -> int:
     try:
-        reply = request(control_path(config), command)
+        control, runtime_dir = locate(config)
+        reply = request(control, command, runtime_dir)
     except CtlError as exc:
         if as_json:
             print(

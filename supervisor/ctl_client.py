@@ -2,7 +2,9 @@
 
 Every failure is a one-line message with its own exit code (sysexits):
 not running 69, permission denied 77, too busy to answer 75, a reply that is
-not one 76, bad configuration 78.
+not one 76, bad configuration 78. When the control socket is missing or dead
+but the supervisor is alive (`<runtime-dir>/supervisor.pid`, see
+supervisor/pidfile.py), clock-control is being restarted: 75, not 69.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.messages import CtlReply, CtlRequest, MsgType
 
 from .config_file import load_config_file
+from .pidfile import supervisor_pid
 
-__all__ = ["CtlError", "control_path", "request"]
+__all__ = ["CtlError", "control_path", "locate", "request"]
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
@@ -27,6 +30,7 @@ EX_PROTOCOL = 76
 EX_NOPERM = 77
 EX_CONFIG = 78
 DEFAULT_CONTROL_PATH = "/run/ntpd-py/observe"
+DEFAULT_RUNTIME_DIR = "/run/ntpd-py"
 TIMEOUT_MS = 2000
 
 
@@ -38,15 +42,20 @@ class CtlError(Exception):
 
 def control_path(config_path: str | None) -> str:
     """The control socket named by the configuration (observation-path)."""
+    return locate(config_path)[0]
+
+
+def locate(config_path: str | None) -> tuple[str, str]:
+    """(control socket, runtime directory) named by the configuration."""
     if config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH):
-        return DEFAULT_CONTROL_PATH
+        return DEFAULT_CONTROL_PATH, DEFAULT_RUNTIME_DIR
     try:
         config: Config = load_config_file(config_path)
     except ConfigError as exc:
         first = exc.issues[0].render() if exc.issues else "invalid configuration"
         more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
         raise CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG) from None
-    return config.control_socket_path()
+    return config.control_socket_path(), config.daemon.runtime_dir
 
 
 def _probe(path: str) -> bool:
@@ -90,7 +99,23 @@ def _connect_error(exc: OSError, path: str) -> None:
     raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
 
 
-def request(path: str, command: str) -> CtlReply:
+def request(path: str, command: str, runtime_dir: str | None = None) -> CtlReply:
+    """Ask the daemon; with ``runtime_dir``, a dead control socket of a daemon whose
+    supervisor is alive is told apart from a daemon that is not running."""
+    try:
+        return _request(path, command)
+    except CtlError as exc:
+        if exc.code != EX_UNAVAILABLE or runtime_dir is None:
+            raise
+        pid = supervisor_pid(runtime_dir)
+        if pid is None:
+            raise
+        raise CtlError(
+            f"ntpd-py is running (supervisor pid {pid}) but clock-control is not answering "
+            f"at {path} (restarting?)", EX_TEMPFAIL) from None
+
+
+def _request(path: str, command: str) -> CtlReply:
     if _probe(path):
         frame = _single_process_request(path, command)
         return _decode_reply(frame)

@@ -38,6 +38,7 @@ from ntpd_py.workers.runtime import drain
 from .children import Child
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
+from .pidfile import remove_pidfile, write_pidfile
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
 from .preload import preload_for_roles
@@ -433,6 +434,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._install_signals()
+        write_pidfile(self.config.daemon.runtime_dir, self.log)  # ntpctl: alive, not answering
         now = _mono()
         for spec in self.setup.specs:
             self._start(spec, now)
@@ -474,6 +476,7 @@ class Supervisor:
             self.log.info("stopping all processes")
             self._stop_all()
             self.setup.cleanup()
+            remove_pidfile(self.config.daemon.runtime_dir)
         return self.exit_code
 
 

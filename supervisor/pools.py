@@ -29,6 +29,7 @@ from ntpd_py.core.ntp_pool import (
     StartPeer,
     StopPeer,
 )
+from ntpd_py.workers.logutil import RateLimitedLog
 
 __all__ = ["Pools"]
 
@@ -69,6 +70,9 @@ def _resolve_in_child(host: str, port: int, write_fd: int, drop: Callable[[], No
 class Pools:
     def __init__(self, config: Config, drop: Callable[[], None], log: logging.Logger) -> None:
         self.log = log
+        # per pool: a pool whose peers keep failing, or a name that keeps not resolving,
+        # is logged once, then at most once a minute with the count (supervisor loop)
+        self.limited = RateLimitedLog(log)
         self._drop = drop
         self.pools: dict[int, _Pool] = {}
         for index, source in enumerate(config.source):
@@ -106,6 +110,7 @@ class Pools:
             due = pool.manager.next_deadline_ns
             if due is not None and now_ns >= due:
                 self._act(pool, pool.manager.handle_timer(now_ns), now_ns)
+        self.limited.flush(now_ns)
         return self.members() != before
 
     def peer_failed(self, worker_id: str, reason: str, now_ns: int) -> bool:
@@ -116,7 +121,8 @@ class Pools:
                                "falseticker": PeerFailure.FALSETICKER}.get(reason,
                                                                           PeerFailure.DENIED)
                     port = pool.source.host_port()[1]
-                    self.log.warning("pool %s: replacing %s (%s)", pool.source.address, ip,
+                    self.limited.log(logging.WARNING, f"replace:{pool.index}", now_ns,
+                                     "pool %s: replacing %s (%s)", pool.source.address, ip,
                                      reason)
                     self._act(pool, pool.manager.peer_failed((ip, port), failure, now_ns),
                               now_ns)
@@ -141,8 +147,9 @@ class Pools:
         except (ValueError, TypeError):
             addresses = []
         if not addresses:
-            self.log.warning("pool %s: could not resolve%s; retrying later", pool.source.address,
-                             " (timed out)" if done else "")
+            self.limited.log(logging.WARNING, f"resolve:{pool.index}", now_ns,
+                             "pool %s: could not resolve%s; retrying later",
+                             pool.source.address, " (timed out)" if done else "")
             self._act(pool, pool.manager.handle_resolve_failed(now_ns), now_ns)
         else:
             self.log.info("pool %s resolved to %d address(es)", pool.source.address,

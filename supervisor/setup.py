@@ -36,11 +36,35 @@ __all__ = ["DaemonSetup", "StartupError", "prepare"]
 
 EX_NOPERM = 77
 EX_CANTCREAT = 73
+# The server sockets' receive buffer. The kernel default (about 208 KiB) lost 23 % of a
+# burst from 2000 client ports; 4 MiB holds about 45 000 requests (skb overhead included).
+SERVER_RCVBUF = 4 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, as root
 
 
-def _bind_udp(listen: str, host: str, port: int, reuseport: bool) -> int:
+def grow_receive_buffer(sock: socket.socket, size: int = SERVER_RCVBUF) -> int:
+    """Ask for a ``size``-byte receive buffer; returns what the kernel granted (its doubled
+    figure, as getsockopt reports it). SO_RCVBUFFORCE needs CAP_NET_ADMIN (the supervisor
+    as root); without it SO_RCVBUF is capped at net.core.rmem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def _bind_udp(listen: str, host: str, port: int, reuseport: bool,
+              log: logging.Logger | None = None) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    granted = grow_receive_buffer(sock)
+    if log is not None:
+        # the kernel reports twice what it was asked for (half is bookkeeping)
+        level = logging.INFO if granted >= SERVER_RCVBUF else logging.WARNING
+        log.log(level, '[[server]] listen = "%s": receive buffer %d KiB (asked for %d KiB%s)',
+                listen, granted // 1024, SERVER_RCVBUF // 1024,
+                "" if granted >= SERVER_RCVBUF else "; raise net.core.rmem_max")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuseport:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -189,7 +213,8 @@ class DaemonSetup:
             fds = []
             for server in self.config.server:
                 try:
-                    fds.append(_bind_udp(server.listen, *server.socket_addr(), count > 1))
+                    fds.append(_bind_udp(server.listen, *server.socket_addr(), count > 1,
+                                         self.log))
                 except StartupError:
                     self.close_servers()
                     for fd in fds:

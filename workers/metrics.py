@@ -104,6 +104,8 @@ class MetricsTask(WorkerBase):
             self._next_query = now.mono_ns + QUERY_INTERVAL_NS
         if self.server is None and now.mono_ns >= self._next_bind:
             self._bind(now)
+        if self.server is not None:
+            self.server.flush_log(now.mono_ns)
         self.housekeeping(now, lambda: None)
 
     # -- internals ------------------------------------------------------------------------
@@ -131,7 +133,7 @@ class MetricsTask(WorkerBase):
         self._serve(sock)
 
     def _serve(self, sock: Any) -> None:
-        self.server = MetricsServer(sock, self.render)
+        self.server = MetricsServer(sock, self.render, self.log)
         self.server.start()
         host, port = self.server.address
         self.log.info("serving metrics on http://%s/metrics", f"[{host}]:{port}"

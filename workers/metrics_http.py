@@ -9,16 +9,23 @@ socket, with prometheus_client choosing the format from the Accept header
 (OpenMetrics for Prometheus, the classic text format for curl): a scrape
 never waits for the daemon, it renders the latest status the worker holds.
 A client that stalls only ties up its own thread, for at most `timeout`.
+A client that resets mid-reply (or a bug while serving one) is counted and
+logged once a minute with the count — not a traceback per connection, which
+the standard library's server would print to stderr.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from .logutil import RateLimitedLog
 from .tcp_listen import bind_listener
 
 __all__ = ["MetricsServer", "Render", "bind_listener"]
@@ -58,16 +65,32 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     render: Render
+    limited: RateLimitedLog
+    lock: threading.Lock
+    client_errors = 0
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Runs in the client's thread; the default prints a traceback to stderr.
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        with self.lock:
+            self.client_errors += 1
+            self.limited.log(logging.WARNING, "client", time.monotonic_ns(),
+                             "metrics client %s: %s: %s (%d such errors so far)", peer,
+                             type(exc).__name__, exc, self.client_errors)
 
 
 class MetricsServer:
     """Serve `render` on an already listening socket, in a background thread."""
 
-    def __init__(self, sock: socket.socket, render: Render) -> None:
+    def __init__(self, sock: socket.socket, render: Render,
+                 log: logging.Logger | None = None) -> None:
         self._server = _Server(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self._server.socket.close()  # the throwaway socket the constructor made
         self._server.socket = sock
         self._server.render = render
+        self._server.limited = RateLimitedLog(log or logging.getLogger("metrics-http"))
+        self._server.lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
@@ -76,6 +99,16 @@ class MetricsServer:
     def address(self) -> tuple[str, int]:
         host, port = self._server.socket.getsockname()[:2]
         return str(host), int(port)
+
+    @property
+    def client_errors(self) -> int:
+        """Connections that ended in an exception (reset mid-reply, mostly)."""
+        return self._server.client_errors
+
+    def flush_log(self, now_ns: int) -> None:
+        """From the worker's loop: log the last held-back client error once a minute."""
+        with self._server.lock:
+            self._server.limited.flush(now_ns)
 
     def start(self) -> None:
         self._thread.start()

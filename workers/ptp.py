@@ -41,10 +41,12 @@ from .runtime import Now
 __all__ = ["PtpTask", "ptp_main"]
 
 STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recovery)
+REJECTING_STATUS_NS = 1_000_000_000  # status refresh while every poll is rejected
 
 _STATE = {
     PtpSourceState.STARTING: "starting",
     PtpSourceState.RUNNING: "running",
+    PtpSourceState.REJECTING: "rejecting",
     PtpSourceState.WAITING: "waiting",
     PtpSourceState.UNREACHABLE: "unreachable",
     PtpSourceState.FAILED: "failed",
@@ -72,6 +74,10 @@ class PtpTask(WorkerBase):
         self._awaiting_fd = False
         self._last_report: tuple[str, str] | None = None
         self.state_log = RateLimitedLog(log, burst=STATE_LOG_BURST)
+        # rejected polls: the first report at once, then at most once a minute with a count
+        self.reject_log = RateLimitedLog(log)
+        self._rejected_polls = 0  # errors counted when the rejection was last logged
+        self._rejecting_status_ns = 0  # when the count of rejected polls was last sent
         self._started = False
 
     def pollables(self) -> Sequence[Any]:
@@ -96,8 +102,10 @@ class PtpTask(WorkerBase):
             and not self._awaiting_fd
         ):
             self._run(self.source.handle_timer(now.mono_ns), now)
+        self._log_rejections(now)
         self.housekeeping(now, self._status)
         self.state_log.flush(now.mono_ns)
+        self.reject_log.flush(now.mono_ns)
 
     # -- carrying out actions -----------------------------------------------------------
 
@@ -167,16 +175,34 @@ class PtpTask(WorkerBase):
             event = DeviceFailed(_kind_for_errno(message.errno), message.message, message.errno)
         self._run(self.source.handle_event(event, self._mono()), Now(self._mono(), 0))
 
+    def _log_rejections(self, now: Now) -> None:
+        # Once per rejected poll while REJECTING (the core reports only the entry, so the
+        # count of polls in a row reaches the log through here), rate-limited per minute.
+        if self.source.state is not PtpSourceState.REJECTING:
+            return
+        status = self.source.status()
+        rejected = sum(status.errors.values())
+        if rejected != self._rejected_polls:
+            self._rejected_polls = rejected
+            self.reject_log.log(logging.WARNING, "rejecting", now.mono_ns,
+                                "rejecting every poll: %s", status.message)
+            # the count in `ntpctl status` follows within a second, not the 10 s status period
+            if now.mono_ns - self._rejecting_status_ns >= REJECTING_STATUS_NS:
+                self._rejecting_status_ns = now.mono_ns
+                self.status_now()
+
     def _report(self, status: PtpStatus, now: Now) -> None:
         key = (status.state.value, status.message)
         if key != self._last_report:
             level = logging.INFO if status.state is PtpSourceState.RUNNING else logging.WARNING
             # One key for every state: a flapping device logs a few changes, then once
             # per window, and the state it ends in is logged when the window allows.
-            self.state_log.log(
-                level, "state", now.mono_ns, "%s: %s",
-                status.state.value, status.message,
-            )
+            # REJECTING is logged by _log_rejections, with its own limit.
+            if status.state is not PtpSourceState.REJECTING:
+                self.state_log.log(
+                    level, "state", now.mono_ns, "%s: %s",
+                    status.state.value, status.message,
+                )
             if status.state is PtpSourceState.UNREACHABLE:
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=status.message))
             self._last_report = key

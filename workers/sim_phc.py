@@ -76,6 +76,7 @@ class SimPhcDevice:
 
     def _read_model(self, n: int) -> list[Reading]:
         from ntpd_py.core.sim import rng
+        from ntpd_py.core.sim.phc import BACKWARDS_NS
 
         model, index = self._model, self._reads
         self._reads += 1
@@ -84,6 +85,8 @@ class SimPhcDevice:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
         clock, snap = self._clock, self._clock.snapshot()
+        # the `time-backwards` fault: every reading after the first is stamped early
+        back = BACKWARDS_NS if model.backwards(index) else 0
         for i in range(n):
             key = index * 64 + i
             mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -93,8 +96,9 @@ class SimPhcDevice:
                 else 0.0
             error = model.time_error(clock.elapsed_ns(mid, snap)) + noise
             phc = clock.true_ns(mid, snap) + round(error * 1e9)
-            readings.append(Reading(clock.local_ns(mono, snap), phc,
-                                    clock.local_ns(mono + window, snap)))
+            shift = back if i > 0 else 0
+            readings.append(Reading(clock.local_ns(mono, snap) - shift, phc,
+                                    clock.local_ns(mono + window, snap) - shift))
         return readings
 
     def local_ns(self, mono_ns: int) -> int:

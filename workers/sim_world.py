@@ -41,7 +41,8 @@ def world_from_scenario(scenario: Scenario, seed: int | None = None) -> SimWorld
             s = src.sim
             params = PhcParams(bias_s=s.bias, noise_s=s.noise, window_s=s.window,
                                window_jitter_s=s.window_jitter, readings=s.readings,
-                               read_failure=s.read_failure, step_at_s=s.step_at, step_s=s.step)
+                               read_failure=s.read_failure, time_backwards=s.time_backwards,
+                               step_at_s=s.step_at, step_s=s.step)
             phcs[src.path] = PhcModel(src.path, params, seed)
     return SimWorld(seed, clock, phcs)
 

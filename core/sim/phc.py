@@ -6,7 +6,10 @@ list of (system before, PHC, system after) triplets in integer nanoseconds,
 the system stamps on the local CLOCK_REALTIME. The PHC value carries white
 noise; the window between the system stamps is ``window`` plus an exponential
 jitter (0 models PTP_SYS_OFFSET_PRECISE). A read fails with probability
-``read-failure``. All randomness is keyed by (seed, PHC name, read index).
+``read-failure``; with probability ``time-backwards`` the system stamps of
+every triplet after the first are 1 ms early (the kernel's system time went
+backwards mid-read: the worker rejects such a poll). All randomness is keyed
+by (seed, PHC name, read index).
 
 :func:`phc_sample` turns one read into a Sample. The PHC helper's
 ``core/phc.py`` does the same for the real worker; this one exists so the
@@ -15,6 +18,7 @@ simulator does not depend on it, and the lead reconciles the two.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -22,10 +26,11 @@ from ..events import LeapIndicator, Sample, SourceKind
 from . import rng
 from .clock import SimClock
 
-__all__ = ["PhcModel", "PhcParams", "Reading", "phc_sample", "phc_uncertainty"]
+__all__ = ["BACKWARDS_NS", "PhcModel", "PhcParams", "Reading", "phc_sample", "phc_uncertainty"]
 
 _NS = 1_000_000_000
 Reading = tuple[int, int, int]  # (system before, PHC, system after), ns
+BACKWARDS_NS = 1_000_000  # how far system time goes back in a `time-backwards` read
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ class PhcParams:
     window_jitter_s: float = 0.0  # mean of the exponential added to the window
     readings: int = 1  # triplets per read (the ioctl's n_samples)
     read_failure: float = 0.0  # probability that a read fails
+    time_backwards: float = 0.0  # probability that system time goes backwards within a read
     step_at_s: float | None = None  # the PHC jumps by step_s at this true time
     step_s: float = 0.0
 
@@ -61,6 +67,7 @@ class PhcModel:
             return None
         out: list[Reading] = []
         start = t_ns
+        backwards = self.backwards(index)
         for i in range(p.readings):
             key = index * 64 + i
             window = p.window_s + rng.exponential(
@@ -70,9 +77,17 @@ class PhcModel:
             mid = start + window_ns // 2
             noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
             phc = clock.real_epoch_ns + mid + round((self.time_error(mid) + noise) * _NS)
-            out.append((clock.realtime_ns(start), phc, clock.realtime_ns(start + window_ns)))
+            back = BACKWARDS_NS if backwards and i > 0 else 0
+            out.append((clock.realtime_ns(start) - back, phc,
+                        clock.realtime_ns(start + window_ns) - back))
             start += window_ns + 1000  # the next triplet follows a microsecond later
         return out
+
+    def backwards(self, index: int) -> bool:
+        """Whether read ``index`` has its system time go backwards after the first reading."""
+        p = self.params
+        return bool(p.time_backwards) and (
+            rng.uniform(self.seed, self.name, "backwards", index) < p.time_backwards)
 
 
 def phc_uncertainty(precision_s: float, window_s: float) -> float:
@@ -100,7 +115,7 @@ def phc_sample(
     if not readings:
         raise ValueError("a PHC read needs at least one triplet")
     before, phc, after = min(readings, key=lambda r: (r[2] - r[0], r[0]))
-    if after < before:
+    if after < before or any(r[0] < q[2] for q, r in itertools.pairwise(readings)):
         raise ValueError("system time went backwards during a PHC read")
     window_ns = after - before
     mid_ns = before + window_ns // 2

@@ -197,18 +197,21 @@ class Simulation:
         if readings is None:
             return  # a failed read produces no sample (the worker counts it)
         cfg = src.config
-        sample = phc_sample(
-            src.source_id,
-            readings,
-            precision_s=cfg.precision,
-            mono_minus_real_ns=self.clock.mono_epoch_ns
-            - self.clock.real_epoch_ns
-            - self.clock.steps_ns,
-            root_delay_s=cfg.delay,
-            stratum=cfg.stratum,
-            reference_id=src.reference_id,
-            poll_log2=cfg.interval,
-        )
+        try:
+            sample = phc_sample(
+                src.source_id,
+                readings,
+                precision_s=cfg.precision,
+                mono_minus_real_ns=self.clock.mono_epoch_ns
+                - self.clock.real_epoch_ns
+                - self.clock.steps_ns,
+                root_delay_s=cfg.delay,
+                stratum=cfg.stratum,
+                reference_id=src.reference_id,
+                poll_log2=cfg.interval,
+            )
+        except ValueError:
+            return  # a rejected poll (system time went backwards), as the worker drops it
         self._push(t + int(src.latency_s * _NS) + 1, "deliver", sample)
 
     def _on_send(self, t: int, client: Any) -> None:

@@ -107,6 +107,9 @@ class PhcSim(_Table):
     window_jitter: _NonNeg = 0.0
     readings: Annotated[int, Field(ge=1, le=25)] = 1
     read_failure: _Probability = 0.0
+    # a fault: the probability that the system time goes backwards between two readings
+    # of one read (a clock stepped mid-read, a broken clocksource): the poll is rejected
+    time_backwards: _Probability = 0.0
     latency: Annotated[float, Field(ge=0.0, le=1.0)] = 50e-6
     step_at: _NonNeg | None = None
     step: _Finite = 0.0

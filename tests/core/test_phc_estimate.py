@@ -168,3 +168,33 @@ def test_window_corrected_without_a_tracker_is_the_low_quartile_mean() -> None:
     poll = _slow_latch_poll(random.Random(1), T0, 100, 0.2)
     assert estimate(poll, Estimator.WINDOW_CORRECTED) == estimate(
         poll, Estimator.LOW_QUARTILE_MEAN)
+
+
+@pytest.mark.parametrize("estimator", list(Estimator))
+def test_equal_system_timestamps_are_legal(estimator: Estimator) -> None:
+    # A coarse CLOCK_REALTIME (or an emulator) gives the same system stamp around several
+    # reads: only strictly decreasing system time means the clock was stepped.
+    coarse = [Reading(T0, T0 + 100 + i, T0) for i in range(4)]  # zero windows, equal stamps
+    est = estimate(coarse, estimator, WindowSlope())
+    assert est.window_ns == 0 and est.offset_ns in range(100, 104)
+    touching = [Reading(T0, T0 + 5, T0 + 10), Reading(T0 + 10, T0 + 15, T0 + 20)]
+    assert estimate(touching, estimator, WindowSlope()).offset_ns == 0
+    same_phc = [Reading(T0, T0 + 7, T0 + 10), Reading(T0 + 10, T0 + 7, T0 + 20)]
+    assert estimate(same_phc, Estimator.MIN_WINDOW).total == 2
+
+
+def test_the_simulators_time_backwards_fault_gives_polls_the_source_rejects() -> None:
+    from ntpd_py.core.sim.clock import LocalClockModel, LocalClockParams, SimClock
+    from ntpd_py.core.sim.phc import PhcModel, PhcParams, phc_sample
+
+    clock = SimClock(LocalClockModel(LocalClockParams(), 1), real_epoch_ns=T0, mono_epoch_ns=0)
+    model = PhcModel("/dev/ptp0", PhcParams(readings=4, window_s=1e-6, time_backwards=1.0), 1)
+    raw = model.read(NS, 0, clock)
+    assert raw is not None
+    with pytest.raises(PhcReadingRejected) as info:
+        estimate([Reading(*r) for r in raw])
+    assert info.value.kind == "stepped"
+    with pytest.raises(ValueError, match="backwards"):
+        phc_sample("ptp0", raw, precision_s=1e-9, mono_minus_real_ns=0)
+    fine = PhcModel("/dev/ptp0", PhcParams(readings=4, window_s=1e-6), 1).read(NS, 0, clock)
+    assert fine is not None and estimate([Reading(*r) for r in fine]).total == 4

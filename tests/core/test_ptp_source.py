@@ -22,7 +22,7 @@ from ntpd_py.core.ptp_events import (
     Report,
     SetTimer,
 )
-from ntpd_py.core.ptp_source import PtpSource, readings_per_poll
+from ntpd_py.core.ptp_source import REJECTIONS_BEFORE_REPORT, PtpSource, readings_per_poll
 
 NS = 1_000_000_000
 T0 = 1_795_000_000 * NS
@@ -307,3 +307,70 @@ def test_extended_source_learns_the_window_slope_and_forgets_it_on_reopen() -> N
     src.handle_event(opened(), 31 * NS)
     src.handle_event(poll(31, 0), 31 * NS + 1)
     assert src.status().last_offset_ns == offsets[0]  # a reopened device starts afresh
+
+
+def _stepped_read(mono: int = 0) -> ReadingsRead:
+    # the second reading starts before the first ended: the system clock went backwards
+    readings = (Reading(T0, T0 + 5, T0 + 10), Reading(T0 + 4, T0 + 15, T0 + 20))
+    return ReadingsRead(ReadMethod.EXTENDED, readings, mono, T0 + 100)
+
+
+def test_a_source_whose_polls_are_all_rejected_says_so_then_recovers() -> None:
+    src = source()
+    running(src)
+    reports: list[Report] = []
+    now = 1
+    for poll in range(1, REJECTIONS_BEFORE_REPORT + 10):
+        acts = src.handle_event(_stepped_read(), now)
+        assert not of(acts, Publish) and of(acts, SetTimer)
+        reports += [a for a in acts if isinstance(a, Report)]
+        if poll < REJECTIONS_BEFORE_REPORT:
+            assert src.state is PtpSourceState.RUNNING  # one step during a read is no news
+        now = src.deadline_ns or now
+        assert src.handle_timer(now) == [ReadDevice(ReadMethod.EXTENDED, 25)]
+    # reported once on entry (the worker logs it), then the count only shows in status()
+    assert [r.status.state for r in reports] == [PtpSourceState.REJECTING]
+    assert reports[0].status.message == (
+        f"system time went backwards between readings: the system clock was stepped during "
+        f"the read ({REJECTIONS_BEFORE_REPORT} polls in a row)")
+    status = src.status()
+    assert status.state is PtpSourceState.REJECTING
+    assert status.message.endswith(f"({REJECTIONS_BEFORE_REPORT + 9} polls in a row)")
+    assert status.errors == {"stepped": REJECTIONS_BEFORE_REPORT + 9} and status.samples == 0
+    acts = src.handle_event(good_read(ReadMethod.EXTENDED), now)
+    assert of(acts, Publish) and src.state is PtpSourceState.RUNNING
+    (report,) = of(acts, Report)
+    assert isinstance(report, Report) and report.status.message.startswith("recovered: reading")
+
+
+def test_nonsense_device_answers_count_as_rejections() -> None:
+    src = source()
+    running(src)
+    for i in range(REJECTIONS_BEFORE_REPORT):
+        src.handle_event(DeviceFailed(DeviceErrorKind.NONSENSE, "/dev/ptp_kvm: nsec 2e9"), i)
+        assert src.handle_timer(src.deadline_ns or 0) == [ReadDevice(ReadMethod.EXTENDED, 25)]
+    assert src.state is PtpSourceState.REJECTING
+    assert src.status().message == f"/dev/ptp_kvm: nsec 2e9 ({REJECTIONS_BEFORE_REPORT} polls in a row)"
+
+
+def test_a_rejection_between_good_polls_starts_the_count_again() -> None:
+    src = source()
+    running(src)
+    for i in range(3 * REJECTIONS_BEFORE_REPORT):
+        bad = i % (REJECTIONS_BEFORE_REPORT - 1) != 0
+        src.handle_event(_stepped_read() if bad else good_read(ReadMethod.EXTENDED), i)
+        src.handle_timer(src.deadline_ns or 0)
+        assert src.state is PtpSourceState.RUNNING
+
+
+@pytest.mark.parametrize("method", [ReadMethod.EXTENDED, ReadMethod.BASIC])
+def test_a_coarse_clock_with_equal_system_stamps_gives_samples(method: ReadMethod) -> None:
+    # every system stamp, and the realtime read after the ioctl, is the same instant
+    src = source(method=method)
+    running(src)
+    readings = tuple(Reading(T0, T0 + 40 + i, T0) for i in range(25))
+    for poll in range(2 * REJECTIONS_BEFORE_REPORT):
+        acts = src.handle_event(ReadingsRead(method, readings, poll, T0), poll)
+        assert of(acts, Publish), src.status().errors
+        src.handle_timer(src.deadline_ns or 0)
+    assert src.state is PtpSourceState.RUNNING and src.status().errors == {}
