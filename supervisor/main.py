@@ -31,6 +31,7 @@ from ntpd_py.ipc.messages import (
 from ntpd_py.workers.runtime import drain
 
 from .children import Child
+from .config_file import shown_issues
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
@@ -253,12 +254,16 @@ class Supervisor:
         try:
             new_setup = self.setup.reloaded(self.config_path)
         except ConfigError as exc:
-            for issue in exc.issues:
-                self.log.error("reload rejected: %s", issue.render())
+            for line in shown_issues(exc):
+                self.log.error("reload rejected: %s", line)
             self.log.error("keeping the running configuration")
             return
         except StartupError as exc:
             self.log.error("reload rejected: %s; keeping the running configuration", exc)
+            return
+        except Exception as exc:  # whatever the file holds, SIGHUP never ends the daemon
+            self.log.error("reload rejected: %s: %s; keeping the running configuration",
+                           type(exc).__name__, str(exc)[:300])
             return
         self.setup = new_setup
         if [s.model_dump() for s in new_setup.config.source] != \
