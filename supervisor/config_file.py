@@ -18,6 +18,7 @@ __all__ = [
     "EX_CONFIG",
     "MAX_CONFIG_BYTES",
     "MAX_SHOWN_ISSUES",
+    "directory_warnings",
     "file_warnings",
     "load_config_file",
     "shown_issues",
@@ -118,3 +119,48 @@ def file_warnings(path: str | None) -> list[str]:
     if mode & stat.S_IWOTH:
         return [f"{path} is writable by every user: anyone could change how the clock is set"]
     return []
+
+
+def directory_warnings(config: Config) -> list[str]:
+    """What `run` would find wrong with the existing directories (see supervisor/dirs.py)."""
+    import grp
+    import pwd
+
+    from .dirs import is_shared_sticky, problem_with
+
+    try:
+        owner = (pwd.getpwnam(config.daemon.user).pw_uid, grp.getgrnam(config.daemon.group).gr_gid)
+    except KeyError:
+        owner = (os.geteuid(), os.getegid())
+    if os.geteuid() != 0:
+        owner = (os.geteuid(), os.getegid())  # without root there is no user switch
+    notes = []
+    for key, path in (("[daemon] runtime-dir", config.daemon.runtime_dir),
+                      ("[daemon] state-dir", config.daemon.state_dir)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        problem = problem_with(st, owner, 0o750)
+        if problem is not None:
+            notes.append(f'{key} = "{path}" {problem}: `ntpd-py run` will refuse to start '
+                         "(exit 73)")
+    control = config.control_socket_path()
+    parent = os.path.dirname(control)
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return notes
+    if is_shared_sticky(st):
+        notes.append(
+            f'[observability] observation-path = "{control}" is in a shared directory '
+            f"({parent}: writable by every user, sticky): another user can take that name "
+            "before the daemon starts; ntpd-py leaves the directory as it is; prefer a path "
+            "under [daemon] runtime-dir"
+        )
+    elif parent != config.daemon.runtime_dir:
+        problem = problem_with(st, owner, 0o750)
+        if problem is not None:
+            notes.append(f'[observability] observation-path = "{control}": its directory '
+                         f"{problem}: `ntpd-py run` will refuse to start (exit 73)")
+    return notes
