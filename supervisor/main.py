@@ -38,6 +38,7 @@ from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
 from .preload import preload_for_roles
 from .reload import plan_reload
+from .runtime_watch import EX_TEMPFAIL, RuntimeWatch
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
 from .spec import WorkerSpec, build_specs
@@ -76,6 +77,7 @@ class Supervisor:
         self._next_table = 0
         self.pools = Pools(self.config, self.setup.drop_for_helper, log)
         self.systemd = SystemdNotifier(log)
+        self.watch = RuntimeWatch(setup.endpoints.runtime_dir, setup.endpoints.control_path)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -246,6 +248,16 @@ class Supervisor:
                 )
             self._next_table = now + PROCESS_TABLE_INTERVAL_NS
 
+    def _check_runtime(self, now: int) -> None:
+        cc = self.children.get("clock-control")
+        vanished = self.watch.check(now, cc.pid if cc is not None else None)
+        if vanished is not None and not self.flags.stop:
+            self.log.error("runtime: %s; workers can no longer reach clock-control: stopping "
+                           "every process and exiting %d so that the service manager restarts "
+                           "ntpd-py with a fresh runtime directory", vanished, EX_TEMPFAIL)
+            self.exit_code = EX_TEMPFAIL
+            self.flags.stop = True
+
     # -- reload and stop --------------------------------------------------------------------
 
     def _reload(self, now: int) -> None:
@@ -334,7 +346,7 @@ class Supervisor:
     def _timeout_ms(self, now: int) -> int:
         """Sleep until a restart, a heartbeat expiry, a process-table push or a systemd
         notification is due (signals and messages wake us earlier)."""
-        deadlines = [self._next_table, now + MAX_SLEEP_NS]
+        deadlines = [self._next_table, now + MAX_SLEEP_NS, self.watch.next_check_ns]
         for extra in (self.pools.next_deadline_ns(), self.systemd.next_deadline_ns()):
             if extra is not None:
                 deadlines.append(extra)
@@ -352,6 +364,7 @@ class Supervisor:
             self._start(spec, now)
         self._send_source_set()
         self.pools.start(now)
+        self.watch.arm(now)
         poller = select.poll()
         try:
             while not self.flags.stop:
@@ -382,6 +395,7 @@ class Supervisor:
                     )
                     self.systemd.reloaded()
                 self._check(now)
+                self._check_runtime(now)
                 self.systemd.tick(now, self.children)
         finally:
             self.systemd.stopping()
