@@ -132,6 +132,19 @@ def test_validate_on_a_hostile_file_exits_78_within_5_s(tmp_path: Path, kind: st
     assert str(path) in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["deep", "invalid-utf8", "fifo"])
+@pytest.mark.parametrize("single", [False, True], ids=["supervisor", "single-process"])
+def test_run_on_a_hostile_file_exits_78_not_1(tmp_path: Path, kind: str, single: bool) -> None:
+    # exit 1 would make systemd's Restart=on-failure loop; 78 is in RestartPreventExitStatus
+    path = tmp_path / "ntp.toml"
+    _hostile_file(path, kind)
+    args = [str(BIN / "ntpd-py"), "run", "-c", str(path), *(["--single-process"] * single)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 78, result.stderr[-1000:]
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr) < 2048
+
+
 # -- (d) SIGHUP with such a file keeps the running set ------------------------------------
 
 
