@@ -110,7 +110,7 @@ def _hostile(tmp_path: Path, kind: str) -> str:
     elif kind == "deep":
         path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     elif kind == "huge":
-        path.write_bytes(b"# " + b"x" * (5 * 1024 * 1024) + b"\n")
+        path.write_bytes(b"# " + b"x" * (2 * 1024 * 1024) + b"\n")
     elif kind == "many-errors":
         path.write_text("".join(f"key{i} = {i}\n" for i in range(5000)))
     else:
@@ -126,7 +126,7 @@ def _hostile(tmp_path: Path, kind: str) -> str:
         ("invalid-utf8", "not valid UTF-8"),
         ("binary", "not valid UTF-8"),
         ("deep", "nested more than 32 levels deep"),
-        ("huge", "larger than 4 MiB"),
+        ("huge", "larger than 1 MiB"),
         ("many-errors", "and 4980 more errors"),
         ("/dev/zero", "is a character device"),
     ],
