@@ -90,9 +90,11 @@ def ensure_dir(
             os.mkdir(path, 0o700)
         finally:
             os.umask(old_umask)
+        # chmod while it is still ours (no CAP_FOWNER needed: the unit's bounding set
+        # lacks it), then give it away; nobody else could see it before.
+        os.chmod(path, mode)
         if owner != (os.geteuid(), os.getegid()):
             os.chown(path, *owner)
-        os.chmod(path, mode)  # ours: made before anybody else could see it
     except FileExistsError:
         # Created meanwhile by someone else: check it like any existing directory.
         return ensure_dir(path, key, owner, mode, allow_shared)
