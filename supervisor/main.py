@@ -364,7 +364,7 @@ class Supervisor:
             self._start(spec, now)
         self._send_source_set()
         self.pools.start(now)
-        self.watch.arm(now)
+        self.watch.arm(now, (self.setup.endpoints.state,))
         poller = select.poll()
         try:
             while not self.flags.stop:

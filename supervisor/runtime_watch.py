@@ -13,8 +13,9 @@ the runtime directory itself and the control socket's directory (by inode),
 every directory inside the runtime directory (by inode; they are permanent),
 and every unix socket found in the runtime directory plus the control socket.
 Sockets belong to clock-control, which unlinks them when it exits and binds
-them again when restarted; so a missing socket only counts when it is still
-missing at the next check and clock-control kept the same pid meanwhile.
+them again when restarted; so a missing socket only counts while clock-control
+keeps the same pid: at the second check when that clock-control had bound it,
+at the fourth when it never did (a slow start is not a deleted socket).
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ class RuntimeWatch:
     control_path: str
     next_check_ns: int = 0
     _dirs: dict[str, _Key] = field(default_factory=dict)
-    # socket path -> (inode, clock-control pid when seen, missing at the last check)
-    _sockets: dict[str, tuple[_Key, int | None, bool]] = field(default_factory=dict)
+    # Every socket path seen in the runtime directory (and the control socket once
+    # seen): the daemon makes each again after a clock-control restart.
+    _expected: set[str] = field(default_factory=set)
+    _seen: dict[str, int | None] = field(default_factory=dict)  # path -> cc pid that had it
+    _misses: dict[str, tuple[int | None, int]] = field(default_factory=dict)  # path -> (pid, n)
 
-    def arm(self, now: int) -> None:
-        """Remember the directories as they are now (after `prepare` made them)."""
+    def arm(self, now: int, sockets: tuple[str, ...] = ()) -> None:
+        """Remember the directories as they are now (after `prepare` made them).
+
+        `sockets`: paths clock-control will bind, watched before they are first seen.
+        """
+        self._expected.update((self.control_path, *sockets))
         for path in {self.runtime_dir, os.path.dirname(self.control_path)}:
             key = _key(path)
             if key is not None:
@@ -85,24 +93,25 @@ class RuntimeWatch:
                 self._dirs[entry.path] = (st.st_dev, st.st_ino)
 
     def _check_sockets(self, cc_pid: int | None) -> str | None:
-        paths = {self.control_path}
+        present = {self.control_path} if _key(self.control_path) else set()
         with contextlib.suppress(OSError):  # deleted meanwhile: the next check says so
-            paths.update(e.path for e in os.scandir(self.runtime_dir)
-                         if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode))
-        paths.update(self._sockets)
-        for path in sorted(paths):
-            key = _key(path)
-            known = self._sockets.get(path)
-            if key is not None:
-                self._sockets[path] = (key, cc_pid, False)
+            present.update(e.path for e in os.scandir(self.runtime_dir)
+                           if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode))
+        for path in present:
+            self._seen[path] = cc_pid
+            self._misses.pop(path, None)
+        for path in sorted(self._expected - present):
+            pid, count = self._misses.get(path, (cc_pid, 0))
+            if cc_pid is None or pid != cc_pid:
+                self._misses.pop(path, None)  # clock-control (re)starting: it binds afresh
                 continue
-            if known is None:
-                continue  # not bound yet
-            old_key, seen_pid, missing_before = known
-            if cc_pid is None or seen_pid != cc_pid:
-                del self._sockets[path]  # clock-control restarted: it binds afresh
-                continue
-            if missing_before:
+            count += 1
+            self._misses[path] = (pid, count)
+            # Bound by this clock-control and gone twice running: deleted. Never seen
+            # from this one: give a slow start 6 s before calling it missing.
+            if self._seen.get(path) == cc_pid and count >= 2:
                 return f"socket {path} was deleted"
-            self._sockets[path] = (old_key, seen_pid, True)
+            if count >= 4:
+                return f"socket {path} is missing (clock-control did not re-create it in 6 s)"
+        self._expected.update(present)
         return None

@@ -145,3 +145,23 @@ def test_watch_reports_a_deleted_socket_only_while_clock_control_lives_on(tmp_pa
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_watch_reports_a_socket_clock_control_never_made_after_four_checks(
+        tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    watch = RuntimeWatch(str(runtime), str(runtime / "observe"))
+    watch.arm(0, (str(runtime / "state.sock"),))
+    sockets = [_bind(runtime / "observe")]
+    try:
+        t = CHECK_INTERVAL_NS
+        assert watch.check(t, None) is None  # clock-control not started: nothing expected
+        for n in (2, 3, 4):
+            assert watch.check(n * t, 100) is None  # a slow start is not a deletion
+        assert watch.check(5 * t, 100) == (
+            f"socket {runtime / 'state.sock'} is missing (clock-control did not re-create "
+            "it in 6 s)")
+    finally:
+        for sock in sockets:
+            sock.close()
