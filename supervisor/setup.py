@@ -98,6 +98,18 @@ def _make_dir(path: str, identity: Identity | None, mode: int,
         raise StartupError(str(exc), EX_CANTCREAT) from None
 
 
+def _warn_if_not_writable(path: str, key: str, identity: Identity, log: logging.Logger) -> None:
+    # Safe but perhaps unusable (say root-owned 0755): said here, because the
+    # failure would otherwise surface later as a child's bind or save error.
+    st = os.stat(path)
+    if st.st_uid == identity.uid or (st.st_gid == identity.gid and st.st_mode & 0o020):
+        return
+    log.warning('%s = "%s" exists and belongs to uid %d: the workers\' user %s cannot '
+                "create files in it (ntpd-py does not change directories it did not "
+                "create; chown it to %s or remove it)", key, path, st.st_uid, identity.user,
+                identity.user)
+
+
 @dataclass
 class DaemonSetup:
     config: Config
@@ -275,8 +287,10 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     for problem in endpoints.problems():
         raise StartupError(problem, 78)
-    _make_dir(config.daemon.runtime_dir, identity, 0o750, "[daemon] runtime-dir")
-    _make_dir(config.daemon.state_dir, identity, 0o750, "[daemon] state-dir")
+    for key, path in (("[daemon] runtime-dir", config.daemon.runtime_dir),
+                      ("[daemon] state-dir", config.daemon.state_dir)):
+        if not _make_dir(path, identity, 0o750, key) and identity is not None:
+            _warn_if_not_writable(path, key, identity, log)
     control_dir = os.path.dirname(config.control_socket_path())
     if control_dir != config.daemon.runtime_dir:
         # A shared sticky parent (/tmp) is used as is and never changed.
