@@ -46,6 +46,16 @@ _TYPE_NAMES = {
 }
 
 
+# No ntpd-rs configuration nests deeper than a few levels; anything deeper is
+# refused before validation, whose error rendering recurses into values.
+MAX_NESTING = 32
+# Nor holds more than a few thousand keys and values; validating and explaining
+# hundreds of thousands of them took 17 s and 480 MB (a 4 MiB file of `kN = N`).
+MAX_VALUES = 20_000
+# Rendered values are cut so that one absurd value cannot flood a terminal or a log.
+MAX_VALUE_CHARS = 120
+
+
 def load_config_text(text: str, filename: str = "<config>") -> Config:
     """Parse and validate a configuration document; raise ConfigError listing every issue."""
     try:
@@ -55,6 +65,47 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
         line = int(match.group(1)) if match else None
         message = _TOML_POSITION.sub("", str(exc)).strip()
         raise ConfigError([ConfigIssue(filename, "", f"not valid TOML: {message}", line)]) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively (about 1 000 levels).
+        raise ConfigError([_too_deep(filename)]) from None
+    depth, count = _shape(document)
+    if depth > MAX_NESTING:
+        raise ConfigError([_too_deep(filename)])
+    if count > MAX_VALUES:
+        raise ConfigError([ConfigIssue(
+            filename, "", f"more than {MAX_VALUES} keys and values; not a configuration file")])
+    try:
+        return _validate(document, text, filename)
+    except RecursionError:
+        raise ConfigError([_too_deep(filename)]) from None
+
+
+def _too_deep(filename: str) -> ConfigIssue:
+    return ConfigIssue(
+        filename, "", f"arrays or tables nested more than {MAX_NESTING} levels deep; "
+        "not a configuration file"
+    )
+
+
+def _shape(document: dict[str, Any]) -> tuple[int, int]:
+    """The depth of the deepest array or table and the number of values, without recursion.
+
+    Stops counting once a limit is passed, so that the walk itself stays cheap.
+    """
+    deepest, count = 0, 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING or count > MAX_VALUES:
+            break
+        children = list(node.values() if isinstance(node, dict) else node)
+        count += len(children)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest, count
+
+
+def _validate(document: dict[str, Any], text: str, filename: str) -> Config:
     lines = _safe_scan(text)
     issues = _unsupported_tables(document, filename, lines)
     for name in UNSUPPORTED_TABLES:
@@ -149,6 +200,13 @@ def render_path(path: KeyPath) -> str:
 
 
 def _toml_value(value: Any) -> str | None:
+    shown = _toml_value_full(value)
+    if shown is not None and len(shown) > MAX_VALUE_CHARS:
+        return shown[: MAX_VALUE_CHARS - 1] + "…"
+    return shown
+
+
+def _toml_value_full(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

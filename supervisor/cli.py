@@ -10,7 +10,13 @@ import typer
 from ntpd_py.core.config import DEFAULT_CONFIG_PATH
 from ntpd_py.core.errors import ConfigError
 
-from .config_file import EX_CONFIG, file_warnings, load_config_file
+from .config_file import (
+    EX_CONFIG,
+    directory_warnings,
+    file_warnings,
+    load_config_file,
+    shown_issues,
+)
 from .summary import config_summary_json, config_summary_lines
 
 __all__ = ["app", "main", "validate_command"]
@@ -49,14 +55,14 @@ def validate_command(config_path: str | None, as_json: bool) -> int:
             ]
             print(json.dumps({"schema": 1, "ok": False, "path": path, "errors": issues}))
         else:
-            for issue in exc.issues:
-                print(f"error: {issue.render()}", file=sys.stderr)
+            for line in shown_issues(exc):
+                print(f"error: {line}", file=sys.stderr)
             count = len(exc.issues)
             print(
                 f"configuration invalid: {count} error{'s' if count != 1 else ''}", file=sys.stderr
             )
         return EX_CONFIG
-    warnings = file_warnings(path) + config.warnings()
+    warnings = file_warnings(path) + config.warnings() + directory_warnings(config)
     if as_json:
         print(json.dumps(config_summary_json(config, path, warnings)))
         return 0

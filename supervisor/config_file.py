@@ -14,34 +14,100 @@ from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
 from ntpd_py.core.config_load import load_config_text
 from ntpd_py.core.errors import ConfigError, ConfigIssue
 
-__all__ = ["EX_CONFIG", "file_warnings", "load_config_file"]
+__all__ = [
+    "EX_CONFIG",
+    "MAX_CONFIG_BYTES",
+    "MAX_SHOWN_ISSUES",
+    "directory_warnings",
+    "file_warnings",
+    "load_config_file",
+    "shown_issues",
+]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
 
+# Real configurations are a few KiB; tomllib (pure Python) needs about 0.6 s per MiB here.
+MAX_CONFIG_BYTES = 1024 * 1024
+# A file with thousands of mistakes is reported by its first ones, not in megabytes.
+MAX_SHOWN_ISSUES = 20
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
 def load_config_file(path: str | None) -> Config:
-    """Load `path` (default `/etc/ntpd-py/ntp.toml`); raise ConfigError on any problem."""
+    """Load `path` (default `/etc/ntpd-py/ntp.toml`); raise ConfigError on any problem.
+
+    Nothing else escapes: a file that makes the loader fail in an unforeseen way
+    is reported as a ConfigError too, so that `validate` exits 78 and a reload
+    keeps the running set instead of ending the daemon.
+    """
     path = path or DEFAULT_CONFIG_PATH
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(4 * 1024 * 1024 + 1)
-    except FileNotFoundError:
-        hint = " (give another file with -c/--config)" if path == DEFAULT_CONFIG_PATH else ""
-        raise ConfigError([ConfigIssue(path, "", f"no such file{hint}")]) from None
-    except PermissionError:
-        raise ConfigError([ConfigIssue(path, "", "permission denied reading the file")]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigIssue(path, "", "is a directory, expected a TOML file")]) from None
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(path, "", f"cannot read: {exc.strerror}")]) from None
-    if len(raw) > 4 * 1024 * 1024:
-        raise ConfigError([ConfigIssue(path, "", "larger than 4 MiB; not a configuration file")])
+    raw = _read(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue(path, "", "not valid UTF-8", line)]) from None
-    return load_config_text(text, path)
+    try:
+        return load_config_text(text, path)
+    except ConfigError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise ConfigError([ConfigIssue(path, "", f"cannot load: {type(exc).__name__}")]) from None
+    except Exception as exc:  # a loader bug must not stop the daemon or print a traceback
+        raise ConfigError(
+            [ConfigIssue(path, "", f"cannot load (internal error, please report): "
+                         f"{type(exc).__name__}: {str(exc)[:200]}")]
+        ) from None
+
+
+def _read(path: str) -> bytes:
+    """At most MAX_CONFIG_BYTES + 1 bytes of a regular file; never blocks on a FIFO."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        hint = " (give another file with -c/--config)" if path == DEFAULT_CONFIG_PATH else ""
+        raise ConfigError([ConfigIssue(path, "", f"no such file{hint}")]) from None
+    except PermissionError:
+        raise ConfigError([ConfigIssue(path, "", "permission denied reading the file")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(path, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            what = _KINDS.get(kind, "not a regular file")
+            raise ConfigError([ConfigIssue(path, "", f"is {what}, expected a TOML file")])
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(path, "", f"cannot read: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigIssue(path, "", "larger than 1 MiB; not a configuration file "
+                                       "(only the first 1 MiB was read)")])
+    return b"".join(chunks)
+
+
+def shown_issues(exc: ConfigError) -> list[str]:
+    """The rendered issues of `exc`, at most MAX_SHOWN_ISSUES plus a line saying how many more."""
+    lines = [issue.render() for issue in exc.issues[:MAX_SHOWN_ISSUES]]
+    if len(exc.issues) > MAX_SHOWN_ISSUES:
+        lines.append(f"... and {len(exc.issues) - MAX_SHOWN_ISSUES} more errors")
+    return lines
 
 
 def file_warnings(path: str | None) -> list[str]:
@@ -54,3 +120,48 @@ def file_warnings(path: str | None) -> list[str]:
     if mode & stat.S_IWOTH:
         return [f"{path} is writable by every user: anyone could change how the clock is set"]
     return []
+
+
+def directory_warnings(config: Config) -> list[str]:
+    """What `run` would find wrong with the existing directories (see supervisor/dirs.py)."""
+    import grp
+    import pwd
+
+    from .dirs import is_shared_sticky, problem_with
+
+    try:
+        owner = (pwd.getpwnam(config.daemon.user).pw_uid, grp.getgrnam(config.daemon.group).gr_gid)
+    except KeyError:
+        owner = (os.geteuid(), os.getegid())
+    if os.geteuid() != 0:
+        owner = (os.geteuid(), os.getegid())  # without root there is no user switch
+    notes = []
+    for key, path in (("[daemon] runtime-dir", config.daemon.runtime_dir),
+                      ("[daemon] state-dir", config.daemon.state_dir)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        problem = problem_with(st, owner, 0o750)
+        if problem is not None:
+            notes.append(f'{key} = "{path}" {problem}: `ntpd-py run` will refuse to start '
+                         "(exit 73)")
+    control = config.control_socket_path()
+    parent = os.path.dirname(control)
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return notes
+    if is_shared_sticky(st):
+        notes.append(
+            f'[observability] observation-path = "{control}" is in a shared directory '
+            f"({parent}: writable by every user, sticky): another user can take that name "
+            "before the daemon starts; ntpd-py leaves the directory as it is; prefer a path "
+            "under [daemon] runtime-dir"
+        )
+    elif parent != config.daemon.runtime_dir:
+        problem = problem_with(st, owner, 0o750)
+        if problem is not None:
+            notes.append(f'[observability] observation-path = "{control}": its directory '
+                         f"{problem}: `ntpd-py run` will refuse to start (exit 73)")
+    return notes

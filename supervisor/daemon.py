@@ -5,7 +5,7 @@ from __future__ import annotations
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.workers.logutil import set_level_override, setup_logging
 
-from .config_file import load_config_file
+from .config_file import load_config_file, shown_issues
 
 __all__ = ["run_daemon"]
 
@@ -17,8 +17,8 @@ def run_daemon(
         config = load_config_file(config_path)
     except ConfigError as exc:
         log = setup_logging(log_level or "info", "ntpd-py")
-        for issue in exc.issues:
-            log.error("%s", issue.render())
+        for line in shown_issues(exc):
+            log.error("%s", line)
         return 78
     obs = config.observability
     set_level_override(log_level)  # inherited by every child; kept across reloads

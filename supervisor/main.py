@@ -36,6 +36,7 @@ from ntpd_py.workers.handover import Handover, give
 from ntpd_py.workers.runtime import drain
 
 from .children import Child
+from .config_file import shown_issues
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
 from .pidfile import remove_pidfile, write_pidfile
@@ -43,6 +44,7 @@ from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
 from .preload import preload_for_roles
 from .reload import plan_reload
+from .runtime_watch import EX_TEMPFAIL, RuntimeWatch
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
 from .spec import WorkerSpec, build_specs
@@ -95,6 +97,7 @@ class Supervisor:
         self.state_key = os.urandom(32)
         self.step_bounds: StepBounds | None = None
         self._clock_control_starts = 0
+        self.watch = RuntimeWatch(setup.endpoints.runtime_dir, setup.endpoints.control_path)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -336,6 +339,16 @@ class Supervisor:
                 )
             self._next_table = now + PROCESS_TABLE_INTERVAL_NS
 
+    def _check_runtime(self, now: int) -> None:
+        cc = self.children.get("clock-control")
+        vanished = self.watch.check(now, cc.pid if cc is not None else None)
+        if vanished is not None and not self.flags.stop:
+            self.log.error("runtime: %s; workers can no longer reach clock-control: stopping "
+                           "every process and exiting %d so that the service manager restarts "
+                           "ntpd-py with a fresh runtime directory", vanished, EX_TEMPFAIL)
+            self.exit_code = EX_TEMPFAIL
+            self.flags.stop = True
+
     # -- reload and stop --------------------------------------------------------------------
 
     def _reload(self, now: int) -> None:
@@ -344,12 +357,16 @@ class Supervisor:
         try:
             new_setup = self.setup.reloaded(self.config_path)
         except ConfigError as exc:
-            for issue in exc.issues:
-                self.log.error("reload rejected: %s", issue.render())
+            for line in shown_issues(exc):
+                self.log.error("reload rejected: %s", line)
             self.log.error("keeping the running configuration")
             return
         except StartupError as exc:
             self.log.error("reload rejected: %s; keeping the running configuration", exc)
+            return
+        except Exception as exc:  # whatever the file holds, SIGHUP never ends the daemon
+            self.log.error("reload rejected: %s: %s; keeping the running configuration",
+                           type(exc).__name__, str(exc)[:300])
             return
         self.setup = new_setup
         if [s.model_dump() for s in new_setup.config.source] != \
@@ -420,7 +437,7 @@ class Supervisor:
     def _timeout_ms(self, now: int) -> int:
         """Sleep until a restart, a heartbeat expiry, a process-table push or a systemd
         notification is due (signals and messages wake us earlier)."""
-        deadlines = [self._next_table, now + MAX_SLEEP_NS]
+        deadlines = [self._next_table, now + MAX_SLEEP_NS, self.watch.next_check_ns]
         for extra in (self.pools.next_deadline_ns(), self.systemd.next_deadline_ns()):
             if extra is not None:
                 deadlines.append(extra)
@@ -440,6 +457,7 @@ class Supervisor:
             self._start(spec, now)
         self._send_source_set()
         self.pools.start(now)
+        self.watch.arm(now, (self.setup.endpoints.state,))
         poller = select.poll()
         try:
             while not self.flags.stop:
@@ -470,6 +488,7 @@ class Supervisor:
                     )
                     self.systemd.reloaded()
                 self._check(now)
+                self._check_runtime(now)
                 self.systemd.tick(now, self.children)
         finally:
             self.systemd.stopping()

@@ -21,6 +21,7 @@ from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
 from .config_file import load_config_file
+from .dirs import DirectoryError, ensure_dir
 from .metrics_listen import metrics_listener
 from .privileges import (
     CAP_SYS_TIME,
@@ -107,22 +108,30 @@ def _check_system_clock(config: Config) -> None:
         )
 
 
-def _make_dir(path: str, identity: Identity | None, mode: int) -> None:
+def _make_dir(path: str, identity: Identity | None, mode: int,
+              key: str = "[daemon] runtime-dir", allow_shared: bool = False) -> bool:
+    """Create `path` owned by `identity` (None: this process) with `mode`, or check it.
+
+    Never chowns or chmods an existing directory (supervisor/dirs.py says why);
+    an unsafe one stops the start-up with exit 73 naming `key`. True if created.
+    """
+    owner = (os.geteuid(), os.getegid()) if identity is None else (identity.uid, identity.gid)
     try:
-        os.makedirs(path, mode=mode, exist_ok=True)
-        # A directory that is already right is left alone: under systemd, tmpfiles.d
-        # made it, and the supervisor needs neither CAP_CHOWN nor CAP_FOWNER.
-        st = os.stat(path)
-        if identity is not None and (st.st_uid, st.st_gid) != (identity.uid, identity.gid):
-            os.chown(path, identity.uid, identity.gid)
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot create {path}: {exc.strerror}; set [daemon] runtime-dir / "
-            "state-dir to a directory you may write",
-            EX_CANTCREAT,
-        ) from None
+        return ensure_dir(path, key, owner, mode, allow_shared)
+    except DirectoryError as exc:
+        raise StartupError(str(exc), EX_CANTCREAT) from None
+
+
+def _warn_if_not_writable(path: str, key: str, identity: Identity, log: logging.Logger) -> None:
+    # Safe but perhaps unusable (say root-owned 0755): said here, because the
+    # failure would otherwise surface later as a child's bind or save error.
+    st = os.stat(path)
+    if st.st_uid == identity.uid or (st.st_gid == identity.gid and st.st_mode & 0o020):
+        return
+    log.warning('%s = "%s" exists and belongs to uid %d: the workers\' user %s cannot '
+                "create files in it (ntpd-py does not change directories it did not "
+                "create; chown it to %s or remove it)", key, path, st.st_uid, identity.user,
+                identity.user)
 
 
 @dataclass
@@ -303,11 +312,15 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     for problem in endpoints.problems():
         raise StartupError(problem, 78)
-    _make_dir(config.daemon.runtime_dir, identity, 0o750)
-    _make_dir(config.daemon.state_dir, identity, 0o750)
+    for key, path in (("[daemon] runtime-dir", config.daemon.runtime_dir),
+                      ("[daemon] state-dir", config.daemon.state_dir)):
+        if not _make_dir(path, identity, 0o750, key) and identity is not None:
+            _warn_if_not_writable(path, key, identity, log)
     control_dir = os.path.dirname(config.control_socket_path())
     if control_dir != config.daemon.runtime_dir:
-        _make_dir(control_dir, identity, 0o750)
+        # A shared sticky parent (/tmp) is used as is and never changed.
+        _make_dir(control_dir, identity, 0o750, "[observability] observation-path",
+                  allow_shared=True)
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
     if not single_process:
         from .preload import preload_for_roles

@@ -423,3 +423,45 @@ def test_kvm_and_aws_examples_hold_their_phcs() -> None:
     assert [s.path for s in kvm.ptp_sources()] == ["/dev/ptp_kvm"]
     aws = load_config_text((EXAMPLES / "aws-ena.toml").read_text())
     assert [s.path for s in aws.ptp_sources()] == ["/dev/ptp0", "/dev/ptp1"]
+
+
+# -- hostile files (issue #17: a deep file raised RecursionError in validate) -----------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 5000 + "]" * 5000,
+        "a = " + "{b = " * 5000 + "1" + "}" * 5000,
+        "[daemon]\nuser = " + "[" * 40 + "1" + "]" * 40,
+        "source = " + "[{b = " * 400 + "1" + "}]" * 400,
+    ],
+    ids=["arrays-5000", "inline-tables-5000", "arrays-40-in-a-key", "mixed-400"],
+)
+def test_deep_nesting_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "deep.toml")
+    assert len(info.value.issues) == 1
+    assert "nested more than 32 levels deep" in info.value.issues[0].render()
+
+
+def test_nesting_within_the_limit_is_validated_normally() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("[daemon]\nuser = " + "[" * 10 + "1" + "]" * 10, "ok.toml")
+    assert "daemon.user" in info.value.issues[0].render()
+
+
+def test_a_huge_value_is_shown_cut() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(f'[daemon]\nuser = ["{"x" * 100_000}"]', "big.toml")
+    rendered = info.value.issues[0].render()
+    assert "daemon.user" in rendered and len(rendered) < 400
+
+
+def test_too_many_values_is_one_config_error() -> None:
+    # 250 000 unknown keys took 17 s and 480 MB to explain one by one
+    text = "".join(f"k{i} = {i}\n" for i in range(25_000))
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "many.toml")
+    assert len(info.value.issues) == 1
+    assert "more than 20000 keys and values" in info.value.issues[0].render()

@@ -90,3 +90,98 @@ def test_ntpctl_validate_is_the_same(write_config) -> None:
     assert result.returncode == 0 and result.stdout.startswith("configuration OK")
     result = run("ntpctl", "validate", "-c", str(write_config("[bogus]\n")))
     assert result.returncode == 78
+
+
+# -- files that are not configurations (issue #17) --------------------------------------
+
+
+def _hostile(tmp_path: Path, kind: str) -> str:
+    import os
+
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody ever writes: reading it must not block
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "invalid-utf8":
+        path.write_bytes(b'[daemon]\nuser = "\xff\xfe"\n')
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif kind == "deep":
+        path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    elif kind == "huge":
+        path.write_bytes(b"# " + b"x" * (2 * 1024 * 1024) + b"\n")
+    elif kind == "many-errors":
+        path.write_text("".join(f"key{i} = {i}\n" for i in range(5000)))
+    else:
+        return kind  # a device path
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("fifo", "is a FIFO"),
+        ("directory", "is a directory"),
+        ("invalid-utf8", "not valid UTF-8"),
+        ("binary", "not valid UTF-8"),
+        ("deep", "nested more than 32 levels deep"),
+        ("huge", "larger than 1 MiB"),
+        ("many-errors", "and 4980 more errors"),
+        ("/dev/zero", "is a character device"),
+    ],
+)
+def test_validate_any_file_exits_78_quickly_with_short_output(
+    tmp_path: Path, kind: str, reason: str
+) -> None:
+    import time
+
+    path = _hostile(tmp_path, kind)
+    started = time.monotonic()
+    result = run("ntpd-py", "validate", "-c", path)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 78, result.stderr[-500:]
+    assert reason in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stdout) + len(result.stderr) < 4096
+
+
+def test_load_config_file_turns_a_loader_bug_into_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ntpd_py.core.errors import ConfigError
+    from ntpd_py.supervisor import config_file
+
+    def broken(text: str, filename: str) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(config_file, "load_config_text", broken)
+    path = tmp_path / "ntp.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        config_file.load_config_file(str(path))
+    assert "internal error" in str(info.value) and "ZeroDivisionError" in str(info.value)
+
+
+def test_validate_warns_about_an_observation_path_in_a_shared_directory(write_config) -> None:
+    path = write_config('[[source]]\nmode = "server"\naddress = "127.0.0.1"\n'
+                        '[synchronization]\nminimum-agreeing-sources = 1\n'
+                        '[observability]\nobservation-path = "/tmp/ntpd-py-observe"\n')
+    result = run("ntpd-py", "validate", "-c", str(path))
+    assert result.returncode == 0
+    assert 'observation-path = "/tmp/ntpd-py-observe" is in a shared directory' in result.stderr
+
+
+def test_validate_warns_about_an_unsafe_runtime_dir(write_config, tmp_path: Path) -> None:
+    import os
+
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    os.chmod(runtime, 0o777)
+    path = write_config('[[source]]\nmode = "server"\naddress = "127.0.0.1"\n'
+                        '[synchronization]\nminimum-agreeing-sources = 1\n'
+                        f'[daemon]\nruntime-dir = "{runtime}"\n')
+    result = run("ntpd-py", "validate", "-c", str(path))
+    assert result.returncode == 0
+    assert f'[daemon] runtime-dir = "{runtime}" is writable by every user' in result.stderr
+    assert "will refuse to start (exit 73)" in result.stderr
