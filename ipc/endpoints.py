@@ -31,9 +31,9 @@ __all__ = [
     "Endpoints",
     "bind_pub",
     "bind_router",
-    "serve_slot",
     "connect_dealer",
     "connect_sub",
+    "serve_slot",
 ]
 
 STATE_TOPIC = b"state"
