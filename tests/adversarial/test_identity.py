@@ -254,3 +254,33 @@ def test_a_restarted_worker_is_heard_again_and_its_impostor_killed() -> None:
                      "the restarted A is heard again")
         finally:
             impostor.stop()
+
+
+def test_slots_follow_reloads() -> None:
+    one = TWO_PHCS.split('[[source]]\nmode = "ptp"\npath = "/dev/ptp1"')[0] + \
+        "[synchronization]\nminimum-agreeing-sources = 1\n"
+    with Daemon(one) as daemon:
+        daemon.wait_running(["clock-control", A])
+        cc_pid = daemon.workers()["clock-control"]["pid"]
+        assert len(list((daemon.runtime / "bus").iterdir())) == 1
+        # A source added by a reload: its endpoint reaches the running clock-control
+        # over the supervisor link, and its samples are heard.
+        daemon.write_config(TWO_PHCS)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_running([B])
+        wait_for(lambda: _samples(daemon.status(), B) > 3, 20, "the added source is heard")
+        b_pid = daemon.workers()[B]["pid"]
+        uid_b = _uid_of(b_pid)
+        path_b = _slot_path(daemon, uid_b)
+        assert daemon.workers()["clock-control"]["pid"] == cc_pid
+        # Removed again: its endpoint is gone and nothing runs as its uid any more.
+        daemon.write_config(one)
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: B not in daemon.workers(), 20, "B removed")
+        wait_for(lambda: not path_b.exists(), 10, "B's endpoint removed")
+        import psutil
+
+        assert not [p.pid for p in psutil.process_iter(["uids"])
+                    if p.info["uids"] and uid_b in p.info["uids"]]
+        a_now = _samples(daemon.status(), A)
+        wait_for(lambda: _samples(daemon.status(), A) > a_now + 2, 15, "A still heard")
