@@ -32,7 +32,7 @@ from ntpd_py.ipc.messages import BusSlot
 
 from .privileges import Identity
 
-__all__ = ["Slot", "SlotTable", "allocate_uid", "kill_uid", "running_uids"]
+__all__ = ["Slot", "SlotTable", "UidClaim", "allocate_uid", "kill_uid", "running_uids"]
 
 BUS_ROLES = ("ptp", "ntp", "server")
 LISTEN_BACKLOG = 16
@@ -62,14 +62,45 @@ def running_uids() -> set[int]:
     return found
 
 
+class UidClaim:
+    """Holds a uid for this supervisor: an abstract unix socket named after it.
+
+    Another ntpd-py instance on the host (or a test run next to it) cannot bind
+    the same name, so two supervisors never hand out one uid, even while the
+    worker that has it is in restart backoff and runs no process. Abstract
+    names need no file system (ProtectSystem=strict) and vanish with us.
+    """
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(f"\0ntpd-py-worker-uid-{uid}")
+        except OSError:
+            self._sock.close()
+            raise
+
+    def release(self) -> None:
+        self._sock.close()
+
+
+def _claim(uid: int) -> UidClaim | None:
+    try:
+        return UidClaim(uid)
+    except OSError:
+        return None
+
+
 def allocate_uid(
     uid_range: tuple[int, int],
     taken: Iterable[int],
     *,
     has_passwd_entry: Callable[[int], bool] = _has_passwd_entry,
     in_use: Callable[[], set[int]] = running_uids,
+    claim: Callable[[int], object | None] = lambda uid: True,
 ) -> int:
-    """The first uid of the range that is not taken, not in passwd and not running."""
+    """The first uid of the range that is not taken, not in passwd, not running and
+    that `claim` gets (the supervisor's claim holds it against other instances)."""
     first, last = uid_range
     taken = set(taken)
     busy: set[int] | None = None
@@ -78,7 +109,7 @@ def allocate_uid(
             continue
         if busy is None:
             busy = in_use()  # read /proc once, only when a candidate is found
-        if uid not in busy:
+        if uid not in busy and claim(uid):
             return uid
     raise SlotError(
         f"[daemon] worker-uid-range = [{first}, {last}]: no free uid left (each worker "
@@ -115,6 +146,7 @@ class Slot:
     path: str | None = None  # bus endpoint (source and server workers)
     fd: int | None = None  # its listening socket, kept for the slot's life
     serial: int = 0  # tells a re-made slot from the one clock-control already has
+    claim: UidClaim | None = None  # keeps other ntpd-py instances off our uid
 
     def user(self) -> str:
         if self.uid is None:
@@ -147,13 +179,14 @@ class SlotTable:
         uid_range: tuple[int, int] | None,
         log: logging.Logger,
         *,
-        allocate: Callable[[tuple[int, int], Iterable[int]], int] = allocate_uid,
+        allocate: Callable[[tuple[int, int], Iterable[int]], int] | None = None,
         bind: bool = True,
     ) -> None:
         self.endpoints = endpoints
         self.uid_range = uid_range  # None: not root
         self.log = log
         self._allocate = allocate
+        self._claims: dict[int, UidClaim] = {}
         self._bind = bind
         self.slots: dict[str, Slot] = {}
         self._serial = 0
@@ -173,15 +206,28 @@ class SlotTable:
             self.release(worker_id)
         used = self.numbers()
         number = next(n for n in range(len(used) + 1) if n not in used)
-        uid = None if self.uid_range is None else self._allocate(self.uid_range, self.uids())
+        uid = None if self.uid_range is None else self._new_uid(self.uid_range)
         self._serial += 1
-        slot = Slot(number, worker_id, role, uid, serial=self._serial)
+        slot = Slot(number, worker_id, role, uid, serial=self._serial,
+                    claim=self._claims.pop(uid, None) if uid is not None else None)
         if role in BUS_ROLES:
             slot.path = self.endpoints.slot_path(number)
             if self._bind:
                 slot.fd = self._listen(slot)
         self.slots[worker_id] = slot
         return slot
+
+    def _new_uid(self, uid_range: tuple[int, int]) -> int:
+        if self._allocate is not None:
+            return self._allocate(uid_range, self.uids())
+
+        def claim(uid: int) -> bool:
+            held = _claim(uid)
+            if held is not None:
+                self._claims[uid] = held
+            return held is not None
+
+        return allocate_uid(uid_range, self.uids(), claim=claim)
 
     def _listen(self, slot: Slot) -> int:
         assert slot.path is not None
@@ -216,6 +262,8 @@ class SlotTable:
                 os.unlink(slot.path)
         if slot.uid is not None:
             kill_uid(slot.uid, self.log)
+        if slot.claim is not None:
+            slot.claim.release()
 
     def bus_slots(self) -> list[BusSlot]:
         return [b for s in self.slots.values() if (b := s.bus_slot()) is not None]
@@ -223,6 +271,8 @@ class SlotTable:
     def close(self) -> None:
         for worker_id in list(self.slots):
             slot = self.slots.pop(worker_id)
+            if slot.claim is not None:
+                slot.claim.release()
             if slot.fd is not None:
                 os.close(slot.fd)
             if slot.path is not None and self._bind:

@@ -92,7 +92,7 @@ class StateStore:
         self._last_quick_ns = now_mono_ns
         payload = msgpack.packb({"mono_ns": now_mono_ns, "state": state}, use_bin_type=True)
         try:
-            atomic_write(self.quick_path, payload, durable=False)
+            atomic_write(self.quick_path, payload, 0o600, durable=False)  # clock-control only
         except OSError as exc:
             self._log.warning("cannot save %s: %s", self.quick_path, exc)
 

@@ -306,7 +306,7 @@ def test_workers_run_unprivileged_and_clock_control_holds_nothing_in_observe(
         assert sim_clock.st_uid == 65534 and sim_clock.st_mode & 0o022 == 0
         wait_for(lambda: (daemon.runtime / "clock-control.state").exists(), 15, "state saved")
         state = os.stat(daemon.runtime / "clock-control.state")
-        assert state.st_uid == 65534 and state.st_mode & 0o022 == 0
+        assert state.st_uid == 65534 and state.st_mode & 0o777 == 0o600
         for path in (daemon.runtime / "bus").iterdir():
             st = os.stat(path)
             assert st.st_mode & 0o777 == 0o600 and st.st_uid in worker_uids, path

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 from ntpd_py.ipc.endpoints import Endpoints
-from ntpd_py.supervisor.slots import SlotError, SlotTable, allocate_uid, make_bus_dir
+from ntpd_py.supervisor.slots import (
+    SlotError,
+    SlotTable,
+    UidClaim,
+    allocate_uid,
+    make_bus_dir,
+)
 
 
 def test_allocate_skips_taken_named_and_running_uids() -> None:
@@ -100,3 +106,19 @@ def test_bus_dir_refuses_a_foreign_directory(tmp_path: Path) -> None:
     os.chown(target, 1234, 1234) if os.geteuid() == 0 else pytest.skip("needs root to chown")
     with pytest.raises(SlotError, match="not a directory owned by"):
         make_bus_dir(str(target), as_root=True)
+
+
+def test_a_claimed_uid_is_not_handed_out_twice(tmp_path: Path) -> None:
+    # Two supervisors on one host (or two test daemons): the abstract-socket claim
+    # keeps the second off the first one's uids, even with no process running.
+    first = SlotTable(Endpoints(str(tmp_path), str(tmp_path / "observe")), (4_000_000_000,
+                      4_000_000_005), logging.getLogger("t"), bind=False)
+    second = SlotTable(Endpoints(str(tmp_path), str(tmp_path / "observe")), (4_000_000_000,
+                       4_000_000_005), logging.getLogger("t"), bind=False)
+    a = first.ensure("ptp:/dev/ptp0", "ptp")
+    b = second.ensure("ptp:/dev/ptp0", "ptp")
+    assert a.uid is not None and b.uid is not None and a.uid != b.uid
+    first.close()  # released: the uid may be claimed again
+    again = UidClaim(a.uid)
+    again.release()
+    second.close()
