@@ -67,8 +67,8 @@ class SlotServer:
             if worker_id not in wanted:
                 self.router.remove(worker_id)
         for index, fd in enumerate(fds):
-            worker_id = message.fd_slots[index] if index < len(message.fd_slots) else None
-            slot = wanted.get(worker_id) if worker_id is not None else None
+            named = message.fd_slots[index] if index < len(message.fd_slots) else None
+            slot = wanted.get(named) if named is not None else None
             if slot is None:
                 os.close(fd)  # not ours to serve
             else:
