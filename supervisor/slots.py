@@ -139,7 +139,7 @@ def kill_uid(uid: int, log: logging.Logger | None = None) -> list[int]:
 
 @dataclass
 class Slot:
-    number: int
+    number: int  # <n> of bus/<n>.sock; -1 without an endpoint
     worker_id: str
     role: str
     uid: int | None  # None: not root, no credential separation
@@ -192,7 +192,7 @@ class SlotTable:
         self._serial = 0
 
     def numbers(self) -> set[int]:
-        return {slot.number for slot in self.slots.values()}
+        return {slot.number for slot in self.slots.values() if slot.number >= 0}
 
     def uids(self) -> set[int]:
         return {slot.uid for slot in self.slots.values() if slot.uid is not None}
@@ -205,7 +205,9 @@ class SlotTable:
         if slot is not None:
             self.release(worker_id)
         used = self.numbers()
-        number = next(n for n in range(len(used) + 1) if n not in used)
+        # Only workers with a bus endpoint get a number (it names the endpoint).
+        number = next(n for n in range(len(used) + 1) if n not in used) \
+            if role in BUS_ROLES else -1
         uid = None if self.uid_range is None else self._new_uid(self.uid_range)
         self._serial += 1
         slot = Slot(number, worker_id, role, uid, serial=self._serial,

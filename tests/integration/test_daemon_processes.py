@@ -241,7 +241,10 @@ def test_rogue_frames_on_the_bus_are_dropped_and_counted(ntp_server: int) -> Non
         sock.setsockopt(zmq.SNDHWM, 100_000)
         # There is no shared bus any more: a rogue can only reach one worker's own
         # endpoint (here as its owner or root), and its frames count against that worker.
-        sock.connect(f"ipc://{daemon.runtime}/bus/1.sock")  # the NTP worker's slot
+        # Endpoints are numbered in configuration order: 1 is the NTP worker's.
+        slot = daemon.runtime / "bus" / "1.sock"
+        assert slot.stat().st_uid == psutil.Process(_pid_of(daemon, ntp_id)).uids().real
+        sock.connect(f"ipc://{slot}")
         try:
             frames = [b"garbage", b"\x93\x63\x01\x80", b"x" * 200_000, encode(
                 Heartbeat(worker_id="x", mono_ns=1))]

@@ -67,6 +67,7 @@ def test_slots_keep_uid_across_restarts_and_release_it(tmp_path: Path) -> None:
     assert (a.number, b.number) == (0, 1)
     assert a.path == str(tmp_path / "bus" / "0.sock")
     assert m.path is None and m.bus_slot() is None  # metrics has no bus endpoint
+    assert m.number == -1
     assert table.ensure("ptp:/dev/ptp0", "ptp") is a  # a restart keeps the slot
     assert [s.worker_id for s in table.bus_slots()] == ["ptp:/dev/ptp0", "ntp:x"]
     identity = a.identity()
