@@ -213,6 +213,11 @@ class ClockControlTask:
                     exc,
                 )
                 continue
+            servers = getattr(self.bus, "state_peers", None)
+            if isinstance(message, ServerStats) and servers is not None \
+                    and peer not in servers():
+                self.guard.drop(sender, "wrong-source")  # only a server slot has counters
+                continue
             self._handle(sender, message, now)
 
     def _handle(self, sender: str, message: Any, now: Now) -> None:

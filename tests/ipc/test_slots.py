@@ -102,3 +102,39 @@ def test_slot_paths_are_checked_for_length() -> None:
     assert any("bus" in p for p in ep.problems())
     assert Endpoints("/run/ntpd-py", "/run/ntpd-py/observe").slot_path(3) == \
         "/run/ntpd-py/bus/3.sock"
+
+
+def test_clock_control_takes_server_counters_from_server_slots_only() -> None:
+    import logging
+
+    from ntpd_py.core.config import SynchronizationConfig
+    from ntpd_py.core.controller import ClockController
+    from ntpd_py.ipc.framing import decode, encode
+    from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
+    from ntpd_py.workers.clock_backends import ObserveClock
+    from ntpd_py.workers.clock_control import ClockControlTask
+    from ntpd_py.workers.runtime import Now
+
+    hub = MemoryHub()
+    bus = SlotRouter()
+    bus.add("ptp:/dev/ptp0", hub.router("bus/0"))
+    bus.add("server", hub.router("bus/1"), wants_state=True)
+    mono, real = time.monotonic_ns(), time.time_ns()
+    task = ClockControlTask(
+        controller=ClockController(SynchronizationConfig(), now_mono_ns=mono, now_real_ns=real),
+        backend=ObserveClock(), bus=bus, pub=hub.pub("state"), control=hub.router("control"),
+        link=None, store=None, log=logging.getLogger("t"))
+    task.set_sources([], Now(mono, real))
+    task.guard.configure("ptp:/dev/ptp0", 0)
+    stats = encode(ServerStats(listen="127.0.0.1:123", counters={"received": 1}))
+    liar, server = hub.dealer("bus/0", b"server"), hub.dealer("bus/1", b"server")
+    liar.send(stats)  # a PHC worker posing as the server
+    server.send(stats)
+    task.step(Now(mono, real))
+    assert task.guard.totals().get("wrong-source") == 1
+    assert list(task.servers) == ["127.0.0.1:123"]
+    # The server slot, and only it, gets the clock state over its own path.
+    item = server.recv()
+    assert item is not None
+    assert isinstance(decode(item[1], {MsgType.CLOCK_STATE}, max_size=1 << 20), ClockStateMsg)
+    assert liar.recv() is None
