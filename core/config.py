@@ -535,6 +535,29 @@ class DaemonConfig(_Table):
     # A step beyond a panic threshold: "exit" with status 70 (as ntpd-rs), or
     # "stop-steering": keep running and reporting, leave the clock alone.
     panic_action: Literal["exit", "stop-steering"] = "exit"
+    # When the supervisor runs as root, every worker but clock-control runs as its
+    # own uid from this range (as systemd's DynamicUser), so that no worker can
+    # signal, ptrace or impersonate another. Only uids without a passwd entry are used.
+    worker_uid_range: tuple[int, int] = (61184, 65519)
+
+    @field_validator("worker_uid_range", mode="before")
+    @classmethod
+    def _uid_pair(cls, value: Any) -> Any:
+        # TOML has arrays, not tuples; the element types are still checked strictly.
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("worker_uid_range")
+    @classmethod
+    def _uid_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        first, last = value
+        if first > last:
+            raise ValueError(f"expected [first, last] with first <= last, got [{first}, {last}]")
+        if first < 1000:
+            raise ValueError(f"the first uid must be at least 1000 (system accounts and root "
+                             f"are below), got {first}")
+        if last > 4294967294:
+            raise ValueError(f"uids end at 4294967294, got {last}")
+        return value
 
     @field_validator("runtime_dir", "state_dir")
     @classmethod

@@ -23,6 +23,7 @@ __all__ = [
     "Channel",
     "MemoryChannel",
     "MemoryHub",
+    "SlotRouter",
     "ZmqChannel",
 ]
 
@@ -108,6 +109,80 @@ class ZmqChannel:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+
+
+# -- one bus endpoint per worker -----------------------------------------------------------
+
+
+class SlotRouter:
+    """Clock-control's end of the sample bus: one router channel per worker slot.
+
+    `recv` names the sender by the slot the frame arrived on (the supervisor made
+    each slot's endpoint reachable by its worker only), never by the routing id
+    the peer chose. `send(frame, worker_id)` goes to the peer last heard on that
+    worker's slot (before any, to the routing id the worker is told to use).
+    Slots are served round robin, so a flooding worker delays nobody else.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Channel] = {}
+        self._last_peer: dict[str, bytes] = {}
+        self._state_peers: set[str] = set()
+        self._order: collections.deque[str] = collections.deque()
+
+    def add(self, worker_id: str, channel: Channel, *, wants_state: bool = False) -> None:
+        self.remove(worker_id)
+        self._slots[worker_id] = channel
+        self._order.append(worker_id)
+        if wants_state:
+            self._state_peers.add(worker_id)
+
+    def remove(self, worker_id: str) -> None:
+        channel = self._slots.pop(worker_id, None)
+        if channel is None:
+            return
+        channel.close()
+        self._order.remove(worker_id)
+        self._last_peer.pop(worker_id, None)
+        self._state_peers.discard(worker_id)
+
+    def worker_ids(self) -> list[str]:
+        return list(self._slots)
+
+    def state_peers(self) -> list[bytes]:
+        """The workers (server workers) that get the clock state over their slot."""
+        return [w.encode() for w in self._state_peers]
+
+    def channels(self) -> list[Channel]:
+        return list(self._slots.values())
+
+    def send(self, frame: bytes, peer: bytes = b"") -> bool:
+        worker_id = peer.decode(errors="replace")
+        channel = self._slots.get(worker_id)
+        if channel is None:
+            return False
+        return channel.send(frame, self._last_peer.get(worker_id, peer))
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        for _ in range(len(self._order)):
+            worker_id = self._order[0]
+            self._order.rotate(-1)
+            item = self._slots[worker_id].recv()
+            if item is not None:
+                if item[0]:
+                    self._last_peer[worker_id] = item[0]
+                return worker_id.encode(), item[1]
+        return None
+
+    def pending(self) -> bool:
+        return any(channel.pending() for channel in self._slots.values())
+
+    def pollable(self) -> None:
+        return None  # the scheduler waits on channels() instead
+
+    def close(self) -> None:
+        for worker_id in list(self._slots):
+            self.remove(worker_id)
 
 
 # -- in memory -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL_NS",
     "REGISTRY",
     "SCHEMA_VERSION",
+    "BusSlot",
     "ClockStateMsg",
     "CtlReply",
     "CtlRequest",
@@ -283,8 +284,21 @@ class SourceEntry(BaseModel):
     poll_max: PollLog2
 
 
+class BusSlot(BaseModel):
+    """One worker's private bus endpoint: frames on it come from `worker_id`, by construction."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    worker_id: Id
+    role: Literal["ptp", "ntp", "server"]
+    path: Text
+
+
 class SourceSet(Message):
-    """The configured sources, sent by the supervisor to clock-control at start and reload."""
+    """The configured sources, sent by the supervisor to clock-control at start and reload.
+
+    `slots` lists every worker's bus endpoint; the listening sockets of the slots
+    named in `fd_slots` come with the message (SCM_RIGHTS, in that order).
+    """
 
     TYPE: ClassVar[MsgType] = MsgType.SOURCE_SET
     sources: Annotated[list[SourceEntry], Field(max_length=1024)]
@@ -292,6 +306,8 @@ class SourceSet(Message):
     # configured `listen` values: clock-control takes ServerStats only from those.
     server_workers: Annotated[list[Id], Field(max_length=32)] = Field(default_factory=list)
     server_listens: Annotated[list[Text], Field(max_length=64)] = Field(default_factory=list)
+    slots: Annotated[list[BusSlot], Field(max_length=1100)] = Field(default_factory=list)
+    fd_slots: Annotated[list[Id], Field(max_length=4)] = Field(default_factory=list)
 
 
 class PeerFailed(Message):

@@ -23,7 +23,11 @@ class UnixControlServer:
         if os.path.exists(path):
             os.unlink(path)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._listener.bind(path)
+        old = os.umask(0o177)  # never wider than 0600 between bind and chmod
+        try:
+            self._listener.bind(path)
+        finally:
+            os.umask(old)
         os.chmod(path, mode)
         self._listener.listen(MAX_CLIENTS)
         self._listener.setblocking(False)

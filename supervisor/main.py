@@ -29,6 +29,7 @@ from ntpd_py.ipc.messages import (
     Heartbeat,
     PeerFailed,
     ProcessTable,
+    SourceSet,
     SteeringBounds,
 )
 from ntpd_py.workers.bus_guard import TokenBucket
@@ -45,7 +46,8 @@ from .pools import Pools
 from .preload import preload_for_roles
 from .reload import plan_reload
 from .runtime_watch import EX_TEMPFAIL, RuntimeWatch
-from .setup import DaemonSetup, StartupError, prepare
+from .setup import EX_CANTCREAT, DaemonSetup, StartupError, prepare
+from .slots import SlotError, kill_uid
 from .sources import source_set
 from .spec import WorkerSpec, build_specs
 
@@ -89,6 +91,8 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._next_table = 0
         self.pools = Pools(self.config, self.setup.drop_for_helper, log)
+        # The slot endpoints the running clock-control has (worker id -> slot serial).
+        self._cc_slots: dict[str, int] = {}
         self.systemd = SystemdNotifier(log)
         # Per child (worker id): its link and that link's bucket; when muted until.
         self._link_buckets: dict[str, tuple[object, TokenBucket]] = {}
@@ -120,11 +124,22 @@ class Supervisor:
     # -- children ---------------------------------------------------------------------------
 
     def _start(self, spec: WorkerSpec, now: int) -> None:
+        slots = self.setup.slots
+        if spec.role != "clock-control" and slots is not None:
+            slot = slots.ensure(spec.worker_id, spec.role)  # raises SlotError
+            if slot.uid is not None:
+                # Whatever still runs as this slot's uid (a compromised worker's
+                # leftovers) must not meet the restarted worker on its endpoint.
+                kill_uid(slot.uid, self.log)
+        elif slots is not None:
+            self._cc_slots = {s.worker_id: s.serial for s in slots.slots.values()
+                              if s.fd is not None}  # inherited at fork
         child = self.children.get(spec.worker_id)
         if child is None:
             child = Child(spec, self.setup.user_name)
             self.children[spec.worker_id] = child
         child.spec = spec
+        child.user = self.setup.worker_user(spec)
         # A reload may add a role (a metrics listener) whose modules are not loaded yet.
         preload_for_roles([spec.role], self.config.daemon.clock == "simulated")
         keep = self.setup.fds_for(spec)
@@ -172,8 +187,23 @@ class Supervisor:
 
     def _send_source_set(self) -> None:
         cc = self.children.get("clock-control")
-        if cc is not None and cc.link is not None:
-            cc.link.send(source_set(self.config, [c.spec for c in self.children.values()]))
+        if cc is None or cc.link is None:
+            return
+        base = source_set(self.config, [c.spec for c in self.children.values()])
+        slots = self.setup.slots
+        if slots is None:
+            cc.link.send(base)
+            return
+        listed = slots.bus_slots()
+        new = [s for s in slots.slots.values()
+               if s.fd is not None and self._cc_slots.get(s.worker_id) != s.serial]
+        # The endpoints clock-control does not have yet go along, a few per message.
+        chunks = [new[i:i + 4] for i in range(0, len(new), 4)] or [[]]
+        for chunk in chunks:
+            message = SourceSet(sources=base.sources, slots=listed,
+                                fd_slots=[s.worker_id for s in chunk])
+            if cc.link.send(message, [s.fd for s in chunk if s.fd is not None]):
+                self._cc_slots.update((s.worker_id, s.serial) for s in chunk)
 
     def _reap(self, now: int) -> None:
         self.flags.reap = False
@@ -392,8 +422,14 @@ class Supervisor:
             self._stop_one(child)
             if worker_id not in {s.worker_id for s in plan.start}:
                 del self.children[worker_id]
+                if self.setup.slots is not None:
+                    self.setup.slots.release(worker_id)  # its uid and endpoint are free
+                self._cc_slots.pop(worker_id, None)
         for spec in plan.start:
-            self._start(spec, now)
+            try:
+                self._start(spec, now)
+            except SlotError as exc:
+                self.log.error("cannot start %s: %s", spec.worker_id, exc)
         self._close_device_fds(list(self.setup.device_fds))  # opened for kept workers
         self._send_source_set()
         self.log.info("%s: %d stopped, %d started, %d unchanged", why, len(plan.stop),
@@ -453,8 +489,19 @@ class Supervisor:
         self._install_signals()
         write_pidfile(self.config.daemon.runtime_dir, self.log)  # ntpctl: alive, not answering
         now = _mono()
-        for spec in self.setup.specs:
-            self._start(spec, now)
+        try:
+            if self.setup.slots is not None:
+                # Every endpoint exists before clock-control starts, which inherits them.
+                for spec in self.setup.specs:
+                    if spec.role != "clock-control":
+                        self.setup.slots.ensure(spec.worker_id, spec.role)
+            for spec in self.setup.specs:
+                self._start(spec, now)
+        except SlotError as exc:
+            self.log.error("%s", exc)
+            self._stop_all()
+            self.setup.cleanup()
+            return EX_CANTCREAT
         self._send_source_set()
         self.pools.start(now)
         self.watch.arm(now, (self.setup.endpoints.state,))

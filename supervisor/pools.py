@@ -56,6 +56,10 @@ class _Pool:
 def _resolve_in_child(host: str, port: int, write_fd: int, drop: Callable[[], None]) -> None:
     code = 1
     try:
+        # Keep nothing of the supervisor's (bus endpoints, server sockets, links): this
+        # process parses DNS answers.
+        os.closerange(3, write_fd)
+        os.closerange(write_fd + 1, 65536)
         drop()
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         addresses = [[str(info[4][0]), int(info[4][1])] for info in infos]

@@ -64,6 +64,8 @@ class Identity:
     group: str
     uid: int
     gid: int
+    # Supplementary groups after the drop; None: just `gid` (the configured user).
+    groups: tuple[int, ...] | None = None
 
 
 def lookup_identity(user: str, group: str) -> Identity:
@@ -155,7 +157,7 @@ def drop_privileges(identity: Identity, keep_cap: int | None) -> None:
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     if keep_cap is not None:
         _prctl(PR_SET_KEEPCAPS, 1)
-    os.setgroups([identity.gid])
+    os.setgroups(list(identity.groups) if identity.groups is not None else [identity.gid])
     os.setresgid(identity.gid, identity.gid, identity.gid)
     os.setresuid(identity.uid, identity.uid, identity.uid)
     _capset(keep_cap)

@@ -31,6 +31,7 @@ from .privileges import (
     effective_caps,
     lookup_identity,
 )
+from .slots import SlotError, SlotTable, make_bus_dir
 from .spec import WorkerSpec, build_specs
 
 __all__ = ["DaemonSetup", "StartupError", "prepare"]
@@ -41,6 +42,7 @@ EX_CANTCREAT = 73
 # burst from 2000 client ports; 4 MiB holds about 45 000 requests (skb overhead included).
 SERVER_RCVBUF = 4 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, as root
+RESOLVER_SLOT = "(pool resolver)"  # the slot whose uid the pool resolver helper runs as
 
 
 def grow_receive_buffer(sock: socket.socket, size: int = SERVER_RCVBUF) -> int:
@@ -146,16 +148,34 @@ class DaemonSetup:
     server_fds: list[list[int]] = field(default_factory=list)  # one list per server process
     started_at: float = field(default_factory=time.time)
     metrics_fd: int | None = None
+    slots: SlotTable | None = None  # the workers' uids and bus endpoints (supervisor.slots)
 
     def drop_for_helper(self) -> None:
-        """In a short-lived helper child (the pool resolver): shed every privilege."""
+        """In a short-lived helper child (the pool resolver): shed every privilege and
+        become the resolver slot's uid (it parses DNS answers: untrusted input)."""
         from .privileges import drop_privileges, set_parent_death_signal
 
-        if self.identity is not None:
+        slot = self.slots.slots.get(RESOLVER_SLOT) if self.slots is not None else None
+        identity = slot.identity() if slot is not None else None
+        if identity is not None:
+            drop_privileges(identity, None)
+        elif self.identity is not None:
             drop_privileges(self.identity, None)
         set_parent_death_signal()
 
+    def worker_user(self, spec: WorkerSpec) -> str:
+        """Who the spec's process runs as, for `ntpctl workers` (a uid without a name)."""
+        if spec.role == "clock-control" or self.slots is None:
+            return self.user_name
+        slot = self.slots.slots.get(spec.worker_id)
+        return (slot.user() if slot is not None else "") or self.user_name
+
     def fds_for(self, spec: WorkerSpec) -> list[int]:
+        if spec.role == "clock-control":
+            # Every slot's listening socket: clock-control serves them (identity by channel).
+            if self.slots is None:
+                return []
+            return [s.fd for s in self.slots.slots.values() if s.fd is not None]
         if spec.role == "metrics":
             return [] if self.metrics_fd is None else [self.metrics_fd]
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
@@ -171,6 +191,22 @@ class DaemonSetup:
         keep_cap = None
         if spec.role == "clock-control" and self.config.daemon.clock == "system":
             keep_cap = CAP_SYS_TIME
+        identity = self.identity
+        bus_path = ""
+        bus_slots = []
+        if spec.role == "clock-control":
+            # clock-control keeps the configured user: it owns the runtime dir and its state.
+            if self.slots is not None:
+                bus_slots = [(b, s.fd) for s in self.slots.slots.values()
+                             if s.fd is not None and (b := s.bus_slot()) is not None]
+        elif self.slots is not None:
+            slot = self.slots.slots[spec.worker_id]
+            bus_path = slot.path or ""
+            if identity is not None:
+                # The metrics worker is an observer: it asks clock-control over the control
+                # socket, as ntpctl does, which is open to the daemon's group only.
+                extra = identity.gid if spec.role == "metrics" else None
+                identity = slot.identity(extra)
         ctx = ChildContext(
             self.config,
             spec.worker_id,
@@ -178,8 +214,10 @@ class DaemonSetup:
             os.getppid(),
             link_fd,
             keep,
-            self.identity,
+            identity,
             keep_cap,
+            bus_path=bus_path,
+            bus_slots=bus_slots,
         )
         ctx.spec = spec  # type: ignore[attr-defined]
         run_child(ctx, role_main(spec.role))
@@ -246,7 +284,8 @@ class DaemonSetup:
         )
         new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
                           self.endpoints, dict(self.device_fds),
-                          [] if servers_changed else self.server_fds, self.started_at)
+                          [] if servers_changed else self.server_fds, self.started_at,
+                          slots=self.slots)
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
@@ -256,7 +295,9 @@ class DaemonSetup:
         return new
 
     def cleanup(self) -> None:
-        for path in (self.endpoints.bus, self.endpoints.state, self.endpoints.control_path):
+        if self.slots is not None:
+            self.slots.close()
+        for path in (self.endpoints.state, self.endpoints.control_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
@@ -297,31 +338,60 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
         except PrivilegeError as exc:
             raise StartupError(str(exc)) from None
         user_name = identity.user
+        first, last = config.daemon.worker_uid_range
         log.info(
-            "running as root: workers run as %s:%s without capabilities%s",
+            "running as root: clock-control runs as %s:%s%s; every other worker runs as a "
+            "uid of its own from [%d, %d], without capabilities",
             identity.user,
             identity.group,
-            "; clock-control keeps CAP_SYS_TIME" if config.daemon.clock == "system" else "",
+            " with only CAP_SYS_TIME" if config.daemon.clock == "system" else "",
+            first, last,
         )
     else:
         import pwd
 
         user_name = pwd.getpwuid(os.geteuid()).pw_name
-        log.info("%s: everything runs as %s (no privilege separation)",
+        log.info("%s: everything runs as %s (no privilege or credential separation: "
+                 "workers share one uid)",
                  "single-process mode" if single_process else "not running as root", user_name)
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     for problem in endpoints.problems():
         raise StartupError(problem, 78)
-    for key, path in (("[daemon] runtime-dir", config.daemon.runtime_dir),
-                      ("[daemon] state-dir", config.daemon.state_dir)):
-        if not _make_dir(path, identity, 0o750, key) and identity is not None:
+    # 0751 under root: workers (each its own uid, in no group) traverse the runtime
+    # directory to reach their bus endpoint and the simulated clock file, but cannot
+    # list it or write in it.
+    for key, path, mode in (
+        ("[daemon] runtime-dir", config.daemon.runtime_dir,
+         0o751 if identity is not None else 0o750),
+        ("[daemon] state-dir", config.daemon.state_dir, 0o750),
+    ):
+        if not _make_dir(path, identity, mode, key) and identity is not None:
             _warn_if_not_writable(path, key, identity, log)
+            if mode & 0o001 and not os.stat(path).st_mode & 0o001:
+                raise StartupError(
+                    f'{key} = "{path}": this existing directory has mode '
+                    f"{os.stat(path).st_mode & 0o7777:04o}; the workers (each its own uid, "
+                    "in no group) must be able to pass through it to reach their bus "
+                    "endpoint: make it 0751 (deploy/tmpfiles.d/ntpd-py.conf does) or remove "
+                    "it and let ntpd-py create it", EX_CANTCREAT)
     control_dir = os.path.dirname(config.control_socket_path())
     if control_dir != config.daemon.runtime_dir:
         # A shared sticky parent (/tmp) is used as is and never changed.
         _make_dir(control_dir, identity, 0o750, "[observability] observation-path",
                   allow_shared=True)
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
+    if not single_process:
+        try:
+            make_bus_dir(endpoints.bus_dir, identity is not None)
+        except SlotError as exc:
+            raise StartupError(str(exc), EX_CANTCREAT) from None
+        uid_range = config.daemon.worker_uid_range if identity is not None else None
+        setup.slots = SlotTable(endpoints, uid_range, log)
+        if identity is not None:  # a pool may come with a reload: reserve it now
+            try:
+                setup.slots.ensure(RESOLVER_SLOT, "resolver")
+            except SlotError as exc:
+                raise StartupError(str(exc), EX_CANTCREAT) from None
     if not single_process:
         from .preload import preload_for_roles
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ntpd_py.core.config import PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
 from ntpd_py.core.errors import ConfigError
-from ntpd_py.ipc.channels import MemoryHub
+from ntpd_py.ipc.channels import MemoryHub, SlotRouter
 from ntpd_py.ipc.unix_control import UnixControlServer
 from ntpd_py.workers.logutil import RateLimitedLog
 
@@ -117,7 +117,8 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
     hub = MemoryHub()
     control = UnixControlServer(config.control_socket_path(),
                                 config.observability.observation_permissions)
-    cc, clock = build_clock_control(config, hub.router("bus"), hub.pub("state"), control, None,
+    bus = SlotRouter()
+    cc, clock = build_clock_control(config, bus, hub.pub("state"), control, None,
                                     logging.getLogger("clock-control"))
     now = clock.now()
     sources = source_set(config, setup.specs)
@@ -126,7 +127,16 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
     sim = clock if config.daemon.clock == "simulated" else None
     for spec in setup.specs:
         worker_log = logging.getLogger(spec.worker_id)
-        bus = hub.dealer("bus", spec.worker_id.encode())
+        if spec.role not in ("ptp", "ntp", "server"):
+            if spec.role == "metrics":
+                log.warning("the metrics exporter needs its own process (an HTTP thread); "
+                            "it is not started in --single-process mode")
+            continue
+        # One in-memory path per worker, as the daemon's per-slot endpoints: the
+        # sender of a frame is the path it came by.
+        name = f"bus/{spec.worker_id}"
+        bus.add(spec.worker_id, hub.router(name), wants_state=spec.role == "server")
+        worker_bus = hub.dealer(name, spec.worker_id.encode())
         if isinstance(spec.source, PtpSourceConfig):
             sim_device = None
             if sim is not None:
@@ -135,11 +145,11 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
 
                 path = spec.source.path
                 sim_device = SimPhcDevice(path, sim, config.daemon.simulation, current_phc(path))
-            tasks.append(PtpTask(source=spec.source, worker_id=spec.worker_id, bus=bus,
+            tasks.append(PtpTask(source=spec.source, worker_id=spec.worker_id, bus=worker_bus,
                                  link=None, log=worker_log, sim_device=sim_device))
         elif isinstance(spec.source, ServerSourceConfig | PoolSourceConfig):
             tasks.append(NtpTask(config=config, source=spec.source, worker_id=spec.worker_id,
-                                 peer=spec.peer or spec.source.address, bus=bus, link=None,
+                                 peer=spec.peer or spec.source.address, bus=worker_bus, link=None,
                                  log=worker_log, sim=sim))
         elif spec.role == "metrics":
             log.warning("the metrics exporter needs its own process (an HTTP thread); it is "
@@ -149,7 +159,7 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
                        for server, fd in zip(spec.servers, setup.server_fds[spec.server_index],
                                              strict=True)]
             tasks.append(ServerTask(config=config, sockets=sockets, worker_id=spec.worker_id,
-                                    bus=bus, state_feed=hub.sub("state"), link=None,
+                                    bus=worker_bus, state_feed=worker_bus, link=None,
                                     log=worker_log))
     return tasks, clock, control
 

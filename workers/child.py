@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ntpd_py.core.config import Config
 
@@ -57,6 +58,10 @@ class ChildContext:
     keep_fds: list[int] = field(default_factory=list)
     identity: object | None = None  # supervisor.privileges.Identity when running as root
     keep_cap: int | None = None
+    # A worker's own bus endpoint (<runtime-dir>/bus/<n>.sock), set by the supervisor.
+    bus_path: str = ""
+    # clock-control: (ipc.messages.BusSlot, listening fd) for every slot at its start.
+    bus_slots: list[tuple[Any, int]] = field(default_factory=list)
     stop: StopFlag = field(default_factory=StopFlag)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ntpd-py"))
 

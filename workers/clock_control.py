@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
@@ -145,11 +146,15 @@ class ClockControlTask:
         self.panic_action = "exit"
         self.steering_stopped = ""
         self._sent_bounds: StepBounds | None = None
+        # Opens and closes the per-worker bus endpoints a SourceSet names (roles.py).
+        self.on_slots: Callable[[SourceSet, list[int]], None] | None = None
 
     # -- the Task interface --------------------------------------------------------------
 
     def pollables(self) -> Sequence[Any]:
-        items: list[Any] = [self.bus, self.control]
+        # The bus is one endpoint per worker slot (ipc.channels.SlotRouter).
+        slots = getattr(self.bus, "channels", None)
+        items: list[Any] = [*(slots() if slots is not None else [self.bus]), self.control]
         if self.link is not None:
             items.append(self.link.fileno())
         return items
@@ -256,6 +261,10 @@ class ClockControlTask:
                 if isinstance(message, LogControl):
                     apply_log_control(message.level, message.timestamps, fds)
                 elif isinstance(message, SourceSet):
+                    if self.on_slots is not None:
+                        self.on_slots(message, fds)
+                    else:
+                        self.close_fds(fds)
                     self.set_sources(list(message.sources), now, message.server_workers,
                                      message.server_listens)
                 elif isinstance(message, ProcessTable):
@@ -268,12 +277,18 @@ class ClockControlTask:
                                  "handling %s from the supervisor raised %s: %s",
                                  type(message).__name__, type(exc).__name__, exc)
 
+    @staticmethod
+    def close_fds(fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+
     def _drain_bus(self, now: Now) -> None:
         for _ in range(MAX_FRAMES_PER_STEP):
             item = self.bus.recv()
             if item is None:
                 return
             peer, frame = item
+            # The slot's worker id (SlotRouter), never a routing id the sender chose.
             sender = peer.decode(errors="replace")
             if not self.guard.admit(sender, now.mono_ns):
                 continue
@@ -477,7 +492,11 @@ class ClockControlTask:
     def _publish(self, now: Now) -> None:
         self.last_state = self._state(now)
         self._judge_pool_members(self.last_state)
-        self.pub.send(encode(self.last_state))
+        frame = encode(self.last_state)
+        self.pub.send(frame)
+        # Server workers get the state over their own slot, not the observers' feed.
+        for peer in getattr(self.bus, "state_peers", list)():
+            self.bus.send(frame, peer)
         self._next_publish = now.mono_ns + PUBLISH_INTERVAL_NS
         self._dirty = False
 

@@ -251,16 +251,16 @@ def _kind_for_errno(err: int) -> DeviceErrorKind:
 
 def ptp_main(ctx: Any) -> int:
     import zmq
-    from ntpd_py.ipc.endpoints import Endpoints, connect_dealer
+    from ntpd_py.ipc.endpoints import connect_dealer
 
     from .base import worker_link
     from .roles import make_local_clock
     from .runtime import run_zmq
 
     config: Config = ctx.config
-    endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
+    # Our own slot endpoint (only our uid may connect): our identity on the bus.
+    bus = connect_dealer(zctx, ctx.bus_path, ctx.worker_id)
     clock = make_local_clock(config)
     sim_device = None
     if config.daemon.clock == "simulated":

@@ -7,17 +7,19 @@ returns the process exit code.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from ntpd_py.ipc.channels import SlotRouter
 from ntpd_py.ipc.link import Link
-from ntpd_py.ipc.messages import MsgType
+from ntpd_py.ipc.messages import BusSlot, MsgType, SourceSet
 
 from .child import ChildContext
 
-__all__ = ["make_local_clock", "role_main"]
+__all__ = ["SlotServer", "make_local_clock", "role_main"]
 
 
 def make_local_clock(config: Any, writable: bool = False) -> Any:
@@ -39,6 +41,40 @@ def _link(ctx: ChildContext, accept: set[MsgType]) -> Link:
     return Link(sock, accept)
 
 
+class SlotServer:
+    """clock-control's side of the worker slots: a ROUTER on each listening socket the
+    supervisor bound, added and closed as the supervisor's SourceSet says."""
+
+    def __init__(self, zctx: Any, router: SlotRouter, log: logging.Logger) -> None:
+        self._zctx, self.router, self._log = zctx, router, log
+
+    def adopt(self, slot: BusSlot, fd: int) -> None:
+        import zmq
+        from ntpd_py.ipc.endpoints import serve_slot
+
+        try:
+            channel = serve_slot(self._zctx, slot.path, fd)
+        except zmq.ZMQError as exc:
+            os.close(fd)
+            self._log.error("cannot serve the bus slot %s of %s: %s", slot.path, slot.worker_id,
+                            exc)
+            return
+        self.router.add(slot.worker_id, channel, wants_state=slot.role == "server")
+
+    def update(self, message: SourceSet, fds: list[int]) -> None:
+        wanted = {slot.worker_id: slot for slot in message.slots}
+        for worker_id in self.router.worker_ids():
+            if worker_id not in wanted:
+                self.router.remove(worker_id)
+        for index, fd in enumerate(fds):
+            named = message.fd_slots[index] if index < len(message.fd_slots) else None
+            slot = wanted.get(named) if named is not None else None
+            if slot is None:
+                os.close(fd)  # not ours to serve
+            else:
+                self.adopt(slot, fd)
+
+
 def clock_control_main(ctx: ChildContext) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import Endpoints, bind_pub, bind_router
@@ -49,7 +85,10 @@ def clock_control_main(ctx: ChildContext) -> int:
     config = ctx.config
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    bus = bind_router(zctx, endpoints.bus)
+    bus = SlotRouter()
+    slots = SlotServer(zctx, bus, ctx.log)
+    for slot, fd in ctx.bus_slots:
+        slots.adopt(slot, fd)
     pub = bind_pub(zctx, endpoints.state)
     control = bind_router(zctx, endpoints.control_path)
     os.chmod(endpoints.control_path, config.observability.observation_permissions)
@@ -57,6 +96,7 @@ def clock_control_main(ctx: ChildContext) -> int:
     os.chmod(endpoints.state, config.observability.observation_permissions)
     link = _link(ctx, {MsgType.SOURCE_SET, MsgType.PROCESS_TABLE, MsgType.LOG_CONTROL})
     task, clock = build_clock_control(config, bus, pub, control, link, ctx.log)
+    task.on_slots = slots.update
     from .clock_control import PanicExit
 
     try:

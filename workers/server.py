@@ -3,7 +3,7 @@
 The supervisor binds the sockets (port 123 needs privilege) and passes them
 in; this process runs unprivileged. Each socket is served by batched
 recvmmsg/sendmmsg (:mod:`._mmsg`) around a :class:`Responder`; the clock
-state arrives on the `state` PUB feed. Until the first state arrives, and
+state arrives from clock-control over this worker's own bus slot. Until the first state arrives, and
 whenever clock-control says so, replies say "unsynchronized" (leap 3,
 `local-stratum`). Counters go to clock-control every two seconds.
 
@@ -129,17 +129,16 @@ class ServerTask(WorkerBase):
 
 def server_main(ctx: Any) -> int:
     import zmq
-    from ntpd_py.ipc.endpoints import Endpoints, connect_dealer, connect_sub
+    from ntpd_py.ipc.endpoints import connect_dealer
 
     from .base import worker_link
     from .roles import make_local_clock
     from .runtime import run_zmq
 
     config: Config = ctx.config
-    endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    bus = connect_dealer(zctx, endpoints.bus, ctx.worker_id)
-    feed = connect_sub(zctx, endpoints.state)
+    # Our own slot endpoint (only our uid may connect): our identity on the bus.
+    bus = connect_dealer(zctx, ctx.bus_path, ctx.worker_id)
     sockets = [
         (server, socket.socket(fileno=fd))
         for server, fd in zip(ctx.spec.servers, ctx.keep_fds, strict=True)
@@ -149,7 +148,7 @@ def server_main(ctx: Any) -> int:
         sockets=sockets,
         worker_id=ctx.worker_id,
         bus=bus,
-        state_feed=feed,
+        state_feed=bus,  # clock-control sends the state over our slot
         link=worker_link(ctx, set()),
         log=ctx.log,
     )
@@ -157,6 +156,5 @@ def server_main(ctx: Any) -> int:
         run_zmq([task], make_local_clock(config), ctx.stop)
     finally:
         bus.close()
-        feed.close()
         zctx.term()
     return 0

@@ -144,7 +144,8 @@ class StateStore:
         self._last_quick_ns = now_mono_ns
         payload = msgpack.packb({"mono_ns": now_mono_ns, "state": state}, use_bin_type=True)
         try:
-            atomic_write(self.quick_path, self._mac(payload) + payload, durable=False)
+            # 0600: clock-control's alone.
+            atomic_write(self.quick_path, self._mac(payload) + payload, 0o600, durable=False)
         except OSError as exc:
             self._limited.log(logging.WARNING, "save-quick", now_mono_ns,
                               "cannot save %s: %s", self.quick_path, exc)

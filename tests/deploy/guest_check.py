@@ -26,7 +26,8 @@ RESULTS: list[dict[str, Any]] = []
 UNIT = "ntpd-py.service"
 CAP_SYS_TIME = 1 << 25
 # CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8, CAP_KILL 5, CAP_NET_BIND_SERVICE 10, CAP_SYS_TIME 25
-SUPERVISOR_BOUNDING = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | CAP_SYS_TIME
+SUPERVISOR_BOUNDING = ((1 << 0) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10)
+                       | CAP_SYS_TIME)  # + CAP_CHOWN 0: gives each worker its bus endpoint
 NAME_LINE = re.compile(r"^(supervisor|clock-control|ptp:/dev/ptp_igb|server|metrics): "
                        r"(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
 
@@ -120,15 +121,27 @@ def check_processes() -> None:
     names = sorted(kids.values())
     record("children: clock-control, ptp, server, metrics", names == sorted(
         ["ntpd-py:clock-c", "ntpd-py:ptp", "ntpd-py:server", "ntpd-py:metrics"]), names)
+    worker_uids = []
     for pid, name in kids.items():
         st = status_of(pid)
         keep = CAP_SYS_TIME if name == "ntpd-py:clock-c" else 0
-        record(f"{name} runs as ntpd-py, CapEff={keep:#x}, bounding {keep:#x}, nnp, seccomp",
-               st.get("Uid", "").split()[0] == uid and int(st.get("CapEff", "1"), 16) == keep
+        uids = st.get("Uid", "").split()
+        if name == "ntpd-py:clock-c":
+            # clock-control keeps the configured user (it owns /run/ntpd-py and its state)
+            right_user, who = uids[:1] == [uid], "ntpd-py"
+        else:
+            # every other worker: a uid of its own from worker-uid-range
+            right_user = len(set(uids)) == 1 and 61184 <= int(uids[0]) <= 65519
+            who = "its own uid"
+            worker_uids.append(uids[0] if uids else "")
+        record(f"{name} runs as {who}, CapEff={keep:#x}, bounding {keep:#x}, nnp, seccomp",
+               right_user and int(st.get("CapEff", "1"), 16) == keep
                and int(st.get("CapBnd", "1"), 16) == keep and st.get("NoNewPrivs") == "1"
                and st.get("Seccomp") == "2", {k: st.get(k) for k in
                                                 ("Uid", "CapEff", "CapBnd", "NoNewPrivs",
                                                  "Seccomp")})
+    record("each worker has a distinct uid", len(set(worker_uids)) == len(worker_uids),
+           worker_uids)
     mounts = Path(f"/proc/{supervisor}/mountinfo").read_text()
     root_ro = any(line.split()[4] == "/" and " ro," in f" {line.split()[5]},"
                   for line in mounts.splitlines())
@@ -247,7 +260,7 @@ def check_stop() -> None:
 
 
 BOUNDING = ["CAP_SYS_TIME", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL",
-            "CAP_NET_BIND_SERVICE"]
+            "CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
 
 
 def probe_capabilities() -> None:

@@ -239,7 +239,12 @@ def test_rogue_frames_on_the_bus_are_dropped_and_counted(ntp_server: int) -> Non
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, b"rogue")
         sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.connect(f"ipc://{daemon.runtime}/bus.sock")
+        # There is no shared bus any more: a rogue can only reach one worker's own
+        # endpoint (here as its owner or root), and its frames count against that worker.
+        # Endpoints are numbered in configuration order: 1 is the NTP worker's.
+        slot = daemon.runtime / "bus" / "1.sock"
+        assert slot.stat().st_uid == psutil.Process(_pid_of(daemon, ntp_id)).uids().real
+        sock.connect(f"ipc://{slot}")
         try:
             frames = [b"garbage", b"\x93\x63\x01\x80", b"x" * 200_000, encode(
                 Heartbeat(worker_id="x", mono_ns=1))]
@@ -250,9 +255,9 @@ def test_rogue_frames_on_the_bus_are_dropped_and_counted(ntp_server: int) -> Non
         finally:
             sock.close(linger=1000)
             ctx.term()
-        document = wait_for(lambda: (lambda d: d if d and d["ipc_dropped"].get(
-            "unknown-sender", 0) > 1000 else None)(daemon.status()), 20, "drops counted")
-        assert document["ipc_dropped"]["unknown-sender"] > 1000
+        document = wait_for(lambda: (lambda d: d if d and sum(d["ipc_dropped"].values())
+                                     > 1000 else None)(daemon.status()), 20, "drops counted")
+        assert sum(document["ipc_dropped"].values()) > 1000
         for source in ("ptp:/dev/ptp0", ntp_id):
             wait_for(lambda s=source: _samples(daemon.status(), s) > _samples(before, s), 15,
                      f"{source} unaffected")
@@ -263,21 +268,51 @@ def test_rogue_frames_on_the_bus_are_dropped_and_counted(ntp_server: int) -> Non
 @pytest.mark.skipif(not is_root(), reason="privilege separation needs the daemon started as root")
 def test_workers_run_unprivileged_and_clock_control_holds_nothing_in_observe(
         ntp_server: int) -> None:
-    body = ntp_source(ntp_server) + "[synchronization]\nminimum-agreeing-sources = 1\n"
-    with Daemon(body, clock="observe", user="nobody") as daemon:
-        document = daemon.wait_running(["clock-control", f"ntp:127.0.0.1:{ntp_server}"])
+    body = ntp_source(ntp_server) + "[synchronization]\nminimum-agreeing-sources = 1\n" + \
+        SIM_PTP.split("[synchronization]")[0] + \
+        f'[[server]]\nlisten = "127.0.0.1:{free_udp_port()}"\n'
+    with Daemon(body, clock="simulated", user="nobody") as daemon:
+        ids = ["clock-control", f"ntp:127.0.0.1:{ntp_server}", "ptp:/dev/ptp0", "server"]
+        document = daemon.wait_running(ids)
+        worker_uids = []
         for proc in document["processes"]:
             status = _proc_status(proc["pid"])
             if proc["role"] == "supervisor":
                 assert status["Uid"].split()[0] == "0"
                 continue
-            assert status["Uid"].split()[:3] == ["65534"] * 3, (proc["worker_id"], status["Uid"])
-            assert status["Gid"].split()[:3] == ["65534"] * 3
+            uids, gids = status["Uid"].split()[:4], status["Gid"].split()[:4]
+            if proc["role"] == "clock-control":
+                # The configured user: it owns the runtime directory and its state file.
+                assert uids == ["65534"] * 4, (proc["worker_id"], status["Uid"])
+                assert gids == ["65534"] * 4
+                assert proc["user"] == "nobody"
+            else:
+                # Every other worker: a uid of its own from worker-uid-range, gid the same,
+                # no supplementary groups.
+                uid = int(uids[0])
+                assert uids == [str(uid)] * 4 and gids == [str(uid)] * 4, proc["worker_id"]
+                assert 61184 <= uid <= 65519, (proc["worker_id"], uid)
+                assert status["Groups"].split() == [], proc["worker_id"]
+                assert proc["user"] == str(uid)
+                worker_uids.append(uid)
             assert int(status["CapEff"], 16) == 0, proc["worker_id"]
             assert int(status["CapPrm"], 16) == 0
             assert int(status["CapBnd"], 16) == 0
             assert status["NoNewPrivs"] == "1"
-            assert proc["user"] == "nobody"
+        assert len(worker_uids) == 3 and len(set(worker_uids)) == 3, worker_uids
+        # Clock-control's files are out of every worker's reach.
+        runtime = os.stat(daemon.runtime)
+        assert runtime.st_mode & 0o7777 == 0o751 and runtime.st_uid == 65534
+        bus_dir = os.stat(daemon.runtime / "bus")
+        assert bus_dir.st_uid == 0 and bus_dir.st_mode & 0o7777 == 0o711
+        sim_clock = os.stat(daemon.runtime / "sim-clock")
+        assert sim_clock.st_uid == 65534 and sim_clock.st_mode & 0o022 == 0
+        wait_for(lambda: (daemon.runtime / "clock-control.state").exists(), 15, "state saved")
+        state = os.stat(daemon.runtime / "clock-control.state")
+        assert state.st_uid == 65534 and state.st_mode & 0o777 == 0o600
+        for path in (daemon.runtime / "bus").iterdir():
+            st = os.stat(path)
+            assert st.st_mode & 0o777 == 0o600 and st.st_uid in worker_uids, path
 
 
 def _proc_status(pid: int) -> dict[str, str]:

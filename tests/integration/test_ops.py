@@ -10,6 +10,7 @@ rename + SIGHUP, and a NOTIFY_SOCKET datagram socket standing in for systemd.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import shutil
@@ -141,8 +142,16 @@ def test_metrics_scraped_over_loopback_in_both_formats() -> None:
         om = _samples(text, openmetrics=True)
         assert om["ntp_system_stratum"][0][1] == 1 and text.rstrip().endswith("# EOF")
         assert _get(f"http://127.0.0.1:{port}/other")[0] == 404
-        metrics_user = daemon.workers()["metrics"]["user"]
-        assert metrics_user == (USER or metrics_user)
+        metrics = daemon.workers()["metrics"]
+        if USER is not None:
+            # Its own uid from worker-uid-range (no name); the daemon's group as its only
+            # supplementary group, to reach the control socket as an observer.
+            assert 61184 <= int(metrics["user"]) <= 65519
+            with open(f"/proc/{metrics['pid']}/status") as handle:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in handle
+                              if ":\t" in line)
+            assert status["Uid"].split() == [metrics["user"]] * 4
+            assert status["Groups"].split() == [str(grp.getgrnam("nogroup").gr_gid)]
 
 
 def test_metrics_port_busy_at_start_does_not_stop_the_daemon() -> None:

@@ -56,8 +56,8 @@ def test_zmq_topology(tmp_path: Path) -> None:
     ep = Endpoints(str(tmp_path), str(tmp_path / "observe"))
     ctx = zmq.Context()
     try:
-        router = bind_router(ctx, ep.bus)
-        dealer = connect_dealer(ctx, ep.bus, "ptp:/dev/ptp0")
+        router = bind_router(ctx, str(tmp_path / "router.sock"))
+        dealer = connect_dealer(ctx, str(tmp_path / "router.sock"), "ptp:/dev/ptp0")
         pub = bind_pub(ctx, ep.state)
         sub = connect_sub(ctx, ep.state)
         assert dealer.send(b"sample")
@@ -78,12 +78,11 @@ def test_zmq_topology(tmp_path: Path) -> None:
 
 
 def test_zmq_router_fair_queues_a_flooder(tmp_path: Path) -> None:
-    ep = Endpoints(str(tmp_path), str(tmp_path / "observe"))
     ctx = zmq.Context()
     try:
-        router = bind_router(ctx, ep.bus)
-        flooder = connect_dealer(ctx, ep.bus, "flood", hwm=100000)
-        quiet = connect_dealer(ctx, ep.bus, "quiet")
+        router = bind_router(ctx, str(tmp_path / "router.sock"))
+        flooder = connect_dealer(ctx, str(tmp_path / "router.sock"), "flood", hwm=100000)
+        quiet = connect_dealer(ctx, str(tmp_path / "router.sock"), "quiet")
         assert _wait_connected(flooder, router)
         for _ in range(5000):
             flooder.send(b"x" * 100)

@@ -312,12 +312,24 @@ class NtpdRun:
 
 def _privilege_problems(procs: dict[str, dict[str, Any]]) -> list[str]:
     problems = []
+    worker_uids: dict[int, str] = {}
     for worker_id, info in procs.items():
         if worker_id == "supervisor":
             continue
         want = (1 << CAP_SYS_TIME) if info["role"] == "clock-control" else 0
-        if set(info["uids"]) != {65534} or set(info["gids"]) != {65534}:
-            problems.append(f"{worker_id}: uids {info['uids']} gids {info['gids']}")
+        if info["role"] == "clock-control":
+            # The configured user: it owns the runtime directory and its state file.
+            if set(info["uids"]) != {65534} or set(info["gids"]) != {65534}:
+                problems.append(f"{worker_id}: uids {info['uids']} gids {info['gids']}")
+        else:
+            # Every other worker: a uid (and gid) of its own from worker-uid-range.
+            uids = set(info["uids"])
+            uid = min(uids)
+            if len(uids) != 1 or set(info["gids"]) != {uid} or not 61184 <= uid <= 65519:
+                problems.append(f"{worker_id}: uids {info['uids']} gids {info['gids']}")
+            elif uid in worker_uids:
+                problems.append(f"{worker_id}: shares uid {uid} with {worker_uids[uid]}")
+            worker_uids[uid] = worker_id
         if int(info["CapEff"], 16) != want or int(info["CapPrm"], 16) != want:
             problems.append(f"{worker_id}: CapEff {info['CapEff']} CapPrm {info['CapPrm']}")
         if int(info["CapAmb"], 16) or int(info["CapInh"], 16):
