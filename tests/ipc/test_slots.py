@@ -124,15 +124,16 @@ def test_clock_control_takes_server_counters_from_server_slots_only() -> None:
         controller=ClockController(SynchronizationConfig(), now_mono_ns=mono, now_real_ns=real),
         backend=ObserveClock(), bus=bus, pub=hub.pub("state"), control=hub.router("control"),
         link=None, store=None, log=logging.getLogger("t"))
-    task.set_sources([], Now(mono, real))
+    task.set_sources([], Now(mono, real), ["server"], ["127.0.0.1:123"])
     task.guard.configure("ptp:/dev/ptp0", 0)
     stats = encode(ServerStats(listen="127.0.0.1:123", counters={"received": 1}))
     liar, server = hub.dealer("bus/0", b"server"), hub.dealer("bus/1", b"server")
     liar.send(stats)  # a PHC worker posing as the server
     server.send(stats)
     task.step(Now(mono, real))
-    assert task.guard.totals().get("wrong-source") == 1
-    assert list(task.servers) == ["127.0.0.1:123"]
+    # The sender is the slot, whatever the frame says: the PHC slot has no counters.
+    assert task.guard.totals().get("not-a-server") == 1
+    assert list(task.servers) == [("server", "127.0.0.1:123")]
     # The server slot, and only it, gets the clock state over its own path.
     item = server.recv()
     assert item is not None
