@@ -29,7 +29,6 @@ from ntpd_py.ipc.messages import (
     Heartbeat,
     PeerFailed,
     ProcessTable,
-    SourceSet,
     SteeringBounds,
 )
 from ntpd_py.workers.bus_guard import TokenBucket
@@ -200,8 +199,8 @@ class Supervisor:
         # The endpoints clock-control does not have yet go along, a few per message.
         chunks = [new[i:i + 4] for i in range(0, len(new), 4)] or [[]]
         for chunk in chunks:
-            message = SourceSet(sources=base.sources, slots=listed,
-                                fd_slots=[s.worker_id for s in chunk])
+            message = base.model_copy(update={
+                "slots": listed, "fd_slots": [s.worker_id for s in chunk]})
             if cc.link.send(message, [s.fd for s in chunk if s.fd is not None]):
                 self._cc_slots.update((s.worker_id, s.serial) for s in chunk)
 

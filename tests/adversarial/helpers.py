@@ -1,8 +1,9 @@
 """What an attacker does in the adversarial tests, in one place per capability.
 
 `bus_as(daemon, worker_id)` is the one way these tests reach clock-control's sample
-bus as a given worker: today a DEALER on `<runtime-dir>/bus.sock` with that routing
-id. When the bus becomes per-worker channels, only this function changes.
+bus as a given worker: a DEALER on that worker's private endpoint
+`<runtime-dir>/bus/<n>.sock` (owned by the worker's uid; the test, as root, may
+connect to any), with that worker's routing id.
 """
 
 from __future__ import annotations
@@ -22,27 +23,40 @@ SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438
 
 
-@contextlib.contextmanager
-def bus_as(daemon: Daemon, worker_id: str, hwm: int = 100_000) -> Iterator[Any]:
-    """A zmq socket that clock-control hears as worker `worker_id` (send frames on it).
+def endpoint_of(daemon: Daemon, pid: int) -> str:
+    """The private bus endpoint of the worker running as `pid` (the one its uid owns)."""
+    uid = psutil.Process(pid).uids().real
+    owned = [p for p in (daemon.runtime / "bus").iterdir() if p.stat().st_uid == uid]
+    assert len(owned) == 1, f"one endpoint for uid {uid}: {owned}"
+    return str(owned[0])
 
-    If that worker runs, it is killed first (what a compromised sibling with the same
-    uid can do) and its id taken during the supervisor's restart backoff.
+
+@contextlib.contextmanager
+def bus_as(daemon: Daemon, worker_id: str, hwm: int = 100_000,
+           via: str | None = None) -> Iterator[Any]:
+    """A zmq socket on the bus endpoint of worker `via` (default: `worker_id`) that
+    claims to be `worker_id` (routing id); send frames on it.
+
+    The `via` worker is killed first (what a compromised worker holding its uid can
+    do to its own process) and its endpoint used during the restart backoff.
+    Clock-control hears the frames as `via`, whatever they claim.
     """
     import signal
 
     import zmq
 
-    pid = daemon.workers().get(worker_id, {}).get("pid")
-    if pid:
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)  # let the bus notice the old connection is gone
+    via = via or worker_id
+    document = daemon.wait_running([via], timeout=15)  # perhaps back from an earlier kill
+    pid = next(p["pid"] for p in document["processes"] if p["worker_id"] == via)
+    path = endpoint_of(daemon, pid)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.05)  # let the bus notice the old connection is gone
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, 2000)
-    sock.connect(f"ipc://{daemon.runtime}/bus.sock")
+    sock.connect(f"ipc://{path}")
     try:
         time.sleep(0.1)  # let the connection come up before the first frame
         yield sock
