@@ -121,6 +121,9 @@ class DaemonSetup:
         if self.identity is not None:
             drop_privileges(self.identity, None)
         set_parent_death_signal()
+        from ntpd_py.workers.seccomp import install
+
+        install("resolver", self.config.daemon.seccomp)  # DNS answers are network input
 
     def fds_for(self, spec: WorkerSpec) -> list[int]:
         if spec.role == "metrics":

@@ -16,6 +16,15 @@ from typing import Any
 
 from .seccomp_profiles import CONDITIONAL, DENIED_WITH_ERRNO, GROUPS, ROLES
 
+# Imported here, so that the supervisor's preload brings it in before any fork (a
+# child may not be able to read the Python installation once it has dropped root).
+_binding: Any
+_binding_error: Exception | None = None
+try:
+    import pyseccomp as _binding
+except (ImportError, RuntimeError) as _exc:  # RuntimeError: libseccomp.so.2 missing
+    _binding, _binding_error = None, _exc
+
 __all__ = ["SeccompError", "install", "resolve_role", "role_calls"]
 
 CLONE_THREAD = 0x00010000
@@ -37,14 +46,12 @@ def role_calls(role: str) -> set[str]:
 
 
 def _module() -> Any:
-    try:
-        import pyseccomp
-    except (ImportError, RuntimeError) as exc:  # RuntimeError: libseccomp.so.2 missing
+    if _binding is None:
         raise SeccompError(
-            f"cannot load the seccomp binding ({exc}): install pyseccomp and libseccomp2, "
-            "or set [daemon] seccomp = false"
-        ) from exc
-    return pyseccomp
+            f"cannot load the seccomp binding ({_binding_error}): install pyseccomp and "
+            "libseccomp2, or set [daemon] seccomp = false"
+        )
+    return _binding
 
 
 def resolve_role(role: str) -> tuple[dict[str, int], list[str]]:

@@ -65,8 +65,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     # and replacing their stale socket files; the chmod of the control socket.
     "zmq_bind": ("bind", "listen", "accept", "accept4", "unlink", "unlinkat", "chmod",
                  "fchmodat", "fchmod"),
-    # Accepting connections on a listening socket the supervisor opened (metrics).
-    "accept": ("accept", "accept4"),
+    # The metrics exporter: accept on the socket the supervisor opened, or bind its own
+    # (it retries every 10 s when the port was busy at start; ports >= 1024 only then).
+    "tcp_listen": ("accept", "accept4", "bind", "listen"),
     # NTP client sockets are unprivileged: the ntp worker makes its own UDP socket.
     "udp_client": ("bind", "connect"),
     # Atomic state and drift files: temporary file, fsync, rename, directory fsync;
@@ -76,9 +77,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
                     "mkdirat"),
     # Steering: the one thing clock-control holds CAP_SYS_TIME for.
     "steer": ("clock_adjtime", "adjtimex", "clock_settime", "settimeofday"),
-    # Reading a PHC: clock_gettime on its dynamic clock id and the PTP_SYS_OFFSET*
-    # ioctls are in "time"/"fd_io"; a PHC reopen goes through the supervisor.
-    "phc": ("clock_adjtime",),
 }
 
 # Calls allowed only with some arguments (see seccomp.py for the exact rule):
@@ -97,7 +95,7 @@ CONDITIONAL: dict[str, dict[str, str]] = {
             "prctl": "name", "sched_setscheduler": "other"},
     "server": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
                "prctl": "name", "sched_setscheduler": "other"},
-    "metrics": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
+    "metrics": {"clone": "thread", "openat": "ro", "socket": "inet", "tgkill": "self",
                 "prctl": "name", "sched_setscheduler": "other"},
     # getaddrinfo: reads /etc/hosts, nsswitch.conf, resolv.conf; UDP/TCP to the resolver.
     "resolver": {"openat": "ro", "socket": "inet", "tgkill": "self"},
@@ -111,10 +109,12 @@ _BASE = ("python", "signals", "time", "fd_io", "lookup", "wait", "socket_io", "z
 
 ROLES: dict[str, tuple[str, ...]] = {
     "clock-control": (*_BASE, "zmq_bind", "state_files", "steer"),
-    "ptp": (*_BASE, "phc"),
+    # Reading a PHC is ioctl (PTP_SYS_OFFSET*) and clock_gettime on its dynamic
+    # clock id, both in _BASE; a reopened PHC comes from the supervisor over the link.
+    "ptp": _BASE,
     "ntp": (*_BASE, "udp_client"),
     "server": _BASE,
-    "metrics": (*_BASE, "accept"),
+    "metrics": (*_BASE, "tcp_listen"),
     "resolver": ("python", "signals", "time", "fd_io", "lookup", "wait", "socket_io",
                  "udp_client"),
 }
