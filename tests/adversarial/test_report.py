@@ -1,0 +1,22 @@
+"""The reliability table renders every recorded scenario, failures marked."""
+
+from __future__ import annotations
+
+from .report import render
+
+
+def test_render_marks_failures_and_escapes_pipes() -> None:
+    rows = [
+        {"scenario": "control flood", "attacker": "observer", "load": "5000 req/s",
+         "outcome": "steering continued | 4900 refused", "passed": True,
+         "before": {"cpu_percent": {"clock-control": 1.0}, "rss_mb": {"clock-control": 30.0}},
+         "after": {"cpu_percent": {"clock-control": 40.0}, "rss_mb": {"clock-control": 31.0}}},
+        {"scenario": "state file", "attacker": "worker", "load": "1 write",
+         "outcome": "discarded", "passed": False},
+    ]
+    table = render(rows).splitlines()
+    assert table[0].startswith("| scenario |")
+    assert len(table) == 4
+    assert "clock-control 1 %, 30 MB" in table[2] and "clock-control 40 %, 31 MB" in table[2]
+    assert "steering continued \\| 4900 refused" in table[2]
+    assert table[2].endswith("| pass |") and table[3].endswith("| **FAIL** |")
