@@ -31,6 +31,7 @@ CLONE_THREAD = 0x00010000
 PR_SET_NAME = 15
 PR_GET_NAME = 16
 # open flags that make an openat write or create something.
+_WRITE_FLAG_BITS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -90,6 +91,11 @@ def _conditional(flt: Any, sc: Any, role: str, allow: int, numbers: dict[str, in
         _add(flt, sc, allow, "openat", numbers)
     elif mode == "ro":
         _add(flt, sc, allow, "openat", numbers, sc.Arg(2, sc.MASKED_EQ, _WRITE_FLAGS, 0))
+        # A write-open fails as it would for an unprivileged user (EACCES) rather than
+        # killing: CPython tries to write a missing .pyc and carries on when it cannot.
+        for flag in _WRITE_FLAG_BITS:
+            _add(flt, sc, sc.ERRNO(errno.EACCES), "openat", numbers,
+                 sc.Arg(2, sc.MASKED_EQ, flag, flag))
     families = {"unix": [socket.AF_UNIX],
                 "inet": [socket.AF_UNIX, socket.AF_INET, socket.AF_INET6]}
     for family in families.get(rules.get("socket", ""), []):

@@ -81,7 +81,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 # Calls allowed only with some arguments (see seccomp.py for the exact rule):
 #   clone   - only with CLONE_THREAD: libzmq's I/O and reaper threads, never a process.
-#   openat  - "ro": read-only and without O_CREAT (imports, /sys, /proc); "rw": any.
+#   openat  - "ro": read-only and without O_CREAT (imports, /sys, /proc); a write-open
+#             fails with EACCES instead of killing (CPython's .pyc cache); "rw": any.
 #   socket  - "unix": AF_UNIX only (ZeroMQ ipc://); "inet": AF_UNIX, AF_INET, AF_INET6.
 #   tgkill  - only to this process's own threads (abort() raises SIGABRT that way).
 #   prctl   - only PR_SET_NAME / PR_GET_NAME (libzmq names its threads).

@@ -120,7 +120,6 @@ def test_the_pool_resolver_can_resolve_under_its_filter() -> None:
         ("ntp", lambda: os.fork()),
         ("ntp", lambda: os.execv("/bin/true", ["/bin/true"])),
         ("ntp", lambda: os.kill(os.getppid(), 0)),  # no signalling another process
-        ("ntp", lambda: open(PROBE_FILE, "w")),  # noqa: SIM115
         ("server", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
         ("server", lambda: os.fork()),
         ("ptp", lambda: os.execv("/bin/true", ["/bin/true"])),
@@ -135,6 +134,23 @@ def test_a_forbidden_call_kills_the_process_with_sigsys(
     status = _in_filtered_child(role, lambda: (forbidden(), None)[1])
     assert _killed_by_sigsys(status), describe_exit(status)
     assert describe_exit(status) == "killed by seccomp (SIGSYS)"
+    assert not os.path.exists(PROBE_FILE)
+
+
+@pytest.mark.parametrize("role", ["ntp", "server", "ptp", "metrics", "resolver"])
+def test_a_write_open_fails_with_eacces_but_reads_work(role: str) -> None:
+    def probe() -> None:
+        for mode in ("w", "a", "r+", "x"):
+            try:
+                open(PROBE_FILE, mode).close()
+            except PermissionError:
+                continue
+            raise AssertionError(f"open({PROBE_FILE!r}, {mode!r}) was allowed")
+        with open("/etc/hostname", "rb") as handle:
+            handle.read()
+
+    status = _in_filtered_child(role, probe)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe_exit(status)
     assert not os.path.exists(PROBE_FILE)
 
 
