@@ -10,6 +10,7 @@ whole process with SIGSYS; the supervisor reports it as "killed by seccomp".
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import socket
 from typing import Any
@@ -18,12 +19,12 @@ from .seccomp_profiles import CONDITIONAL, DENIED_WITH_ERRNO, GROUPS, ROLES
 
 # Imported here, so that the supervisor's preload brings it in before any fork (a
 # child may not be able to read the Python installation once it has dropped root).
-_binding: Any
+_binding: Any = None
 _binding_error: Exception | None = None
 try:
-    import pyseccomp as _binding
+    _binding = importlib.import_module("pyseccomp")  # untyped: used through Any
 except (ImportError, RuntimeError) as _exc:  # RuntimeError: libseccomp.so.2 missing
-    _binding, _binding_error = None, _exc
+    _binding_error = _exc
 
 __all__ = ["SeccompError", "install", "resolve_role", "role_calls"]
 
