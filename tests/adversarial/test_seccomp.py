@@ -10,6 +10,7 @@ reports "killed by seccomp (SIGSYS)" and restarts it; nothing else restarts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -119,6 +120,11 @@ metrics-exporter-listen = "127.0.0.1:{free_tcp_port()}"
             assert f"lost {victim} (killed by seccomp (SIGSYS))" in daemon.log()
             text = daemon.ctl("workers")
             assert text.returncode == 0 and "killed by seccomp (SIGSYS)" in text.stdout
+            as_json = daemon.ctl("workers", "--json")
+            assert as_json.returncode == 0, as_json.stderr
+            listed = {p["worker_id"]: p for p in json.loads(as_json.stdout)["processes"]}
+            assert listed[victim]["last_exit"] == "killed by seccomp (SIGSYS)"
+            assert listed[victim]["restarts"] >= 1
             # Only the victim died: every other child keeps its pid and its filter.
             after_workers = daemon.workers()
             for worker_id in ids:
