@@ -130,7 +130,11 @@ def install(role: str, mode: bool | str = True) -> int:
             _add(flt, sc, sc.ERRNO(errno.ENOSYS), name, numbers)
         flt.load()
     except OSError as exc:
-        raise SeccompError(f"loading the {role} seccomp filter failed: {exc}") from exc
+        raise SeccompError(
+            f"loading the {role} seccomp filter failed: {exc} (an outer filter that refuses "
+            "seccomp(2), such as a systemd SystemCallFilter= without `seccomp`? "
+            "or set [daemon] seccomp = false)"
+        ) from exc
     return len(numbers)
 
 

@@ -191,3 +191,51 @@ def test_config_seccomp_invalid_names_file_and_key(text: str) -> None:
     message = str(info.value)
     assert "ntp.toml:2" in message and "daemon.seccomp" in message
     assert 'expected true, false or "log"' in message
+
+
+@pytest.mark.parametrize("outer_blocks_seccomp", [True, False])
+def test_under_an_outer_filter_like_systemds(outer_blocks_seccomp: bool) -> None:
+    """systemd's SystemCallFilter=@system-service alone refuses seccomp(2) with EPERM:
+    then our filter cannot load and the child must say why (the unit adds `seccomp`)."""
+    import errno
+
+    import pyseccomp
+    from ntpd_py.workers.seccomp import SeccompError
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            outer = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+            if outer_blocks_seccomp:
+                outer.add_rule(pyseccomp.ERRNO(errno.EPERM), "seccomp")
+            outer.add_rule(pyseccomp.ERRNO(errno.EPERM), "swapon")  # a non-empty filter
+            outer.load()
+            try:
+                install("ntp")
+                os.write(write_fd, b"installed")
+            except SeccompError as exc:
+                os.write(write_fd, str(exc).encode()[:4000])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        said = pipe.read().decode()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe_exit(status)
+    if outer_blocks_seccomp:
+        assert "loading the ntp seccomp filter failed" in said
+        assert "SystemCallFilter=" in said and "[daemon] seccomp = false" in said
+    else:
+        assert said == "installed"
+
+
+def test_the_systemd_unit_lets_children_install_their_filter() -> None:
+    from pathlib import Path
+
+    unit = (Path(__file__).resolve().parents[2] / "deploy/systemd/ntpd-py.service").read_text()
+    allow = [line.split("=", 1)[1].split() for line in unit.splitlines()
+             if line.startswith("SystemCallFilter=") and not line.startswith("SystemCallFilter=~")]
+    assert any("seccomp" in names for names in allow), allow
