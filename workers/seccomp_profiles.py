@@ -6,8 +6,9 @@ such as ``poll`` or ``select`` on aarch64, is skipped). The lists were taken
 from ``strace -f`` of the daemon running every role (simulated PHCs, a
 loopback NTP peer, our server answering, metrics scraped, SIGHUP reload, log
 reopen, a PHC reopen, clock-control restarts) and cover CPython 3.11-3.13,
-pyzmq/libzmq and glibc on Debian 12. Calls that need an argument check are
-in ``CONDITIONAL``; ``seccomp.py`` writes those rules.
+pyzmq/libzmq and glibc on Debian 12; ``benchmarks/seccomp_trace.py`` repeats
+that run and names any call a role makes outside its list. Calls that need an
+argument check are in ``CONDITIONAL``; ``seccomp.py`` writes those rules.
 """
 
 from __future__ import annotations
