@@ -9,6 +9,7 @@ whole process with SIGSYS; the supervisor reports it as "killed by seccomp".
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import os
@@ -123,6 +124,10 @@ def install(role: str, mode: bool | str = True) -> int:
     default = sc.LOG if mode == "log" else sc.KILL_PROCESS
     try:
         flt = sc.SyscallFilter(default)
+        # A binary tree instead of a linear list: ~100 calls are allowed, and the
+        # server's hot path (recvmmsg/sendmmsg) should not pay for them all.
+        with contextlib.suppress(OSError):  # libseccomp < 2.5 lacks the attribute
+            flt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
         for name in sorted(role_calls(role)):
             _add(flt, sc, sc.ALLOW, name, numbers)
         _conditional(flt, sc, role, sc.ALLOW, numbers)
