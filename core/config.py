@@ -14,7 +14,7 @@ import math
 import posixpath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -519,6 +519,16 @@ class SimulationConfig(_Table):
     scenario: str | None = None
 
 
+def _seccomp_mode(value: object) -> bool | str:
+    # One message for the one key (a plain union would report one error per member).
+    if isinstance(value, bool) or value == "log":
+        return value
+    raise ValueError('expected true, false or "log"')
+
+
+SeccompMode = Annotated[bool | Literal["log"], PlainValidator(_seccomp_mode)]
+
+
 class DaemonConfig(_Table):
     """`[daemon]`: settings only ntpd-py has (ntpd-rs does not know this table)."""
 
@@ -535,6 +545,11 @@ class DaemonConfig(_Table):
     # A step beyond a panic threshold: "exit" with status 70 (as ntpd-rs), or
     # "stop-steering": keep running and reporting, leave the clock alone.
     panic_action: Literal["exit", "stop-steering"] = "exit"
+    # Each child installs its role's system-call allow-list (workers/seccomp_profiles.py):
+    # true kills a process that makes any other call; "log" only logs it (the kernel's
+    # audit log), to find a missing call without killing; false installs nothing.
+    seccomp: SeccompMode = True
+
     # When the supervisor runs as root, every worker but clock-control runs as its
     # own uid from this range (as systemd's DynamicUser), so that no worker can
     # signal, ptrace or impersonate another. Only uids without a passwd entry are used.

@@ -32,6 +32,9 @@ def describe_exit(status: int) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = str(sig)
+        if sig == signal.SIGSYS:
+            # The kernel kills with SIGSYS a process whose seccomp filter refused a call.
+            return "killed by seccomp (SIGSYS)"
         return f"killed by {name}"
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
     return f"exited with status {code}"

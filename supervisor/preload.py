@@ -28,6 +28,7 @@ MODULES = (
     "ntpd_py.workers.child",
     "ntpd_py.workers.roles",
     "ntpd_py.workers.runtime",
+    "ntpd_py.workers.seccomp",  # and pyseccomp/ctypes.util: each child installs its filter
     "ntpd_py.workers.base",
     "ntpd_py.workers.logutil",
     "ntpd_py.workers.simclock",

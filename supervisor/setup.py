@@ -162,6 +162,9 @@ class DaemonSetup:
         elif self.identity is not None:
             drop_privileges(self.identity, None)
         set_parent_death_signal()
+        from ntpd_py.workers.seccomp import install
+
+        install("resolver", self.config.daemon.seccomp)  # DNS answers are network input
 
     def worker_user(self, spec: WorkerSpec) -> str:
         """Who the spec's process runs as, for `ntpctl workers` (a uid without a name)."""

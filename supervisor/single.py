@@ -185,6 +185,8 @@ def run_single_process(config_path: str, clock_name: str | None, log: logging.Lo
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("single-process mode (pid %d): no privilege separation, no ZeroMQ", os.getpid())
+    # One process does every role's work: no per-role system-call filter can fit it.
+    log.info("single-process mode: no seccomp filter ([daemon] seccomp applies to `run` only)")
     tasks, clock, control = _tasks(setup, log)
     limited = RateLimitedLog(log)
     try:

@@ -2,9 +2,10 @@
 
 Close every inherited fd it does not need, drop privileges (when the daemon
 runs as root), re-arm the parent-death signal (a uid change clears it), start
-from a fresh environment, install signal flags, set up logging, then run the
-role's main and exit with its code. Nothing here returns to the supervisor's
-code: the child always leaves through ``os._exit``.
+from a fresh environment, install signal flags, set up logging, install the
+role's seccomp filter, then run the role's main and exit with its code.
+Nothing here returns to the supervisor's code: the child always leaves
+through ``os._exit``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
 
         # fd 2 is the supervisor's sink (stderr or log-path, opened by it as root).
         ctx.log = setup_child_logging(ctx.config.observability.log_level, ctx.worker_id)
+        from .seccomp import install_for_child
+
+        install_for_child(ctx.role, ctx.config.daemon.seccomp, ctx.log)
         code = main(ctx)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EX_CRASH
