@@ -1,7 +1,7 @@
 """NTP server throughput on loopback: chronyd vs our server (1 process, N SO_REUSEPORT processes).
 
     python benchmarks/server_throughput.py [--seconds 3] [--rounds 3] [--processes N]
-                                           [--sockets 16] [--window 32] [--pin]
+                                           [--sockets 16] [--window 32] [--pin] [--daemon]
 
 Compiles ``benchmarks/ntp_loadgen.c`` with gcc (a closed-loop generator using
 sendmmsg/recvmmsg, ``--sockets`` source ports with ``--window`` requests in flight each),
@@ -10,6 +10,10 @@ starts the three servers side by side on loopback ports:
 * ``chronyd -x`` (never touches the clock) with ``local stratum 1``, no ``ratelimit``;
 * ``python -m ntpd_py.workers.ntp_serve`` — one process;
 * N ``ntp_serve --reuseport`` processes sharing one port;
+
+and with ``--daemon`` the whole daemon too (``ntpd-py run``, simulated clock, one
+``[[server]]``): its server worker as it really runs — forked by the supervisor, its
+own uid and seccomp filter when run as root, clock state over its bus endpoint —
 
 then loads one server at a time for ``--seconds`` (after a 0.5 s warm-up), in
 ``--rounds`` rounds whose order rotates, and prints replies/s per run, the median per
@@ -23,6 +27,7 @@ Every process is stopped by PID at the end, also on errors. Loopback only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -94,6 +99,50 @@ def start_ours(port: int, reuseport: bool, cpu: int | None) -> subprocess.Popen[
                             stderr=subprocess.DEVNULL)
 
 
+def start_daemon(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The real daemon serving on `port` (simulated clock: nothing steered); its config path."""
+    ddir = workdir / "daemon"
+    ddir.mkdir()
+    ddir.chmod(0o755)
+    user = '\nuser = "nobody"\ngroup = "nogroup"' if os.geteuid() == 0 else ""
+    conf = ddir / "ntp.toml"
+    conf.write_text(
+        f'[[server]]\nlisten = "127.0.0.1:{port}"\n\n[daemon]\nclock = "simulated"\n'
+        f'runtime-dir = "{ddir}/run"\nstate-dir = "{ddir}/state"{user}\n')
+    ntpd = Path(sys.executable).parent / "ntpd-py"
+    proc = subprocess.Popen([str(ntpd), "run", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    return proc, str(conf)
+
+
+def daemon_server_pids(supervisor: int, timeout_s: float = 15.0) -> list[int]:
+    """The pids of the daemon's server worker(s) (process name ntpd-py:server)."""
+    import psutil
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        kids = psutil.Process(supervisor).children()
+        found = [k.pid for k in kids if k.name() == "ntpd-py:server"]
+        if found:
+            return found
+        time.sleep(0.1)
+    raise RuntimeError("the daemon started no server worker")
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the supervisor, then SIGKILL by PID whatever of its tree is left."""
+    import psutil
+
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    stop([proc])
+    for kid in kids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kid.kill()
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -135,6 +184,8 @@ def main() -> int:
     p.add_argument("--sockets", type=int, default=16)
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--pin", action="store_true")
+    p.add_argument("--daemon", action="store_true",
+                   help="also load the real daemon's server worker (ntpd-py run)")
     args = p.parse_args()
     if shutil.which("chronyd") is None:
         raise SystemExit("chronyd is needed (Debian package chrony)")
@@ -151,19 +202,25 @@ def main() -> int:
         loadgen = compile_loadgen(workdir)
         ports = {"chronyd": free_port(), "ours x1": free_port(),
                  f"ours x{args.processes} (SO_REUSEPORT)": free_port()}
+        if args.daemon:
+            ports["ntpd-py daemon (server worker)"] = free_port()
         names = list(ports)
+        daemon: subprocess.Popen[bytes] | None = None
         try:
             procs.append(start_chronyd(workdir, ports[names[0]], one_cpu))
             procs.append(start_ours(ports[names[1]], False, one_cpu))
             procs.extend(start_ours(ports[names[2]], True, None) for _ in range(args.processes))
             pids = {names[0]: [procs[0].pid], names[1]: [procs[1].pid],
                     names[2]: [proc.pid for proc in procs[2:]]}
+            if args.daemon:
+                daemon, _ = start_daemon(workdir, ports[names[3]])
+                pids[names[3]] = daemon_server_pids(daemon.pid)
             for port in ports.values():
                 wait_ready(port)
             results: dict[str, list[float]] = {name: [] for name in names}
             cpu: dict[str, list[float]] = {name: [] for name in names}
             for r in range(args.rounds):
-                order = names[r % 3:] + names[: r % 3]
+                order = names[r % len(names):] + names[: r % len(names)]
                 for name in order:
                     cpu0 = cpu_seconds(pids[name])
                     res = run_load(loadgen, ports[name], args, gen_cpu)
@@ -179,6 +236,8 @@ def main() -> int:
                           f"load {os.getloadavg()[0]:.2f})", flush=True)
         finally:
             stop(procs)
+            if daemon is not None:
+                stop_tree(daemon)
     medians = {name: statistics.median(values) for name, values in results.items()}
     base = medians[names[0]]
     print("\nmedians over the rounds:")

@@ -63,9 +63,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     # (`socket` itself is in CONDITIONAL: AF_UNIX only, except for ntp and the resolver).
     "zmq_connect": ("connect",),
     # Binding listening sockets (clock-control's bus, state feed and control socket)
-    # and replacing their stale socket files; the chmod of the control socket.
+    # and replacing their stale socket files; the chmod of the control socket, bound
+    # under a restrictive umask so it is never wider than intended in between.
     "zmq_bind": ("bind", "listen", "accept", "accept4", "unlink", "unlinkat", "chmod",
-                 "fchmodat", "fchmod"),
+                 "fchmodat", "fchmod", "umask"),
     # The metrics exporter: accept on the socket the supervisor opened, or bind its own
     # (it retries every 10 s when the port was busy at start; ports >= 1024 only then).
     "tcp_listen": ("accept", "accept4", "bind", "listen"),
