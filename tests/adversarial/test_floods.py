@@ -277,7 +277,7 @@ initial-poll-interval = -1
                  f"2^-32); {flood:,} samples at +3600 s, {flood / elapsed:,.0f}/s",
             outcome=f"dropped: {dropped.get('not-a-server', 0)} not-a-server, "
                     f"{dropped.get('invalid', 0)} invalid, {dropped.get('rate-limited', 0):,} "
-                    f"rate-limited; {len(document['servers'])} server registered; offset "
+                    f"rate-limited; servers registered: {len(document['servers'])}; offset "
                     f"{document['clock']['offset_s'] or 0.0:+.2g} s; clock-control pid "
                     f"{'unchanged' if cc_after == cc_pid else 'CHANGED'}",
             before=quiet, after=during.result())

@@ -87,8 +87,8 @@ def test_a_phc_whose_polls_are_all_rejected_shows_rejecting_and_warns_once(
         figures.record(
             scenario="a PHC whose every poll is rejected",
             attacker="hostile or broken time source (system time goes back within each poll)",
-            load=f"4 PHC polls/s for {time.monotonic() - started_at:.0f} s, each one "
-                 "inconsistent (simulated)",
+            load=f"a PHC polled every 0.25 s (interval = -2) for "
+                 f"{time.monotonic() - started_at:.0f} s, each poll inconsistent (simulated)",
             outcome=f"source said rejecting after {rejecting_after_s:.1f} s; "
                     f"{counters.get('error:stepped', 0)} polls rejected, "
                     f"{counters.get('samples')} samples; {len(warnings)} warning(s) logged; "

@@ -138,7 +138,7 @@ def test_a_rewritten_state_file_is_discarded_and_the_step_bounds_hold(
             outcome=f"state {'discarded' if f'discarding {state_file}' in log else 'TAKEN'}; "
                     f"clock-control restarted {entry['restarts']} time(s), then "
                     f"{entry['state']} for 10 s; steering stopped: "
-                    f"{document['clock']['steering_stopped']}; steps "
+                    f"{document['clock']['steering_stopped'].split('. ')[0]}; steps "
                     f"{document['clock']['steps']}, frequency "
                     f"{document['clock']['frequency_ppm']:+.1f} ppm",
             before=quiet, after=during.result())
