@@ -149,3 +149,17 @@ class CpuMeter:
         times = self.proc.cpu_times()
         return 100.0 * (times.user + times.system - self.t0) / max(1e-6,
                                                                   time.monotonic() - self.w0)
+
+
+def load_pids(daemon: Daemon, workers: dict[str, str] | None = None,
+              document: dict[str, Any] | None = None) -> dict[str, int]:
+    """Pids to measure (tests/adversarial/load.py): the supervisor, clock-control, and
+    each of `workers` ({label: worker_id}) — from `document` (a status) or a fresh one."""
+    if document is None:
+        document = daemon.status() or {}
+    running = {p["worker_id"]: p["pid"] for p in document.get("processes", []) if p.get("pid")}
+    pids = {"supervisor": daemon.pid}
+    for label, worker_id in {"clock-control": "clock-control", **(workers or {})}.items():
+        if worker_id in running:
+            pids[label] = int(running[worker_id])
+    return pids

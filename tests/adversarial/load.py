@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,3 +50,31 @@ def measure(pids: dict[str, int], window_s: float = 2.0) -> ProcessLoad:
             cpu[name] = float("nan")
             rss[name] = float("nan")
     return ProcessLoad(cpu, rss)
+
+
+class Background:
+    """`measure()` in a thread, so a window can run during an attack or an existing wait.
+
+    Starts at once (after `delay_s`); `result()` waits for the window to end.
+    """
+
+    def __init__(self, pids: dict[str, int], window_s: float = 1.0, delay_s: float = 0.0) -> None:
+        self._result: ProcessLoad | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                time.sleep(delay_s)
+                self._result = measure(pids, window_s)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True, name="load-measure")
+        self._thread.start()
+
+    def result(self, timeout: float = 30.0) -> ProcessLoad:
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None, "the measurement did not finish"
+        return self._result

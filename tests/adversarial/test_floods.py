@@ -2,7 +2,8 @@
 
 (a) an observer floods the control socket; (b) a compromised worker floods its
 supervisor link; (c) a compromised worker sends bus input that used to crash
-clock-control. Each prints its load figures (run with -s to see them).
+clock-control. Each records its load figures and the CPU/RSS of the daemon's
+processes before and during the attack (`figures`; run with -s to see them).
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import msgpack
 import psutil
 import pytest
 
+from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
     CpuMeter,
     bus_as,
     latest_state,
+    load_pids,
     samples_in,
     seqpacket_fds,
     state_feed,
     steal_fd,
 )
+from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import free_udp_port, is_root, serve_cmd, started
 
@@ -54,7 +58,7 @@ def _samples(document: dict | None, source_id: str) -> int:
     return int(next(s["samples"] for s in document["sources"] if s["source_id"] == source_id))
 
 
-def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
+def test_control_socket_flood_is_refused_and_samples_keep_flowing(figures: Figures) -> None:
     import zmq
     from ntpd_py.ipc.framing import decode, encode
     from ntpd_py.ipc.messages import CtlReply, CtlRequest
@@ -63,6 +67,8 @@ def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
     with Daemon(SIM_PTP) as daemon:
         daemon.wait_running(["clock-control", PTP])
         cc_pid = _pid(daemon, "clock-control")
+        pids = load_pids(daemon)
+        quiet = measure(pids, 1.0)
         path = control_path(str(daemon.config_path))
         ctx = zmq.Context()
         peers = []
@@ -78,6 +84,7 @@ def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
         try:
             with state_feed(daemon) as feed:
                 counts.append(samples_in(latest_state(feed), PTP))
+                during = Background(pids, 1.0, delay_s=1.0)  # in the flood's second second
                 cpu = CpuMeter(cc_pid)
                 started_at = time.monotonic()
                 next_check = started_at + 1.0
@@ -115,19 +122,31 @@ def test_control_socket_flood_is_refused_and_samples_keep_flowing() -> None:
         print(f"\ncontrol flood: {sent / elapsed:.0f} requests/s sent for {elapsed:.1f} s, "
               f"{ok} answered, {refused} refused, clock-control CPU {cc_cpu:.0f} %, "
               f"PTP samples {counts}")
+        document = wait_for(daemon.status, 10, "ntpctl answers after the flood")
+        cc_after = _pid(daemon, "clock-control")
+        rising = all(b > a for a, b in zip(counts, counts[2:], strict=False))
+        figures.record(
+            scenario="control-socket flood",
+            attacker="observer in the daemon's group (ntpctl's socket)",
+            load=f"{sent / elapsed:,.0f} status requests/s on 4 connections for "
+                 f"{elapsed:.1f} s ({sent:,} sent)",
+            outcome=f"PTP samples {'kept rising' if rising else 'stalled'} "
+                    f"{counts[0]}→{counts[-1]} ({len(counts)} readings); {ok:,} answered, "
+                    f"{refused:,} refused as rate limited; clock-control CPU {cc_cpu:.0f} %, "
+                    f"pid {'unchanged' if cc_after == cc_pid else 'CHANGED'}",
+            before=quiet, after=during.result())
         assert sent > 2000
         assert refused > 0 and ok <= 50 * elapsed + 60
         # the clock kept being served: the sample count (one PHC sample a second, read from
         # the state published once a second, so one reading may repeat) rose all along
         assert all(b > a for a, b in zip(counts, counts[2:], strict=False)), counts
         assert counts[-1] - counts[0] >= 4, counts
-        document = wait_for(daemon.status, 10, "ntpctl answers after the flood")
         assert document["ipc_dropped"].get("ctl-rate-limited", 0) >= refused * 0.9
         assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
 
 
 @pytest.mark.root
-def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
+def test_a_worker_flooding_its_link_cannot_load_the_supervisor(figures: Figures) -> None:
     if not is_root():
         pytest.skip("taking a worker's link with pidfd_getfd needs root")
     from ntpd_py.ipc.framing import encode
@@ -137,6 +156,8 @@ def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
     with Daemon(body) as daemon:
         daemon.wait_running(["clock-control", PTP, "server"])
         ptp_pid, server_pid = _pid(daemon, PTP), _pid(daemon, "server")
+        pids = load_pids(daemon, {"PTP worker": PTP})
+        quiet = measure(pids, 1.0)
         (link_fd,) = seqpacket_fds(ptp_pid)
         stolen = socket.socket(fileno=steal_fd(ptp_pid, link_fd))
         frames = [encode(Heartbeat(worker_id=PTP, mono_ns=1)),
@@ -162,6 +183,7 @@ def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
         started_at = time.monotonic()
         thread.start()
         try:
+            during = Background(pids, 1.0, delay_s=0.5)
             time.sleep(2.0)
             before = {p.pid for p in psutil.Process(daemon.pid).children()}
             killed_at = time.monotonic()
@@ -182,12 +204,22 @@ def test_a_worker_flooding_its_link_cannot_load_the_supervisor() -> None:
               f"frames/s got into the link for {elapsed:.1f} s, "
               f"{link['link_dropped']} dropped, {link['link_malformed']} malformed, supervisor "
               f"CPU {cpu:.0f} %, killed server restarted in {restart_s:.2f} s (pids {new})")
+        figures.record(
+            scenario="supervisor-link flood",
+            attacker="compromised PTP worker (its own uid), writing on its supervisor link",
+            load=f"{sent[0] / elapsed:,.0f} frames/s into the link ({tried[0] / elapsed:,.0f} "
+                 f"sends/s tried; heartbeats, device requests, garbage) for {elapsed:.1f} s",
+            outcome=f"supervisor CPU {cpu:.0f} % over the flood; {link['link_dropped']:,} "
+                    f"frames dropped, {link['link_malformed']:,} malformed; a killed server "
+                    f"worker restarted in {restart_s:.2f} s",
+            before=quiet, after=during.result())
         assert cpu < 25.0
         assert restart_s < 1.0
         assert link["link_dropped"] + link["link_malformed"] > 0
 
 
-def test_bus_input_that_crashed_clock_control_is_dropped_and_counted() -> None:
+def test_bus_input_that_crashed_clock_control_is_dropped_and_counted(
+        figures: Figures) -> None:
     from ntpd_py.ipc.framing import encode
     from ntpd_py.ipc.messages import ServerStats
 
@@ -206,6 +238,8 @@ initial-poll-interval = -1
         cc_pid = _pid(daemon, "clock-control")
         before = daemon.status()
         assert before is not None
+        pids = load_pids(daemon, document=before)
+        quiet = measure(pids, 1.0)
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         sample = {"source_id": ntp, "kind": "ntp", "offset_s": 0.001, "delay_s": 0.001,
                   "uncertainty_s": 1e-4, "root_delay_s": 0.0, "root_dispersion_s": 1e308,
@@ -221,6 +255,7 @@ initial-poll-interval = -1
                                               counters={"received": 1})))
         flood = 5000
         with bus_as(daemon, ntp) as rogue:
+            during = Background(pids, 1.0)
             rogue.send(msgpack.packb([1, 1, sample]))  # root dispersion 1e308
             rogue.send(msgpack.packb([1, 2, status]))  # poll exponent -32
             sample["root_dispersion_s"] = 0.0
@@ -234,6 +269,18 @@ initial-poll-interval = -1
                 "rate-limited", 0) > flood // 2 else None)(daemon.status()), 20, "drops counted")
         dropped = document["ipc_dropped"]
         print(f"\nbus input: {flood / elapsed:.0f} samples/s flooded; dropped {dropped}")
+        cc_after = _pid(daemon, "clock-control")
+        figures.record(
+            scenario="hostile bus input",
+            attacker="compromised NTP worker (its own uid), on its bus endpoint",
+            load=f"100 server stats claiming server#5; 2 frames (root dispersion 1e308, poll "
+                 f"2^-32); {flood:,} samples at +3600 s, {flood / elapsed:,.0f}/s",
+            outcome=f"dropped: {dropped.get('not-a-server', 0)} not-a-server, "
+                    f"{dropped.get('invalid', 0)} invalid, {dropped.get('rate-limited', 0):,} "
+                    f"rate-limited; servers registered: {len(document['servers'])}; offset "
+                    f"{document['clock']['offset_s'] or 0.0:+.2g} s; clock-control pid "
+                    f"{'unchanged' if cc_after == cc_pid else 'CHANGED'}",
+            before=quiet, after=during.result())
         # Those within the NTP worker's rate cap reach admission and are refused there.
         assert dropped.get("not-a-server", 0) >= 1
         assert dropped.get("invalid", 0) >= 2  # dispersion 1e308 and poll -32: the schema

@@ -7,7 +7,9 @@ fields, and a burst of valid requests from about 2000 source ports. Outcome:
 no reply to anything malformed, no reply larger than 48 bytes or than its
 request, every valid request still answered (the burst within the socket's
 receive buffer), the malformed traffic counted in `ntpctl status --json`, and
-no process restarted. `pytest -s` shows the load figures.
+no process restarted. The load figures and the CPU/RSS of the supervisor,
+clock-control and the server worker before and during the attack are recorded
+(`figures`; `pytest -s` shows them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
+from tests.adversarial.conftest import Figures
+from tests.adversarial.helpers import load_pids
+from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import free_udp_port
 
@@ -189,7 +194,7 @@ def _process_figures(daemon: Daemon) -> tuple[float, int]:
     return cpu, rss
 
 
-def test_hostile_network_gets_nothing_and_the_server_keeps_serving() -> None:
+def test_hostile_network_gets_nothing_and_the_server_keeps_serving(figures: Figures) -> None:
     port = free_udp_port()
     addr = ("127.0.0.1", port)
     daemon = Daemon(SIM_PTP + f'[[server]]\nlisten = "127.0.0.1:{port}"\n')
@@ -203,7 +208,10 @@ def test_hostile_network_gets_nothing_and_the_server_keeps_serving() -> None:
         pids = {p["worker_id"]: p["pid"] for p in daemon.status()["processes"]}  # type: ignore[index]
         restarts = {p["worker_id"]: p["restarts"] for p in document["processes"]}
         before = _servers(daemon)
+        measured = load_pids(daemon, {"server worker": "server"})
+        quiet = measure(measured, 1.0)
         cpu0, rss0 = _process_figures(daemon)
+        during = Background(measured, 1.0)  # the malformed packets and interleaved requests
         t0 = time.monotonic()
 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -250,6 +258,23 @@ def test_hostile_network_gets_nothing_and_the_server_keeps_serving() -> None:
 
         delta = wait_for(counted, 15, "the server counters in ntpctl status --json")
         print(f"  server counters (delta): {delta}")
+        bad = sum(n for k, n in tally.replies.items() if k not in ("valid", "burst", "valid-late"))
+        now = {p["worker_id"]: p for p in daemon.status()["processes"]}  # type: ignore[index]
+        same = {w: p["pid"] for w, p in now.items()} == pids and \
+            {w: p["restarts"] for w, p in now.items()} == restarts
+        figures.record(
+            scenario="hostile NTP traffic",
+            attacker="hostile network (loopback client of the [[server]])",
+            load=f"{malformed_sent} malformed (truncated, random, mode 6/7, versions 0-7, bad "
+                 f"extension fields) + {valid_sent:,} valid packets in {elapsed:.1f} s; a burst "
+                 f"from {BURST_PORTS} source ports at {rate:,.0f}/s",
+            outcome=f"{bad} replies to malformed packets, {len(tally.oversized)} larger than "
+                    f"the request; {tally.replies.get('valid', 0)}/{tally.sent['valid']} "
+                    f"interleaved and {answered}/{BURST_PORTS} burst requests answered; counted "
+                    f"{delta.get('malformed', 0)} malformed, {delta.get('wrong_mode', 0)} wrong "
+                    f"mode, {delta.get('bad_version', 0)} bad version; "
+                    f"{'no process restarted' if same else 'A PROCESS WAS RESTARTED'}",
+            before=quiet, after=during.result())
         bad_replies = {k: n for k, n in tally.replies.items()
                        if k not in ("valid", "burst", "valid-late")}
         assert bad_replies == {}, bad_replies

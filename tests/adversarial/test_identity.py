@@ -3,7 +3,9 @@
 Real daemon (as root: workers get uids of their own), real impostor processes
 running as a worker's uid or as root. Each test asserts the outcome: the other
 source keeps being heard, the clock is not moved, the attempt is counted, and a
-leftover of a worker's uid is killed before the worker is restarted.
+leftover of a worker's uid is killed before the worker is restarted. Each records
+what it did and measured (`figures`), with the CPU/RSS of the daemon's processes
+before and during the attack where there is one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 import pytest
 import zmq  # noqa: F401  (loaded before the fork: a worker uid may not read the interpreter's files)
 
+from tests.adversarial.conftest import Figures
+from tests.adversarial.helpers import load_pids
+from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import is_root
 
@@ -160,6 +165,17 @@ def _samples(document: dict, source_id: str) -> int:
     raise AssertionError(f"{source_id} missing")
 
 
+def _drops(document: dict) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(document["ipc_dropped"].items())
+                     if n) or "none"
+
+
+def _ended(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with {returncode}"
+
+
 def _slot_path(daemon: Daemon, uid: int) -> Path:
     owned = [p for p in (daemon.runtime / "bus").iterdir() if p.stat().st_uid == uid]
     assert len(owned) == 1, f"one endpoint for uid {uid}: {owned}"
@@ -188,7 +204,7 @@ def _start(daemon: Daemon) -> tuple[dict, dict[str, int]]:
     return document, pids
 
 
-def test_a_worker_cannot_signal_or_reach_another() -> None:
+def test_a_worker_cannot_signal_or_reach_another(figures: Figures) -> None:
     with Daemon(TWO_PHCS) as daemon:
         _, pids = _start(daemon)
         uid_a, uid_b = _uid_of(pids[A]), _uid_of(pids[B])
@@ -199,19 +215,31 @@ def test_a_worker_cannot_signal_or_reach_another() -> None:
         out = probe.communicate(timeout=30)
         assert probe.returncode == 0, out
         result = json.loads(out)
-        assert result == {"kill": "EPERM", "connect_b": "EACCES", "connect_a": "ok"}, result
         # Nor clock-control: it runs as the configured user.
         probe = Forked(uid_a, PROBE, str(pids["clock-control"]), str(path_b), str(path_a))
-        out = probe.communicate(timeout=30)
-        assert json.loads(out)["kill"] == "EPERM"
+        out_cc = probe.communicate(timeout=30)
+        kill_cc = json.loads(out_cc).get("kill") if out_cc.startswith("{") else out_cc.strip()
+        figures.record(
+            scenario="signal or reach another worker",
+            attacker="compromised PTP worker (its own uid)",
+            load="kill(pid, 0) on the other PTP worker and on clock-control; connect() to "
+                 "the other worker's bus endpoint and to its own",
+            outcome=f"kill other worker: {result.get('kill')}, kill clock-control: {kill_cc}; "
+                    f"connect other endpoint: {result.get('connect_b')}, own: "
+                    f"{result.get('connect_a')}; worker uids {uid_a}, {uid_b}")
+        assert result == {"kill": "EPERM", "connect_b": "EACCES", "connect_a": "ok"}, result
+        assert json.loads(out_cc)["kill"] == "EPERM"
 
 
-def test_frames_claiming_another_source_are_dropped_not_accepted() -> None:
+def test_frames_claiming_another_source_are_dropped_not_accepted(figures: Figures) -> None:
     with Daemon(TWO_PHCS) as daemon:
         before, pids = _start(daemon)
         uid_a = _uid_of(pids[A])
         path_a = _slot_path(daemon, uid_a)
         frames = ",".join(_sample_frame(B, 3600.0) for _ in range(20))
+        measured = load_pids(daemon, {"worker A": A, "worker B": B})
+        quiet = measure(measured, 1.0)
+        during = Background(measured, 1.0)
         # As root (who may connect anywhere) and as A's own uid: both with B's routing id.
         for uid in (None, uid_a):
             impostor = Forked(uid, IMPOSTOR, str(path_a), B, frames, "1")
@@ -224,15 +252,26 @@ def test_frames_claiming_another_source_are_dropped_not_accepted() -> None:
             "wrong-source", 0) >= 20 else None)(daemon.status()), 20, "wrong-source counted")
         assert document["ipc_dropped"]["wrong-source"] >= 20
         b_now = _samples(document, B)
-        wait_for(lambda: _samples(daemon.status(), B) > b_now + 2, 15, "B still heard")
+        b_later = wait_for(lambda: (lambda n: n if n > b_now + 2 else None)(
+            _samples(daemon.status(), B)), 15, "B still heard")  # type: ignore[arg-type]
         clock = daemon.status()["clock"]  # type: ignore[index]
+        figures.record(
+            scenario="frames claiming another source",
+            attacker="compromised PTP worker A (its own uid; and root) on A's bus endpoint",
+            load="2 × 20 samples claiming to be PTP source B at +3600 s, one per 50 ms",
+            outcome=f"bus drops {_drops(document)}; "
+                    f"B samples kept rising {b_now}→{b_later}; steps "
+                    f"{before['clock']['steps']}→{clock['steps']}; offset "
+                    f"{clock['offset_s']:+.1e} s, synchronized {clock['synchronized']}",
+            before=quiet, after=during.result())
         assert clock["steps"] == before["clock"]["steps"], "no step from the +3600 s claims"
         assert clock["synchronized"]
         assert abs(clock["offset_s"]) < 0.1, clock
         assert all(abs(s.get("offset_s") or 0.0) < 1.0 for s in daemon.status()["sources"])  # type: ignore[index]
 
 
-def test_a_restarted_worker_is_heard_again_and_its_impostor_killed() -> None:
+def test_a_restarted_worker_is_heard_again_and_its_impostor_killed(
+        figures: Figures) -> None:
     with Daemon(TWO_PHCS) as daemon:
         _, pids = _start(daemon)
         uid_a = _uid_of(pids[A])
@@ -243,20 +282,33 @@ def test_a_restarted_worker_is_heard_again_and_its_impostor_killed() -> None:
         try:
             assert "sent" in impostor.readline()
             a_before = _samples(daemon.status(), A)  # type: ignore[arg-type]
+            quiet = measure(load_pids(daemon, {"worker A": A, "worker B": B}), 1.0)
+            killed_at = time.monotonic()
             os.kill(pids[A], signal.SIGKILL)
             new_pid = wait_for(lambda: (lambda p: p if p and p != pids[A] else None)(
                 daemon.workers().get(A, {}).get("pid")), 20, "A restarted")
+            restart_s = time.monotonic() - killed_at
+            during = Background(load_pids(daemon, {"worker A": A, "worker B": B}), 1.0)
             assert _uid_of(new_pid) == uid_a, "a slot keeps its uid across restarts"
             impostor.wait(timeout=10)
             assert impostor.returncode == -signal.SIGKILL, "the supervisor kills leftovers"
             assert "killed leftover process" in daemon.log()
-            wait_for(lambda: _samples(daemon.status(), A) > a_before + 3, 20,
-                     "the restarted A is heard again")
+            a_after = wait_for(lambda: (lambda n: n if n > a_before + 3 else None)(
+                _samples(daemon.status(), A)), 20,  # type: ignore[arg-type]
+                "the restarted A is heard again")
+            figures.record(
+                scenario="impostor left behind by a worker",
+                attacker="compromised PTP worker A (its own uid), leaving a process behind",
+                load="1 DEALER with A's routing id held on A's endpoint; A killed (SIGKILL)",
+                outcome=f"A restarted in {restart_s:.1f} s as uid {_uid_of(new_pid)} (was "
+                        f"{uid_a}); the impostor {_ended(impostor.returncode)}; A samples "
+                        f"{a_before}→{a_after} after the restart",
+                before=quiet, after=during.result())
         finally:
             impostor.stop()
 
 
-def test_slots_follow_reloads() -> None:
+def test_slots_follow_reloads(figures: Figures) -> None:
     one = TWO_PHCS.split('[[source]]\nmode = "ptp"\npath = "/dev/ptp1"')[0] + \
         "[synchronization]\nminimum-agreeing-sources = 1\n"
     with Daemon(one) as daemon:
@@ -280,7 +332,20 @@ def test_slots_follow_reloads() -> None:
         wait_for(lambda: not path_b.exists(), 10, "B's endpoint removed")
         import psutil
 
-        assert not [p.pid for p in psutil.process_iter(["uids"])
-                    if p.info["uids"] and uid_b in p.info["uids"]]
-        a_now = _samples(daemon.status(), A)
-        wait_for(lambda: _samples(daemon.status(), A) > a_now + 2, 15, "A still heard")
+        left = [p.pid for p in psutil.process_iter(["uids"])
+                if p.info["uids"] and uid_b in p.info["uids"]]
+        a_now = _samples(daemon.status(), A)  # type: ignore[arg-type]
+        cc_now = daemon.workers()["clock-control"]["pid"]
+        during = Background(load_pids(daemon, {"worker A": A}), 1.0)
+        a_later = wait_for(lambda: (lambda n: n if n > a_now + 2 else None)(
+            _samples(daemon.status(), A)), 15, "A still heard")  # type: ignore[arg-type]
+        figures.record(
+            scenario="a removed source's slot",
+            attacker="a removed source's worker uid (whatever ran as it)",
+            load="2 SIGHUP reloads: source B added, then removed",
+            outcome=f"B heard after the add; after the removal its endpoint "
+                    f"{'is gone' if not path_b.exists() else 'REMAINS'}, {len(left)} processes "
+                    f"run as its uid {uid_b}; A samples {a_now}→{a_later}; clock-control pid "
+                    f"{'unchanged' if cc_now == cc_pid else 'CHANGED'}",
+            after=during.result())
+        assert not left

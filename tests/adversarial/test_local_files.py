@@ -9,6 +9,7 @@
   says so and exits non-zero (75) within seconds, leaving no process behind.
 
 Every daemon is started through tests/integration/daemon.py and stopped by PID.
+Each scenario records what it did and measured (`figures`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.adversarial.conftest import Figures
+from tests.adversarial.helpers import load_pids
+from tests.adversarial.load import measure
 from tests.integration.daemon import BIN, Daemon, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,6 +43,13 @@ minimum-agreeing-sources = 1
 """
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root-owned shared "
                                "directory, another user's directory, workers as nobody")
+
+
+HOSTILE = {
+    "deep": "a 5000-deep nesting of arrays",
+    "invalid-utf8": "invalid UTF-8",
+    "fifo": "a FIFO nobody writes",
+}
 
 
 def _hostile_file(path: Path, kind: str) -> None:
@@ -66,7 +77,8 @@ def _alive(pid: int) -> bool:
 
 
 @ROOT_ONLY
-def test_observation_path_in_a_shared_sticky_directory_leaves_it_unchanged() -> None:
+def test_observation_path_in_a_shared_sticky_directory_leaves_it_unchanged(
+        figures: Figures) -> None:
     daemon = Daemon(SIM_PTP)
     shared = daemon.dir / "shared"
     shared.mkdir()
@@ -81,6 +93,15 @@ def test_observation_path_in_a_shared_sticky_directory_leaves_it_unchanged() -> 
     with daemon:
         daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
         after = shared.stat()
+        observe = shared / "observe"
+        figures.record(
+            scenario="observation socket in a shared 1777 directory",
+            attacker="local root-less user (shares the sticky directory)",
+            load="`validate` and a daemon start with observation-path in it",
+            outcome=f"validate exit {validate.returncode}, warned: "
+                    f"{'is in a shared directory' in validate.stderr}; the directory stayed "
+                    f"{after.st_uid}:{after.st_gid} mode {stat.S_IMODE(after.st_mode):o}; "
+                    f"socket there: {observe.exists() and stat.S_ISSOCK(observe.stat().st_mode)}")
         assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid) == (0, 0)
         assert stat.S_IMODE(after.st_mode) == stat.S_IMODE(before.st_mode) == 0o1777
         assert stat.S_ISSOCK((shared / "observe").stat().st_mode)
@@ -93,7 +114,8 @@ def test_observation_path_in_a_shared_sticky_directory_leaves_it_unchanged() -> 
     "mode-0777",
     pytest.param("other-owner", marks=ROOT_ONLY),
 ])
-def test_unsafe_existing_runtime_dir_refuses_to_start_with_73(unsafe: str) -> None:
+def test_unsafe_existing_runtime_dir_refuses_to_start_with_73(unsafe: str,
+                                                               figures: Figures) -> None:
     daemon = Daemon(SIM_PTP)
     daemon.runtime.mkdir()
     if unsafe == "mode-0777":
@@ -107,6 +129,16 @@ def test_unsafe_existing_runtime_dir_refuses_to_start_with_73(unsafe: str) -> No
         code = daemon.proc.wait(30)
         log = daemon.log()
         after = daemon.runtime.stat()  # before __exit__ removes the test's directory
+    unchanged = (after.st_uid, after.st_gid, after.st_mode) == \
+        (before.st_uid, before.st_gid, before.st_mode)
+    named = f'runtime-dir = "{daemon.runtime}": refusing' in log
+    figures.record(
+        scenario=f"unsafe existing runtime directory ({unsafe})",
+        attacker="local root-less user (can write, or owns, the runtime directory)",
+        load="1 daemon start on a runtime directory "
+             + ("of mode 0777" if unsafe == "mode-0777" else "owned by uid 4242"),
+        outcome=f"exit {code}, refused naming the directory: {named}; directory "
+                f"{'unchanged' if unchanged else 'CHANGED'}")
     assert code == 73, log
     assert f'[daemon] runtime-dir = "{daemon.runtime}": refusing to use this existing ' \
         "directory" in log
@@ -119,13 +151,21 @@ def test_unsafe_existing_runtime_dir_refuses_to_start_with_73(unsafe: str) -> No
 
 
 @pytest.mark.parametrize("kind", ["deep", "invalid-utf8", "fifo"])
-def test_validate_on_a_hostile_file_exits_78_within_5_s(tmp_path: Path, kind: str) -> None:
+def test_validate_on_a_hostile_file_exits_78_within_5_s(tmp_path: Path, kind: str,
+                                                         figures: Figures) -> None:
     path = tmp_path / "ntp.toml"
     _hostile_file(path, kind)
     started = time.monotonic()
     result = subprocess.run([str(BIN / "ntpd-py"), "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=30)
     elapsed = time.monotonic() - started
+    figures.record(
+        scenario=f"`validate` on a hostile file ({kind})",
+        attacker="a writer of the configuration file",
+        load=f"{HOSTILE[kind]}" + ("" if kind == "fifo" else f", {path.stat().st_size:,} bytes"),
+        outcome=f"exit {result.returncode} in {elapsed:.2f} s; "
+                f"{len(result.stdout) + len(result.stderr)} bytes of output, traceback: "
+                f"{'Traceback' in result.stderr}")
     assert result.returncode == 78, result.stderr[-1000:]
     assert elapsed < 5, f"validate took {elapsed:.1f} s"
     assert len(result.stdout) + len(result.stderr) < 2048
@@ -135,12 +175,21 @@ def test_validate_on_a_hostile_file_exits_78_within_5_s(tmp_path: Path, kind: st
 
 @pytest.mark.parametrize("kind", ["deep", "invalid-utf8", "fifo"])
 @pytest.mark.parametrize("single", [False, True], ids=["supervisor", "single-process"])
-def test_run_on_a_hostile_file_exits_78_not_1(tmp_path: Path, kind: str, single: bool) -> None:
+def test_run_on_a_hostile_file_exits_78_not_1(tmp_path: Path, kind: str, single: bool,
+                                               figures: Figures) -> None:
     # exit 1 would make systemd's Restart=on-failure loop; 78 is in RestartPreventExitStatus
     path = tmp_path / "ntp.toml"
     _hostile_file(path, kind)
     args = [str(BIN / "ntpd-py"), "run", "-c", str(path), *(["--single-process"] * single)]
+    started = time.monotonic()
     result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    elapsed = time.monotonic() - started
+    figures.record(
+        scenario=f"`run{' --single-process' if single else ''}` on a hostile file ({kind})",
+        attacker="a writer of the configuration file",
+        load=f"{HOSTILE[kind]}, at start-up",
+        outcome=f"exit {result.returncode} in {elapsed:.2f} s; {len(result.stderr)} bytes on "
+                f"stderr, traceback: {'Traceback' in result.stderr}")
     assert result.returncode == 78, result.stderr[-1000:]
     assert "Traceback" not in result.stderr
     assert len(result.stderr) < 2048
@@ -149,20 +198,33 @@ def test_run_on_a_hostile_file_exits_78_not_1(tmp_path: Path, kind: str, single:
 # -- (d) SIGHUP with such a file keeps the running set ------------------------------------
 
 
-def test_sighup_with_hostile_files_keeps_every_process() -> None:
+def test_sighup_with_hostile_files_keeps_every_process(figures: Figures) -> None:
     with Daemon(SIM_PTP) as daemon:
         daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
         tree = {p.pid for p in daemon.children()}
         assert len(tree) >= 2
+        measured = load_pids(daemon, {"PTP worker": "ptp:/dev/ptp0"})
+        quiet = measure(measured, 1.0)
+        reloads_at = time.monotonic()
         for number, kind in enumerate(["deep", "invalid-utf8", "fifo"], start=1):
             _hostile_file(daemon.config_path, kind)
             daemon.signal(signal.SIGHUP)
             wait_for(lambda n=number: daemon.log().count("keeping the running configuration")
                      >= n, 10, f"reload of the {kind} file rejected")
             assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
-        time.sleep(1)
-        assert {p.pid for p in daemon.children()} == tree
+        reloads_s = time.monotonic() - reloads_at
+        during = measure(measured, 1.0)  # was time.sleep(1)
+        now = {p.pid for p in daemon.children()}
         log = daemon.log()
+        figures.record(
+            scenario="SIGHUP with hostile configuration files",
+            attacker="a writer of the configuration file",
+            load=f"3 SIGHUPs in {reloads_s:.1f} s: {', '.join(HOSTILE.values())}",
+            outcome=f"{log.count('keeping the running configuration')} reloads rejected; "
+                    f"process tree {'unchanged' if now == tree else 'CHANGED'} ({len(now)} "
+                    f"children); traceback in the log: {'Traceback' in log}",
+            before=quiet, after=during)
+        assert {p.pid for p in daemon.children()} == tree
         assert "nested more than 32 levels deep" in log
         assert "not valid UTF-8" in log
         assert "is a FIFO" in log
@@ -177,11 +239,13 @@ def test_sighup_with_hostile_files_keeps_every_process() -> None:
 
 
 @pytest.mark.parametrize("what", ["runtime-dir", "state.sock"])
-def test_deleting_the_runtime_dir_stops_the_daemon_non_zero_without_orphans(what: str) -> None:
+def test_deleting_the_runtime_dir_stops_the_daemon_non_zero_without_orphans(
+        what: str, figures: Figures) -> None:
     with Daemon(SIM_PTP) as daemon:
         daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
         children = [p.pid for p in daemon.children()]
         assert children
+        quiet = measure(load_pids(daemon, {"PTP worker": "ptp:/dev/ptp0"}), 1.0)
         if what == "runtime-dir":
             shutil.rmtree(daemon.runtime)  # as `rm -rf /run/ntpd-py` would
             expected = f"runtime: directory {daemon.runtime} was deleted"
@@ -194,9 +258,19 @@ def test_deleting_the_runtime_dir_stops_the_daemon_non_zero_without_orphans(what
         code = daemon.proc.wait(15)
         elapsed = time.monotonic() - started
         log = daemon.log()
+        wait_for(lambda: not any(_alive(pid) for pid in children), 5, "no child left")
+        not_running = daemon.ctl("status")
+        figures.record(
+            scenario=f"{'runtime directory' if what == 'runtime-dir' else what} deleted under "
+                     "a running daemon",
+            attacker="whoever deletes it (rm -rf, a tmpfiles clean-up)",
+            load="rm -rf of the runtime directory" if what == "runtime-dir"
+            else f"unlink of {what}",
+            outcome=f"supervisor exit {code} after {elapsed:.1f} s, named it: "
+                    f"{expected in log}; its {len(children)} children all gone; ntpctl status exit "
+                    f"{not_running.returncode}",
+            before=quiet)
         assert code == 75, log
         assert elapsed < 12, f"noticed after {elapsed:.1f} s"
         assert expected in log
-        wait_for(lambda: not any(_alive(pid) for pid in children), 5, "no child left")
-        not_running = daemon.ctl("status")
         assert not_running.returncode == 69 and "not running" in not_running.stderr

@@ -7,7 +7,9 @@ yet, a negative variance, inf in a filter's instant — and clock-control is
 killed. The restarted one must discard the file and say so, not crash-loop,
 not take the frequency, and keep the supervisor's step bounds: the start-up
 phase stays over, so a 2 s offset is refused by single-step-panic-threshold
-(0.5 s here) instead of being stepped as a start-up step would be.
+(0.5 s here) instead of being stepped as a start-up step would be. What was
+forged and measured, and the CPU/RSS of the daemon's processes before the kill and
+after the restart, are recorded (`figures`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import msgpack
 import pytest
 from ntpd_py.workers.simclock import SimClock
 
+from tests.adversarial.conftest import Figures
+from tests.adversarial.helpers import load_pids
+from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,6 +44,13 @@ minimum-agreeing-sources = 1
 single-step-panic-threshold = 0.5
 """
 MAC_BYTES = 32  # workers/state_store.py: HMAC-SHA256, then the msgpack payload
+
+
+FORGERIES = {
+    "_plus_490_ppm_and_no_steps": "+490 ppm, no steps yet, in start-up",
+    "_negative_variance": "a negative Kalman variance, no steps yet",
+    "_inf_in_a_filter": "inf in a Kalman filter's state",
+}
 
 
 def _plus_490_ppm_and_no_steps(state: dict[str, Any]) -> None:
@@ -73,7 +85,7 @@ def _clock(daemon: Daemon) -> dict[str, Any]:
 @pytest.mark.parametrize("change", [_plus_490_ppm_and_no_steps, _negative_variance,
                                     _inf_in_a_filter])
 def test_a_rewritten_state_file_is_discarded_and_the_step_bounds_hold(
-        change: Callable[[dict[str, Any]], None]) -> None:
+        change: Callable[[dict[str, Any]], None], figures: Figures) -> None:
     daemon = Daemon(BODY)
     daemon.write_config(BODY, daemon._daemon_table + 'panic-action = "stop-steering"\n')
     with daemon:
@@ -83,7 +95,8 @@ def test_a_rewritten_state_file_is_discarded_and_the_step_bounds_hold(
             _clock(daemon)), 40, "synchronized after the start-up step")
         state_file = daemon.runtime / "clock-control.state"
         wait_for(state_file.exists, 10, "the state saved")
-        time.sleep(1.5)  # a save after the step has certainly happened
+        measured = load_pids(daemon, {"PTP worker": PTP})
+        quiet = measure(measured, 1.5)  # a save after the step has certainly happened
         victim = int(daemon.workers()["clock-control"]["pid"])
         _forge(state_file, change)
         # Someone moves the local clock by 2 s; clock-control dies before it can react.
@@ -111,11 +124,24 @@ def test_a_rewritten_state_file_is_discarded_and_the_step_bounds_hold(
         assert abs(document["clock"]["frequency_ppm"] - 490) > 100
         assert abs(sim.frequency * 1e6 - 490) > 100
         # No crash loop: restarted exactly once, and it stays up.
+        during = Background(load_pids(daemon, {"PTP worker": PTP}, document), 1.0)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             entry = daemon.workers()["clock-control"]
             assert entry["restarts"] == 1 and entry["state"] == "running", entry
             time.sleep(1)
+        figures.record(
+            scenario=f"forged state file ({change.__name__.strip('_').replace('_', ' ')})",
+            attacker="a writer of clock-control's state file",
+            load=f"1 rewrite ({FORGERIES[change.__name__]}, the MAC kept); clock-control "
+                 "SIGKILLed; local clock stepped 2 s",
+            outcome=f"state {'discarded' if f'discarding {state_file}' in log else 'TAKEN'}; "
+                    f"clock-control restarted {entry['restarts']} time(s), then "
+                    f"{entry['state']} for 10 s; steering stopped: "
+                    f"{document['clock']['steering_stopped'].split('. ')[0]}; steps "
+                    f"{document['clock']['steps']}, frequency "
+                    f"{document['clock']['frequency_ppm']:+.1f} ppm",
+            before=quiet, after=during.result())
         assert daemon.proc is not None and daemon.proc.poll() is None
         assert "Traceback" not in daemon.log()
         assert "step bounds kept by the supervisor: 1 step(s)" in daemon.log()
