@@ -1,12 +1,13 @@
 """Run every adversarial scenario and print the reliability table (Markdown).
 
-    sudo .venv/bin/python -m tests.adversarial.report [--out FILE] [pytest args]
+    sudo .venv/bin/python -m tests.adversarial.report [--out FILE] [--readme README.md]
+                                                      [pytest args]
 
 Runs `tests/adversarial` under pytest (CAP_SYS_TIME dropped, as the test command
 does) with NTPDPY_ADVERSARIAL_REPORT pointing at a scratch file; each scenario
 appends what it did and measured there (see conftest.Figures). The table goes to
-stdout and, with --out, to a file (the README's "Reliability" section shows it).
-The exit code is pytest's.
+stdout, with --out to a file, and with --readme into the README between its
+reliability-table markers (the "Reliability" section). The exit code is pytest's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+BEGIN = "<!-- reliability-table:begin -->"
+END = "<!-- reliability-table:end -->"
+
+
+def replace_between_markers(text: str, table: str, note: str) -> str:
+    """`text` with what lies between the reliability-table markers replaced."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {BEGIN} ... {END} markers")
+    return text[: start + len(BEGIN)] + "\n" + note + "\n\n" + table + text[end:]
 
 
 def _load_cell(row: dict[str, Any], key: str) -> str:
@@ -50,6 +61,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--readme", help="put the table into this README between its markers")
     args, pytest_args = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="ntpdpy-adv-") as scratch:
         records = Path(scratch) / "records.jsonl"
@@ -67,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("\n" + table)
     if args.out:
         Path(args.out).write_text(table)
+    if args.readme and rows:
+        import datetime
+        import platform
+
+        note = (f"Made by `python -m tests.adversarial.report` on "
+                f"{datetime.date.today().isoformat()} ({platform.node()}, "
+                f"{os.cpu_count()} CPUs, Python {platform.python_version()}).")
+        readme = Path(args.readme)
+        readme.write_text(replace_between_markers(readme.read_text(), table, note))
     if not rows:
         print("no scenario recorded figures", file=sys.stderr)
         return code or 1

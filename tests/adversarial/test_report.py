@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import render
+from .report import BEGIN, END, render, replace_between_markers
 
 
 def test_render_marks_failures_and_escapes_pipes() -> None:
@@ -20,3 +20,10 @@ def test_render_marks_failures_and_escapes_pipes() -> None:
     assert "clock-control 1 %, 30 MB" in table[2] and "clock-control 40 %, 31 MB" in table[2]
     assert "steering continued \\| 4900 refused" in table[2]
     assert table[2].endswith("| pass |") and table[3].endswith("| **FAIL** |")
+
+
+def test_the_table_replaces_only_what_lies_between_the_markers() -> None:
+    text = f"# R\n\n## Reliability\n{BEGIN}\nold table\n{END}\n\n## Next\n"
+    new = replace_between_markers(text, "| new |\n", "Made today.")
+    assert "old table" not in new and "| new |" in new and "Made today." in new
+    assert new.startswith("# R\n\n## Reliability\n") and new.endswith(f"{END}\n\n## Next\n")
