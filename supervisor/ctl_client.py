@@ -3,7 +3,7 @@
 Every failure is a one-line message with its own exit code (sysexits):
 not running 69, permission denied 77, too busy to answer 75, a reply that is
 not one 76, bad configuration 78. When the control socket is missing or dead
-but the supervisor is alive (`<runtime-dir>/supervisor.pid`, see
+but the supervisor is alive (`<runtime-dir>/bus/supervisor.pid`, see
 supervisor/pidfile.py), clock-control is being restarted: 75, not 69.
 """
 

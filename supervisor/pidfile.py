@@ -1,4 +1,9 @@
-"""`<runtime-dir>/supervisor.pid`: how `ntpctl` tells "not running" from "restarting".
+"""`<runtime-dir>/bus/supervisor.pid`: how `ntpctl` tells "not running" from "restarting".
+
+It lives in `bus/`, the supervisor's own directory, because under the systemd
+unit root has no CAP_DAC_OVERRIDE and cannot write in the runtime directory,
+which belongs to clock-control's user; without a `bus/` directory
+(`--single-process`) it lives in the runtime directory itself.
 
 The supervisor writes its pid there at start (atomically: a temporary file
 renamed over it) and removes it at exit. When the control socket does not
@@ -25,7 +30,8 @@ _NAMES = (b"ntpd-py", b"ntpd_py")  # the script, or python -m ntpd_py...
 
 
 def _path(runtime_dir: str) -> str:
-    return os.path.join(runtime_dir, PIDFILE_NAME)
+    own = os.path.join(runtime_dir, "bus")
+    return os.path.join(own if os.path.isdir(own) else runtime_dir, PIDFILE_NAME)
 
 
 def write_pidfile(runtime_dir: str, log: logging.Logger | None = None) -> bool:

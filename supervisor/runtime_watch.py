@@ -93,8 +93,10 @@ class RuntimeWatch:
                 self._dirs[entry.path] = (st.st_dev, st.st_ino)
 
     def _check_sockets(self, cc_pid: int | None) -> str | None:
-        present = {self.control_path} if _key(self.control_path) else set()
-        with contextlib.suppress(OSError):  # deleted meanwhile: the next check says so
+        # Each known path is looked up by name: under the systemd unit root has no
+        # CAP_DAC_READ_SEARCH and may not list the runtime directory (0751, clock-control's).
+        present = {path for path in (self.control_path, *self._expected) if _key(path)}
+        with contextlib.suppress(OSError):  # unlistable, or deleted meanwhile
             present.update(e.path for e in os.scandir(self.runtime_dir)
                            if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode))
         for path in present:

@@ -242,9 +242,11 @@ class SlotTable:
                 sock.bind(slot.path)
             finally:
                 os.umask(old)
+            # chmod first: once it belongs to the worker, root without CAP_FOWNER (the
+            # systemd unit's bounding set) may no longer change its mode.
+            os.chmod(slot.path, 0o600)
             if slot.uid is not None:
                 os.chown(slot.path, slot.uid, slot.uid)
-            os.chmod(slot.path, 0o600)
             sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()

@@ -61,18 +61,23 @@ def test_exposure_is_ok_and_lower_than_chronys(staged: Path) -> None:
 
 
 def test_unit_and_deploy_files_agree() -> None:
+    from ntpd_py.core.config import DaemonConfig
+
     unit = (REPO / "deploy/systemd/ntpd-py.service").read_text()
     tmpfiles = (REPO / "deploy/tmpfiles.d/ntpd-py.conf").read_text()
     sysusers = (REPO / "deploy/sysusers.d/ntpd-py.conf").read_text()
     # The writable paths of the sandbox are the directories tmpfiles.d creates.
     writable = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
     assert writable is not None
-    created = {line.split()[1] for line in tmpfiles.splitlines() if line.startswith("d ")}
+    entries = [line.split() for line in tmpfiles.splitlines() if line.startswith("d ")]
+    # The root-owned bus/ directory (per-worker endpoints) lies inside the runtime directory.
+    bus = [e for e in entries if e[1] == f"{DaemonConfig().runtime_dir}/bus"]
+    assert len(bus) == 1 and bus[0][2:5] == ["0711", "root", "root"], bus
+    entries = [e for e in entries if e not in bus]
+    created = {e[1] for e in entries}
     assert set(writable.group(1).split()) == created
     # They belong to the user sysusers.d creates, which is the config's default.
-    from ntpd_py.core.config import DaemonConfig
-
-    owners = {tuple(line.split()[3:5]) for line in tmpfiles.splitlines() if line.startswith("d ")}
+    owners = {tuple(e[3:5]) for e in entries}
     assert owners == {(DaemonConfig().user, DaemonConfig().group)}
     assert f"u {DaemonConfig().user} " in sysusers and f"g {DaemonConfig().group} " in sysusers
     assert {DaemonConfig().runtime_dir, DaemonConfig().state_dir} == created

@@ -27,7 +27,7 @@ def test_ntpctl_says_restarting_while_clock_control_is_down() -> None:
     with daemon:
         document = daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
         cc = next(p["pid"] for p in document["processes"] if p["worker_id"] == "clock-control")
-        assert (daemon.runtime / "supervisor.pid").read_text() == f"{daemon.pid}\n"
+        assert (daemon.runtime / "bus" / "supervisor.pid").read_text() == f"{daemon.pid}\n"
         # Hold the supervisor still so that clock-control stays down while we ask.
         daemon.signal(signal.SIGSTOP)
         try:
@@ -41,6 +41,6 @@ def test_ntpctl_says_restarting_while_clock_control_is_down() -> None:
             daemon.signal(signal.SIGCONT)
         wait_for(lambda: daemon.ctl("status").returncode == 0, 20, "clock-control back")
         assert daemon.stop() == 0
-        assert not (daemon.runtime / "supervisor.pid").exists()
+        assert not (daemon.runtime / "bus" / "supervisor.pid").exists()
         result = daemon.ctl("status")
         assert result.returncode == 69 and "not running" in result.stderr, result.stderr

@@ -165,3 +165,50 @@ def test_watch_reports_a_socket_clock_control_never_made_after_four_checks(
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes uid in a forked child: needs root")
+def test_watch_finds_sockets_in_a_runtime_directory_it_may_not_list() -> None:
+    # Under the systemd unit the supervisor is root without CAP_DAC_READ_SEARCH: the
+    # runtime directory (0751, clock-control's) can be passed through but not listed.
+    # Played here by a forked child with a uid of its own.
+    import json
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="ntpdpy-watch-", dir="/tmp"))  # reachable by uid 4242
+    os.chmod(top, 0o755)
+    runtime = top / "run"
+    runtime.mkdir()
+    os.chmod(runtime, 0o751)
+    sockets = [_bind(runtime / "observe"), _bind(runtime / "state.sock")]
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setresgid(4242, 4242, 4242)
+                os.setresuid(4242, 4242, 4242)
+                try:
+                    os.listdir(runtime)
+                    listable = "listable"
+                except PermissionError:
+                    listable = "unlistable"
+                watch = RuntimeWatch(str(runtime), str(runtime / "observe"))
+                watch.arm(0, (str(runtime / "state.sock"),))
+                results = [watch.check(n * CHECK_INTERVAL_NS, 100) for n in range(1, 7)]
+                os.write(w, json.dumps([listable, results]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as pipe:
+            listable, results = json.load(pipe)
+        os.waitpid(pid, 0)
+        assert listable == "unlistable"
+        assert results == [None] * 6
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(top, ignore_errors=True)

@@ -34,6 +34,7 @@ minimum-agreeing-sources = 1
 """
 PTP_ID = "ptp:/dev/ptp0"
 NOBODY = 65534  # nobody / nogroup in Debian's base passwd
+WORKER_UIDS = (61184, 65519)  # [daemon] worker-uid-range's default
 START_S = 120  # the daemon's Python start-up alone is ~25 s of CPU under TCG
 
 
@@ -84,8 +85,14 @@ def _check_workers(doc: dict[str, Any], clock_control_caps: int) -> None:
             assert st.uids[0] == 0
             continue
         want = clock_control_caps if role == "clock-control" else 0
-        assert set(st.uids) == {NOBODY} and set(st.gids) == {NOBODY}, (worker_id, st)
-        assert st.groups == (NOBODY,), (worker_id, st)
+        if role == "clock-control":  # the configured [daemon] user/group
+            assert set(st.uids) == {NOBODY} and set(st.gids) == {NOBODY}, (worker_id, st)
+            assert st.groups == (NOBODY,), (worker_id, st)
+        else:  # a uid (and gid) of its own from worker-uid-range, in no group
+            uid = st.uids[0]
+            assert WORKER_UIDS[0] <= uid <= WORKER_UIDS[1], (worker_id, st)
+            assert set(st.uids) == {uid} and set(st.gids) == {uid}, (worker_id, st)
+            assert st.groups in ((), (uid,)), (worker_id, st)
         assert (st.cap_eff, st.cap_prm) == (want, want), (worker_id, hex(st.cap_eff))
         assert st.cap_inh == st.cap_amb == 0 and st.cap_bnd == want, (worker_id, st)
         assert st.no_new_privs == 1, (worker_id, st)
