@@ -19,6 +19,19 @@ import psutil
 
 from tests.integration.daemon import Daemon
 
+
+def phc_config(*paths: str, source_extra: str = "", sync_extra: str = "",
+               tables: str = "") -> str:
+    """A daemon configuration with simulated PHCs at `paths` (default /dev/ptp0) that
+    synchronizes on one source; `source_extra` goes into each [[source]], `sync_extra`
+    into [synchronization], `tables` before it."""
+    sources = "".join(f'\n[[source]]\nmode = "ptp"\npath = "{path}"\n{source_extra}'
+                      "precision = 5e-8\n" for path in paths or ("/dev/ptp0",))
+    return f"{sources}{tables}\n[synchronization]\nminimum-agreeing-sources = 1\n{sync_extra}"
+
+
+SIM_PTP = phc_config()
+
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438
 
@@ -26,7 +39,7 @@ SYS_PIDFD_GETFD = 438
 def endpoint_of(daemon: Daemon, pid: int) -> str:
     """The private bus endpoint of the worker running as `pid` (the one its uid owns)."""
     uid = psutil.Process(pid).uids().real
-    owned = [p for p in (daemon.runtime / "bus").iterdir() if p.stat().st_uid == uid]
+    owned = [p for p in (daemon.runtime / "bus").glob("*.sock") if p.stat().st_uid == uid]
     assert len(owned) == 1, f"one endpoint for uid {uid}: {owned}"
     return str(owned[0])
 

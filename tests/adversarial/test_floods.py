@@ -20,6 +20,7 @@ import pytest
 
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
+    SIM_PTP,
     CpuMeter,
     bus_as,
     latest_state,
@@ -36,15 +37,6 @@ from tests.ntp_helpers import free_udp_port, is_root, serve_cmd, started
 pytestmark = pytest.mark.integration
 
 PTP = "ptp:/dev/ptp0"
-SIM_PTP = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
 
 
 def _pid(daemon: Daemon, worker_id: str) -> int:

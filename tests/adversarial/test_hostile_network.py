@@ -27,22 +27,13 @@ import psutil
 import pytest
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import SIM_PTP, load_pids
 from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import free_udp_port
 
 pytestmark = pytest.mark.integration
 
-SIM_PTP = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
 BURST_PORTS = 2000
 BATCH = 500  # sockets open at a time (file descriptors)
 

@@ -22,7 +22,7 @@ import pytest
 import zmq  # noqa: F401  (loaded before the fork: a worker uid may not read the interpreter's files)
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import load_pids, phc_config
 from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import is_root
@@ -34,20 +34,7 @@ pytestmark = [
 ]
 
 A, B = "ptp:/dev/ptp0", "ptp:/dev/ptp1"
-TWO_PHCS = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[[source]]
-mode = "ptp"
-path = "/dev/ptp1"
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
+TWO_PHCS = phc_config("/dev/ptp0", "/dev/ptp1")
 
 # Runs as the impostor: connects a DEALER with a chosen routing id to a slot and
 # sends the given frames (hex), then holds the connection until killed.
@@ -177,7 +164,7 @@ def _ended(returncode: int | None) -> str:
 
 
 def _slot_path(daemon: Daemon, uid: int) -> Path:
-    owned = [p for p in (daemon.runtime / "bus").iterdir() if p.stat().st_uid == uid]
+    owned = [p for p in (daemon.runtime / "bus").glob("*.sock") if p.stat().st_uid == uid]
     assert len(owned) == 1, f"one endpoint for uid {uid}: {owned}"
     return owned[0]
 
@@ -314,7 +301,7 @@ def test_slots_follow_reloads(figures: Figures) -> None:
     with Daemon(one) as daemon:
         daemon.wait_running(["clock-control", A])
         cc_pid = daemon.workers()["clock-control"]["pid"]
-        assert len(list((daemon.runtime / "bus").iterdir())) == 1
+        assert len(list((daemon.runtime / "bus").glob("*.sock"))) == 1
         # A source added by a reload: its endpoint reaches the running clock-control
         # over the supervisor link, and its samples are heard.
         daemon.write_config(TWO_PHCS)

@@ -26,21 +26,12 @@ import psutil
 import pytest
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import SIM_PTP, load_pids
 from tests.adversarial.load import measure
 from tests.integration.daemon import BIN, Daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
-SIM_PTP = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root-owned shared "
                                "directory, another user's directory, workers as nobody")
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import load_pids, phc_config
 from tests.adversarial.load import measure
 from tests.integration.daemon import Daemon
 from tests.ntp_helpers import free_udp_port, is_root
@@ -86,18 +86,7 @@ def _probe_as_stranger(*args: Any) -> dict[str, str]:
     return result
 
 
-BODY = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[[server]]
-listen = "127.0.0.1:{port}"
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
+BODY = phc_config(tables='\n[[server]]\nlisten = "127.0.0.1:{port}"\n')
 
 
 def test_a_local_user_outside_the_group_is_refused_everywhere(figures: Figures) -> None:
@@ -105,7 +94,7 @@ def test_a_local_user_outside_the_group_is_refused_everywhere(figures: Figures) 
         document = daemon.wait_running(["clock-control", "ptp:/dev/ptp0", "server"])
         pids = load_pids(daemon, {"PTP worker": "ptp:/dev/ptp0"}, document)
         before_pids = {p["worker_id"]: p["pid"] for p in document["processes"]}
-        endpoints = sorted(p.name for p in (daemon.runtime / "bus").iterdir())
+        endpoints = sorted(p.name for p in (daemon.runtime / "bus").glob("*.sock"))
         assert endpoints, "no bus endpoints"
         before = measure(pids, 1.0)
         control = str(daemon.runtime / "observe")

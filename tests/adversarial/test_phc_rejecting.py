@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import load_pids, phc_config
 from tests.adversarial.load import measure
 from tests.integration.daemon import Daemon, wait_for
 
@@ -41,16 +41,7 @@ noise = 5e-8
 time-backwards = 1.0
 """
 
-BODY = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-interval = -2
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
+BODY = phc_config(source_extra="interval = -2\n")
 
 
 def test_a_phc_whose_polls_are_all_rejected_shows_rejecting_and_warns_once(

@@ -26,23 +26,14 @@ import pytest
 from ntpd_py.workers.simclock import SimClock
 
 from tests.adversarial.conftest import Figures
-from tests.adversarial.helpers import load_pids
+from tests.adversarial.helpers import load_pids, phc_config
 from tests.adversarial.load import Background, measure
 from tests.integration.daemon import Daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
 PTP = "ptp:/dev/ptp0"
-BODY = """
-[[source]]
-mode = "ptp"
-path = "/dev/ptp0"
-precision = 5e-8
-
-[synchronization]
-minimum-agreeing-sources = 1
-single-step-panic-threshold = 0.5
-"""
+BODY = phc_config(sync_extra="single-step-panic-threshold = 0.5\n")
 MAC_BYTES = 32  # workers/state_store.py: HMAC-SHA256, then the msgpack payload
 
 

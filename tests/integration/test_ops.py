@@ -114,7 +114,11 @@ def test_metrics_scraped_over_loopback_in_both_formats() -> None:
             cpu = {labels["worker_id"]: v
                    for labels, v in got.get("ntpd_py_process_cpu_seconds_total", [])}
             fresh = cpu.get("clock-control", 0.0) > 0
-            return got if synced and fresh and served and served[0][1] >= 1 else None
+            # The PHC worker's read method comes with its first status, which may follow
+            # its first samples by a moment on a loaded machine.
+            phc_status = bool(got.get("ntpd_py_source_phc_read_info"))
+            return (got if synced and fresh and phc_status and served and served[0][1] >= 1
+                    else None)
 
         got = wait_for(scraped, 40, "a synchronized scrape that counted the NTP request")
         labels = {"name": "/dev/ptp0", "address": "/dev/ptp0", "id": "ptp:/dev/ptp0"}
