@@ -99,14 +99,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def runtime_dir(workdir: Path) -> Path:
+    """A runtime directory path the daemon creates itself (it refuses a world-writable
+    one it did not make), below a fresh parent that every uid may pass through."""
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="ntpd-mem-run-", dir=shm))
+        parent = Path(tempfile.mkdtemp(prefix="ntpd-mem-run-", dir=shm))
     else:
-        path = workdir / "run"
-        path.mkdir()
-    os.chmod(path, 0o777)
-    return path
+        parent = workdir / "rundir"
+        parent.mkdir()
+    os.chmod(parent, 0o755)
+    return parent / "run"
 
 
 def ntpd_py_config(workdir: Path, ports: list[int], listen: int, run_dir: Path) -> Path:
@@ -185,7 +187,7 @@ def main() -> int:
             if proc is not None:
                 stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run_dir.parent, ignore_errors=True)
     return 0
 
 
