@@ -48,7 +48,7 @@ def load_config_file(path: str | None) -> Config:
     keeps the running set instead of ending the daemon.
     """
     path = path or DEFAULT_CONFIG_PATH
-    raw = _read(path)
+    raw = read_regular_file(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -67,7 +67,7 @@ def load_config_file(path: str | None) -> Config:
         ) from None
 
 
-def _read(path: str) -> bytes:
+def read_regular_file(path: str) -> bytes:
     """At most MAX_CONFIG_BYTES + 1 bytes of a regular file; never blocks on a FIFO."""
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.

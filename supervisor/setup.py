@@ -308,14 +308,17 @@ class DaemonSetup:
 def _load_world(path: str, log: logging.Logger) -> None:
     from ntpd_py.core.errors import ConfigError
     from ntpd_py.core.sim.scenario import load_scenario_text
+    from ntpd_py.supervisor.config_file import read_regular_file
     from ntpd_py.workers import sim_world
 
+    key = f'[daemon.simulation] scenario = "{path}"'
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(1 << 22)
-    except OSError as exc:
-        raise StartupError(f"[daemon.simulation] scenario = \"{path}\": {exc.strerror}",
-                           78) from None
+        # The same reader as the configuration: a FIFO or device never blocks the start.
+        text = read_regular_file(path).decode("utf-8")
+    except ConfigError as exc:
+        raise StartupError(f"{key}: {exc.issues[0].message}", 78) from None
+    except UnicodeDecodeError:
+        raise StartupError(f"{key}: not valid UTF-8", 78) from None
     try:
         scenario = load_scenario_text(text, path)
     except ConfigError as exc:
