@@ -217,9 +217,9 @@ class _NtpSourceBase(_Table):
     poll_interval_limits: PollIntervalLimits | None = Field(
         None, description=("this source's poll interval bounds, log2 seconds (default: "
                            "[source-defaults])"))
-    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
-        description=("this source's poll interval at start, log2 seconds (default: "
-                     "[source-defaults])"))] | None = None
+    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)] | None = Field(
+        None, description=("this source's poll interval at start, log2 seconds (default: "
+                           "[source-defaults])"))
 
     @field_validator("address")
     @classmethod
