@@ -18,7 +18,9 @@ if [ "$(id -u)" -ne 0 ]; then
         echo "tests/run.sh: not root; running again as root through sudo (it installs" \
              "Debian packages and some tests need root; CAP_SYS_TIME is dropped before" \
              "any test runs)" >&2
-        exec sudo bash "$PWD/tests/run.sh" "$@"
+        # sudo resets the environment: carry the suite's own NTPDPY_* settings over.
+        mapfile -t keep < <(env | grep '^NTPDPY_' || true)
+        exec sudo env "${keep[@]}" bash "$PWD/tests/run.sh" "$@"
     fi
     echo "tests/run.sh: needs root (it installs Debian packages and some tests need root;" \
          "CAP_SYS_TIME is dropped before any test runs), and sudo is not installed:" \
