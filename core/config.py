@@ -173,8 +173,10 @@ def _default_single_threshold() -> StepThreshold:
 class PollIntervalLimits(_Table):
     """Bounds of the poll interval, as log2 seconds (4 = 16 s)."""
 
-    min: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)]
-    max: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)]
+    min: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
+        description="shortest poll interval, log2 seconds (4 = 16 s)")]
+    max: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
+        description="longest poll interval, log2 seconds (10 = 1024 s)")]
 
     @model_validator(mode="after")
     def _ordered(self) -> PollIntervalLimits:
@@ -190,8 +192,10 @@ def _default_poll_limits() -> PollIntervalLimits:
 class SourceDefaultsConfig(_Table):
     """`[source-defaults]`: poll settings inherited by NTP sources."""
 
-    poll_interval_limits: PollIntervalLimits = Field(default_factory=_default_poll_limits)
-    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)] = 4
+    poll_interval_limits: PollIntervalLimits = Field(default_factory=_default_poll_limits,
+        description="poll interval bounds of every NTP source that sets none of its own")
+    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
+        description="poll interval at start, log2 seconds, within poll-interval-limits")] = 4
 
     @model_validator(mode="after")
     def _initial_within_limits(self) -> SourceDefaultsConfig:
@@ -205,10 +209,17 @@ class SourceDefaultsConfig(_Table):
 
 
 class _NtpSourceBase(_Table):
-    address: str
-    ntp_version: Literal[4, "auto"] = 4
-    poll_interval_limits: PollIntervalLimits | None = None
-    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)] | None = None
+    address: str = Field(
+        description="host[:port], [IPv6]:port or an IPv6 literal; port 123 if none is given")
+    ntp_version: Literal[4, "auto"] = Field(
+        4, description=("NTP version of the requests; \"auto\" behaves as 4 (NTPv5 is not "
+                        "supported yet)"))
+    poll_interval_limits: PollIntervalLimits | None = Field(
+        None, description=("this source's poll interval bounds, log2 seconds (default: "
+                           "[source-defaults])"))
+    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)] | None = Field(
+        None, description=("this source's poll interval at start, log2 seconds (default: "
+                           "[source-defaults])"))
 
     @field_validator("address")
     @classmethod
@@ -240,15 +251,17 @@ class _NtpSourceBase(_Table):
 class ServerSourceConfig(_NtpSourceBase):
     """`mode = "server"`: one NTP server."""
 
-    mode: Literal["server"]
+    mode: Literal["server"] = Field(description="one NTP server")
 
 
 class PoolSourceConfig(_NtpSourceBase):
     """`mode = "pool"`: up to `count` servers resolved from one name."""
 
-    mode: Literal["pool"]
-    count: Annotated[int, Field(ge=1, le=64)] = 4
-    ignore: list[str] = Field(default_factory=list)
+    mode: Literal["pool"] = Field(description="several NTP servers resolved from one name")
+    count: Annotated[int, Field(ge=1, le=64,
+        description="how many servers of the pool to use at most")] = 4
+    ignore: list[str] = Field(default_factory=list,
+        description="IP addresses of the pool never to use")
 
     @field_validator("ignore")
     @classmethod
@@ -268,12 +281,19 @@ class PtpSourceConfig(_Table):
     configured `precision` (1 σ, seconds) is its uncertainty.
     """
 
-    mode: Literal["ptp"]
-    path: str
-    delay: Annotated[float, Field(ge=0.0, lt=16.0)] = 0.0
-    interval: Annotated[int, Field(ge=-7, le=17)] = 0
-    precision: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-9
-    stratum: Annotated[int, Field(ge=0, le=15)] = 0
+    mode: Literal["ptp"] = Field(description="a PTP hardware clock (PHC)")
+    path: str = Field(
+        description=("the PHC device, an absolute path such as /dev/ptp0 (a symlink is fine); "
+                     "each PHC may appear once"))
+    delay: Annotated[float, Field(ge=0.0, lt=16.0,
+        description="root delay reported for this source, seconds (0 <= delay < 16)")] = 0.0
+    interval: Annotated[int, Field(ge=-7, le=17,
+        description="poll every 2^interval seconds (-7 to 17; 0 = 1 s, -2 = 0.25 s)")] = 0
+    precision: Annotated[float, Field(gt=0.0, allow_inf_nan=False,
+        description=("1-sigma noise of one reading, seconds: the PHC's uncertainty, which "
+                     "cannot be measured from the device"))] = 1e-9
+    stratum: Annotated[int, Field(ge=0, le=15,
+        description="stratum of this source (0 to 15); ntpd-py serves one more")] = 0
 
     @field_validator("path")
     @classmethod
@@ -343,32 +363,63 @@ _Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 class AlgorithmConfig(_Table):
     """`[synchronization.algorithm]`: tuning of the clock algorithm (ntpd-rs names)."""
 
-    precision_low_probability: _Probability = 1.0 / 3.0
-    precision_high_probability: _Probability = 2.0 / 3.0
-    precision_hysteresis: Annotated[int, Field(ge=1)] = 16
-    precision_minimum_weight: _Probability = 0.1
-    poll_interval_low_weight: _Probability = 0.4
-    poll_interval_high_weight: _Probability = 0.6
-    poll_interval_hysteresis: Annotated[int, Field(ge=1)] = 16
-    poll_interval_step_threshold: _Positive = 1e-6
-    delay_outlier_threshold: _Positive = 5.0
-    initial_wander: _Positive = 1e-8
-    initial_frequency_uncertainty: _Positive = 100e-6
-    maximum_source_uncertainty: _Positive = 0.25
-    range_statistical_weight: _NonNegative = 2.0
+    precision_low_probability: _Probability = Field(
+        1.0 / 3.0, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+    precision_high_probability: _Probability = Field(
+        2.0 / 3.0, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+    precision_hysteresis: Annotated[int, Field(ge=1,
+        description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")] = 16
+    precision_minimum_weight: _Probability = Field(
+        0.1, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+    poll_interval_low_weight: _Probability = Field(
+        0.4, description=("a sample weighing less than this in a source's filter counts toward "
+                          "a longer poll interval"))
+    poll_interval_high_weight: _Probability = Field(
+        0.6, description=("a sample weighing more than this counts toward a shorter poll "
+                          "interval"))
+    poll_interval_hysteresis: Annotated[int, Field(ge=1,
+        description="net count of such samples that changes the poll interval by one step")] = 16
+    poll_interval_step_threshold: _Positive = Field(
+        1e-6, description=("a sample this improbable (probability) sends the poll interval "
+                           "back to its minimum"))
+    delay_outlier_threshold: _Positive = Field(
+        5.0, description=("a sample whose delay exceeds this many standard deviations of the "
+                          "delay is an outlier"))
+    initial_wander: _Positive = Field(
+        1e-8, description="initial estimate of the frequency wander of clock and source")
+    initial_frequency_uncertainty: _Positive = Field(
+        100e-6, description="initial frequency uncertainty of a new source, s/s")
+    maximum_source_uncertainty: _Positive = Field(
+        0.25, description="a source whose uncertainty is above this (s) is not used")
+    range_statistical_weight: _NonNegative = Field(
+        2.0, description="standard deviations of a source's offset in its selection interval")
     # delay/2 bounds the error any path asymmetry can cause (RFC 5905 root distance);
     # ntpd-rs uses 0.25, which lets one asymmetric NTP path disagree with a PHC.
-    range_delay_weight: _NonNegative = 0.5
-    steer_offset_threshold: _NonNegative = 2.0
-    steer_offset_leftover: _NonNegative = 1.0
-    steer_frequency_threshold: _NonNegative = 0.0
-    steer_frequency_leftover: _NonNegative = 0.0
-    step_threshold: _Positive = 0.010
-    slew_maximum_frequency_offset: Annotated[float, Field(gt=0.0, le=500e-6)] = 200e-6
-    slew_minimum_duration: _Positive = 8.0
-    maximum_frequency_steer: Annotated[float, Field(gt=0.0, le=500e-6)] = 495e-6
-    ignore_server_dispersion: bool = False
-    meddling_threshold: _Positive = 5.0
+    range_delay_weight: _NonNegative = Field(
+        0.5, description=("part of a source's round-trip delay in its selection interval "
+                          "(ntpd-rs uses 0.25; delay/2 bounds any path asymmetry)"))
+    steer_offset_threshold: _NonNegative = Field(
+        2.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+    steer_offset_leftover: _NonNegative = Field(
+        1.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+    steer_frequency_threshold: _NonNegative = Field(
+        0.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+    steer_frequency_leftover: _NonNegative = Field(
+        0.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+    step_threshold: _Positive = Field(
+        0.010, description=("an offset above this (s) is stepped rather than slewed (chrony's "
+                            "makestep)"))
+    slew_maximum_frequency_offset: Annotated[float, Field(gt=0.0, le=500e-6,
+        description="largest frequency offset (s/s) used to slew an offset away")] = 200e-6
+    slew_minimum_duration: _Positive = Field(
+        8.0, description="shortest duration of a slew, seconds")
+    maximum_frequency_steer: Annotated[float, Field(gt=0.0, le=500e-6,
+        description="largest frequency correction (s/s) ever applied")] = 495e-6
+    ignore_server_dispersion: bool = Field(
+        False, description="leave the root dispersion servers report out of their uncertainty")
+    meddling_threshold: _Positive = Field(
+        5.0, description=("a clock change by someone else larger than this (s) resets the "
+                          "algorithm's state"))
 
     @model_validator(mode="after")
     def _ordered(self) -> AlgorithmConfig:
@@ -382,15 +433,27 @@ class AlgorithmConfig(_Table):
 class SynchronizationConfig(_Table):
     """`[synchronization]`: when sources agree and how far the clock may be moved."""
 
-    minimum_agreeing_sources: Annotated[int, Field(ge=1)] = 3
-    single_step_panic_threshold: StepThreshold = Field(default_factory=_default_single_threshold)
-    startup_step_panic_threshold: StepThreshold = Field(default_factory=_default_startup_threshold)
+    minimum_agreeing_sources: Annotated[int, Field(ge=1,
+        description=("sources that must agree before the clock is steered (a host with one PHC"
+                     " needs 1)"))] = 3
+    single_step_panic_threshold: StepThreshold = Field(default_factory=_default_single_threshold,
+        description=("largest step allowed at once after start-up: seconds, \"inf\", or { "
+                     "forward, backward }; beyond it, [daemon] panic-action"))
+    startup_step_panic_threshold: StepThreshold = Field(default_factory=_default_startup_threshold,
+        description=("largest step allowed during start-up: seconds, \"inf\", or { forward, "
+                     "backward }"))
     # None (or 0 in the file) disables the accumulated limit, as in ntpd-rs.
-    accumulated_step_panic_threshold: float | None = None
-    local_stratum: Annotated[int, Field(ge=1, le=16)] = 16
-    reference_id: str = "XNON"
-    warn_on_jump: bool = True
-    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    accumulated_step_panic_threshold: float | None = Field(
+        None, description="largest total of all steps, seconds; unset or 0: no limit")
+    local_stratum: Annotated[int, Field(ge=1, le=16,
+        description="stratum served while not synchronized (16: unsynchronized)")] = 16
+    reference_id: str = Field(
+        "XNON", description=("reference id served while not synchronized (1 to 4 ASCII "
+                             "characters)"))
+    warn_on_jump: bool = Field(
+        True, description="ntpd-rs's warning on a clock jump: accepted, not used by ntpd-py")
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig,
+        description="tuning of the clock algorithm")
 
     @field_validator("accumulated_step_panic_threshold", mode="before")
     @classmethod
@@ -414,8 +477,10 @@ class SynchronizationConfig(_Table):
 class FilterList(_Table):
     """An allow or deny list: CIDR networks and what to do with matching clients."""
 
-    filter: list[str] = Field(default_factory=list)
-    action: Literal["deny", "ignore"]
+    filter: list[str] = Field(default_factory=list,
+        description="client networks in CIDR notation, e.g. \"192.168.0.0/16\"")
+    action: Literal["deny", "ignore"] = Field(
+        description="deny: answer with a DENY kiss; ignore: do not answer")
 
     @field_validator("filter")
     @classmethod
@@ -438,13 +503,19 @@ def _default_versions() -> list[Literal[3, 4]]:
 class ServerConfig(_Table):
     """`[[server]]`: serve NTP on one address."""
 
-    listen: str
-    rate_limiting_cache_size: Annotated[int, Field(ge=0, le=10_000_000)] = 0
-    rate_limiting_cutoff_ms: Annotated[int, Field(ge=0)] = 0
-    allowlist: FilterList | None = None
-    denylist: FilterList | None = None
-    require_nts: Literal[False] | None = None
-    accept_ntp_versions: list[Literal[3, 4]] = Field(default_factory=_default_versions)
+    listen: str = Field(
+        description="IP address and port to serve NTP on, e.g. \"0.0.0.0:123\" or \"[::]:123\"")
+    rate_limiting_cache_size: Annotated[int, Field(ge=0, le=10_000_000,
+        description="clients remembered for rate limiting (0: no rate limiting)")] = 0
+    rate_limiting_cutoff_ms: Annotated[int, Field(ge=0,
+        description="a client asking again within this many milliseconds is rate limited")] = 0
+    allowlist: FilterList | None = Field(
+        None, description="only clients in these networks are served; the others get action")
+    denylist: FilterList | None = Field(None, description="clients in these networks get action")
+    require_nts: Literal[False] | None = Field(
+        None, description="NTS is not supported yet: only false is accepted")
+    accept_ntp_versions: list[Literal[3, 4]] = Field(default_factory=_default_versions,
+        description="NTP versions answered (NTPv5 is not supported yet)")
 
     @field_validator("listen")
     @classmethod
@@ -476,19 +547,29 @@ class ServerConfig(_Table):
 class ObservabilityConfig(_Table):
     """`[observability]`: logging, the control/observation socket and metrics."""
 
-    log_level: Literal["trace", "debug", "info", "warn", "error"] = "info"
-    log_path: str | None = None
-    log_path_metrics_exporter: str | None = None
-    ansi_colors: bool | None = None
+    log_level: Literal["trace", "debug", "info", "warn", "error"] = Field(
+        "info", description=("least severe level logged: trace, debug, info, warn or error "
+                             "(ntpd-py run -l overrides it)"))
+    log_path: str | None = Field(
+        None, description="log to this file instead of stderr (reopened on SIGHUP)")
+    log_path_metrics_exporter: str | None = Field(
+        None, description=("ntpd-rs's exporter log file; the exporter is built in, its lines "
+                           "go to log-path"))
+    ansi_colors: bool | None = Field(
+        None, description="ntpd-rs's colored log output; ntpd-py logs without colors")
     # Unset: the socket lives at `<runtime-dir>/observe`.
-    observation_path: str | None = None
+    observation_path: str | None = Field(
+        None, description="the control socket ntpctl talks to (unset: <runtime-dir>/observe)")
     # ntpd-rs defaults to 0o666; ntpd-py keeps its control socket to the ntpd-py
     # group unless told otherwise.
-    observation_permissions: Annotated[int, Field(ge=0, le=0o777)] = 0o660
+    observation_permissions: Annotated[int, Field(ge=0, le=0o777,
+        description="mode of the control socket (ntpd-rs: 0o666; ntpd-py: its group only)")] = 0o660
     # Unset: no metrics exporter. ntpd-rs runs its exporter as a separate service
     # that is off unless enabled; ntpd-py starts its `metrics` worker only when this
     # key is set (ntpd-rs's usual value is "127.0.0.1:9975").
-    metrics_exporter_listen: str | None = None
+    metrics_exporter_listen: str | None = Field(
+        None, description=("serve Prometheus/OpenMetrics at http://ADDRESS/metrics, e.g. "
+                           "\"127.0.0.1:9975\" (unset: no exporter)"))
 
     @field_validator("metrics_exporter_listen")
     @classmethod
@@ -507,16 +588,23 @@ class SimulationConfig(_Table):
     bias and white noise. NTP sources stay real (loopback servers in tests).
     """
 
-    seed: int = 1
-    initial_offset: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] = 0.05
-    initial_frequency_ppm: Annotated[float, Field(ge=-500.0, le=500.0)] = 20.0
-    phc_noise: Annotated[float, Field(ge=0.0, le=1.0)] = 50e-9
-    phc_bias: dict[str, Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(default_factory=dict)
-    phc_read_failure_rate: _Probability = 0.0
+    seed: int = Field(1, description="random seed of the simulated world")
+    initial_offset: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False,
+        description="the simulated clock's error at start, seconds (local minus true)")] = 0.05
+    initial_frequency_ppm: Annotated[float, Field(ge=-500.0, le=500.0,
+        description="the simulated clock's frequency error, ppm")] = 20.0
+    phc_noise: Annotated[float, Field(ge=0.0, le=1.0,
+        description="white noise of each simulated PHC reading, 1 sigma, seconds")] = 50e-9
+    phc_bias: dict[str, Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(default_factory=dict,
+        description="a constant error per simulated PHC: device path = seconds")
+    phc_read_failure_rate: _Probability = Field(
+        0.0, description="probability that a simulated PHC reading fails")
     # A scenario file of `ntpd-py simulate` (deploy/scenarios/): its local clock
     # and its PHCs (matched by path) replace the settings above, so the process
     # tree runs in the same world as the simulator.
-    scenario: str | None = None
+    scenario: str | None = Field(
+        None, description=("a scenario file of ntpd-py simulate: its local clock and PHCs "
+                           "replace the settings above"))
 
 
 def _seccomp_mode(value: object) -> bool | str:
@@ -532,28 +620,42 @@ SeccompMode = Annotated[bool | Literal["log"], PlainValidator(_seccomp_mode)]
 class DaemonConfig(_Table):
     """`[daemon]`: settings only ntpd-py has (ntpd-rs does not know this table)."""
 
-    user: str = "ntpd-py"
-    group: str = "ntpd-py"
-    runtime_dir: str = "/run/ntpd-py"
-    state_dir: str = "/var/lib/ntpd-py"
+    user: str = Field("ntpd-py", description="user clock-control runs as when started as root")
+    group: str = Field("ntpd-py", description="group of clock-control and of the control socket")
+    runtime_dir: str = Field(
+        "/run/ntpd-py", description=("runtime directory: sockets, the saved state, the "
+                                     "simulated clock"))
+    state_dir: str = Field("/var/lib/ntpd-py", description="state directory: the drift file")
     # system: steer CLOCK_REALTIME; observe: compute and report, steer nothing;
     # simulated: steer a simulated clock (tests, demos).
-    clock: Literal["system", "observe", "simulated"] = "system"
-    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    clock: Literal["system", "observe", "simulated"] = Field(
+        "system", description=("system: steer the system clock; observe: compute and report, "
+                               "never steer (chronyd -x); simulated: steer a simulated clock"))
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig,
+        description="the simulated world of clock = \"simulated\"")
     # NTP server processes sharing each [[server]] address through SO_REUSEPORT.
-    server_processes: Annotated[int, Field(ge=1, le=32)] = 1
+    server_processes: Annotated[int, Field(ge=1, le=32,
+        description="server processes sharing each [[server]] address (SO_REUSEPORT)")] = 1
     # A step beyond a panic threshold: "exit" with status 70 (as ntpd-rs), or
     # "stop-steering": keep running and reporting, leave the clock alone.
-    panic_action: Literal["exit", "stop-steering"] = "exit"
+    panic_action: Literal["exit", "stop-steering"] = Field(
+        "exit", description=("a step beyond a panic threshold: exit (status 70, as ntpd-rs) or"
+                             " stop-steering (keep running and reporting, leave the clock "
+                             "alone)"))
     # Each child installs its role's system-call allow-list (workers/seccomp_profiles.py):
     # true kills a process that makes any other call; "log" only logs it (the kernel's
     # audit log), to find a missing call without killing; false installs nothing.
-    seccomp: SeccompMode = True
+    seccomp: SeccompMode = Field(
+        True, description=("each child's system-call allow-list: true kills a process making "
+                           "any other call; \"log\" only logs it; false installs none"))
 
     # When the supervisor runs as root, every worker but clock-control runs as its
     # own uid from this range (as systemd's DynamicUser), so that no worker can
     # signal, ptrace or impersonate another. Only uids without a passwd entry are used.
-    worker_uid_range: tuple[int, int] = (61184, 65519)
+    worker_uid_range: tuple[int, int] = Field(
+        (61184, 65519), description=("[first, last]: uids for the workers other than "
+                                     "clock-control, one each, when started as root (only uids"
+                                     " without a passwd entry are used)"))
 
     @field_validator("worker_uid_range", mode="before")
     @classmethod
@@ -585,12 +687,18 @@ class DaemonConfig(_Table):
 class Config(_Table):
     """The whole `ntp.toml`."""
 
-    source: list[SourceConfig] = Field(default_factory=list)
-    source_defaults: SourceDefaultsConfig = Field(default_factory=SourceDefaultsConfig)
-    synchronization: SynchronizationConfig = Field(default_factory=SynchronizationConfig)
-    server: list[ServerConfig] = Field(default_factory=list)
-    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
-    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    source: list[SourceConfig] = Field(default_factory=list,
+        description="time sources")
+    source_defaults: SourceDefaultsConfig = Field(default_factory=SourceDefaultsConfig,
+        description="defaults of NTP sources")
+    synchronization: SynchronizationConfig = Field(default_factory=SynchronizationConfig,
+        description="when sources agree and how far the clock may move")
+    server: list[ServerConfig] = Field(default_factory=list,
+        description="serve NTP")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig,
+        description="logging, the control socket, metrics")
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig,
+        description="ntpd-py's own settings")
 
     @model_validator(mode="after")
     def _unique_phc_paths(self) -> Config:

@@ -13,9 +13,10 @@
 #   /usr/local/bin/{ntpd-py,ntpctl}    symlinks into it
 #   /usr/local/lib/systemd/system/ntpd-py.service
 #   /usr/local/lib/sysusers.d/ntpd-py.conf, /usr/local/lib/tmpfiles.d/ntpd-py.conf
+#   /usr/local/share/man/man8/{ntpd-py,ntpctl}.8, /usr/local/share/man/man5/ntp.toml.5
 #   /etc/ntpd-py/ntp.toml              example configuration, only if there is none
-#   /opt/ntpd-py/share/                README, examples: configurations, udev rule for
-#                                      PHCs, logrotate (not activated)
+#   /opt/ntpd-py/share/                README, docs/, examples: configurations, udev rule
+#                                      for PHCs, logrotate (not activated)
 #
 # Environment: DESTDIR (default: none), PYTHON (default /usr/bin/python3, >= 3.11),
 # and pip's own variables (PIP_INDEX_URL, PIP_CACHE_DIR, ...) for the download.
@@ -28,6 +29,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=/opt/ntpd-py
 BINDIR=/usr/local/bin
 LIBDIR=/usr/local/lib
+MANDIR=/usr/local/share/man
 CONFDIR=/etc/ntpd-py
 MANIFEST=$VENV/share/install-manifest.txt
 
@@ -84,6 +86,17 @@ install_all() {
     put 0644 "$REPO/deploy/sysusers.d/ntpd-py.conf" "$LIBDIR/sysusers.d/ntpd-py.conf"
     put 0644 "$REPO/deploy/tmpfiles.d/ntpd-py.conf" "$LIBDIR/tmpfiles.d/ntpd-py.conf"
     put 0644 "$REPO/README.md" "$VENV/share/README.md"
+    for doc in "$REPO"/docs/*.md; do
+        put 0644 "$doc" "$VENV/share/doc/$(basename "$doc")"
+    done
+    # The man pages are generated from the installed code (CLI and configuration model).
+    local man
+    man=$(mktemp -d)
+    "$DESTDIR$VENV/bin/python" -m ntpd_py.supervisor.manpages --out "$man" >/dev/null
+    for page in man8/ntpd-py.8 man8/ntpctl.8 man5/ntp.toml.5; do
+        put 0644 "$man/$page" "$MANDIR/$page"
+    done
+    rm -rf "$man"
     put 0644 "$REPO/deploy/udev/60-ntpd-py-phc.rules" "$VENV/share/udev/60-ntpd-py-phc.rules"
     put 0644 "$REPO/deploy/logrotate/ntpd-py" "$VENV/share/logrotate/ntpd-py"
     for example in "$REPO"/deploy/examples/*.toml; do

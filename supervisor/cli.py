@@ -101,7 +101,9 @@ def run(
     single_process: Annotated[
         bool, typer.Option("--single-process", help="run every loop in this one process")
     ] = False,
-    log_level: Annotated[str | None, typer.Option("-l", "--log-level")] = None,
+    log_level: Annotated[str | None, typer.Option(
+        "-l", "--log-level",
+        help="override [observability] log-level: trace, debug, info, warn or error")] = None,
 ) -> None:
     """Run the daemon (the supervisor and its processes) in the foreground."""
     from .daemon import run_daemon

@@ -1,7 +1,7 @@
 """SIGHUP for logs: reopen `log-path` in the supervisor and hand it to every child.
 
-logrotate renames the file and sends SIGHUP (see README "Running as a
-service"). The supervisor, still root, opens the path anew and sends the new
+logrotate renames the file and sends SIGHUP (see docs/service.md,
+"Logging"). The supervisor, still root, opens the path anew and sends the new
 descriptor to each child over its link with a :class:`LogControl` (SCM_RIGHTS);
 the child puts it on its stderr. A reload's new `log-level` travels with it.
 """

@@ -3,22 +3,34 @@
 # whole suite with CAP_SYS_TIME removed from the bounding set, so that no test,
 # however wrong, can change the clock of the machine it runs on.
 #
-#   sudo bash tests/run.sh [pytest arguments]
+#   bash tests/run.sh [pytest arguments]
 #
 # .ci/run runs exactly this. Root is needed to install Debian packages and for
 # the tests that use network namespaces, privilege dropping and QEMU guests;
-# root keeps every other capability.
+# root keeps every other capability. Started as another user, the script runs
+# itself again through sudo (so the same command works as root, where there may
+# be no sudo at all, and as a user with sudo rights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "tests/run.sh: run as root (sudo bash tests/run.sh): it installs Debian packages" \
-         "and some tests need root; CAP_SYS_TIME is dropped before any test runs" >&2
+    if command -v sudo >/dev/null 2>&1; then
+        echo "tests/run.sh: not root; running again as root through sudo (it installs" \
+             "Debian packages and some tests need root; CAP_SYS_TIME is dropped before" \
+             "any test runs)" >&2
+        # sudo resets the environment: carry the suite's own NTPDPY_* settings over.
+        mapfile -t keep < <(env | grep '^NTPDPY_' || true)
+        exec sudo env "${keep[@]}" bash "$PWD/tests/run.sh" "$@"
+    fi
+    echo "tests/run.sh: needs root (it installs Debian packages and some tests need root;" \
+         "CAP_SYS_TIME is dropped before any test runs), and sudo is not installed:" \
+         "run it as root, e.g. su -c 'bash tests/run.sh'" >&2
     exit 2
 fi
 
+# groff: tests/supervisor/test_manpages.py renders the man pages with groff -man.
 DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static
-      linux-image-amd64 python3-venv libseccomp2 gdb)
+      linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db)
 
 apt_install() {
     # Never let a package start its service: a chronyd started by apt would

@@ -3,7 +3,7 @@
 Every scenario records what it did and what it measured through the `figures`
 fixture. `python -m tests.adversarial.report` runs the whole folder with
 NTPDPY_ADVERSARIAL_REPORT set and turns those records into the Markdown table
-of the README's reliability section; in a plain test run the records are only
+of docs/reliability.md; in a plain test run the records are only
 kept in memory (and printed with `-s`).
 """
 

@@ -1,13 +1,13 @@
 """Run every adversarial scenario and print the reliability table (Markdown).
 
-    sudo .venv/bin/python -m tests.adversarial.report [--out FILE] [--readme README.md]
+    sudo .venv/bin/python -m tests.adversarial.report [--out FILE] [--doc [docs/reliability.md]]
                                                       [pytest args]
 
 Runs `tests/adversarial` under pytest (CAP_SYS_TIME dropped, as the test command
 does) with NTPDPY_ADVERSARIAL_REPORT pointing at a scratch file; each scenario
 appends what it did and measured there (see conftest.Figures). The table goes to
-stdout, with --out to a file, and with --readme into the README between its
-reliability-table markers (the "Reliability" section). The exit code is pytest's.
+stdout, with --out to a file, and with --doc into docs/reliability.md (or the
+Markdown file given) between its reliability-table markers. The exit code is pytest's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "reliability.md"
 BEGIN = "<!-- reliability-table:begin -->"
 END = "<!-- reliability-table:end -->"
 
@@ -61,7 +62,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the table to this file")
-    parser.add_argument("--readme", help="put the table into this README between its markers")
+    parser.add_argument(
+        "--doc", "--readme", dest="doc", nargs="?", const=str(DOC),
+        help=f"put the table into this Markdown file between its markers (default {DOC})")
     args, pytest_args = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="ntpdpy-adv-") as scratch:
         records = Path(scratch) / "records.jsonl"
@@ -79,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("\n" + table)
     if args.out:
         Path(args.out).write_text(table)
-    if args.readme and rows:
+    if args.doc and rows:
         import datetime
         import platform
 
         note = (f"Made by `python -m tests.adversarial.report` on "
                 f"{datetime.date.today().isoformat()} ({platform.node()}, "
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}).")
-        readme = Path(args.readme)
-        readme.write_text(replace_between_markers(readme.read_text(), table, note))
+        doc = Path(args.doc)
+        doc.write_text(replace_between_markers(doc.read_text(), table, note))
     if not rows:
         print("no scenario recorded figures", file=sys.stderr)
         return code or 1

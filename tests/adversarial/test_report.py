@@ -27,3 +27,14 @@ def test_the_table_replaces_only_what_lies_between_the_markers() -> None:
     new = replace_between_markers(text, "| new |\n", "Made today.")
     assert "old table" not in new and "| new |" in new and "Made today." in new
     assert new.startswith("# R\n\n## Reliability\n") and new.endswith(f"{END}\n\n## Next\n")
+
+
+def test_the_table_lives_in_docs_reliability_md_and_the_readme_points_there() -> None:
+    from .report import DOC, REPO
+
+    text = DOC.read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text.index(BEGIN) < text.index(END)
+    readme = (REPO / "README.md").read_text()
+    assert BEGIN not in readme and END not in readme
+    assert "docs/reliability.md" in readme

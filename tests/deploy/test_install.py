@@ -26,6 +26,9 @@ EXPECTED = {
     "etc/ntpd-py/ntp.toml",
     f"{VENV}/share/udev/60-ntpd-py-phc.rules", f"{VENV}/share/logrotate/ntpd-py",
     f"{VENV}/share/examples/ntp.toml", f"{VENV}/share/README.md",
+    f"{VENV}/share/doc/architecture.md",
+    "usr/local/share/man/man8/ntpd-py.8", "usr/local/share/man/man8/ntpctl.8",
+    "usr/local/share/man/man5/ntp.toml.5",
 }
 
 
