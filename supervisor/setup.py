@@ -111,7 +111,8 @@ def _check_system_clock(config: Config) -> None:
 
 
 def _make_dir(path: str, identity: Identity | None, mode: int,
-              key: str = "[daemon] runtime-dir", allow_shared: bool = False) -> bool:
+              key: str = "[daemon] runtime-dir", allow_shared: bool = False,
+              value: str | None = None) -> bool:
     """Create `path` owned by `identity` (None: this process) with `mode`, or check it.
 
     Never chowns or chmods an existing directory (supervisor/dirs.py says why);
@@ -119,7 +120,7 @@ def _make_dir(path: str, identity: Identity | None, mode: int,
     """
     owner = (os.geteuid(), os.getegid()) if identity is None else (identity.uid, identity.gid)
     try:
-        return ensure_dir(path, key, owner, mode, allow_shared)
+        return ensure_dir(path, key, owner, mode, allow_shared, value)
     except DirectoryError as exc:
         raise StartupError(str(exc), EX_CANTCREAT) from None
 
@@ -381,7 +382,7 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     if control_dir != config.daemon.runtime_dir:
         # A shared sticky parent (/tmp) is used as is and never changed.
         _make_dir(control_dir, identity, 0o750, "[observability] observation-path",
-                  allow_shared=True)
+                  allow_shared=True, value=config.control_socket_path())
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
     if not single_process:
         try:
