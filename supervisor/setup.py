@@ -21,7 +21,7 @@ from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
 from .config_file import load_config_file
-from .dirs import DirectoryError, ensure_dir
+from .dirs import DirectoryError, ensure_dir, is_shared_sticky
 from .metrics_listen import metrics_listener
 from .privileges import (
     CAP_SYS_TIME,
@@ -381,8 +381,20 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     control_dir = os.path.dirname(config.control_socket_path())
     if control_dir != config.daemon.runtime_dir:
         # A shared sticky parent (/tmp) is used as is and never changed.
-        _make_dir(control_dir, identity, 0o750, "[observability] observation-path",
-                  allow_shared=True, value=config.control_socket_path())
+        # 0751 under root, as the runtime directory: the supervisor (no CAP_DAC_* in the
+        # unit's bounding set) must pass through to watch the socket clock-control binds.
+        key = "[observability] observation-path"
+        created = _make_dir(control_dir, identity, 0o751 if identity is not None else 0o750,
+                            key, allow_shared=True, value=config.control_socket_path())
+        st = os.stat(control_dir)
+        if (not created and identity is not None and st.st_uid != os.geteuid()
+                and not st.st_mode & 0o001 and not is_shared_sticky(st)):
+            raise StartupError(
+                f'{key} = "{config.control_socket_path()}": its existing directory '
+                f"{control_dir} has mode {st.st_mode & 0o7777:04o}; the supervisor must be "
+                "able to pass through it to watch the socket: make it 0751 "
+                "(deploy/tmpfiles.d/ntpd-py.conf does for /run/ntpd-rs) or remove it and "
+                "let ntpd-py create it", EX_CANTCREAT)
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
     if not single_process:
         try:

@@ -217,7 +217,16 @@ def check_ntpd_rs_config() -> None:
            states or (result.returncode, result.stderr[-500:]))
     plain = sh("ntpctl", "status")
     record("ntpd-rs config: ntpctl status (text) names the loopback source",
-           plain.returncode == 0 and "127.0.0.1" in plain.stdout, plain.stdout[-1500:])
+           plain.returncode == 0 and "127.0.0.1" in plain.stdout,
+           plain.stdout[-1500:] or (plain.returncode, plain.stderr[-500:]))
+    time.sleep(10)  # longer than the runtime watch's grace for a missing socket (6 s)
+    svc = show(UNIT, "ActiveState", "NRestarts", "MainPID")
+    record("ntpd-rs config: still running, never restarted (the supervisor sees the socket)",
+           svc.get("ActiveState") == "active" and svc.get("NRestarts") == "0", svc)
+    member = sh("sh", "-c", "useradd --system --no-create-home --groups ntpd-py operator2 && "
+                "runuser -u operator2 -- ntpctl status")
+    record("ntpd-rs config: ntpctl status as a member of group ntpd-py",
+           member.returncode == 0, member.stderr[-500:] or member.stdout[:200])
 
 
 def check_journal_priorities() -> None:

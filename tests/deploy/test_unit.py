@@ -81,9 +81,9 @@ def test_unit_and_deploy_files_agree() -> None:
     assert owners == {(DaemonConfig().user, DaemonConfig().group)}
     assert f"u {DaemonConfig().user} " in sysusers and f"g {DaemonConfig().group} " in sysusers
     # /run/ntpd-rs: the directory of ntpd-rs's default observation-path, so that its
-    # ntp.toml copied as is starts under this unit (0750, as the supervisor would make it).
+    # ntp.toml copied as is starts under this unit (0751, as the supervisor would make it).
     assert {DaemonConfig().runtime_dir, DaemonConfig().state_dir, "/run/ntpd-rs"} == created
-    assert next(e for e in entries if e[1] == "/run/ntpd-rs")[:3] == ["d", "/run/ntpd-rs", "0750"]
+    assert next(e for e in entries if e[1] == "/run/ntpd-rs")[:3] == ["d", "/run/ntpd-rs", "0751"]
     for conflict in ("chrony.service", "systemd-timesyncd.service", "ntp.service",
                      "ntpsec.service", "ntpd-rs.service"):
         assert conflict in unit
