@@ -12,9 +12,18 @@ from __future__ import annotations
 import ipaddress
 import math
 import posixpath
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -25,6 +34,7 @@ __all__ = [
     "NtsPoolSourceConfig",
     "NtsSourceConfig",
     "ObservabilityConfig",
+    "PartialPollIntervalLimits",
     "PollIntervalLimits",
     "PoolSourceConfig",
     "PtpSourceConfig",
@@ -35,6 +45,7 @@ __all__ = [
     "SourceDefaultsConfig",
     "StepThreshold",
     "SynchronizationConfig",
+    "check_host",
     "parse_host_port",
     "parse_socket_addr",
 ]
@@ -45,6 +56,7 @@ NTS_KE_PORT = 4460
 # chrony accepts minpoll down to -6 (LAN use); RFC 5905's MAXPOLL is 17.
 POLL_LOG2_MIN = -6
 POLL_LOG2_MAX = 17
+_PollLog2 = Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)]
 
 
 def _kebab(name: str) -> str:
@@ -91,6 +103,27 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def check_host(host: str) -> None:
+    """Refuse a host that is neither an IP address nor a DNS name (ValueError).
+
+    A colon outside brackets can only belong to an IPv6 literal, so
+    `":invalid:ipv6:123"` is refused here rather than looked up as a name.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if ":" in host:
+        raise ValueError(f"{host!r} is not a valid IPv6 address (write [v6-address]:port)")
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"{host!r} is neither an IP address nor a valid host name")
+
+
 def parse_socket_addr(text: str) -> tuple[str, int]:
     """Parse a socket address with a literal IP and an explicit port."""
     host, port = parse_host_port(text, default_port=-1)
@@ -122,7 +155,8 @@ class StepThreshold(BaseModel):
     """A panic threshold per direction in seconds; ``None`` means unlimited.
 
     Written in TOML as a number (both directions), ``"inf"``, or a table
-    ``{ forward = …, backward = … }`` whose parts are numbers or ``"inf"``.
+    ``{ forward = …, backward = … }`` whose parts are numbers or ``"inf"``; a
+    part left out of the table is unlimited (ntpd-rs does the same).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -139,12 +173,10 @@ class StepThreshold(BaseModel):
             unknown = set(value) - {"forward", "backward"}
             if unknown:
                 raise ValueError(f"unknown key(s) {sorted(unknown)}; expected forward and backward")
-            missing = {"forward", "backward"} - set(value)
-            if missing:
-                raise ValueError(f"missing {sorted(missing)}; give both forward and backward")
+            # As in ntpd-rs, a direction left out of the table is unlimited.
             return {
-                "forward": _threshold_part(value["forward"], "forward"),
-                "backward": _threshold_part(value["backward"], "backward"),
+                "forward": _threshold_part(value.get("forward"), "forward"),
+                "backward": _threshold_part(value.get("backward"), "backward"),
             }
         both = _threshold_part(value, "threshold")
         return {"forward": both, "backward": both}
@@ -173,10 +205,8 @@ def _default_single_threshold() -> StepThreshold:
 class PollIntervalLimits(_Table):
     """Bounds of the poll interval, as log2 seconds (4 = 16 s)."""
 
-    min: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
-        description="shortest poll interval, log2 seconds (4 = 16 s)")]
-    max: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
-        description="longest poll interval, log2 seconds (10 = 1024 s)")]
+    min: _PollLog2 = Field(description="shortest poll interval, log2 seconds (4 = 16 s)")
+    max: _PollLog2 = Field(description="longest poll interval, log2 seconds (10 = 1024 s)")
 
     @model_validator(mode="after")
     def _ordered(self) -> PollIntervalLimits:
@@ -185,46 +215,57 @@ class PollIntervalLimits(_Table):
         return self
 
 
+class PartialPollIntervalLimits(_Table):
+    """A source's own poll bounds: either side may be left to `[source-defaults]`."""
+
+    min: _PollLog2 | None = Field(
+        None, description="shortest poll interval, log2 seconds (default: [source-defaults])")
+    max: _PollLog2 | None = Field(
+        None, description="longest poll interval, log2 seconds (default: [source-defaults])")
+
+    def over(self, defaults: PollIntervalLimits) -> PollIntervalLimits:
+        """These bounds, the missing side taken from `defaults` (ValueError if crossed)."""
+        low = defaults.min if self.min is None else self.min
+        high = defaults.max if self.max is None else self.max
+        return PollIntervalLimits(min=low, max=high)
+
+
 def _default_poll_limits() -> PollIntervalLimits:
     return PollIntervalLimits(min=4, max=10)
 
 
 class SourceDefaultsConfig(_Table):
-    """`[source-defaults]`: poll settings inherited by NTP sources."""
+    """`[source-defaults]`: poll settings inherited by NTP sources.
+
+    As in ntpd-rs, an initial poll interval outside the limits is not an
+    error: it is clamped into them when a source starts, so
+    `poll-interval-limits = { min = 6, max = 10 }` alone starts at 6.
+    """
 
     poll_interval_limits: PollIntervalLimits = Field(default_factory=_default_poll_limits,
         description="poll interval bounds of every NTP source that sets none of its own")
-    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX,
-        description="poll interval at start, log2 seconds, within poll-interval-limits")] = 4
-
-    @model_validator(mode="after")
-    def _initial_within_limits(self) -> SourceDefaultsConfig:
-        lim = self.poll_interval_limits
-        if not lim.min <= self.initial_poll_interval <= lim.max:
-            raise ValueError(
-                f"initial-poll-interval {self.initial_poll_interval} is outside "
-                f"poll-interval-limits {lim.min}..{lim.max}"
-            )
-        return self
+    initial_poll_interval: _PollLog2 = Field(4, description=(
+        "poll interval at start, log2 seconds; clamped into poll-interval-limits"))
 
 
 class _NtpSourceBase(_Table):
     address: str = Field(
         description="host[:port], [IPv6]:port or an IPv6 literal; port 123 if none is given")
     ntp_version: Literal[4, "auto"] = Field(
-        4, description=("NTP version of the requests; \"auto\" behaves as 4 (NTPv5 is not "
-                        "supported yet)"))
-    poll_interval_limits: PollIntervalLimits | None = Field(
-        None, description=("this source's poll interval bounds, log2 seconds (default: "
-                           "[source-defaults])"))
-    initial_poll_interval: Annotated[int, Field(ge=POLL_LOG2_MIN, le=POLL_LOG2_MAX)] | None = Field(
+        4, description=("NTP version of the requests; \"auto\" is accepted and behaves as 4 "
+                        "(NTPv5 is not supported yet; validate warns)"))
+    poll_interval_limits: PartialPollIntervalLimits | None = Field(
+        None, description=("this source's poll interval bounds, log2 seconds; a side left out "
+                           "comes from [source-defaults]"))
+    initial_poll_interval: _PollLog2 | None = Field(
         None, description=("this source's poll interval at start, log2 seconds (default: "
                            "[source-defaults])"))
 
     @field_validator("address")
     @classmethod
     def _address_parses(cls, value: str) -> str:
-        parse_host_port(value, NTP_PORT)
+        host, _ = parse_host_port(value, NTP_PORT)
+        check_host(host)
         return value
 
     @field_validator("ntp_version", mode="before")
@@ -238,7 +279,13 @@ class _NtpSourceBase(_Table):
         return parse_host_port(self.address, NTP_PORT)
 
     def poll_limits(self, defaults: SourceDefaultsConfig) -> PollIntervalLimits:
-        return self.poll_interval_limits or defaults.poll_interval_limits
+        if self.poll_interval_limits is None:
+            return defaults.poll_interval_limits
+        try:
+            return self.poll_interval_limits.over(defaults.poll_interval_limits)
+        except ValidationError:
+            # Crossed with the defaults' side: Config refuses this at load time.
+            return defaults.poll_interval_limits
 
     def initial_poll(self, defaults: SourceDefaultsConfig) -> int:
         lim = self.poll_limits(defaults)
@@ -258,7 +305,9 @@ class PoolSourceConfig(_NtpSourceBase):
     """`mode = "pool"`: up to `count` servers resolved from one name."""
 
     mode: Literal["pool"] = Field(description="several NTP servers resolved from one name")
-    count: Annotated[int, Field(ge=1, le=64,
+    # No upper bound, as in ntpd-rs: a pool name rarely resolves to more than a
+    # few addresses, and Config.warnings() says what a large count costs here.
+    count: Annotated[int, Field(ge=1,
         description="how many servers of the pool to use at most")] = 4
     ignore: list[str] = Field(default_factory=list,
         description="IP addresses of the pool never to use")
@@ -320,6 +369,8 @@ class _UnsupportedSource(BaseModel):
             "nts-pool": 'NTS lands in a later release; use mode = "pool" meanwhile',
             "sock": 'use a PHC (mode = "ptp") or an NTP source',
             "pps": 'use a PHC (mode = "ptp") or an NTP source',
+            "csptp": 'client-server PTP over the network; use a local PHC (mode = "ptp") '
+                     'or an NTP source',
         }[self.mode]
         raise ValueError(f'mode = "{self.mode}" is not supported yet by ntpd-py ({hint})')
 
@@ -340,6 +391,10 @@ class _PpsSourceConfig(_UnsupportedSource):
     mode: Literal["pps"]
 
 
+class _CsptpSourceConfig(_UnsupportedSource):
+    mode: Literal["csptp"]
+
+
 SourceConfig = Annotated[
     ServerSourceConfig
     | PoolSourceConfig
@@ -347,10 +402,13 @@ SourceConfig = Annotated[
     | NtsSourceConfig
     | NtsPoolSourceConfig
     | _SockSourceConfig
-    | _PpsSourceConfig,
+    | _PpsSourceConfig
+    | _CsptpSourceConfig,
     Field(discriminator="mode"),
 ]
 SUPPORTED_MODES = ("server", "pool", "ptp")
+# ntpd-rs modes refused as "not supported yet" rather than as unknown.
+UNSUPPORTED_MODES = ("nts", "nts-pool", "sock", "pps", "csptp")
 
 
 # -- synchronization --------------------------------------------------------------------
@@ -477,7 +535,8 @@ class SynchronizationConfig(_Table):
 class FilterList(_Table):
     """An allow or deny list: CIDR networks and what to do with matching clients."""
 
-    filter: list[str] = Field(default_factory=list,
+    # Both keys are mandatory, as in ntpd-rs (`filter = []` is a valid empty list).
+    filter: list[str] = Field(
         description="client networks in CIDR notation, e.g. \"192.168.0.0/16\"")
     action: Literal["deny", "ignore"] = Field(
         description="deny: answer with a DENY kiss; ignore: do not answer")
@@ -486,6 +545,13 @@ class FilterList(_Table):
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for item in value:
+            # ntpd-rs wants the prefix length: a bare address would silently mean /32
+            # or /128 here, which is seldom what a migrant from chrony's `allow` meant.
+            if "/" not in item:
+                raise ValueError(
+                    f'{item!r} has no prefix length; write "{item}/'
+                    f'{128 if ":" in item else 32}" for one address or e.g. "10.0.0.0/8"'
+                )
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
@@ -714,6 +780,22 @@ class Config(_Table):
                 seen[key] = index
         return self
 
+    @model_validator(mode="after")
+    def _source_poll_limits(self) -> Config:
+        defaults = self.source_defaults.poll_interval_limits
+        for index, source in enumerate(self.source):
+            own = getattr(source, "poll_interval_limits", None)
+            if not isinstance(own, PartialPollIntervalLimits):
+                continue
+            low = defaults.min if own.min is None else own.min
+            high = defaults.max if own.max is None else own.max
+            if low > high:
+                raise ValueError(
+                    f"source[{index}].poll-interval-limits: min ({low}) must not be greater "
+                    f"than max ({high}); a side left out comes from [source-defaults]"
+                )
+        return self
+
     def ptp_sources(self) -> list[PtpSourceConfig]:
         return [s for s in self.source if isinstance(s, PtpSourceConfig)]
 
@@ -729,9 +811,39 @@ class Config(_Table):
             self.daemon.runtime_dir, "observe"
         )
 
+    def ignored_keys(self) -> list[str]:
+        """ntpd-rs keys that are set here and that ntpd-py accepts but does not act on."""
+        notes: list[str] = []
+        obs = self.observability
+        if obs.ansi_colors:
+            notes.append("[observability] ansi-colors = true is ignored: ntpd-py never "
+                         "colors its log lines")
+        if obs.log_path_metrics_exporter is not None:
+            notes.append(
+                f'[observability] log-path-metrics-exporter = "{obs.log_path_metrics_exporter}" '
+                "is ignored: the metrics exporter is a process of ntpd-py and logs with the "
+                "others (to log-path, or stderr)"
+            )
+        for index, source in enumerate(self.source):
+            if isinstance(source, ServerSourceConfig | PoolSourceConfig) and (
+                source.ntp_version == "auto"
+            ):
+                notes.append(
+                    f'source[{index}].ntp-version = "auto" is partly ignored: ntpd-py speaks '
+                    "NTPv4 only and never offers the NTPv5 draft upgrade, so the source uses "
+                    "NTPv4 (as ntpd-rs's auto does with a server that does not upgrade)"
+                )
+        return notes
+
     def warnings(self) -> list[str]:
         """Problems that do not stop the daemon but that a user should know about."""
-        notes: list[str] = []
+        notes: list[str] = self.ignored_keys()
+        for index, source in enumerate(self.source):
+            if isinstance(source, PoolSourceConfig) and source.count > 64:
+                notes.append(
+                    f"source[{index}].count = {source.count}: each pool server is one "
+                    "worker process; more than 64 costs memory for little gain"
+                )
         needed = self.synchronization.minimum_agreeing_sources
         phcs = len(self.ptp_sources())
         if not self.source:

@@ -23,6 +23,10 @@ def run_daemon(
     obs = config.observability
     set_level_override(log_level)  # inherited by every child; kept across reloads
     log = setup_logging(obs.log_level, "supervisor", obs.log_path)
+    # What `validate` warns about (keys ntpd-py ignores, sources that can never
+    # agree) is also said where a daemon started as is will show it: its log.
+    for warning in config.warnings():
+        log.warning("%s: %s", config_path, warning)
     if single_process:
         from .single import run_single_process
 

@@ -14,6 +14,7 @@ is accepted as the parent of the observation socket only; it is left alone.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -57,15 +58,17 @@ def problem_with(
 
 
 def ensure_dir(
-    path: str, key: str, owner: tuple[int, int], mode: int, allow_shared: bool = False
+    path: str, key: str, owner: tuple[int, int], mode: int, allow_shared: bool = False,
+    value: str | None = None,
 ) -> bool:
     """Create `path` with `owner` and `mode` if it is missing; check it if it exists.
 
     Returns True when this call created it. Missing parents are created
     root-only-writable (0755, owned by the caller). Raises DirectoryError with
-    a message naming `key` and the path.
+    a message naming `key` and its `value` (when the directory is not the
+    value itself but holds it, as for observation-path's socket) and the path.
     """
-    where = f'{key} = "{path}"'
+    where = f'{key} = "{path}"' if value is None else f'{key} = "{value}": its directory {path}'
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -97,10 +100,16 @@ def ensure_dir(
             os.chown(path, *owner)
     except FileExistsError:
         # Created meanwhile by someone else: check it like any existing directory.
-        return ensure_dir(path, key, owner, mode, allow_shared)
+        return ensure_dir(path, key, owner, mode, allow_shared, value)
     except OSError as exc:
+        hint = f"set {key} to a directory you may create"
+        if exc.errno == errno.EROFS:
+            # Typically systemd's ProtectSystem=strict: only listed paths are writable.
+            hint = (f"the file system is read-only for this process; under systemd "
+                    f"(ProtectSystem=strict) add the directory to ReadWritePaths= with "
+                    f"`systemctl edit ntpd-py` (the shipped unit allows /run/ntpd-py and "
+                    f"/run/ntpd-rs), or {hint}")
         raise DirectoryError(
-            f"{where}: cannot create the directory: {exc.strerror}; set {key} to a "
-            "directory you may create"
+            f"{where}: cannot create the directory: {exc.strerror}; {hint}"
         ) from None
     return True

@@ -409,6 +409,8 @@ class Supervisor:
                 else:
                     self.pools.start_one(index, now)
         self.config = new_setup.config
+        for warning in new_setup.config.warnings():  # as at start (supervisor/daemon.py)
+            self.log.warning("%s: %s", self.config_path, warning)
         self._converge(now, "reload done")
 
     def _converge(self, now: int, why: str) -> None:

@@ -28,6 +28,8 @@ __all__ = ["Key", "Section", "render", "sections"]
 # Tables written inline in the file ({ min = 4, max = 10 }) rather than as [sections].
 _INLINE: dict[type[BaseModel], str] = {
     model.PollIntervalLimits: "{ min = INTEGER, max = INTEGER } (log2 seconds)",
+    model.PartialPollIntervalLimits: ("{ min = INTEGER, max = INTEGER } (log2 seconds; "
+                                      "either side may be left out)"),
     model.StepThreshold: 'seconds, "inf", or { forward = ..., backward = ... }',
 }
 

@@ -21,7 +21,7 @@ from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
 from .config_file import load_config_file
-from .dirs import DirectoryError, ensure_dir
+from .dirs import DirectoryError, ensure_dir, is_shared_sticky
 from .metrics_listen import metrics_listener
 from .privileges import (
     CAP_SYS_TIME,
@@ -111,7 +111,8 @@ def _check_system_clock(config: Config) -> None:
 
 
 def _make_dir(path: str, identity: Identity | None, mode: int,
-              key: str = "[daemon] runtime-dir", allow_shared: bool = False) -> bool:
+              key: str = "[daemon] runtime-dir", allow_shared: bool = False,
+              value: str | None = None) -> bool:
     """Create `path` owned by `identity` (None: this process) with `mode`, or check it.
 
     Never chowns or chmods an existing directory (supervisor/dirs.py says why);
@@ -119,7 +120,7 @@ def _make_dir(path: str, identity: Identity | None, mode: int,
     """
     owner = (os.geteuid(), os.getegid()) if identity is None else (identity.uid, identity.gid)
     try:
-        return ensure_dir(path, key, owner, mode, allow_shared)
+        return ensure_dir(path, key, owner, mode, allow_shared, value)
     except DirectoryError as exc:
         raise StartupError(str(exc), EX_CANTCREAT) from None
 
@@ -383,8 +384,20 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     control_dir = os.path.dirname(config.control_socket_path())
     if control_dir != config.daemon.runtime_dir:
         # A shared sticky parent (/tmp) is used as is and never changed.
-        _make_dir(control_dir, identity, 0o750, "[observability] observation-path",
-                  allow_shared=True)
+        # 0751 under root, as the runtime directory: the supervisor (no CAP_DAC_* in the
+        # unit's bounding set) must pass through to watch the socket clock-control binds.
+        key = "[observability] observation-path"
+        created = _make_dir(control_dir, identity, 0o751 if identity is not None else 0o750,
+                            key, allow_shared=True, value=config.control_socket_path())
+        st = os.stat(control_dir)
+        if (not created and identity is not None and st.st_uid != os.geteuid()
+                and not st.st_mode & 0o001 and not is_shared_sticky(st)):
+            raise StartupError(
+                f'{key} = "{config.control_socket_path()}": its existing directory '
+                f"{control_dir} has mode {st.st_mode & 0o7777:04o}; the supervisor must be "
+                "able to pass through it to watch the socket: make it 0751 "
+                "(deploy/tmpfiles.d/ntpd-py.conf does for /run/ntpd-rs) or remove it and "
+                "let ntpd-py create it", EX_CANTCREAT)
     setup = DaemonSetup(config, build_specs(config), identity, user_name, log, endpoints)
     if not single_process:
         try:

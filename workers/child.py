@@ -107,7 +107,12 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
         code = exc.code if isinstance(exc.code, int) else EX_CRASH
     except BaseException:
         try:
-            sys.stderr.write(f"ntpd-py {ctx.worker_id}: crashed:\n{traceback.format_exc()}")
+            from .logutil import journal_format, prefix_lines
+
+            text = f"ntpd-py {ctx.worker_id}: crashed:\n{traceback.format_exc()}".rstrip("\n")
+            if journal_format():
+                text = prefix_lines(text, logging.CRITICAL)
+            sys.stderr.write(text + "\n")
             sys.stderr.flush()
         except Exception:
             pass

@@ -144,6 +144,9 @@ class ClockControlTask:
         self._dirty = True
         self._falseticker_streak: dict[str, int] = {}
         self.panic_action = "exit"
+        # [synchronization] warn-on-jump: a step is logged as a warning (as in
+        # ntpd-rs), else as information.
+        self.warn_on_jump = True
         self.steering_stopped = ""
         self._sent_bounds: StepBounds | None = None
         # Opens and closes the per-worker bus endpoints a SourceSet names (roles.py).
@@ -471,7 +474,11 @@ class ClockControlTask:
                 continue
             if self.steering_stopped:
                 continue
-            self.log.debug("clock action: %s", action)
+            if isinstance(action, Step):
+                self.log.log(logging.WARNING if self.warn_on_jump else logging.INFO,
+                             "stepping the clock by %+.6f s", action.offset_ns / 1e9)
+            else:
+                self.log.debug("clock action: %s", action)
             self.backend.apply(action)
         if any(isinstance(a, Step | SetSynchronized) for a in actions):
             self._dirty = True  # publish at once: servers must not serve a stale state

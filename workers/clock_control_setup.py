@@ -160,5 +160,6 @@ def build_clock_control(
         drift_text=encode_drift,
     )
     task.panic_action = config.daemon.panic_action
+    task.warn_on_jump = config.synchronization.warn_on_jump
     log.info("clock backend: %s", backend.name)
     return task, clock

@@ -8,8 +8,12 @@ directory. On SIGHUP the supervisor reopens the path (after a logrotate
 rename) and hands the new descriptor to every child over its link
 (:class:`ntpd_py.ipc.messages.LogControl`), which puts it on its fd 2.
 
-Timestamps are left out when stderr is the systemd journal (JOURNAL_STREAM
-names the very file stderr is), because the journal adds its own. The level
+When stderr is the systemd journal (JOURNAL_STREAM names the very file
+stderr is), timestamps are left out, because the journal adds its own, and
+every line starts with its syslog priority `<N>` (sd-daemon(3)), so that
+`journalctl -p warning` selects by level. Children learn the format from
+the supervisor (inherited at fork, then each LogControl), so a worker's
+lines carry the priority too. The level
 is `[observability] log-level`, unless `ntpd-py run -l LEVEL` overrides it;
 the override is kept in this module, so forked children inherit it.
 
@@ -30,11 +34,15 @@ __all__ = [
     "RateLimitedLog",
     "apply_log_control",
     "effective_level",
+    "journal_format",
+    "journal_prefix",
+    "prefix_lines",
     "reopen_logs",
     "set_level_override",
     "setup_child_logging",
     "setup_logging",
     "stderr_is_journal",
+    "syslog_priority",
 ]
 
 LEVELS = {
@@ -97,9 +105,53 @@ class LogSink:
         self.path = path
 
 
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority (sd-daemon(3), RFC 5424) of a logging level."""
+    if levelno >= logging.CRITICAL:
+        return 2  # crit
+    if levelno >= logging.ERROR:
+        return 3  # err
+    if levelno >= logging.WARNING:
+        return 4  # warning
+    if levelno >= logging.INFO:
+        return 6  # info
+    return 7  # debug (and trace)
+
+
+def journal_prefix(levelno: int) -> str:
+    """`<N>`, which the journal (SyslogLevelPrefix=yes, the default) takes as the priority."""
+    return f"<{syslog_priority(levelno)}>"
+
+
+def prefix_lines(text: str, levelno: int) -> str:
+    """Every line of `text` with the priority prefix.
+
+    The journal cuts a stream at newlines and reads the prefix of each line, so
+    a traceback's later lines would otherwise fall back to the unit's
+    SyslogLevel (info) and vanish from `journalctl -p warning`.
+    """
+    prefix = journal_prefix(levelno)
+    return "\n".join(prefix + line for line in text.split("\n"))
+
+
+class _JournalFormatter(logging.Formatter):
+    """No timestamps (the journal adds its own) and the priority on every line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return prefix_lines(super().format(record), record.levelno)
+
+
 def _formatter(timestamps: bool) -> logging.Formatter:
+    # timestamps=False means "stderr is the journal" (setup_logging, LogControl).
     fmt = "%(name)s: %(levelname)s: %(message)s"
-    return logging.Formatter(("%(asctime)s " + fmt) if timestamps else fmt)
+    if not timestamps:
+        return _JournalFormatter(fmt)
+    return logging.Formatter("%(asctime)s " + fmt)
+
+
+def journal_format() -> bool:
+    """Whether this process's log lines are in the journal's format (see _formatter)."""
+    return not _timestamps
 
 
 def _install(level: str, name: str, timestamps: bool) -> logging.Logger:

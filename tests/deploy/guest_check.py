@@ -202,6 +202,57 @@ def check_journal() -> None:
            any("ready: clock-control and 3 worker(s) up" in line for line in lines))
 
 
+def check_ntpd_rs_config() -> None:
+    """ntpd-rs's default ntp.toml as is (its pool replaced by a loopback server, which
+    ntpd-py-vmtest-ntpserver.service runs): observation-path /var/run/ntpd-rs/observe."""
+    sock = Path("/run/ntpd-rs/observe")
+    record("ntpd-rs config: the control socket is at observation-path (/var/run/ntpd-rs)",
+           sock.is_socket(), sorted(str(p) for p in Path("/run/ntpd-rs").glob("*"))
+           if Path("/run/ntpd-rs").is_dir() else "no /run/ntpd-rs")
+    result = sh("ntpctl", "status", "--json")
+    document = json.loads(result.stdout) if result.returncode == 0 else {}
+    states = {p["worker_id"]: p["state"] for p in document.get("processes", [])}
+    record("ntpd-rs config: ntpctl status answers, every process running",
+           result.returncode == 0 and states and set(states.values()) == {"running"},
+           states or (result.returncode, result.stderr[-500:]))
+    plain = sh("ntpctl", "status")
+    record("ntpd-rs config: ntpctl status (text) names the loopback source",
+           plain.returncode == 0 and "127.0.0.1" in plain.stdout,
+           plain.stdout[-1500:] or (plain.returncode, plain.stderr[-500:]))
+    time.sleep(10)  # longer than the runtime watch's grace for a missing socket (6 s)
+    svc = show(UNIT, "ActiveState", "NRestarts", "MainPID")
+    record("ntpd-rs config: still running, never restarted (the supervisor sees the socket)",
+           svc.get("ActiveState") == "active" and svc.get("NRestarts") == "0", svc)
+    member = sh("sh", "-c", "useradd --system --no-create-home --groups ntpd-py operator2 && "
+                "runuser -u operator2 -- ntpctl status")
+    record("ntpd-rs config: ntpctl status as a member of group ntpd-py",
+           member.returncode == 0, member.stderr[-500:] or member.stdout[:200])
+
+
+def check_journal_priorities() -> None:
+    # Our lines carry <N> (SyslogLevelPrefix=yes): `journalctl -p warning` selects by level.
+    # The ntpd-rs config has one source and minimum-agreeing-sources = 3: a start-up warning.
+    def lines(*extra: str) -> list[str]:
+        out = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", *extra, "-o", "cat", "--no-pager").stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    warnings = wait(lambda: lines("-p", "warning"), 30)
+    record("journalctl -p warning: shows the start-up warning",
+           any(": WARNING: " in line and "minimum-agreeing-sources" in line
+               for line in warnings or []), (warnings or [])[:5])
+    record("journalctl -p warning: hides info lines",
+           bool(warnings) and not any(": INFO: " in line for line in warnings or []),
+           (warnings or [])[:5])
+    info = lines("-p", "info")
+    record("journalctl -p info: shows info lines (READY) without a <N> left in the text",
+           any(": INFO: ready:" in line for line in info)
+           and not any(re.match(r"^<\d>", line) for line in info), info[:5])
+    fields = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", "-o", "json", "--no-pager").stdout
+    priorities = {json.loads(line).get("PRIORITY") for line in fields.splitlines() if line}
+    record("journal PRIORITY fields: 6 (info) and 4 (warning) both present",
+           {"6", "4"} <= priorities, sorted(str(p) for p in priorities))
+
+
 def check_reload_and_restart() -> None:
     before = main_pid()
     result = sh("systemctl", "reload", UNIT)
@@ -294,7 +345,11 @@ def main() -> int:
     cmdline = Path("/proc/cmdline").read_text().split()
     run = Path(next(a.split("=", 1)[1] for a in cmdline if a.startswith("ntpdpy.run=")))
     try:
-        if check_started():
+        if "ntpdpy.ntpdrs=1" in cmdline:
+            if check_started():
+                check_ntpd_rs_config()
+                check_journal_priorities()
+        elif check_started():
             check_synchronized()
             check_processes()
             check_ntpctl()

@@ -90,28 +90,55 @@ KERNEL_ARGS = " ".join([
 ])
 
 
-@pytest.fixture(scope="module")
-def guest_results(staged: Path) -> list[dict[str, object]]:
+# ntpd-rs's own default ntp.toml (its repository's ntp.toml) copied as is, except that its
+# pool source is replaced by a loopback NTP server in the guest (no network there).
+NTPD_RS_CONFIG = """\
+[observability]
+# Other values include trace, debug, warn and error
+log-level = "info"
+observation-path = "/var/run/ntpd-rs/observe"
+
+# the pool source of ntpd-rs's file, replaced by ntpd-py-vmtest-ntpserver.service
+[[source]]
+mode = "server"
+address = "127.0.0.1"
+
+[synchronization]
+single-step-panic-threshold = 1800
+startup-step-panic-threshold = { forward="inf", backward = 1800 }
+#accumulated-step-panic-threshold = 1800
+#minimum-agreeing-sources = 3
+"""
+NTP_SERVER_UNIT = """\
+[Unit]
+Description=ntpd-py: a loopback NTP server for the ntpd-rs configuration test
+Before=ntpd-py.service
+[Service]
+ExecStart=/opt/ntpd-py/bin/python -m ntpd_py.workers.ntp_serve --listen 127.0.0.1:123 \
+    --synchronized --stratum 2
+"""
+
+
+def _boot(staged: Path, config: str, units: dict[str, str], kernel_args: str,
+          timeout_s: float = 900) -> list[dict[str, object]]:
+    """Boot the guest with `config` as /etc/ntpd-py/ntp.toml; the checks' results."""
     if os.environ.get("NTPDPY_IN_VM") == "1":
         pytest.skip("already inside the guest")
     stage = Path(tempfile.mkdtemp(prefix="systemd-", dir=CACHE))
     try:
         shutil.copytree(staged, stage / "root", symlinks=True)
-        (stage / "root/etc/ntpd-py/ntp.toml").write_text(CONFIG)
+        (stage / "root/etc/ntpd-py/ntp.toml").write_text(config)
         (stage / "udev").mkdir()
         (stage / "udev/50-ntpd-py-test.rules").write_text(TEST_UDEV_RULE)
         # The shipped example rule, applied for real (group ntpd-py may read PHCs).
         shutil.copy(staged / "opt/ntpd-py/share/udev/60-ntpd-py-phc.rules", stage / "udev")
         (stage / "units").mkdir()
-        for name, text in UNITS.items():
+        for name, text in units.items():
             check = REPO / "tests/deploy/guest_check.py"
             (stage / "units" / name).write_text(text.format(check=check))
         try:
-            # NTPDPY_CAPS_PROBE=1: also run the service with each capability of its
-            # bounding set removed in turn (slow; how the set was chosen, README).
-            probe = " ntpdpy.capsprobe=1" if os.environ.get("NTPDPY_CAPS_PROBE") == "1" else ""
-            result = run_in_guest("true", timeout_s=1800 if probe else 900, memory_mb=1536,
-                                  kernel_args=f"ntpdpy.systemd={stage} {KERNEL_ARGS}{probe}")
+            result = run_in_guest("true", timeout_s=timeout_s, memory_mb=1536,
+                                  kernel_args=f"ntpdpy.systemd={stage} {kernel_args}")
         except HarnessUnavailable as exc:
             pytest.skip(str(exc))
         results_file = result.run_dir / "systemd-results.json"
@@ -125,6 +152,37 @@ def guest_results(staged: Path) -> list[dict[str, object]]:
         return results
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def guest_results(staged: Path) -> list[dict[str, object]]:
+    # NTPDPY_CAPS_PROBE=1: also run the service with each capability of its
+    # bounding set removed in turn (slow; how the set was chosen, README).
+    probe = " ntpdpy.capsprobe=1" if os.environ.get("NTPDPY_CAPS_PROBE") == "1" else ""
+    return _boot(staged, CONFIG, UNITS, KERNEL_ARGS + probe, 1800 if probe else 900)
+
+
+@pytest.fixture(scope="module")
+def ntpd_rs_results(staged: Path) -> list[dict[str, object]]:
+    units = dict(UNITS)
+    units["ntpd-py-vmtest-ntpserver.service"] = NTP_SERVER_UNIT
+    units["ntpd-py-vmtest.service"] = units["ntpd-py-vmtest.service"].replace(
+        "Wants=ntpd-py.service", "Wants=ntpd-py.service ntpd-py-vmtest-ntpserver.service")
+    return _boot(staged, NTPD_RS_CONFIG, units, KERNEL_ARGS + " ntpdpy.ntpdrs=1")
+
+
+def test_ntpd_rs_default_config_runs_under_the_shipped_unit(
+    ntpd_rs_results: list[dict[str, object]],
+) -> None:
+    """ntpd-rs's ntp.toml, observation-path included, starts under ProtectSystem=strict;
+    `journalctl -p warning` shows ntpd-py's warnings and hides its info lines."""
+    failed = [f"{r['name']}: {r['detail']}" for r in ntpd_rs_results if not r["ok"]]
+    names = [str(r["name"]) for r in ntpd_rs_results]
+    assert not failed, "\n".join(failed)
+    for expected in ("service active", "ntpd-rs config: the control socket",
+                     "ntpd-rs config: ntpctl status answers", "journalctl -p warning: shows",
+                     "journalctl -p warning: hides", "journal PRIORITY fields"):
+        assert any(n.startswith(expected) for n in names), f"check {expected!r} did not run"
 
 
 def test_every_check_in_the_guest_passed(guest_results: list[dict[str, object]]) -> None:

@@ -80,7 +80,10 @@ def test_unit_and_deploy_files_agree() -> None:
     owners = {tuple(e[3:5]) for e in entries}
     assert owners == {(DaemonConfig().user, DaemonConfig().group)}
     assert f"u {DaemonConfig().user} " in sysusers and f"g {DaemonConfig().group} " in sysusers
-    assert {DaemonConfig().runtime_dir, DaemonConfig().state_dir} == created
+    # /run/ntpd-rs: the directory of ntpd-rs's default observation-path, so that its
+    # ntp.toml copied as is starts under this unit (0751, as the supervisor would make it).
+    assert {DaemonConfig().runtime_dir, DaemonConfig().state_dir, "/run/ntpd-rs"} == created
+    assert next(e for e in entries if e[1] == "/run/ntpd-rs")[:3] == ["d", "/run/ntpd-rs", "0751"]
     for conflict in ("chrony.service", "systemd-timesyncd.service", "ntp.service",
                      "ntpsec.service", "ntpd-rs.service"):
         assert conflict in unit

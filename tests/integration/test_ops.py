@@ -334,17 +334,24 @@ def test_log_level_from_the_command_line_reaches_the_children() -> None:
         wait_for(lambda: "clock-control: DEBUG:" in daemon.log(), 15, "a debug line of a child")
 
 
-def test_no_timestamps_when_stderr_is_the_journal_stream() -> None:
+def test_journal_format_when_stderr_is_the_journal_stream() -> None:
     # The daemon's stderr is a file whose device:inode we put in JOURNAL_STREAM, as systemd does.
-    daemon = EnvDaemon(PTP, user=USER)
+    # ansi-colors = true: a key ntpd-py ignores, so the start log has a warning line
+    daemon = EnvDaemon(PTP + "[observability]\nansi-colors = true\n", user=USER)
     daemon.log_path.touch()
     st = os.stat(daemon.log_path)
     daemon.env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
     with daemon:
         daemon.wait_running(["clock-control", "ptp:/dev/ptp0"])
         wait_for(lambda: "ptp:/dev/ptp0: INFO: running" in daemon.log(), 15, "the worker's line")
-        lines = [line for line in daemon.log().splitlines() if ": INFO: " in line]
-    assert {line.split(":")[0] for line in lines} == {"supervisor", "clock-control", "ptp"}
+        text = daemon.log()
+    lines = [line for line in text.splitlines() if ": INFO: " in line]
+    # sd-daemon(3) priority prefixes: <6> info, from every process, forked ones included
+    assert all(line.startswith("<6>") for line in lines), lines
+    assert {line[3:].split(":")[0] for line in lines} == {"supervisor", "clock-control", "ptp"}
+    warnings = [line for line in text.splitlines() if ": WARNING: " in line]
+    assert any("ansi-colors" in line for line in warnings), text
+    assert all(line.startswith("<4>") for line in warnings), warnings
 
 
 # -- sd_notify --------------------------------------------------------------------------------

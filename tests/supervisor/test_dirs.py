@@ -212,3 +212,24 @@ def test_watch_finds_sockets_in_a_runtime_directory_it_may_not_list() -> None:
         for sock in sockets:
             sock.close()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_read_only_file_system_names_the_key_its_value_and_the_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What ProtectSystem=strict does to a directory outside ReadWritePaths= (EROFS).
+    import errno
+
+    def read_only(path: str, mode: int = 0o777) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    directory = tmp_path / "ntpd-rs"
+    with pytest.raises(DirectoryError) as info:
+        ensure_dir(str(directory), "[observability] observation-path", ME, 0o750,
+                   allow_shared=True, value=f"{directory}/observe")
+    message = str(info.value)
+    assert message.startswith(
+        f'[observability] observation-path = "{directory}/observe": its directory {directory}: '
+        "cannot create the directory: Read-only file system")
+    assert "ReadWritePaths=" in message and "/run/ntpd-rs" in message

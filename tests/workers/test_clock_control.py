@@ -274,3 +274,18 @@ def test_a_failing_timer_or_publish_is_contained_and_held_back() -> None:
     ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
     task.step(_now())
     assert task.guard.stats[PTP].accepted == 1  # samples are still served
+
+
+def test_warn_on_jump_sets_the_level_of_the_step_line(caplog) -> None:  # type: ignore[no-untyped-def]
+    # [synchronization] warn-on-jump, as in ntpd-rs: a step is a warning, or information.
+    from ntpd_py.core.actions import Step
+
+    for warn, level in ((True, logging.WARNING), (False, logging.INFO)):
+        _, task = _task()
+        task.warn_on_jump = warn
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="t"):
+            task._apply([Step(offset_ns=-2_500_000_000)], _now())
+        (record,) = [r for r in caplog.records if "stepping the clock" in r.getMessage()]
+        assert record.levelno == level
+        assert "-2.500000 s" in record.getMessage()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ntpd_py.workers.logutil import RateLimitedLog, stderr_is_journal
+from ntpd_py.workers.logutil import RateLimitedLog, stderr_is_journal, syslog_priority
 
 S = 1_000_000_000
 
@@ -95,4 +95,78 @@ log.debug("after at debug")
     before, after = old.read_text(), new.read_text()
     assert "ptp:/dev/ptp0: INFO: before" in before and "hidden" not in before
     assert "after" not in before
-    assert after == "ptp:/dev/ptp0: DEBUG: after at debug\n"  # no timestamp, as asked
+    # no timestamp, as asked (the journal's format: the priority prefix instead)
+    assert after == "<7>ptp:/dev/ptp0: DEBUG: after at debug\n"
+
+
+# -- syslog priorities when stderr is the journal -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "priority"),
+    [(5, 7), (logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3),
+     (logging.CRITICAL, 2)],
+)
+def test_syslog_priority_of_each_level(level: int, priority: int) -> None:
+    assert syslog_priority(level) == priority
+
+
+_JOURNAL_SCRIPT = """
+import logging, os, sys
+from ntpd_py.workers.logutil import setup_child_logging, setup_logging
+log = setup_logging("debug", "supervisor")
+log.debug("a debug line")
+log.info("an info line")
+log.warning("a warning line")
+log.error("an error line")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("with a traceback")
+sys.stderr.flush()
+pid = os.fork()
+if pid == 0:
+    os.environ.clear()  # as workers/child.py does: the child cannot see JOURNAL_STREAM
+    child = setup_child_logging("info", "ptp:/dev/ptp0")
+    child.info("child info")
+    child.warning("child warning")
+    sys.stderr.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def _run_logging(tmp_path: Path, journal: bool) -> list[str]:
+    stream = tmp_path / "stream"
+    stream.write_text("")
+    st = stream.stat()
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    if journal:
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    with stream.open("a") as stderr:
+        subprocess.run([sys.executable, "-c", _JOURNAL_SCRIPT], stderr=stderr, env=env,
+                       check=True, timeout=30)
+    return stream.read_text().splitlines()
+
+
+def test_every_line_carries_its_priority_when_stderr_is_the_journal(tmp_path: Path) -> None:
+    lines = _run_logging(tmp_path, journal=True)
+    expected = {
+        "<7>supervisor: DEBUG: a debug line",
+        "<6>supervisor: INFO: an info line",
+        "<4>supervisor: WARNING: a warning line",
+        "<3>supervisor: ERROR: an error line",
+        "<3>supervisor: ERROR: with a traceback",
+        "<3>ValueError: boom",  # the traceback's own lines keep the record's priority
+        "<6>ptp:/dev/ptp0: INFO: child info",  # a forked worker, without JOURNAL_STREAM
+        "<4>ptp:/dev/ptp0: WARNING: child warning",
+    }
+    assert expected <= set(lines), lines
+    assert all(line[:1] == "<" and line[2:3] == ">" for line in lines), lines
+
+
+def test_no_priority_prefix_when_stderr_is_not_the_journal(tmp_path: Path) -> None:
+    lines = _run_logging(tmp_path, journal=False)
+    assert any(line.endswith("supervisor: WARNING: a warning line") for line in lines), lines
+    assert any(line.endswith("ptp:/dev/ptp0: INFO: child info") for line in lines), lines
+    assert not any(line.startswith("<") for line in lines), lines
