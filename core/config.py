@@ -390,6 +390,12 @@ class SynchronizationConfig(_Table):
     local_stratum: Annotated[int, Field(ge=1, le=16)] = 16
     reference_id: str = "XNON"
     warn_on_jump: bool = True
+    # The fastest rate (ppm) at which an offset is slewed away, like chrony's
+    # maxslewrate. 200 ppm: a 10 ms offset (the largest not stepped by default) is gone
+    # in 50 s, and it is within what the kernel's frequency alone can do (500 ppm;
+    # chrony's 83333 ppm needs the tick, which we do not touch). The ntpd-rs key
+    # `slew-maximum-frequency-offset` bounds it as well: the smaller of the two holds.
+    max_slew_rate_ppm: Annotated[float, Field(gt=0.0, le=500.0, allow_inf_nan=False)] = 200.0
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
 
     @field_validator("accumulated_step_panic_threshold", mode="before")
