@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntpd_py.core.config import SynchronizationConfig
 from ntpd_py.core.errors import ConfigError
-from ntpd_py.core.steer import MIN_SLEW_S, Steerer, plan_slew
+from ntpd_py.core.steer import MIN_SLEW_S, SHORT_POLL_S, Steerer, plan_slew
 
 S = 1_000_000_000
 
@@ -47,7 +47,7 @@ def test_nothing_to_slew() -> None:
 @given(
     offsets,
     st.floats(min_value=0.01, max_value=64.0),  # until the next expected sample
-    st.sampled_from([1.0, 2.0, 16.0, 64.0]),  # shortest poll interval in use
+    st.sampled_from([1.0, 2.0, 4.0, 16.0, 64.0, 1024.0]),  # shortest poll interval in use
     st.floats(min_value=1.0, max_value=500.0),  # max-slew-rate-ppm
     st.floats(min_value=-100e-6, max_value=100e-6),  # base frequency
 )
@@ -61,8 +61,9 @@ def test_steerer_slews_smoothly(
     rate = d.freq - base
     # never beyond the configured maximum (nor ntpd-rs's slew-maximum-frequency-offset)
     assert abs(rate) <= min(max_ppm * 1e-6, 200e-6) * (1 + 1e-9) + 1e-15
-    # never a burst shorter than the poll interval or the time to the next sample
-    wanted = max(until_next, poll)
+    # never a burst shorter than the poll interval or the time to the next sample;
+    # with PHC-like polling, just until the next sample (8 s at most)
+    wanted = max(until_next, poll) if poll > SHORT_POLL_S else min(until_next, 8.0)
     assert abs(rate) <= abs(offset) / wanted * (1 + 1e-9) + 1e-15
     # the whole offset is corrected: by then when the bound allows, else at the bound
     if abs(offset) / wanted <= max_ppm * 1e-6 * (1 - 1e-9) and abs(offset) / wanted < 200e-6:
@@ -90,6 +91,13 @@ def test_one_second_polling_still_slews_within_the_second() -> None:
     s = Steerer(SynchronizationConfig())
     d = s.update(50e-9, 0.0, 0, next_update_ns=S, poll_interval_s=1.0)
     assert d.freq == pytest.approx(50e-9, rel=1e-9)
+
+
+def test_phc_polling_slews_until_the_next_sample() -> None:
+    """An NTP sample 0.3 s before the next PHC sample: done by that PHC sample."""
+    s = Steerer(SynchronizationConfig())
+    d = s.update(30e-9, 0.0, 0, next_update_ns=3 * S // 10, poll_interval_s=1.0)
+    assert d.freq == pytest.approx(100e-9, rel=1e-9)
 
 
 def test_max_slew_rate_bounds_a_large_offset() -> None:
