@@ -122,7 +122,7 @@ def test_phc_read_failures() -> None:
 
 def test_frequency_error_is_the_mean_rate_per_interval_without_steps() -> None:
     """The 50 ms step at ~6.5 s is not a rate; the slews and the 20 ppm start are."""
-    sim, result = run(
+    _, result = run(
         scenario("ntp-lan-3h", ("measure-after = 1800", "measure-after = 0")), duration=120
     )
     trace, s = result.trace, result.summary
