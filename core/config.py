@@ -418,17 +418,25 @@ _NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 _Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+# ntpd-rs keys of [synchronization.algorithm] that ntpd-py accepts but does not act on.
+_UNUSED_ALGORITHM_KEYS = frozenset({
+    "precision_low_probability", "precision_high_probability", "precision_hysteresis",
+    "precision_minimum_weight", "steer_offset_threshold", "steer_offset_leftover",
+    "steer_frequency_threshold", "steer_frequency_leftover",
+})
+
+
 class AlgorithmConfig(_Table):
     """`[synchronization.algorithm]`: tuning of the clock algorithm (ntpd-rs names)."""
 
     precision_low_probability: _Probability = Field(
-        1.0 / 3.0, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+        1.0 / 3.0, description="ntpd-rs's precision estimate: accepted, ignored (validate warns)")
     precision_high_probability: _Probability = Field(
-        2.0 / 3.0, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+        2.0 / 3.0, description="ntpd-rs's precision estimate: accepted, ignored (validate warns)")
     precision_hysteresis: Annotated[int, Field(ge=1,
-        description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")] = 16
+        description="ntpd-rs's precision estimate: accepted, ignored (validate warns)")] = 16
     precision_minimum_weight: _Probability = Field(
-        0.1, description="ntpd-rs's precision estimate: accepted, not used by ntpd-py")
+        0.1, description="ntpd-rs's precision estimate: accepted, ignored (validate warns)")
     poll_interval_low_weight: _Probability = Field(
         0.4, description=("a sample weighing less than this in a source's filter counts toward "
                           "a longer poll interval"))
@@ -457,13 +465,13 @@ class AlgorithmConfig(_Table):
         0.5, description=("part of a source's round-trip delay in its selection interval "
                           "(ntpd-rs uses 0.25; delay/2 bounds any path asymmetry)"))
     steer_offset_threshold: _NonNegative = Field(
-        2.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+        2.0, description="ntpd-rs's steering rule: accepted, ignored (validate warns)")
     steer_offset_leftover: _NonNegative = Field(
-        1.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+        1.0, description="ntpd-rs's steering rule: accepted, ignored (validate warns)")
     steer_frequency_threshold: _NonNegative = Field(
-        0.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+        0.0, description="ntpd-rs's steering rule: accepted, ignored (validate warns)")
     steer_frequency_leftover: _NonNegative = Field(
-        0.0, description="ntpd-rs's steering rule: accepted, not used by ntpd-py")
+        0.0, description="ntpd-rs's steering rule: accepted, ignored (validate warns)")
     step_threshold: _Positive = Field(
         0.010, description=("an offset above this (s) is stepped rather than slewed (chrony's "
                             "makestep)"))
@@ -509,7 +517,14 @@ class SynchronizationConfig(_Table):
         "XNON", description=("reference id served while not synchronized (1 to 4 ASCII "
                              "characters)"))
     warn_on_jump: bool = Field(
-        True, description="ntpd-rs's warning on a clock jump: accepted, not used by ntpd-py")
+        True, description="log a step of the clock as a warning (true) or as information")
+    # 200 ppm: a 10 ms offset (the largest not stepped by default) is gone in 50 s, and
+    # it is within what the kernel's frequency alone can do (500 ppm; chrony's 83333 ppm
+    # needs the tick, which we do not touch).
+    max_slew_rate_ppm: Annotated[float, Field(gt=0.0, le=500.0, allow_inf_nan=False,
+        description=("fastest rate at which an offset is slewed away, ppm (like chrony's "
+                     "maxslewrate); [synchronization.algorithm] "
+                     "slew-maximum-frequency-offset bounds it too, the smaller holds"))] = 200.0
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig,
         description="tuning of the clock algorithm")
 
@@ -823,6 +838,14 @@ class Config(_Table):
                 f'[observability] log-path-metrics-exporter = "{obs.log_path_metrics_exporter}" '
                 "is ignored: the metrics exporter is a process of ntpd-py and logs with the "
                 "others (to log-path, or stderr)"
+            )
+        algorithm = self.synchronization.algorithm
+        for name in sorted(algorithm.model_fields_set & _UNUSED_ALGORITHM_KEYS):
+            key = name.replace("_", "-")
+            notes.append(
+                f"[synchronization.algorithm] {key} = {getattr(algorithm, name)!r} is ignored: "
+                "ntpd-rs's precision estimate and steering rule have no counterpart in "
+                "ntpd-py's clock algorithm"
             )
         for index, source in enumerate(self.source):
             if isinstance(source, ServerSourceConfig | PoolSourceConfig) and (

@@ -332,6 +332,13 @@ class ClockController:
         ]
         return min((t for t in due if t > now_ns), default=None)
 
+    def _poll_interval_s(self, combined: Combined) -> float | None:
+        """The shortest poll interval of the sources combined: how long a slew lasts at least."""
+        polls = [
+            2.0 ** self.sources[sid].poll_log2 for sid in combined.order if sid in self.sources
+        ]
+        return min(polls, default=None)
+
     def _sync_deadline_ns(self) -> int:
         longest = max((2.0**src.poll_log2 for src in self.sources.values()), default=1.0)
         timeout = max(SYNC_TIMEOUT_POLLS * longest, SYNC_TIMEOUT_MIN_S)
@@ -368,7 +375,11 @@ class ClockController:
         if combined is None:
             return []
         decision = self.steerer.update(
-            combined.estimate.offset, combined.estimate.freq, now_ns, self._next_update_ns(now_ns)
+            combined.estimate.offset,
+            combined.estimate.freq,
+            now_ns,
+            self._next_update_ns(now_ns),
+            self._poll_interval_s(combined),
         )
         if decision.panic is not None:
             self.panicked = True

@@ -15,32 +15,76 @@ under 2 sigma alone, corrects the rest down to 1 sigma, and slews over at
 least ``slew-minimum-duration`` (8 s). Because the filters account for every
 correction exactly, the combined estimate is already the best guess of the
 true offset, and any part of it left uncorrected adds to the error. So the
-full estimate is corrected, over the time until the next sample is expected
-(never longer than ``slew-minimum-duration``; a quarter of the interval
-between updates when that is not known). In kvm-guest (mean RMS of 4 seeds)
-ntpd-rs's rule gave 38 ns, full correction over 8 s 29 ns, and a quarter of
-the update interval 23.5 ns. The ``steer-*-threshold`` and
-``steer-*-leftover`` keys are therefore accepted but not used.
+full estimate is corrected; the ``steer-*-threshold`` and ``steer-*-leftover``
+keys are therefore accepted but not used.
 
-Slewing until the next sample rather than over a quarter of the interval
-costs about 3 % in the simulator (benchmarks/sim_accuracy.py, 5 seeds:
-kvm-guest RMS 24.1 vs 23.3 ns, aws-ena 73.0 vs 72.7 ns, ntp-only 8.13 vs
-8.06 µs) and saves clock-control a wake-up per update: the next update
-re-plans the slew as it completes, so the slew's own end is only a fallback,
-set half a slew later, for a sample that does not come.
+How fast (:func:`plan_slew`): the whole estimate is turned into one frequency
+offset held until the next sample of the sources in use, PLL-like, never a
+short burst. The slew lasts the longer of the time until the next expected
+sample and the shortest poll interval of the sources combined (when neither
+is known: a quarter of the interval between updates). Several NTP sources
+polled every 64 s update the estimate every few seconds; slewing each
+estimate away by the next of those updates made the rate jumpy (in
+ntp-only, 12 ppm peaks and 2 % of the seconds beyond 1 ppm); spread over the
+poll interval, the estimate's noise moves the rate a poll interval's worth
+less, and each update re-plans what is left (ntp-only, 5 seeds: RMS
+frequency error 0.43 -> 0.062 ppm, max 12.5 -> 0.28 ppm, RMS offset 8.13 ->
+8.23 µs; half the poll interval gave 0.096 ppm / 8.15 µs, twice 0.045 ppm /
+8.41 µs). When the shortest poll interval in use is at most
+:data:`SHORT_POLL_S` (PHC sources), the slew still lasts until the next
+sample (at most ``slew-minimum-duration``), even when an NTP sample between
+two PHC samples makes that shorter than the poll interval: those estimates
+are good to tens of nanoseconds, so the rate moves by a few ppb at most
+(aws-ena: max 0.05 ppm), and holding such slews to the poll interval cost
+aws-ena 3 % of RMS offset (75.5 against 73.0 ns). The rate is bounded by
+``max-slew-rate-ppm`` (``[synchronization]``, like chrony's ``maxslewrate``) and by
+``slew-maximum-frequency-offset``; an offset that needs more is slewed at
+that bound for as long as it takes.
+
+The next update normally re-plans the slew before it ends, so the slew's own
+end is only a fallback, set half a slew later, for a sample that does not
+come; clock-control is not woken up in between. A slew held at the rate
+bound ends exactly when the offset is gone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .config import StepThreshold, SynchronizationConfig
 
-__all__ = ["EXIT_PANIC", "SteerDecision", "Steerer"]
+__all__ = ["EXIT_PANIC", "SlewPlan", "SteerDecision", "Steerer", "plan_slew"]
 
 EXIT_PANIC = 70  # sysexits.h EX_SOFTWARE, as ntpd-rs
 _NS = 1_000_000_000
-SLEW_END_SLACK_NS = 1_000_000
+# At or below this poll interval (PHC sources) a slew lasts just until the next sample.
+SHORT_POLL_S = 2.0
+MIN_SLEW_S = 1e-3  # shortest slew ever planned, whatever the intervals say
+
+
+@dataclass(frozen=True, slots=True)
+class SlewPlan:
+    rate: float  # frequency offset (s/s), same sign as the offset; 0.0: nothing to slew
+    duration_s: float  # how long ``rate`` removes the offset (0.0 with rate 0.0)
+    rate_limited: bool  # the rate is at ``max_rate``: the slew lasts longer than planned
+
+
+def plan_slew(offset_s: float, wanted_s: float, max_rate: float) -> SlewPlan:
+    """The slew that removes ``offset_s`` in ``wanted_s`` seconds, at most ``max_rate``.
+
+    Never faster than needed to be done in ``wanted_s`` (at least
+    :data:`MIN_SLEW_S`); when that would exceed ``max_rate`` the offset is
+    slewed at ``max_rate`` for as long as it takes.
+    """
+    if offset_s == 0.0 or max_rate <= 0.0:
+        return SlewPlan(0.0, 0.0, False)
+    wanted_s = max(wanted_s, MIN_SLEW_S)
+    speed = abs(offset_s) / wanted_s
+    limited = speed > max_rate
+    if limited:
+        speed = max_rate
+    return SlewPlan(math.copysign(speed, offset_s), abs(offset_s) / speed, limited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +121,13 @@ class Steerer:
         return min(max(freq, -limit), limit)
 
     def update(self, offset_s: float, slope: float, now_ns: int,
-               next_update_ns: int | None = None) -> SteerDecision:
+               next_update_ns: int | None = None,
+               poll_interval_s: float | None = None) -> SteerDecision:
         """Decide on a combined estimate: ``offset_s`` = reference - local, ``slope`` its rate.
 
         ``slope`` is measured with :attr:`freq_in_force` in force. ``next_update_ns``
-        is when the next sample is expected (None: not known).
+        is when the next sample is expected, ``poll_interval_s`` the shortest poll
+        interval of the sources combined (None: not known).
         """
         self._note_interval(now_ns)
         base = self._clamp(self.freq_in_force + slope)
@@ -97,7 +143,7 @@ class Steerer:
             return SteerDecision(offset_s, base, None)
         self.in_startup = False
         self.base_freq = base
-        total, end = self._slew(offset_s, base, now_ns, next_update_ns)
+        total, end = self._slew(offset_s, base, now_ns, next_update_ns, poll_interval_s)
         self.freq_in_force, self.slew_end_ns = total, end
         return SteerDecision(0.0, total, end)
 
@@ -118,26 +164,42 @@ class Steerer:
             )
         self.last_update_ns = now_ns
 
-    def _slew(self, offset_s: float, base: float, now_ns: int,
-              next_update_ns: int | None) -> tuple[float, int | None]:
-        minimum = self.algo.slew_minimum_duration
-        until_next_ns = None
+    @property
+    def max_slew_rate(self) -> float:
+        """The fastest slew allowed (s/s): the smaller of the two configured bounds."""
+        return min(self.sync.max_slew_rate_ppm * 1e-6, self.algo.slew_maximum_frequency_offset)
+
+    def _slew_duration_s(self, now_ns: int, next_update_ns: int | None,
+                         poll_interval_s: float | None) -> tuple[float, bool]:
+        """How long to slew, and whether a sample is expected by then (re-planning it)."""
+        until_next = None
         if next_update_ns is not None and next_update_ns > now_ns:
-            until_next_ns = next_update_ns - now_ns
-            minimum = min(minimum, until_next_ns / _NS)
-        elif self.update_interval_s is not None:
-            minimum = min(minimum, self.update_interval_s / 4.0)
-        minimum = max(minimum, 1e-3)
-        rate = min(abs(offset_s) / minimum, self.algo.slew_maximum_frequency_offset)
-        total = self._clamp(base + (rate if offset_s > 0 else -rate))
+            until_next = (next_update_ns - now_ns) / _NS
+        if poll_interval_s is not None and poll_interval_s <= SHORT_POLL_S:
+            if until_next is not None:
+                return min(until_next, self.algo.slew_minimum_duration), True
+            poll_interval_s = None
+        known = [d for d in (until_next, poll_interval_s) if d is not None and d > 0.0]
+        if known:
+            return max(known), True
+        if self.update_interval_s is not None:
+            return self.update_interval_s / 4.0, False
+        return self.algo.slew_minimum_duration, False
+
+    def _slew(self, offset_s: float, base: float, now_ns: int,
+              next_update_ns: int | None, poll_interval_s: float | None
+              ) -> tuple[float, int | None]:
+        wanted, replanned = self._slew_duration_s(now_ns, next_update_ns, poll_interval_s)
+        plan = plan_slew(offset_s, wanted, self.max_slew_rate)
+        unclamped = base + plan.rate
+        total = self._clamp(unclamped)
         actual = total - base
-        if offset_s == 0.0 or actual == 0.0 or (actual > 0) != (offset_s > 0):
+        if plan.rate == 0.0 or actual == 0.0 or (actual > 0) != (offset_s > 0):
             return base, None
         duration_ns = max(int(offset_s / actual * _NS), 1)
-        if until_next_ns is not None and duration_ns <= until_next_ns + SLEW_END_SLACK_NS:
-            # The next update re-plans the slew just as it completes; its end is only
-            # a fallback for an update that does not come, half a slew later. So
-            # clock-control does not wake up (and re-set the frequency) in between.
+        if replanned and not plan.rate_limited and total == unclamped:
+            # The next update re-plans the slew before (or just as) it completes; its
+            # end is only a fallback for an update that does not come, half a slew later.
             return total, now_ns + duration_ns + duration_ns // 2
         return total, now_ns + duration_ns
 

@@ -62,6 +62,12 @@ def format_summary(summary: Summary, cpu_s: float, final_states: str) -> list[st
     s = summary
     steps = ", ".join(f"{format_duration(v, True)} at {t:.1f} s" for t, v in s.step_list[:5])
     rms_freq = "n/a" if s.rms_freq_error_ppm is None else f"{s.rms_freq_error_ppm:.4f} ppm"
+    max_freq = "n/a" if s.max_abs_freq_error_ppm is None else f"{s.max_abs_freq_error_ppm:.4f} ppm"
+    over = (
+        "n/a"
+        if s.freq_error_over_1ppm_fraction is None
+        else f"{s.freq_error_over_1ppm_fraction * 100:.2f} %"
+    )
     final_freq = "n/a" if s.final_freq_error_ppm is None else f"{s.final_freq_error_ppm:+.4f} ppm"
     rows = [
         f"scenario {s.scenario} (seed {s.seed}): {s.duration_s:g} s simulated in {cpu_s:.1f} s CPU",
@@ -72,7 +78,9 @@ def format_summary(summary: Summary, cpu_s: float, final_states: str) -> list[st
         f"    RMS offset                {format_duration(s.rms_offset_s)}",
         f"    max |offset|              {format_duration(s.max_abs_offset_s)}",
         f"    mean offset               {format_duration(s.mean_offset_s, True)}",
-        f"    RMS frequency error       {rms_freq}",
+        f"    RMS frequency error       {rms_freq}  (mean rate error per metric interval)",
+        f"    max |frequency error|     {max_freq}",
+        f"    |frequency error| > 1 ppm {over} of the intervals",
         f"  final frequency error       {final_freq}",
         f"  steps                       {s.steps}" + (f" ({steps})" if steps else ""),
         f"  falseticker selected        {s.falseticker_selected_s:g} s",

@@ -1,4 +1,5 @@
-"""Draw a simulation run: |offset| (log), offset after convergence, frequency. Needs matplotlib."""
+"""Draw a simulation run: |offset| (log), offset after convergence, frequency, and the
+frequency error after convergence (mean rate error per metric interval). Needs matplotlib."""
 
 from __future__ import annotations
 
@@ -26,6 +27,26 @@ def _draw_log(ax: Any, result: SimResult) -> None:
     ax.set_ylabel("|true offset| (s)")
 
 
+def _draw_freq_error(ax: Any, result: SimResult, window: list[int]) -> None:
+    trace, summary = result.trace, result.summary
+    ax.plot(
+        [trace.t_s[i] for i in window],
+        [trace.interval_freq_error[i] * 1e6 for i in window],
+        linewidth=0.7,
+        color="tab:green",
+    )
+    title = "frequency error after convergence (mean rate error per interval)"
+    if summary.rms_freq_error_ppm is not None and summary.max_abs_freq_error_ppm is not None:
+        title += (
+            f": RMS {summary.rms_freq_error_ppm:.3g} ppm, "
+            f"max {summary.max_abs_freq_error_ppm:.3g} ppm"
+        )
+    ax.set_title(title, fontsize=9)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_ylabel("ppm")
+    ax.set_xlabel("simulated time (s)")
+
+
 def plot_result(result: SimResult, path: str) -> None:
     """Write a PNG (or any format matplotlib knows from the file name) of ``result``."""
     import matplotlib
@@ -35,7 +56,7 @@ def plot_result(result: SimResult, path: str) -> None:
 
     trace, summary = result.trace, result.summary
     t = trace.t_s
-    fig, (ax_log, ax_lin, ax_freq) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    fig, (ax_log, ax_lin, ax_freq, ax_ferr) = plt.subplots(4, 1, figsize=(10, 12), sharex=True)
     fig.suptitle(f"ntpd-py simulate: {summary.scenario} (seed {summary.seed})")
 
     _draw_log(ax_log, result)
@@ -59,10 +80,11 @@ def plot_result(result: SimResult, path: str) -> None:
         t, [f * 1e6 for f in trace.freq_error], linewidth=0.7, label="residual frequency error"
     )
     ax_freq.set_ylabel("ppm")
-    ax_freq.set_xlabel("simulated time (s)")
     ax_freq.legend(fontsize=8, loc="best")
+
+    _draw_freq_error(ax_ferr, result, window)
     for step_t, _ in summary.step_list:
-        for ax in (ax_log, ax_lin, ax_freq):
+        for ax in (ax_log, ax_lin, ax_freq, ax_ferr):
             ax.axvline(step_t, color="red", linewidth=0.6, alpha=0.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -89,6 +89,7 @@ class Simulation:
         self.steps: list[tuple[float, float]] = []
         self.messages: list[str] = []
         self.falseticker_selected_s = 0.0
+        self._last_metric: tuple[int, float] | None = None  # (t, error without steps)
         self.panic: Panic | None = None
         self._queue: list[tuple[int, int, str, Any]] = []
         self._seq = 0
@@ -277,12 +278,21 @@ class Simulation:
             abs(by_id[s].time_error(t)) > threshold for s in snap.selected_sources if s in by_id
         ):
             self.falseticker_selected_s += interval_ns / _NS
+        error = self.clock.error(t)
+        # Steps are not a rate: the mean rate over the interval is taken from the
+        # continuous part of the error alone.
+        continuous = error - self.clock.steps_ns / _NS
+        mean_rate = 0.0
+        if self._last_metric is not None and t > self._last_metric[0]:
+            mean_rate = (continuous - self._last_metric[1]) / ((t - self._last_metric[0]) / _NS)
+        self._last_metric = (t, continuous)
         self.trace.append(
             t / _NS,
-            self.clock.error(t),
+            error,
             self.clock.rate_error(t),
             self.clock.correction,
             snap.synchronized,
+            mean_rate,
         )
 
     def _progress(self, t: int) -> Progress:

@@ -214,3 +214,15 @@ def test_ignored_keys_are_named_in_a_warning(snippet: str, named: str) -> None:
 )
 def test_keys_that_act_as_in_ntpd_rs_do_not_warn(snippet: str) -> None:
     assert load(snippet).ignored_keys() == []
+
+
+def test_unused_algorithm_keys_are_warned_about_only_when_set() -> None:
+    from ntpd_py.core.config_load import load_config_text
+
+    plain = load_config_text("[synchronization.algorithm]\nstep-threshold = 0.01\n", "f.toml")
+    assert not [n for n in plain.warnings() if "is ignored" in n]
+    text = ("[synchronization.algorithm]\nsteer-offset-threshold = 3.0\n"
+            "precision-hysteresis = 8\n")
+    notes = load_config_text(text, "f.toml").warnings()
+    assert any("steer-offset-threshold = 3.0 is ignored" in n for n in notes), notes
+    assert any("precision-hysteresis = 8 is ignored" in n for n in notes), notes

@@ -44,6 +44,22 @@ def test_json_has_the_documented_keys() -> None:
     assert doc["rms_offset_s"] < 20e-6 and doc["steps"] == 1
 
 
+def test_frequency_error_figures_are_present_and_sane() -> None:
+    """ntp-only after convergence: the rate is smooth (issue 18), the offset still small."""
+    result = simulate(str(SCENARIOS / "ntp-only.toml"), "--duration", "3000", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rms, peak, over = (doc["rms_freq_error_ppm"], doc["max_abs_freq_error_ppm"],
+                       doc["freq_error_over_1ppm_fraction"])
+    assert 0.0 < rms <= peak  # a real, noisy clock: never exactly 0
+    assert peak < 1.0 and over == 0.0  # no second with the rate 1 ppm off
+    assert rms <= 0.15  # 0.06 ppm over the full 20 000 s; the window here is 1500 s
+    assert doc["rms_offset_s"] < 20e-6
+    table = simulate(str(SCENARIOS / "ntp-only.toml"), "--duration", "600").stdout
+    for label in ("RMS frequency error", "max |frequency error|", "|frequency error| > 1 ppm"):
+        assert label in table
+
+
 def test_panic_prints_the_message_and_exits_70() -> None:
     result = simulate(str(SCENARIOS / "panic.toml"))
     assert result.returncode == 70

@@ -118,3 +118,32 @@ def test_phc_read_failures() -> None:
     s = scenario("kvm-guest", ("window = 0.0 ", "read-failure = 0.2\nwindow = 0.0 "))
     _, result = run(s, duration=600)
     assert result.summary.rms_offset_s is not None and result.summary.rms_offset_s < 50e-9
+
+
+def test_frequency_error_is_the_mean_rate_per_interval_without_steps() -> None:
+    """The 50 ms step at ~6.5 s is not a rate; the slews and the 20 ppm start are."""
+    _, result = run(
+        scenario("ntp-lan-3h", ("measure-after = 1800", "measure-after = 0")), duration=120
+    )
+    trace, s = result.trace, result.summary
+    assert s.steps == 1 and s.max_abs_freq_error_ppm is not None
+    assert 15.0 < s.max_abs_freq_error_ppm < 300.0  # 20 ppm at first; never the step's 50 000
+    assert s.freq_error_over_1ppm_fraction is not None and s.freq_error_over_1ppm_fraction > 0.0
+    # each interval's figure is the change of the error (steps excluded) over it
+    step_s = s.step_list[0][1]
+    for i in range(1, len(trace.t_s)):
+        change = trace.offset_s[i] - trace.offset_s[i - 1]
+        crossed = trace.t_s[i - 1] < s.step_list[0][0] <= trace.t_s[i]
+        # offset_s is local - true; a step moves it by the step itself
+        expected = (change - (step_s if crossed else 0.0)) / (trace.t_s[i] - trace.t_s[i - 1])
+        assert trace.interval_freq_error[i] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_ntp_lan_3h_rate_is_smooth() -> None:
+    """Issue 18: no second with the rate 1 ppm off once converged; offset still ~10 µs."""
+    _, result = run(scenario("ntp-lan-3h"), duration=5400)
+    s = result.summary
+    assert s.max_abs_freq_error_ppm is not None and s.max_abs_freq_error_ppm < 1.0
+    assert s.freq_error_over_1ppm_fraction == 0.0
+    assert s.rms_freq_error_ppm is not None and s.rms_freq_error_ppm < 0.2
+    assert s.rms_offset_s is not None and s.rms_offset_s < 15e-6

@@ -34,7 +34,8 @@ def test_shipped_scenarios_load(path: Path) -> None:
 
 def test_expected_scenarios_are_shipped() -> None:
     names = {p.stem for p in SCENARIOS.glob("*.toml")}
-    assert {"kvm-guest", "kvm-guest-1us", "aws-ena", "ntp-only", "cold-start", "panic"} <= names
+    assert {"kvm-guest", "kvm-guest-1us", "aws-ena", "ntp-only", "cold-start", "panic",
+            "ntp-lan-3h"} <= names
 
 
 def test_minimal_scenario_and_defaults() -> None:
