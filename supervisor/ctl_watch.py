@@ -12,7 +12,10 @@ each update is printed as a plain-text block. `--json` prints one JSON
 document per update and line: the `ntpctl status --json` document's `clock`
 and `sources` (schema 1), with `"command": "watch"` and the publication time.
 If the feed goes quiet, the control socket is probed again: a daemon that
-went away ends the watch with exit status 69.
+went away ends the watch with exit status 69. While the supervisor is alive but
+clock-control is not answering (it is being restarted), the watch says so
+(on stderr when not on a terminal) and keeps going: ZeroMQ reconnects to the
+restarted feed by itself, and the updates resume.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from ntpd_py.ipc.framing import MalformedMessage, decode
 from ntpd_py.ipc.messages import ClockStateMsg, CtlReply, MsgType, SourceView, SystemView
 
 from .config_file import load_config_file
-from .ctl_client import EX_CONFIG, EX_PROTOCOL, CtlError, _probe, request
+from .ctl_client import EX_CONFIG, EX_PROTOCOL, EX_UNAVAILABLE, CtlError, _probe, request
 from .ctl_format import _clock_lines, _s, _source_lines, refid_text, reply_json
+from .pidfile import supervisor_pid
 
 __all__ = ["watch", "watch_document"]
 
@@ -41,17 +45,34 @@ STATE_COLOURS = {"*": "bold green", "+": "green", "-": "yellow", "x": "bold red"
                  "~": "magenta", "?": "dim"}
 
 
-def _paths(config_path: str | None) -> tuple[str, str]:
-    """(control socket, state feed) of the daemon the configuration describes."""
+def _paths(config_path: str | None) -> tuple[str, str, str]:
+    """(control socket, state feed, runtime directory) of the daemon the configuration
+    describes."""
     if config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH):
         return (os.path.join(DEFAULT_RUNTIME_DIR, "observe"),
-                Endpoints(DEFAULT_RUNTIME_DIR, "").state)
+                Endpoints(DEFAULT_RUNTIME_DIR, "").state, DEFAULT_RUNTIME_DIR)
     try:
         config: Config = load_config_file(config_path)
     except ConfigError as exc:
         first = exc.issues[0].render() if exc.issues else "invalid configuration"
         raise CtlError(f"cannot read the configuration: {first}", EX_CONFIG) from None
-    return config.control_socket_path(), Endpoints(config.daemon.runtime_dir, "").state
+    runtime_dir = config.daemon.runtime_dir
+    return config.control_socket_path(), Endpoints(runtime_dir, "").state, runtime_dir
+
+
+def _restarting(control: str, runtime_dir: str) -> int | None:
+    """None when clock-control answers; the supervisor's pid while it restarts
+    clock-control; CtlError (69) when the daemon is gone."""
+    try:
+        _probe(control)
+        return None
+    except CtlError as exc:
+        if exc.code != EX_UNAVAILABLE:
+            raise
+        pid = supervisor_pid(runtime_dir)
+        if pid is None:
+            raise
+        return pid
 
 
 def watch_document(state: ClockStateMsg) -> dict[str, Any]:
@@ -163,7 +184,14 @@ class _Output:
             sys.stdout.flush()
 
 
-def _follow(control: str, feed_path: str, out: _Output, first: ClockStateMsg | None) -> int:
+def _say(out: _Output, text: str) -> None:
+    """A note about the connection; on stderr unless the live view shows it."""
+    if out.live is None:
+        print(f"ntpctl: {text}", file=sys.stderr, flush=True)
+
+
+def _follow(control: str, feed_path: str, runtime_dir: str, out: _Output,
+            first: ClockStateMsg | None) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import connect_sub
 
@@ -173,6 +201,7 @@ def _follow(control: str, feed_path: str, out: _Output, first: ClockStateMsg | N
     poller = zmq.Poller()
     poller.register(feed.pollable(), zmq.POLLIN)
     state, last_update = first, time.monotonic()
+    restarting = False
     out.show(state, "waiting for the next update", fresh=True)
     try:
         while True:
@@ -188,11 +217,22 @@ def _follow(control: str, feed_path: str, out: _Output, first: ClockStateMsg | N
                     raise CtlError(f"unexpected data on {feed_path}: {exc}", EX_PROTOCOL) from None
                 assert isinstance(message, ClockStateMsg)
                 state, last_update = message, time.monotonic()
+                if restarting:
+                    restarting = False
+                    _say(out, "clock-control is back; updates resumed")
                 out.show(state, "live", fresh=True)
             else:
+                note = f"no update for {quiet:.0f} s"
                 if quiet >= QUIET_PROBE_S:
-                    _probe(control)  # raises CtlError(69) when the daemon is gone
-                out.show(state, f"no update for {quiet:.0f} s", fresh=False)
+                    # Raises CtlError(69) when the daemon is gone.
+                    supervisor = _restarting(control, runtime_dir)
+                    if supervisor is not None:
+                        note = (f"clock-control is not answering (restarting? supervisor pid "
+                                f"{supervisor}); waiting, {quiet:.0f} s without update")
+                        if not restarting:
+                            _say(out, note)
+                        restarting = True
+                out.show(state, note, fresh=False)
     finally:
         feed.close()
         ctx.term()
@@ -201,10 +241,10 @@ def _follow(control: str, feed_path: str, out: _Output, first: ClockStateMsg | N
 def watch(config_path: str | None, as_json: bool) -> int:
     """Run until Ctrl-C (0) or until the daemon goes away (69); other errors as `status`."""
     try:
-        control, feed_path = _paths(config_path)
+        control, feed_path, runtime_dir = _paths(config_path)
         reply = request(control, "status")
         with _Output(as_json) as out:
-            return _follow(control, feed_path, out, reply.clock)
+            return _follow(control, feed_path, runtime_dir, out, reply.clock)
     except CtlError as exc:
         if as_json:
             print(json.dumps({"schema": 1, "command": "watch", "error": str(exc),

@@ -34,6 +34,7 @@ from ntpd_py.ipc.messages import (
 from ntpd_py.workers.bus_guard import TokenBucket
 from ntpd_py.workers.handover import Handover, give
 from ntpd_py.workers.runtime import drain
+from ntpd_py.workers.seccomp import prepare as prepare_seccomp
 
 from .children import Child
 from .config_file import shown_issues
@@ -141,6 +142,7 @@ class Supervisor:
         child.user = self.setup.worker_user(spec)
         # A reload may add a role (a metrics listener) whose modules are not loaded yet.
         preload_for_roles([spec.role], self.config.daemon.clock == "simulated")
+        prepare_seccomp([spec.role], self.config.daemon.seccomp)  # cached after the first
         keep = self.setup.fds_for(spec)
         body = lambda link_fd: self.setup.run_child(spec, link_fd, keep)  # noqa: E731
         if spec.role == "clock-control":

@@ -415,6 +415,10 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
         from .preload import preload_for_roles
 
         preload_for_roles((s.role for s in setup.specs), config.daemon.clock == "simulated")
+        from ntpd_py.workers.seccomp import prepare
+
+        # Compiled once here and inherited: a child only loads its program (memory).
+        prepare(sorted({s.role for s in setup.specs} | {"resolver"}), config.daemon.seccomp)
     if config.daemon.clock == "simulated":
         from ntpd_py.workers.simclock import SimClock
 

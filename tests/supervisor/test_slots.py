@@ -123,3 +123,36 @@ def test_a_claimed_uid_is_not_handed_out_twice(tmp_path: Path) -> None:
     again = UidClaim(a.uid)
     again.release()
     second.close()
+
+
+def test_process_uids_match_psutil_and_kill_uid_kills_only_that_uid() -> None:
+    """The /proc reader sees what psutil sees; kill_uid ends a real process that runs
+    with the uid only as its saved uid (a worker that tried to hide), and no other."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    from ntpd_py.supervisor.slots import kill_uid, process_uids, running_uids
+
+    ours = dict(process_uids())
+    assert tuple(ours[os.getpid()][:3]) == tuple(psutil.Process().uids())
+    assert os.getuid() in running_uids()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process under another uid")
+    uid = 70_123
+    hiding = subprocess.Popen(  # real and effective uid 70123 / 0 swapped: saved = 70123
+        [sys.executable, "-c", f"import os,time; os.setresuid(0, 0, {uid}); "
+         "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert hiding.stdout is not None and hiding.stdout.readline() == b"ready\n"
+        assert dict(process_uids())[hiding.pid][2] == uid
+        assert kill_uid(uid) == [hiding.pid]
+        assert hiding.wait(10) == -signal.SIGKILL
+        assert bystander.poll() is None
+        assert kill_uid(0) == []  # never root, whatever is asked
+    finally:
+        for proc in (hiding, bystander):
+            proc.kill()
+            proc.wait()

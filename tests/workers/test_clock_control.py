@@ -289,3 +289,41 @@ def test_warn_on_jump_sets_the_level_of_the_step_line(caplog) -> None:  # type: 
         (record,) = [r for r in caplog.records if "stepping the clock" in r.getMessage()]
         assert record.levelno == level
         assert "-2.500000 s" in record.getMessage()
+
+
+def test_flooding_connections_are_refused_before_a_light_one() -> None:
+    """Ten connections flooding at their own cap spend the shared 50/s budget; a
+    person's ntpctl (one request now and then) is still answered, and the total stays
+    bounded. Requests are read round-robin per connection (as ZeroMQ's ROUTER does),
+    so a light connection meets a refilled global token in its turn."""
+    hub, task = _task()
+    heavy = [hub.dealer("control", f"flood{i}".encode()) for i in range(10)]
+    light = hub.dealer("control", b"ntpctl")
+    request = encode(CtlRequest(command="status"))
+    start = _now()
+    step_ns = 20_000_000  # 50 wake-ups/s: up to 200 replies/s (MAX_REPLIES_PER_STEP)
+    heavy_ok = light_ok = light_refused = 0
+    steps = 300  # 6 s of (simulated) time
+    for i in range(steps):
+        now = Now(start.mono_ns + i * step_ns, start.real_ns + i * step_ns)
+        for sock in heavy:  # 100/s each, 20/s admitted each: 200/s > the 50/s budget
+            for _ in range(2):
+                sock.send(request)
+        if i % 10 == 0:  # 5/s
+            light.send(request)
+        task.step(now)
+        for sock in heavy:
+            while (item := sock.recv()) is not None:
+                reply = decode(item[1], max_size=1 << 20)
+                assert isinstance(reply, CtlReply)
+                heavy_ok += reply.ok
+        while (item := light.recv()) is not None:
+            reply = decode(item[1], max_size=1 << 20)
+            assert isinstance(reply, CtlReply)
+            if reply.ok:
+                light_ok += 1
+            else:
+                light_refused += 1
+    assert light_refused == 0 and light_ok >= steps // 10 - 2, (light_ok, light_refused)
+    assert task.ctl_counts["ctl-rate-limited"] > 0  # the flood was refused
+    assert heavy_ok + light_ok <= 50 * steps * step_ns / 1e9 + 50  # the global budget

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 
@@ -239,3 +240,82 @@ def test_the_systemd_unit_lets_children_install_their_filter() -> None:
     allow = [line.split("=", 1)[1].split() for line in unit.splitlines()
              if line.startswith("SystemCallFilter=") and not line.startswith("SystemCallFilter=~")]
     assert any("seccomp" in names for names in allow), allow
+
+
+def _tgkill(pid: int) -> int:
+    """tgkill(pid, pid, 0) through libc, bypassing Python's os.kill (which is kill(2))."""
+    import ctypes
+
+    import pyseccomp
+
+    number = pyseccomp.resolve_syscall(pyseccomp.system_arch(), "tgkill")
+    return int(ctypes.CDLL(None, use_errno=True).syscall(number, pid, pid, 0))
+
+
+def test_every_role_compiles_to_a_program_with_one_pid_to_place() -> None:
+    from ntpd_py.workers.seccomp import PID_PLACEHOLDER, compile_program
+
+    for role in ROLES:
+        for mode in (True, "log"):
+            program = compile_program(role, mode)
+            assert len(program.code) % 8 == 0 and program.allowed > 90, role
+            assert program.pid_at is not None, role  # every role may tgkill itself
+            word = int.from_bytes(program.code[program.pid_at:program.pid_at + 4],
+                                  sys.byteorder)
+            assert word == PID_PLACEHOLDER, role
+
+
+def test_a_program_prepared_before_fork_is_the_one_the_child_loads() -> None:
+    """What the daemon does: compile in the parent, fork, load in the child. The
+    child's own pid is the only tgkill target; another process's is refused."""
+    from ntpd_py.workers import seccomp
+
+    parent = os.getpid()
+
+    def run(prepared: bool, role: str) -> tuple[int, bytes]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if not prepared:
+                    seccomp._programs.clear()  # the child compiles its own
+                install(role)
+                if role == "ntp":
+                    _ntp_worker_work()
+                # pthread_kill goes through tgkill(getpid(), tid, sig): allowed to itself.
+                signal.pthread_kill(threading.get_ident(), 0)
+                if _tgkill(os.getpid()) == 0:
+                    os.write(write_fd, b"self ok")
+                _tgkill(parent)  # must not return
+                os.write(write_fd, b", parent too")
+            finally:
+                os._exit(3)
+        os.close(write_fd)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read_fd, "rb") as pipe:
+            return status, pipe.read()
+
+    try:
+        seccomp.prepare(["ntp", "server"], True)
+        assert {("ntp", True), ("server", True)} <= set(seccomp._programs)
+        for prepared, role in ((True, "ntp"), (True, "server"), (False, "server")):
+            status, said = run(prepared, role)
+            assert said == b"self ok", (prepared, role, said)
+            assert _killed_by_sigsys(status), describe_exit(status)
+    finally:
+        seccomp._programs.clear()
+
+
+def test_prepare_skips_off_and_compiles_each_role_once() -> None:
+    from ntpd_py.workers import seccomp
+
+    try:
+        seccomp.prepare(["ptp", "ptp", "server"], False)
+        assert seccomp._programs == {}
+        seccomp.prepare(["ptp", "server"], "log")
+        first = seccomp._programs[("ptp", "log")]
+        seccomp.prepare(["ptp"], "log")
+        assert seccomp._programs[("ptp", "log")] is first
+        assert set(seccomp._programs) == {("ptp", "log"), ("server", "log")}
+    finally:
+        seccomp._programs.clear()
