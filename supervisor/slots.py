@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import signal
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -45,11 +44,25 @@ class SlotError(Exception):
 
 
 def _has_passwd_entry(uid: int) -> bool:
+    """Whether any NSS source (files, systemd, LDAP ...) names `uid`, asked of getent(1).
+
+    Not pwd.getpwuid: a uid that files do not know is passed on to the next NSS
+    module, which glibc then loads into the supervisor for good (libnss_systemd:
+    0.3 MB private, inherited by every worker forked after it). A short getent
+    process asks the same question and takes the modules with it.
+    """
+    import subprocess
+
     try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
+        done = subprocess.run(["getent", "passwd", str(uid)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlotError(f"cannot ask getent(1) whether uid {uid} has a passwd entry: "
+                        f"{exc}") from None
+    if done.returncode not in (0, 2):  # getent: 0 found, 2 not found
+        raise SlotError(f"getent passwd {uid} failed with status {done.returncode}")
+    return done.returncode == 0
 
 
 def process_uids() -> Iterator[tuple[int, tuple[int, ...]]]:
@@ -173,10 +186,9 @@ class Slot:
     def user(self) -> str:
         if self.uid is None:
             return ""
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return str(self.uid)
+        # A slot's uid has no passwd entry (allocate_uid makes sure); looking it up
+        # would only load NSS modules into the supervisor (see _has_passwd_entry).
+        return str(self.uid)
 
     def bus_slot(self) -> BusSlot | None:
         if self.path is None or self.role not in BUS_ROLES:

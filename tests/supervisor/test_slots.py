@@ -156,3 +156,21 @@ def test_process_uids_match_psutil_and_kill_uid_kills_only_that_uid() -> None:
         for proc in (hiding, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_passwd_entries_are_found_through_getent() -> None:
+    from ntpd_py.supervisor.slots import _has_passwd_entry
+
+    assert _has_passwd_entry(0)  # root
+    free = next(u for u in range(61184, 65520) if not _uid_named(u))
+    assert not _has_passwd_entry(free)
+
+
+def _uid_named(uid: int) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
