@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
+from .config_paths import DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR, control_socket_path
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AlgorithmConfig",
@@ -39,7 +41,6 @@ __all__ = [
     "parse_socket_addr",
 ]
 
-DEFAULT_CONFIG_PATH = "/etc/ntpd-py/ntp.toml"
 NTP_PORT = 123
 NTS_KE_PORT = 4460
 # chrony accepts minpoll down to -6 (LAN use); RFC 5905's MAXPOLL is 17.
@@ -534,7 +535,7 @@ class DaemonConfig(_Table):
 
     user: str = "ntpd-py"
     group: str = "ntpd-py"
-    runtime_dir: str = "/run/ntpd-py"
+    runtime_dir: str = DEFAULT_RUNTIME_DIR
     state_dir: str = "/var/lib/ntpd-py"
     # system: steer CLOCK_REALTIME; observe: compute and report, steer nothing;
     # simulated: steer a simulated clock (tests, demos).
@@ -617,9 +618,7 @@ class Config(_Table):
         return total
 
     def control_socket_path(self) -> str:
-        return self.observability.observation_path or posixpath.join(
-            self.daemon.runtime_dir, "observe"
-        )
+        return control_socket_path(self.observability.observation_path, self.daemon.runtime_dir)
 
     def warnings(self) -> list[str]:
         """Problems that do not stop the daemon but that a user should know about."""
