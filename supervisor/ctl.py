@@ -53,13 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _query(command: str, config: str | None, as_json: bool) -> int:
-    from .ctl_client import CtlError, locate, request_data
+    from .ctl_client import CtlError, explain, locate, request_data
     from .ctl_format import reply_json, text_output
 
     try:
         control, runtime_dir = locate(config)
         reply = request_data(control, command, runtime_dir)
-    except CtlError as exc:
+    except CtlError as failed:
+        exc = explain(config, failed)
         if as_json:
             print(
                 json.dumps(

@@ -6,10 +6,13 @@ not one 76, bad configuration 78. When the control socket is missing or dead
 but the supervisor is alive (`<runtime-dir>/bus/supervisor.pid`, see
 supervisor/pidfile.py), clock-control is being restarted: 75, not 69.
 
-Nothing here imports pydantic or the configuration models: `ntpctl` finds the
-socket by peeking at two keys of the file and checks the reply with
-:mod:`ntpd_py.ipc.wire` (:func:`request_data`); :func:`request` gives the
-validated pydantic ``CtlReply`` to the callers that want one.
+Nothing here imports pydantic or the configuration models on the way to an
+answer: `ntpctl` finds the socket by peeking at two keys of the file and checks
+the reply with :mod:`ntpd_py.ipc.wire` (:func:`request_data`). Only when the
+daemon cannot be asked is the whole file validated (:func:`explain`): an
+invalid configuration is then reported (78) as it was before ntpctl peeked, a
+running daemon is still asked whatever the file became since it started.
+:func:`request` gives the validated pydantic ``CtlReply`` to callers that want one.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from ntpd_py.core.errors import ConfigError
 from ntpd_py.ipc.wire import MalformedMessage, decode_ctl_reply, encode_ctl_request
 
 from .config_file import peek_control_paths
-from .pidfile import supervisor_pid
 
 if TYPE_CHECKING:
     from ntpd_py.ipc.messages import CtlReply
 
-__all__ = ["CtlError", "control_path", "locate", "request", "request_data"]
+__all__ = ["CtlError", "control_path", "explain", "locate", "request", "request_data"]
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
@@ -60,9 +62,31 @@ def locate(config_path: str | None) -> tuple[str, str]:
     try:
         return peek_control_paths(config_path)
     except ConfigError as exc:
-        first = exc.issues[0].render() if exc.issues else "invalid configuration"
-        more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
-        raise CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG) from None
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ConfigError) -> CtlError:
+    first = exc.issues[0].render() if exc.issues else "invalid configuration"
+    more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+    return CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG)
+
+
+def explain(config_path: str | None, exc: CtlError) -> CtlError:
+    """The error to report when the daemon could not be asked: the configuration's own, if
+    it is invalid (likely why the daemon is not running), else ``exc``.
+
+    :func:`locate` only peeks at the keys that say where the daemon is; the whole file is
+    checked here, on the failure path only, so that a daemon that answers is asked fast.
+    """
+    if exc.code == EX_CONFIG or (config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH)):
+        return exc
+    from .config_file import load_config_file
+
+    try:
+        load_config_file(config_path)
+    except ConfigError as config_exc:
+        return _config_error(config_exc)
+    return exc
 
 
 def _probe(path: str) -> bool:
@@ -125,6 +149,8 @@ def request_data(path: str, command: str, runtime_dir: str | None = None) -> dic
     except CtlError as exc:
         if exc.code != EX_UNAVAILABLE or runtime_dir is None:
             raise
+        from .pidfile import supervisor_pid  # logging: only when the daemon is not answering
+
         pid = supervisor_pid(runtime_dir)
         if pid is None:
             raise

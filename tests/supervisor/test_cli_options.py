@@ -186,3 +186,19 @@ def test_status_imports_nothing_heavy(stand_in: Path) -> None:
     assert "zmq" in loaded and "msgpack" in loaded  # it did talk to the stand-in
     heavy = sorted(m for m in loaded if m in HEAVY or m.split(".")[0] in HEAVY)
     assert heavy == [], f"ntpctl status imported {heavy}"
+
+
+def test_an_invalid_file_is_reported_when_the_daemon_cannot_be_asked(tmp_path: Path) -> None:
+    config = tmp_path / "ntp.toml"
+    config.write_text(f'[daemon]\nruntime-dir = "{tmp_path}/run"\nclock = 1\n')
+    result = run("ntpctl", "-c", str(config), "status")
+    assert result.returncode == 78 and "daemon.clock" in result.stderr
+    result = run("ntpctl", "-c", str(config), "--json", "sources")
+    assert result.returncode == 78 and json.loads(result.stdout)["exit_code"] == 78
+
+
+def test_a_running_daemon_is_asked_whatever_the_file_became(stand_in: Path) -> None:
+    # the daemon runs with the configuration it read at start or at its last reload
+    stand_in.write_text(stand_in.read_text() + "[bogus]\n")
+    result = run("ntpctl", "-c", str(stand_in), "status")
+    assert result.returncode == 0 and result.stdout == text_output(sample_reply(), "status")
