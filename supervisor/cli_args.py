@@ -23,7 +23,15 @@ from typing import Any
 
 from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH
 
-__all__ = ["EX_USAGE", "VersionAction", "add_config", "add_json", "package_version", "parse"]
+__all__ = [
+    "EX_USAGE",
+    "VersionAction",
+    "add_config",
+    "add_json",
+    "package_version",
+    "parse",
+    "subcommands",
+]
 
 EX_USAGE = 2  # argparse's (and click's) status for a command line it cannot parse
 CONFIG_HELP = f"configuration file (default: {DEFAULT_CONFIG_PATH})"
@@ -74,3 +82,11 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         parser.print_help(sys.stderr)
         parser.exit(EX_USAGE)
     return namespace
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """name -> parser of each command of `parser` (for the man pages), in help order."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}

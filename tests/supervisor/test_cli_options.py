@@ -108,13 +108,12 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_parsers_describe_every_command() -> None:
-    import argparse
+    from ntpd_py.supervisor.cli_args import subcommands
 
-    for parser, names in ((ctl.build_parser(), set(ctl.COMMANDS)),
-                          (cli.build_parser(), {"validate", "run", "simulate"})):
-        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        assert set(sub.choices) == names
-        for name, command in sub.choices.items():
+    for parser, names in ((ctl.build_parser(), list(ctl.COMMANDS)),
+                          (cli.build_parser(), ["validate", "run", "simulate"])):
+        assert list(subcommands(parser)) == names
+        for name, command in subcommands(parser).items():
             assert command.description, name
             assert all(a.help for a in command._actions), name
 
