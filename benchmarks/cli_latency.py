@@ -11,7 +11,8 @@ loopback UDP port of its own. Then times, as the median of N runs each:
     ntpd-py --help
     chronyc -n tracking                 against that chronyd, for reference
 
-and prints each time with its ratio to the bare interpreter. Targets (issue 19):
+and prints each time with its ratio to the bare interpreter, and how long the
+daemon itself takes to answer a status request (asked from this warm process). Targets (issue 19):
 `ntpctl status` <= 6x, `ntpd-py validate` <= 10x. Everything is stopped by PID.
 
     .venv/bin/python benchmarks/cli_latency.py [--runs 21]
@@ -59,6 +60,19 @@ def median_s(cmd: list[str], runs: int, expect: int = 0) -> float:
         if result.returncode != expect:
             raise SystemExit(f"{' '.join(cmd)} exited {result.returncode}: "
                              f"{result.stderr.decode(errors='replace')[-500:]}")
+    return statistics.median(times)
+
+
+def daemon_answer_s(config: str, runs: int) -> float:
+    """Median time of a status request from this (already warm) process: the daemon's part."""
+    from ntpd_py.supervisor.ctl_client import locate, request_data
+
+    control, runtime_dir = locate(config)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        request_data(control, "status", runtime_dir)
+        times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
@@ -116,6 +130,7 @@ def main() -> None:
             subprocess.run(cmd, capture_output=True, timeout=60)
         for name, cmd in commands:
             rows.append((name, median_s(cmd, args.runs)))
+        answer_s = daemon_answer_s(str(daemon.config_path), args.runs)
     finally:
         daemon.stop()
         daemon.cleanup()
@@ -135,6 +150,8 @@ def main() -> None:
         verdict = "" if target is None else (
             f"<= {target:g}x {'met' if seconds / bare <= target else 'NOT met'}")
         print(f"{name:<24} {seconds * 1e3:7.1f}ms {seconds / bare:6.1f}x  {verdict}")
+    print(f"of which the daemon's answer (one status request from a warm process): "
+          f"{answer_s * 1e3:.1f}ms")
     if chronyd is None:
         print("chronyc: not installed, no reference")
 

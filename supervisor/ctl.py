@@ -12,7 +12,6 @@ is generated from it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _query(command: str, config: str | None, as_json: bool) -> int:
+    import json
+
     from .ctl_client import CtlError, explain, locate, request_data
     from .ctl_format import reply_json, text_output
 
