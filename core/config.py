@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from .config_paths import DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR, control_socket_path
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AlgorithmConfig",
@@ -50,7 +52,6 @@ __all__ = [
     "parse_socket_addr",
 ]
 
-DEFAULT_CONFIG_PATH = "/etc/ntpd-py/ntp.toml"
 NTP_PORT = 123
 NTS_KE_PORT = 4460
 # chrony accepts minpoll down to -6 (LAN use); RFC 5905's MAXPOLL is 17.
@@ -704,7 +705,7 @@ class DaemonConfig(_Table):
     user: str = Field("ntpd-py", description="user clock-control runs as when started as root")
     group: str = Field("ntpd-py", description="group of clock-control and of the control socket")
     runtime_dir: str = Field(
-        "/run/ntpd-py", description=("runtime directory: sockets, the saved state, the "
+        DEFAULT_RUNTIME_DIR, description=("runtime directory: sockets, the saved state, the "
                                      "simulated clock"))
     state_dir: str = Field("/var/lib/ntpd-py", description="state directory: the drift file")
     # system: steer CLOCK_REALTIME; observe: compute and report, steer nothing;
@@ -822,9 +823,7 @@ class Config(_Table):
         return total
 
     def control_socket_path(self) -> str:
-        return self.observability.observation_path or posixpath.join(
-            self.daemon.runtime_dir, "observe"
-        )
+        return control_socket_path(self.observability.observation_path, self.daemon.runtime_dir)
 
     def ignored_keys(self) -> list[str]:
         """ntpd-rs keys that are set here and that ntpd-py accepts but does not act on."""

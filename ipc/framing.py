@@ -5,7 +5,8 @@ checks the size before unpacking, bounds msgpack's own limits, checks the
 version and that the type is one the receiver accepts, then validates the
 payload with the type's pydantic model. Anything else raises
 :class:`MalformedMessage`; the receiver counts it, logs it once per rate
-window and keeps running.
+window and keeps running. The envelope is unpacked by :mod:`ntpd_py.ipc.wire`,
+which ntpctl also uses without pydantic.
 """
 
 from __future__ import annotations
@@ -16,19 +17,9 @@ import msgpack
 from pydantic import ValidationError
 
 from .messages import REGISTRY, SCHEMA_VERSION, Message, MsgType
+from .wire import DEFAULT_MAX_FRAME, MalformedMessage, unpack_frame
 
 __all__ = ["DEFAULT_MAX_FRAME", "MalformedMessage", "decode", "encode"]
-
-DEFAULT_MAX_FRAME = 64 * 1024
-
-
-class MalformedMessage(Exception):
-    """A frame that is not a valid message for this receiver; ``reason`` is a short tag."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 def encode(message: Message) -> bytes:
@@ -43,26 +34,7 @@ def decode(
     max_size: int = DEFAULT_MAX_FRAME,
 ) -> Message:
     """Decode and validate one frame; raise MalformedMessage for anything else."""
-    if len(frame) > max_size:
-        raise MalformedMessage("oversized", f"{len(frame)} bytes > {max_size}")
-    try:
-        data = msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_size,
-            max_bin_len=max_size,
-            max_array_len=4096,
-            max_map_len=4096,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise MalformedMessage("undecodable", type(exc).__name__) from None
-    if not isinstance(data, list) or len(data) != 3:
-        raise MalformedMessage("bad-envelope", "expected [version, type, payload]")
-    version, type_code, payload = data
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise MalformedMessage("wrong-version", f"schema {version!r}, expected {SCHEMA_VERSION}")
+    type_code, payload = unpack_frame(frame, max_size)
     try:
         msg_type = MsgType(type_code)
     except (ValueError, TypeError):

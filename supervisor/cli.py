@@ -1,42 +1,34 @@
-"""The `ntpd-py` command: validate a configuration (and, later, run the daemon)."""
+"""The `ntpd-py` command: run the daemon, validate a configuration, simulate.
+
+The command line is argparse (see supervisor/cli_args.py for why not typer);
+`build_parser()` is the single description of commands, options and help
+texts, from which the man page is generated. Each command imports what it
+needs only once it is chosen, so `ntpd-py --help` and `validate` stay fast.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Annotated
+from collections.abc import Sequence
 
-import typer
-from ntpd_py.core.config import DEFAULT_CONFIG_PATH
+from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH
 from ntpd_py.core.errors import ConfigError
 
-from .config_file import (
-    EX_CONFIG,
-    directory_warnings,
-    file_warnings,
-    load_config_file,
-    shown_issues,
-)
-from .summary import config_summary_json, config_summary_lines
+from .cli_args import EX_USAGE, VersionAction, add_config, add_json, parse
 
-__all__ = ["app", "main", "validate_command"]
+__all__ = ["build_parser", "main", "validate_command"]
 
-app = typer.Typer(
-    name="ntpd-py",
-    help="Time synchronization daemon: NTP and PTP hardware clocks, ntpd-rs-compatible config.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-ConfigOption = Annotated[
-    str | None,
-    typer.Option("-c", "--config", help=f"configuration file [default: {DEFAULT_CONFIG_PATH}]"),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+EX_CONFIG = 78  # sysexits.h: configuration error (config_file.EX_CONFIG)
+CLOCKS = ("system", "observe", "simulated")
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 
 
 def validate_command(config_path: str | None, as_json: bool) -> int:
     """Validate a configuration file; print a summary or every error. Returns the exit code."""
+    from .config_file import directory_warnings, file_warnings, load_config_file, shown_issues
+
     path = config_path or DEFAULT_CONFIG_PATH
     try:
         config = load_config_file(path)
@@ -62,6 +54,8 @@ def validate_command(config_path: str | None, as_json: bool) -> int:
                 f"configuration invalid: {count} error{'s' if count != 1 else ''}", file=sys.stderr
             )
         return EX_CONFIG
+    from .summary import config_summary_json, config_summary_lines
+
     warnings = file_warnings(path) + config.warnings() + directory_warnings(config)
     if as_json:
         print(json.dumps(config_summary_json(config, path, warnings)))
@@ -73,66 +67,71 @@ def validate_command(config_path: str | None, as_json: bool) -> int:
     return 0
 
 
-@app.command()
-def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check a configuration file: "configuration OK" and a summary, or every error (exit 78)."""
-    raise typer.Exit(validate_command(config, as_json))
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `ntpd-py` command line (also the source of its man page)."""
+    parser = argparse.ArgumentParser(
+        prog="ntpd-py",
+        description="Time synchronization daemon: NTP and PTP hardware clocks, "
+                    "ntpd-rs-compatible configuration.",
+        epilog="Exit status: 0 success, 2 usage, 70 panic threshold, 73 cannot create a "
+               "directory, 78 configuration error.",
+    )
+    parser.add_argument("--version", action=VersionAction)
+    add_config(parser, top=True)
+    add_json(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    validate = commands.add_parser(
+        "validate", help="check a configuration file",
+        description='Check a configuration file: "configuration OK" and a summary, or every '
+                    "error (exit 78).")
+    add_config(validate, top=False)
+    add_json(validate, top=False)
+
+    run = commands.add_parser(
+        "run", help="run the daemon in the foreground",
+        description="Run the daemon (the supervisor and its processes) in the foreground.")
+    add_config(run, top=False)
+    run.add_argument("--clock", choices=CLOCKS,
+                     help="override [daemon] clock: system, observe or simulated")
+    run.add_argument("--single-process", action="store_true",
+                     help="run every loop in this one process")
+    run.add_argument("-l", "--log-level", choices=LOG_LEVELS,
+                     help="override [observability] log-level")
+
+    simulate = commands.add_parser(
+        "simulate", help="run the clock algorithm in a simulated world",
+        description="Run the clock algorithm in a simulated world, faster than real time "
+                    "(exit 70: panic).")
+    simulate.add_argument("scenario", help="scenario file, e.g. deploy/scenarios/*.toml")
+    simulate.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    simulate.add_argument("--duration", type=float,
+                          help="simulated seconds (default: the scenario's)")
+    add_json(simulate, top=False)
+    simulate.add_argument("--plot", metavar="PNG",
+                          help="draw offset and frequency over time to this PNG")
+    return parser
 
 
-ClockChoice = Annotated[
-    str | None,
-    typer.Option("--clock", help="override [daemon] clock: system, observe or simulated"),
-]
-SeedOption = Annotated[
-    int | None, typer.Option("--seed", help="random seed (default: the scenario's)")
-]
-DurationOption = Annotated[
-    float | None, typer.Option("--duration", help="simulated seconds (default: the scenario's)")
-]
-PlotOption = Annotated[
-    str | None, typer.Option("--plot", help="draw offset and frequency over time to this PNG")
-]
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return validate_command(args.config, args.as_json)
+    if args.command == "run":
+        from .daemon import run_daemon
 
-
-@app.command()
-def run(
-    config: ConfigOption = None,
-    clock: ClockChoice = None,
-    single_process: Annotated[
-        bool, typer.Option("--single-process", help="run every loop in this one process")
-    ] = False,
-    log_level: Annotated[str | None, typer.Option(
-        "-l", "--log-level",
-        help="override [observability] log-level: trace, debug, info, warn or error")] = None,
-) -> None:
-    """Run the daemon (the supervisor and its processes) in the foreground."""
-    from .daemon import run_daemon
-
-    if clock not in (None, "system", "observe", "simulated"):
-        print(f"error: --clock {clock!r}: expected system, observe or simulated", file=sys.stderr)
-        raise typer.Exit(2)
-    raise typer.Exit(run_daemon(config or DEFAULT_CONFIG_PATH, clock, single_process, log_level))
-
-
-@app.command()
-def simulate(
-    scenario: Annotated[str, typer.Argument(help="scenario file, e.g. deploy/scenarios/*.toml")],
-    seed: SeedOption = None,
-    duration: DurationOption = None,
-    as_json: JsonOption = False,
-    plot: PlotOption = None,
-) -> None:
-    """Run the clock algorithm in a simulated world, faster than real time (exit 70: panic)."""
+        if args.as_json:
+            print("ntpd-py: error: run has no --json output", file=sys.stderr)
+            return EX_USAGE
+        return run_daemon(args.config or DEFAULT_CONFIG_PATH, args.clock, args.single_process,
+                          args.log_level)
+    if args.config is not None:
+        print("ntpd-py: error: simulate reads a scenario, not -c/--config", file=sys.stderr)
+        return EX_USAGE
     from .simulate_cmd import simulate_command
 
-    code = simulate_command(scenario, seed=seed, duration=duration, as_json=as_json, plot=plot)
-    raise typer.Exit(code)
+    return simulate_command(args.scenario, seed=args.seed, duration=args.duration,
+                            as_json=args.as_json, plot=args.plot)
 
 
-@app.callback()
-def _root() -> None:
-    """ntpd-py keeps the system clock on time from NTP servers and PTP hardware clocks."""
-
-
-def main() -> None:
-    app()
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_command(parse(build_parser(), argv)))

@@ -3,16 +3,28 @@
 This is the I/O half of configuration loading: it turns a missing, unreadable
 or undecodable file into the same :class:`ConfigError` the core uses for bad
 contents, so callers print one kind of error and exit 78.
+
+`ntpctl`'s queries only need to know where the daemon is: they peek at the two
+keys that say so (:func:`peek_control_paths`) without importing the
+configuration models, and fall back to the full loader only to explain a
+problem with those keys. Checking the whole file is `validate`'s job.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
-from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
-from ntpd_py.core.config_load import load_config_text
+from ntpd_py.core.config_paths import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_RUNTIME_DIR,
+    control_socket_path,
+)
 from ntpd_py.core.errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:  # the pydantic models cost a quarter of a second to build: `ntpctl status`
+    from ntpd_py.core.config import Config  # only peeks at two keys (peek_control_paths)
 
 __all__ = [
     "EX_CONFIG",
@@ -21,6 +33,7 @@ __all__ = [
     "directory_warnings",
     "file_warnings",
     "load_config_file",
+    "peek_control_paths",
     "shown_issues",
 ]
 
@@ -48,12 +61,7 @@ def load_config_file(path: str | None) -> Config:
     keeps the running set instead of ending the daemon.
     """
     path = path or DEFAULT_CONFIG_PATH
-    raw = read_regular_file(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError([ConfigIssue(path, "", "not valid UTF-8", line)]) from None
+    text = _read_text(path)
     try:
         return load_config_text(text, path)
     except ConfigError:
@@ -65,6 +73,48 @@ def load_config_file(path: str | None) -> Config:
             [ConfigIssue(path, "", f"cannot load (internal error, please report): "
                          f"{type(exc).__name__}: {str(exc)[:200]}")]
         ) from None
+
+
+def load_config_text(text: str, filename: str) -> Config:
+    """The core loader, imported on first use (its models are what ntpctl avoids)."""
+    from ntpd_py.core.config_load import load_config_text as load
+
+    return load(text, filename)
+
+
+def peek_control_paths(path: str | None) -> tuple[str, str]:
+    """(control socket, runtime directory) named by the file, without building the models.
+
+    Only `[observability] observation-path` and `[daemon] runtime-dir` are looked
+    at. When the file cannot be read, is not TOML, or those keys are not what the
+    model accepts, the full loader runs to raise its ConfigError (the same message
+    and exit 78 as `validate`); other mistakes in the file are left to `validate`.
+    """
+    import tomllib
+
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        document = tomllib.loads(_read_text(path))
+        observability = document.get("observability", {})
+        daemon = document.get("daemon", {})
+        observation = observability.get("observation-path")
+        runtime_dir = daemon.get("runtime-dir", DEFAULT_RUNTIME_DIR)
+        if (isinstance(observation, str | None) and isinstance(runtime_dir, str)
+                and runtime_dir.startswith("/")):
+            return control_socket_path(observation, runtime_dir), runtime_dir
+    except (ConfigError, tomllib.TOMLDecodeError, RecursionError, AttributeError):
+        pass  # explained by the full loader below
+    config = load_config_file(path)  # raises the ConfigError that explains it
+    return config.control_socket_path(), config.daemon.runtime_dir
+
+
+def _read_text(path: str) -> str:
+    raw = read_regular_file(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(path, "", "not valid UTF-8", line)]) from None
 
 
 def read_regular_file(path: str) -> bytes:

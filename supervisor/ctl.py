@@ -1,31 +1,67 @@
-"""The `ntpctl` command: inspect and manage a running ntpd-py."""
+"""The `ntpctl` command: inspect and manage a running ntpd-py.
+
+Fast by construction: `status`, `sources` and `workers` import argparse,
+tomllib (to peek at where the control socket is), msgpack and pyzmq, and
+nothing else heavy: no pydantic, no configuration models, no rich (see
+supervisor/cli_args.py for why the command line is argparse and not typer).
+`watch` and `validate` import their extra modules once chosen.
+`build_parser()` describes every command, option and help text (the man page
+is generated from it).
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
+from collections.abc import Sequence
 
-import typer
+from .cli_args import VersionAction, add_config, add_json, parse
 
-from .cli import ConfigOption, JsonOption, validate_command
-from .ctl_client import CtlError, locate, request
-from .ctl_format import reply_json, text_output
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-__all__ = ["app", "main"]
+# name -> help; status, sources and workers ask the daemon, the others are below.
+COMMANDS = {
+    "status": "the clock, every source and every process of the running daemon",
+    "sources": "every source: state (* + - x ~ ?), offset, uncertainty, delay, poll, reach",
+    "workers": "every process: role, pid, user, uptime, restarts, memory, CPU",
+    "watch": "live view of the clock and sources, every second (Ctrl-C quits); "
+             "--json: a line each",
+    "validate": "check a configuration file (same as `ntpd-py validate`)",
+}
 
-app = typer.Typer(
-    name="ntpctl",
-    help="Inspect and manage a running ntpd-py (through its control socket, observation-path).",
-    no_args_is_help=True,
-    add_completion=False,
-)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `ntpctl` command line (also the source of its man page)."""
+    parser = argparse.ArgumentParser(
+        prog="ntpctl",
+        description="Inspect and manage a running ntpd-py (through its control socket, "
+                    "[observability] observation-path).",
+        epilog="Exit status: 0 success, 2 usage, 69 ntpd-py is not running, 75 busy or "
+               "restarting (try again), 76 unexpected reply, 77 permission denied, "
+               "78 configuration error.",
+    )
+    parser.add_argument("--version", action=VersionAction)
+    add_config(parser, top=True)
+    add_json(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, text in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        add_config(sub, top=False)
+        add_json(sub, top=False)
+    return parser
 
 
 def _query(command: str, config: str | None, as_json: bool) -> int:
+    import json
+
+    from .ctl_client import CtlError, explain, locate, request_data
+    from .ctl_format import reply_json, text_output
+
     try:
         control, runtime_dir = locate(config)
-        reply = request(control, command, runtime_dir)
-    except CtlError as exc:
+        reply = request_data(control, command, runtime_dir)
+    except CtlError as failed:
+        exc = explain(config, failed)
         if as_json:
             print(
                 json.dumps(
@@ -41,37 +77,17 @@ def _query(command: str, config: str | None, as_json: bool) -> int:
     return 0
 
 
-@app.command()
-def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The clock, every source and every process of the running daemon."""
-    raise typer.Exit(_query("status", config, as_json))
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "watch":
+        from .ctl_watch import watch
+
+        return watch(args.config, args.as_json)
+    if args.command == "validate":
+        from .cli import validate_command
+
+        return validate_command(args.config, args.as_json)
+    return _query(args.command, args.config, args.as_json)
 
 
-@app.command()
-def sources(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Every source: state (* + - x ~ ?), offset, uncertainty, delay, poll, reach."""
-    raise typer.Exit(_query("sources", config, as_json))
-
-
-@app.command()
-def workers(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Every process: role, pid, user, uptime, restarts, memory, CPU."""
-    raise typer.Exit(_query("workers", config, as_json))
-
-
-@app.command()
-def watch(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Live view of the clock and sources, every second (Ctrl-C quits); --json: a line each."""
-    from .ctl_watch import watch as run_watch
-
-    raise typer.Exit(run_watch(config, as_json))
-
-
-@app.command()
-def validate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check a configuration file (same as `ntpd-py validate`)."""
-    raise typer.Exit(validate_command(config, as_json))
-
-
-def main() -> None:
-    app()
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_command(parse(build_parser(), argv)))

@@ -5,6 +5,14 @@ not running 69, permission denied 77, too busy to answer 75, a reply that is
 not one 76, bad configuration 78. When the control socket is missing or dead
 but the supervisor is alive (`<runtime-dir>/bus/supervisor.pid`, see
 supervisor/pidfile.py), clock-control is being restarted: 75, not 69.
+
+Nothing here imports pydantic or the configuration models on the way to an
+answer: `ntpctl` finds the socket by peeking at two keys of the file and checks
+the reply with :mod:`ntpd_py.ipc.wire` (:func:`request_data`). Only when the
+daemon cannot be asked is the whole file validated (:func:`explain`): an
+invalid configuration is then reported (78) as it was before ntpctl peeked, a
+running daemon is still asked whatever the file became since it started.
+:func:`request` gives the validated pydantic ``CtlReply`` to callers that want one.
 """
 
 from __future__ import annotations
@@ -13,24 +21,26 @@ import errno
 import os
 import socket
 import stat
+from typing import TYPE_CHECKING, Any
 
-from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
+from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR
 from ntpd_py.core.errors import ConfigError
-from ntpd_py.ipc.framing import MalformedMessage, decode, encode
-from ntpd_py.ipc.messages import CtlReply, CtlRequest, MsgType
+from ntpd_py.ipc.wire import MalformedMessage, decode_ctl_reply, encode_ctl_request
 
-from .config_file import load_config_file
-from .pidfile import supervisor_pid
+from .config_file import peek_control_paths
 
-__all__ = ["CtlError", "control_path", "locate", "request"]
+if TYPE_CHECKING:
+    from ntpd_py.ipc.messages import CtlReply
+
+__all__ = ["CtlError", "control_path", "explain", "locate", "request", "request_data"]
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_PROTOCOL = 76
 EX_NOPERM = 77
 EX_CONFIG = 78
-DEFAULT_CONTROL_PATH = "/run/ntpd-py/observe"
-DEFAULT_RUNTIME_DIR = "/run/ntpd-py"
+DEFAULT_CONTROL_PATH = DEFAULT_RUNTIME_DIR + "/observe"
+MAX_REPLY = 16 * 1024 * 1024
 TIMEOUT_MS = 2000
 
 
@@ -50,12 +60,33 @@ def locate(config_path: str | None) -> tuple[str, str]:
     if config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH):
         return DEFAULT_CONTROL_PATH, DEFAULT_RUNTIME_DIR
     try:
-        config: Config = load_config_file(config_path)
+        return peek_control_paths(config_path)
     except ConfigError as exc:
-        first = exc.issues[0].render() if exc.issues else "invalid configuration"
-        more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
-        raise CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG) from None
-    return config.control_socket_path(), config.daemon.runtime_dir
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ConfigError) -> CtlError:
+    first = exc.issues[0].render() if exc.issues else "invalid configuration"
+    more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+    return CtlError(f"cannot read the configuration: {first}{more}", EX_CONFIG)
+
+
+def explain(config_path: str | None, exc: CtlError) -> CtlError:
+    """The error to report when the daemon could not be asked: the configuration's own, if
+    it is invalid (likely why the daemon is not running), else ``exc``.
+
+    :func:`locate` only peeks at the keys that say where the daemon is; the whole file is
+    checked here, on the failure path only, so that a daemon that answers is asked fast.
+    """
+    if exc.code == EX_CONFIG or (config_path is None and not os.path.exists(DEFAULT_CONFIG_PATH)):
+        return exc
+    from .config_file import load_config_file
+
+    try:
+        load_config_file(config_path)
+    except ConfigError as config_exc:
+        return _config_error(config_exc)
+    return exc
 
 
 def _probe(path: str) -> bool:
@@ -102,11 +133,24 @@ def _connect_error(exc: OSError, path: str) -> None:
 def request(path: str, command: str, runtime_dir: str | None = None) -> CtlReply:
     """Ask the daemon; with ``runtime_dir``, a dead control socket of a daemon whose
     supervisor is alive is told apart from a daemon that is not running."""
+    from ntpd_py.ipc.messages import CtlReply
+
+    reply = request_data(path, command, runtime_dir)
+    try:
+        return CtlReply.model_validate(reply)
+    except ValueError as exc:  # pydantic's ValidationError; wire.py's checks mirror the model
+        raise CtlError(f"unexpected reply from ntpd-py: {str(exc)[:200]}", EX_PROTOCOL) from None
+
+
+def request_data(path: str, command: str, runtime_dir: str | None = None) -> dict[str, Any]:
+    """As :func:`request`, the reply as plain data (``CtlReply.model_dump()``'s shape)."""
     try:
         return _request(path, command)
     except CtlError as exc:
         if exc.code != EX_UNAVAILABLE or runtime_dir is None:
             raise
+        from .pidfile import supervisor_pid  # logging: only when the daemon is not answering
+
         pid = supervisor_pid(runtime_dir)
         if pid is None:
             raise
@@ -115,7 +159,7 @@ def request(path: str, command: str, runtime_dir: str | None = None) -> CtlReply
             f"at {path} (restarting?)", EX_TEMPFAIL) from None
 
 
-def _request(path: str, command: str) -> CtlReply:
+def _request(path: str, command: str) -> dict[str, Any]:
     if _probe(path):
         frame = _single_process_request(path, command)
         return _decode_reply(frame)
@@ -127,9 +171,9 @@ def _request(path: str, command: str) -> CtlReply:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
         sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-        sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY)
         sock.connect("ipc://" + path)
-        sock.send(encode(CtlRequest(command=command)))  # type: ignore[arg-type]
+        sock.send(encode_ctl_request(command))
         try:
             frame = sock.recv()
         except zmq.Again:
@@ -146,8 +190,7 @@ def _single_process_request(path: str, command: str) -> bytes:
     from ntpd_py.ipc.unix_control import seqpacket_request
 
     try:
-        return seqpacket_request(path, encode(CtlRequest(command=command)),  # type: ignore[arg-type]
-                                 TIMEOUT_MS / 1000)
+        return seqpacket_request(path, encode_ctl_request(command), TIMEOUT_MS / 1000)
     except TimeoutError:
         raise CtlError(f"ntpd-py did not answer within {TIMEOUT_MS / 1000:g} s (busy or "
                        "hung)", EX_TEMPFAIL) from None
@@ -155,12 +198,11 @@ def _single_process_request(path: str, command: str) -> bytes:
         raise CtlError(f"cannot reach {path}: {exc.strerror}", EX_UNAVAILABLE) from None
 
 
-def _decode_reply(frame: bytes) -> CtlReply:
+def _decode_reply(frame: bytes) -> dict[str, Any]:
     try:
-        reply = decode(frame, {MsgType.CTL_REPLY}, max_size=16 * 1024 * 1024)
+        reply = decode_ctl_reply(frame, MAX_REPLY)
     except MalformedMessage as exc:
         raise CtlError(f"unexpected reply from ntpd-py: {exc}", EX_PROTOCOL) from None
-    assert isinstance(reply, CtlReply)
-    if not reply.ok:
-        raise CtlError(f"ntpd-py refused the request: {reply.error}", EX_PROTOCOL)
+    if not reply["ok"]:
+        raise CtlError(f"ntpd-py refused the request: {reply['error']}", EX_PROTOCOL)
     return reply

@@ -6,13 +6,21 @@ parts that command shows: ``{"schema": 1, "command": ..., "clock": {...},
 seconds (floats), frequencies ppm, ``poll_log2`` log2 seconds, reference ids
 both as integer and text. Every process appears with its ``pid`` (null while
 it is being restarted).
+
+Both work on the reply as plain data (the msgpack payload, checked by
+:mod:`ntpd_py.ipc.wire`), so `ntpctl` never imports pydantic; a pydantic
+``CtlReply`` is accepted too and dumped first.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ntpd_py.ipc.messages import CtlReply, ProcessInfo, SourceView, SystemView
+if TYPE_CHECKING:
+    from ntpd_py.ipc.messages import CtlReply
+
+Data = Mapping[str, Any]
 
 __all__ = ["JSON_SCHEMA_VERSION", "refid_text", "reply_json", "text_output"]
 
@@ -48,111 +56,125 @@ def _poll(log2: int) -> str:
     return f"{seconds:g}s"
 
 
-def _clock_lines(system: SystemView) -> list[str]:
-    state = "synchronized" if system.synchronized else "NOT synchronized"
-    age = "never" if system.last_update_age_s is None else f"{system.last_update_age_s:.1f}s ago"
-    stopped = ([f"  STEERING STOPPED: {system.steering_stopped}"]
-               if system.steering_stopped else [])
+def _data(obj: Any) -> Any:
+    """Plain data of a pydantic model (a CtlReply, SystemView, ...); plain data as it is."""
+    dump = getattr(obj, "model_dump", None)
+    return obj if dump is None else dump()
+
+
+def _clock_lines(system: Data) -> list[str]:
+    system = _data(system)
+    state = "synchronized" if system["synchronized"] else "NOT synchronized"
+    last = system["last_update_age_s"]
+    age = "never" if last is None else f"{last:.1f}s ago"
+    stopped = ([f"  STEERING STOPPED: {system['steering_stopped']}"]
+               if system["steering_stopped"] else [])
     return [
-        f"Clock: {state} ({system.clock_backend} backend)",
+        f"Clock: {state} ({system['clock_backend']} backend)",
         *stopped,
-        f"  offset estimate  {_s(system.offset_s).strip()} ± "
-        f"{_s(system.offset_uncertainty_s).strip().lstrip('+')}"
-        if system.offset_s is not None
+        f"  offset estimate  {_s(system['offset_s']).strip()} ± "
+        f"{_s(system['offset_uncertainty_s']).strip().lstrip('+')}"
+        if system["offset_s"] is not None
         else "  offset estimate  none yet",
-        f"  frequency        {system.frequency_ppm:+.3f} ppm ± "
-        f"{system.frequency_uncertainty_ppm:.3f} ppm",
-        f"  stratum          {system.stratum}, reference "
-        f"{refid_text(system.reference_id, system.stratum)}, leap {_LEAP[system.leap]}",
-        f"  root delay       {system.root_delay_s * 1e3:.3f} ms, root dispersion "
-        f"{system.root_dispersion_s * 1e3:.3f} ms",
-        f"  steps            {system.steps} (accumulated {system.accumulated_steps_s:.6f} s); "
-        f"last update {age}",
+        f"  frequency        {system['frequency_ppm']:+.3f} ppm ± "
+        f"{system['frequency_uncertainty_ppm']:.3f} ppm",
+        f"  stratum          {system['stratum']}, reference "
+        f"{refid_text(system['reference_id'], system['stratum'])}, "
+        f"leap {_LEAP[system['leap']]}",
+        f"  root delay       {system['root_delay_s'] * 1e3:.3f} ms, root dispersion "
+        f"{system['root_dispersion_s'] * 1e3:.3f} ms",
+        f"  steps            {system['steps']} (accumulated "
+        f"{system['accumulated_steps_s']:.6f} s); last update {age}",
     ]
 
 
-def _source_lines(sources: list[SourceView]) -> list[str]:
+def _source_lines(sources: list[Data]) -> list[str]:
     lines = [
         "Sources:  (state: * selected, + combined, - not combined, x falseticker, "
         "~ too variable, ? unusable)",
         f"S {'Name':<28} {'Kind':<4} {'Reach':>5} {'Poll':>6} {'Offset':>12} {'±Unc':>11} "
         f"{'Delay':>11} {'Age':>6}  Status",
     ]
-    for src in sources:
-        age = "-" if src.last_sample_age_s is None else f"{src.last_sample_age_s:.0f}s"
-        name = src.name if len(src.name) <= 28 else "…" + src.name[-27:]
-        status = src.worker_state + (f": {src.detail}" if src.detail else "")
-        if src.method:
-            status += f" [{src.method}"
-            if src.last_window_s is not None:
-                status += f", window {src.last_window_s * 1e9:.0f}ns"
+    for src in map(_data, sources):
+        last = src["last_sample_age_s"]
+        age = "-" if last is None else f"{last:.0f}s"
+        name = src["name"] if len(src["name"]) <= 28 else "…" + src["name"][-27:]
+        status = src["worker_state"] + (f": {src['detail']}" if src["detail"] else "")
+        if src["method"]:
+            status += f" [{src['method']}"
+            if src["last_window_s"] is not None:
+                status += f", window {src['last_window_s'] * 1e9:.0f}ns"
             status += "]"
-        if src.ipc_dropped:
-            status += f" ({src.ipc_dropped} ipc dropped)"
+        if src["ipc_dropped"]:
+            status += f" ({src['ipc_dropped']} ipc dropped)"
         lines.append(
-            f"{src.state} {name:<28} {src.kind:<4} {src.reach:>5o} {_poll(src.poll_log2):>6} "
-            f"{_s(src.offset_s)} {_s(src.uncertainty_s, 11)} {_s(src.delay_s, 11)} "
-            f"{age:>6}  {status}"
+            f"{src['state']} {name:<28} {src['kind']:<4} {src['reach']:>5o} "
+            f"{_poll(src['poll_log2']):>6} {_s(src['offset_s'])} "
+            f"{_s(src['uncertainty_s'], 11)} {_s(src['delay_s'], 11)} {age:>6}  {status}"
         )
     if not sources:
         lines.append("  (no sources configured)")
     return lines
 
 
-def _process_lines(processes: list[ProcessInfo]) -> list[str]:
+def _process_lines(processes: list[Data]) -> list[str]:
     lines = [
         f"{'Role':<14} {'Id':<28} {'PID':>7} {'User':<10} {'State':<9} {'Uptime':>8} "
         f"{'Restarts':>8} {'RSS':>8} {'CPU%':>5}  Last exit"
     ]
-    for proc in processes:
-        uptime = "-" if proc.uptime_s is None else f"{proc.uptime_s:.0f}s"
-        rss = "-" if proc.rss_bytes is None else f"{proc.rss_bytes / 2**20:.1f}M"
-        cpu = "-" if proc.cpu_percent is None else f"{proc.cpu_percent:.1f}"
-        pid = "-" if proc.pid is None else str(proc.pid)
-        link = [f"{n} {what}" for n, what in ((proc.link_dropped, "link frames dropped"),
-                                              (proc.link_malformed, "link frames malformed"))
+    for proc in map(_data, processes):
+        uptime = "-" if proc["uptime_s"] is None else f"{proc['uptime_s']:.0f}s"
+        rss = "-" if proc["rss_bytes"] is None else f"{proc['rss_bytes'] / 2**20:.1f}M"
+        cpu = "-" if proc["cpu_percent"] is None else f"{proc['cpu_percent']:.1f}"
+        pid = "-" if proc["pid"] is None else str(proc["pid"])
+        link = [f"{n} {what}" for n, what in ((proc["link_dropped"], "link frames dropped"),
+                                              (proc["link_malformed"], "link frames malformed"))
                 if n]
         lines.append(
-            f"{proc.role:<14} {proc.worker_id[:28]:<28} {pid:>7} {proc.user[:10]:<10} "
-            f"{proc.state:<9} {uptime:>8} {proc.restarts:>8} {rss:>8} {cpu:>5}  "
-            f"{proc.last_exit}" + (f" ({', '.join(link)})" if link else "")
+            f"{proc['role']:<14} {proc['worker_id'][:28]:<28} {pid:>7} {proc['user'][:10]:<10} "
+            f"{proc['state']:<9} {uptime:>8} {proc['restarts']:>8} {rss:>8} {cpu:>5}  "
+            f"{proc['last_exit']}" + (f" ({', '.join(link)})" if link else "")
         )
     return lines
 
 
-def text_output(reply: CtlReply, command: str) -> str:
+def text_output(reply: CtlReply | Data, command: str) -> str:
+    data = _data(reply)
+    clock = data["clock"]
     parts: list[str] = []
-    if reply.clock is not None and command == "status":
-        parts += [*_clock_lines(reply.clock.system), ""]
-    if reply.clock is not None and command in ("status", "sources"):
-        parts += [*_source_lines(list(reply.clock.sources)), ""]
+    if clock is not None and command == "status":
+        parts += [*_clock_lines(clock["system"]), ""]
+    if clock is not None and command in ("status", "sources"):
+        parts += [*_source_lines(list(clock["sources"])), ""]
     if command in ("status", "workers"):
         parts += ["Processes:" if command == "status" else ""] if command == "status" else []
-        parts += _process_lines(list(reply.processes))
-        for listen, c in (reply.servers.items() if command == "status" else []):
+        parts += _process_lines(list(data["processes"]))
+        for listen, c in (data["servers"].items() if command == "status" else []):
             parts.append(
                 f"Server {listen}: received {c.get('received', 0)}, accepted "
                 f"{c.get('accepted', 0)}, denied {c.get('denied', 0)}, ignored "
                 f"{c.get('ignored', 0)}, rate-limited {c.get('rate_limited', 0)}, send errors "
                 f"{c.get('response_send_errors', 0)}")
-        if reply.ipc and command == "status":
-            dropped = ", ".join(f"{k} {v}" for k, v in sorted(reply.ipc.items()))
+        if data["ipc"] and command == "status":
+            dropped = ", ".join(f"{k} {v}" for k, v in sorted(data["ipc"].items()))
             parts += [f"IPC frames dropped: {dropped}"]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def reply_json(reply: CtlReply, command: str) -> dict[str, Any]:
+def reply_json(reply: CtlReply | Data, command: str) -> dict[str, Any]:
+    data = _data(reply)
+    clock = data["clock"]
     document: dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, "command": command}
-    if reply.clock is not None and command == "status":
-        system = reply.clock.system.model_dump()
+    if clock is not None and command == "status":
+        system = dict(clock["system"])
         system["reference"] = refid_text(system["reference_id"], system["stratum"])
         document["clock"] = system
-    if reply.clock is not None and command in ("status", "sources"):
-        document["sources"] = [src.model_dump() for src in reply.clock.sources]
+    if clock is not None and command in ("status", "sources"):
+        document["sources"] = [dict(src) for src in clock["sources"]]
     if command in ("status", "workers"):
-        document["processes"] = [proc.model_dump() for proc in reply.processes]
+        document["processes"] = [dict(proc) for proc in data["processes"]]
     if command == "status":
-        document["ipc_dropped"] = dict(reply.ipc)
+        document["ipc_dropped"] = dict(data["ipc"])
         document["servers"] = [
-            {"listen": listen, "counters": dict(c)} for listen, c in reply.servers.items()]
+            {"listen": listen, "counters": dict(c)} for listen, c in data["servers"].items()]
     return document

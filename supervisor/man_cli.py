@@ -1,17 +1,17 @@
 """The ntpd-py(8) and ntpctl(8) man pages, generated from the command-line definitions.
 
-The commands, their arguments, options and help texts are read from the CLI
-objects themselves (typer builds click commands: `typer.main.get_command`), so
-the pages list exactly what the programs accept. What the code cannot say
-(exit statuses, files, signals) is the short prose below. Self-contained on
-purpose: a rewrite of the CLI replaces this module with one offering the same
-two functions, `render_ntpd_py()` and `render_ntpctl()`.
+The commands, their arguments, options and help texts are read from the argparse
+parsers themselves (`build_parser()` of supervisor/cli.py and supervisor/ctl.py),
+so the pages list exactly what the programs accept. What the parsers cannot say
+(exit statuses, files, signals) is the short prose below.
 """
 
 from __future__ import annotations
 
+import argparse
 from importlib import metadata
-from typing import Any
+
+from .cli_args import subcommands
 
 __all__ = ["render_ntpctl", "render_ntpd_py"]
 
@@ -39,48 +39,72 @@ def _version() -> str:
         return "unknown"
 
 
-def _metavar(param: Any) -> str:
-    if param.metavar:
-        return str(param.metavar)
-    return "FILE" if param.name == "config" else str(param.name).upper().replace("_", "-")
+def _shown(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions
+            if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
+            and not isinstance(a, argparse._SubParsersAction)]
 
 
-def _command_lines(program: str, name: str, command: Any) -> list[str]:
-    arguments = [p for p in command.params if p.param_type_name == "argument"]
-    options = [p for p in command.params if p.param_type_name == "option" and not p.hidden]
-    synopsis = [f"\\fB{_esc(program)} {_esc(name)}\\fR"]
-    synopsis += [f"[\\fB{_esc(o.opts[-1])}\\fR{'' if o.is_flag else ' ' + _esc(_metavar(o))}]"
-                 for o in options]
-    synopsis += [f"\\fI{_esc(_metavar(a))}\\fR" for a in arguments]
-    lines = [f".SS {_esc(name)}", ".PP", " ".join(synopsis), ".PP",
-             _esc(command.help or "")]
-    for argument in arguments:
-        lines += [".TP", f"\\fI{_esc(_metavar(argument))}\\fR",
-                  _esc(getattr(argument, "help", None) or "")]
-    for option in options:
-        names = ", ".join(f"\\fB{_esc(o)}\\fR" for o in (*option.opts, *option.secondary_opts))
-        value = "" if option.is_flag else f" \\fI{_esc(_metavar(option))}\\fR"
-        lines += [".TP", names + value, _esc(option.help or "(no description)")]
+def _value(action: argparse.Action) -> str:
+    if action.nargs == 0:
+        return ""
+    if action.choices is not None and not action.option_strings:
+        return "{" + "|".join(str(c) for c in action.choices) + "}"
+    if action.metavar:
+        return str(action.metavar)
+    if action.choices is not None:
+        return "{" + "|".join(str(c) for c in action.choices) + "}"
+    return str(action.dest).upper().replace("_", "-")
+
+
+def _option_lines(actions: list[argparse.Action]) -> list[str]:
+    lines: list[str] = []
+    for action in actions:
+        value = _value(action)
+        if action.option_strings:
+            names = ", ".join(f"\\fB{_esc(o)}\\fR" for o in action.option_strings)
+            head = names + (f" \\fI{_esc(value)}\\fR" if value else "")
+        else:
+            head = f"\\fI{_esc(value)}\\fR"
+        lines += [".TP", head, _esc(action.help or "(no description)")]
     return lines
 
 
-def _page(program: str, group: Any, name_line: str, extra: str) -> str:
+def _command_lines(program: str, name: str, command: argparse.ArgumentParser) -> list[str]:
+    actions = _shown(command)
+    synopsis = [f"\\fB{_esc(program)} {_esc(name)}\\fR"]
+    for action in actions:
+        value = _value(action)
+        if action.option_strings:
+            flag = f"\\fB{_esc(action.option_strings[-1])}\\fR"
+            synopsis.append(f"[{flag}{' ' + _esc(value) if value else ''}]")
+        else:
+            synopsis.append(f"\\fI{_esc(value)}\\fR")
+    lines = [f".SS {_esc(name)}", ".PP", " ".join(synopsis), ".PP",
+             _esc(command.description or "")]
+    return lines + _option_lines(actions)
+
+
+def _page(program: str, parser: argparse.ArgumentParser, name_line: str, extra: str) -> str:
     version = _esc(_version())
     lines = [
         f'.TH {_esc(program.upper())} 8 "" "ntpd\\-py {version}" "System Administration"',
         ".SH NAME",
         f"{_esc(program)} \\- {_esc(name_line)}",
         ".SH SYNOPSIS",
-        f"\\fB{_esc(program)}\\fR \\fICOMMAND\\fR [\\fIOPTIONS\\fR]",
+        f"\\fB{_esc(program)}\\fR [\\fB\\-c\\fR \\fIFILE\\fR] [\\fB\\-\\-json\\fR] "
+        f"\\fICOMMAND\\fR [\\fIOPTIONS\\fR]",
         ".br",
-        f"\\fB{_esc(program)}\\fR \\fB\\-\\-help\\fR",
+        f"\\fB{_esc(program)}\\fR \\fB\\-\\-version\\fR | \\fB\\-\\-help\\fR",
         ".SH DESCRIPTION",
-        _esc(group.help or ""),
+        _esc(parser.description or ""),
+        "\\fB\\-c\\fR and \\fB\\-\\-json\\fR may be given before or after the command.",
+        ".SH OPTIONS",
+        *_option_lines(_shown(parser)),
         ".SH COMMANDS",
     ]
-    for name, command in sorted(group.commands.items()):
-        if not command.hidden:
-            lines += _command_lines(program, name, command)
+    for name, command in subcommands(parser).items():
+        lines += _command_lines(program, name, command)
     lines.append(extra.rstrip("\n"))
     return "\n".join(lines) + "\n"
 
@@ -142,6 +166,9 @@ _NTPCTL_EXTRA = """\
 .B 0
 success
 .TP
+.B 2
+wrong usage
+.TP
 .B 69
 ntpd\\-py is not running (no control socket at observation\\-path)
 .TP
@@ -171,20 +198,16 @@ the default control socket (mode 0660, the daemon's group)
 
 def render_ntpd_py() -> str:
     """The whole ntpd-py(8) page as roff."""
-    import typer
+    from .cli import build_parser
 
-    from .cli import app
-
-    return _page("ntpd-py", typer.main.get_command(app),
+    return _page("ntpd-py", build_parser(),
                  "privilege-separated time synchronization daemon (NTP and PTP hardware clocks)",
                  _NTPD_PY_EXTRA)
 
 
 def render_ntpctl() -> str:
     """The whole ntpctl(8) page as roff."""
-    import typer
+    from .ctl import build_parser
 
-    from .ctl import app
-
-    return _page("ntpctl", typer.main.get_command(app),
-                 "inspect and manage a running ntpd-py", _NTPCTL_EXTRA)
+    return _page("ntpctl", build_parser(), "inspect and manage a running ntpd-py",
+                 _NTPCTL_EXTRA)
