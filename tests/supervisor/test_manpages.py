@@ -16,9 +16,9 @@ import typing
 from pathlib import Path
 
 import pytest
-import typer
 from ntpd_py.core import config as model
 from ntpd_py.supervisor import man_cli, man_toml, manpages
+from ntpd_py.supervisor.cli_args import subcommands
 from pydantic import BaseModel
 
 PAGES = {
@@ -134,22 +134,24 @@ def test_ntp_toml_5_shows_the_model_defaults() -> None:
 @pytest.mark.parametrize("program", ["ntpd-py", "ntpctl"])
 def test_every_command_and_option_is_in_the_cli_pages(program: str) -> None:
     if program == "ntpd-py":
-        from ntpd_py.supervisor.cli import app
+        from ntpd_py.supervisor.cli import build_parser
         roff = man_cli.render_ntpd_py()
     else:
-        from ntpd_py.supervisor.ctl import app
+        from ntpd_py.supervisor.ctl import build_parser
         roff = man_cli.render_ntpctl()
     text = _plain(roff)
-    group = typer.main.get_command(app)
-    commands = getattr(group, "commands", {})
+    parser = build_parser()
+    commands = subcommands(parser)
     assert commands, "no commands found in the CLI"
+    for action in parser._actions:
+        for opt in action.option_strings:
+            assert opt in text, f"{program}: {opt} missing"
     for name, command in commands.items():
         assert re.search(rf"^\s+{re.escape(name)}\s*$", text, re.MULTILINE), name
         assert f"{program} {name}" in text
-        for param in command.params:
-            for opt in getattr(param, "opts", []):
-                if opt.startswith("-"):
-                    assert opt in text, f"{program} {name}: {opt} missing"
+        for action in command._actions:
+            for opt in action.option_strings:
+                assert opt in text, f"{program} {name}: {opt} missing"
     for section in ("NAME", "SYNOPSIS", "COMMANDS", "EXIT STATUS", "SEE ALSO"):
         assert re.search(rf"^{section}\s*$", text, re.MULTILINE), section
 
