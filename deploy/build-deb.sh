@@ -6,8 +6,9 @@
 # No root needed: dpkg-deb --root-owner-group makes every file root's. The files
 # are the ones deploy/install.sh installs (it is run into a staging root, so the
 # two cannot drift apart), moved from its /usr/local layout to Debian's:
-#   /opt/ntpd-py/                         the virtualenv, dependencies from
-#                                         deploy/requirements.lock (--require-hashes)
+#   /usr/lib/ntpd-py/                     the virtualenv (install.sh's /opt/ntpd-py),
+#                                         dependencies from deploy/requirements.lock
+#                                         (--require-hashes); byte-compiled by postinst
 #   /usr/sbin/ntpd-py, /usr/bin/ntpctl    symlinks into it
 #   /usr/lib/systemd/system/ntpd-py.service, /usr/lib/sysusers.d/ntpd-py.conf,
 #   /usr/lib/tmpfiles.d/ntpd-py.conf
@@ -25,6 +26,7 @@ OUT=${1:-$REPO/dist}
 PYTHON=${PYTHON:-/usr/bin/python3}
 MAINTAINER=${DEB_MAINTAINER:-ntpd-py maintainers <ntpd-py@localhost>}
 REVISION=${DEB_REVISION:-1}
+VENV=/usr/lib/ntpd-py
 
 say() { printf 'ntpd-py build-deb: %s\n' "$*"; }
 die() { printf 'ntpd-py build-deb: error: %s\n' "$*" >&2; exit 1; }
@@ -52,7 +54,7 @@ root=$work/root
 mkdir -p "$root"
 
 say "staging with deploy/install.sh (Python $PYVER)"
-DESTDIR=$root PYTHON=$PYTHON REQUIRE_MANPAGES=1 bash "$REPO/deploy/install.sh" >/dev/null
+DESTDIR=$root PYTHON=$PYTHON NTPDPY_VENV=$VENV REQUIRE_MANPAGES=1 bash "$REPO/deploy/install.sh" >/dev/null
 
 # -- from install.sh's /usr/local layout to Debian's -------------------------------------
 move() { mkdir -p "$(dirname "$root$2")"; mv "$root$1" "$root$2"; }
@@ -60,8 +62,9 @@ move /usr/local/lib/systemd/system/ntpd-py.service /usr/lib/systemd/system/ntpd-
 move /usr/local/lib/sysusers.d/ntpd-py.conf /usr/lib/sysusers.d/ntpd-py.conf
 move /usr/local/lib/tmpfiles.d/ntpd-py.conf /usr/lib/tmpfiles.d/ntpd-py.conf
 mkdir -p "$root/usr/sbin" "$root/usr/bin"
-ln -s /opt/ntpd-py/bin/ntpd-py "$root/usr/sbin/ntpd-py"
-ln -s /opt/ntpd-py/bin/ntpctl "$root/usr/bin/ntpctl"
+# Relative, as Debian policy wants within /usr.
+ln -s ../lib/ntpd-py/bin/ntpd-py "$root/usr/sbin/ntpd-py"
+ln -s ../lib/ntpd-py/bin/ntpctl "$root/usr/bin/ntpctl"
 for page in man8/ntpd-py.8 man8/ntpctl.8 man5/ntp.toml.5; do
     move "/usr/local/share/man/$page" "/usr/share/man/$page"
     gzip -9n "$root/usr/share/man/$page"
@@ -70,11 +73,25 @@ rm -f "$root"/usr/local/bin/ntpd-py "$root"/usr/local/bin/ntpctl
 find "$root/usr/local" -depth -type d -empty -delete
 [ ! -e "$root/usr/local" ] || die "left in /usr/local: $(find "$root/usr/local" | head)"
 # dpkg keeps the file list; install.sh's manifest is for install.sh --uninstall only.
-rm -f "$root/opt/ntpd-py/share/install-manifest.txt"
-# The unit's paths must exist in the package (it is shared with install.sh verbatim).
+rm -f "$root$VENV/share/install-manifest.txt"
+# The build tools (pip, setuptools, wheel) made the wheel; the daemon needs none of them.
+"$root$VENV/bin/python" -m pip --disable-pip-version-check --quiet uninstall --yes \
+    setuptools wheel pip
+# Only our two commands: the dependencies' own (typer, pygmentize, ...) and the
+# activate scripts are of no use in a service's private environment.
+find "$root$VENV/bin" -type f ! -name ntpd-py ! -name ntpctl -delete
+# Relative, as Debian policy wants within /usr: bin/python3.X -> /usr/bin/python3.X.
+ln -sfn "../../../bin/python$PYVER" "$root$VENV/bin/python$PYVER"
+# Byte-code is compiled by postinst and removed by prerm (Debian's Python policy:
+# no .pyc in the package); the unit's ProtectSystem=strict forbids writing it later.
+find "$root$VENV" -depth -name __pycache__ -type d -exec rm -rf {} +
+# Wheels ship their bundled shared libraries executable; policy wants them 0644.
+find "$root$VENV" -type f -name '*.so*' -exec chmod 0644 {} +
+find "$root$VENV" -depth -type d -empty -delete
+# The unit's paths must exist in the package (install.sh moved them to $VENV).
 for path in $(sed -n 's/^Exec[A-Za-z]*=[-+!@:]*\(\/[^ ]*\).*/\1/p' \
         "$root/usr/lib/systemd/system/ntpd-py.service"); do
-    case "$path" in /opt/*) [ -e "$root$path" ] || die "the unit runs $path: not in the package" ;; esac
+    case "$path" in "$VENV"/*) [ -e "$root$path" ] || die "the unit runs $path: not in the package" ;; esac
 done
 
 mkdir -p "$root/usr/share/doc/ntpd-py"

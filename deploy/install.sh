@@ -21,6 +21,7 @@
 #                                      PHCs, logrotate (not activated)
 #
 # Environment: DESTDIR (default: none), PYTHON (default /usr/bin/python3, >= 3.11),
+# NTPDPY_VENV (default /opt/ntpd-py),
 # and pip's own variables (PIP_INDEX_URL, PIP_CACHE_DIR, ...) for the download.
 set -euo pipefail
 
@@ -28,7 +29,9 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 DESTDIR=${DESTDIR:-}
 DESTDIR=${DESTDIR%/}
 PYTHON=${PYTHON:-/usr/bin/python3}
-VENV=/opt/ntpd-py
+# The virtualenv. deploy/build-deb.sh sets /usr/lib/ntpd-py (a Debian package may not
+# install into /opt); the unit file, written for /opt/ntpd-py, is adjusted to match.
+VENV=${NTPDPY_VENV:-/opt/ntpd-py}
 BINDIR=/usr/local/bin
 LIBDIR=/usr/local/lib
 CONFDIR=/etc/ntpd-py
@@ -88,7 +91,7 @@ install_all() {
     src=$(mktemp -d)
     trap 'rm -rf "$src"' RETURN
     tar -C "$REPO" --exclude=.venv --exclude=.git --exclude='tests/vm/.cache' \
-        --exclude='*.egg-info' --exclude=build -cf - . | tar -C "$src" -xf -
+        --exclude='*.egg-info' --exclude=build --exclude=./dist -cf - . | tar -C "$src" -xf -
     local pip=("$DESTDIR$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
     # Dependencies and build backend: exactly the locked files (pip refuses any other).
     "${pip[@]}" install --require-hashes --no-deps --no-compile -r "$LOCK"
@@ -114,7 +117,8 @@ install_all() {
         ln -sfn "$VENV/bin/$cmd" "$link"
         echo "$BINDIR/$cmd" >> "$DESTDIR$MANIFEST.new"
     done
-    put 0644 "$REPO/deploy/systemd/ntpd-py.service" "$LIBDIR/systemd/system/ntpd-py.service"
+    sed "s|/opt/ntpd-py|$VENV|g" "$REPO/deploy/systemd/ntpd-py.service" > "$src/ntpd-py.service"
+    put 0644 "$src/ntpd-py.service" "$LIBDIR/systemd/system/ntpd-py.service"
     put 0644 "$REPO/deploy/sysusers.d/ntpd-py.conf" "$LIBDIR/sysusers.d/ntpd-py.conf"
     put 0644 "$REPO/deploy/tmpfiles.d/ntpd-py.conf" "$LIBDIR/tmpfiles.d/ntpd-py.conf"
     put 0644 "$REPO/README.md" "$VENV/share/README.md"
