@@ -168,7 +168,7 @@ uninstall_all() {
     fi
     rm -rf "$DESTDIR$VENV"
     for dir in "$LIBDIR/systemd/system" "$LIBDIR/systemd" "$LIBDIR/sysusers.d" \
-               "$LIBDIR/tmpfiles.d" "$MANDIR/man8" "$MANDIR/man5"; do
+               "$LIBDIR/tmpfiles.d" "$MANDIR/man8" "$MANDIR/man5" "$MANDIR"; do
         rmdir "$DESTDIR$dir" 2>/dev/null || true  # only if it became empty
     done
     if have_systemd; then systemctl daemon-reload; fi

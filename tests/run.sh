@@ -18,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static
-      linux-image-amd64 python3-venv libseccomp2 gdb)
+      linux-image-amd64 python3-venv libseccomp2 gdb lintian)
 
 apt_install() {
     # Never let a package start its service: a chronyd started by apt would
