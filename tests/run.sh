@@ -30,7 +30,7 @@ fi
 
 # groff: tests/supervisor/test_manpages.py renders the man pages with groff -man.
 DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static
-      linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db)
+      linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db lintian)
 
 apt_install() {
     # Never let a package start its service: a chronyd started by apt would

@@ -90,3 +90,35 @@ def staged() -> Iterator[Path]:
         yield destdir
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+BUILD_DEB = REPO / "deploy" / "build-deb.sh"
+
+
+def has_manpage_generator() -> bool:
+    return (REPO / "supervisor" / "manpages.py").exists()
+
+
+@pytest.fixture(scope="session")
+def built_deb() -> Iterator[Path]:
+    """The .deb from deploy/build-deb.sh, built once (under tests/vm/.cache: the guest sees it)."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("needs dpkg-deb")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs /usr/bin/python3 (Debian python3-venv)")
+    if not has_manpage_generator():
+        pytest.skip("no man page generator (supervisor/manpages.py) on this branch: "
+                    "build-deb.sh refuses to build without the man pages")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="deb-", dir=CACHE))
+    try:
+        env = {**os.environ, "PIP_CACHE_DIR": str(pip_cache())}
+        env.pop("PYTHONPATH", None)
+        result = subprocess.run(["bash", str(BUILD_DEB), str(out)], env=env,
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"build-deb.sh failed:\n{result.stdout}\n{result.stderr}"
+        debs = list(out.glob("ntpd-py_*.deb"))
+        assert len(debs) == 1, f"expected one .deb in {out}, found {debs}"
+        yield debs[0]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

@@ -25,10 +25,12 @@ done
 
 run=""
 stage=""
+dpkg=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         ntpdpy.run=*) run="${arg#ntpdpy.run=}" ;;
         ntpdpy.systemd=*) stage="${arg#ntpdpy.systemd=}" ;;
+        ntpdpy.dpkg=1) dpkg=1 ;;
     esac
 done
 [ -n "$run" ] || fail "no ntpdpy.run= on the kernel command line"
@@ -75,9 +77,28 @@ if [ -n "$stage" ]; then
     cp -a /orig/. /mnt/etc/
     umount /orig
     : > /mnt/etc/fstab
+    if [ -n "$dpkg" ]; then
+        # ntpdpy.dpkg=1 (tests/deploy/test_deb_guest.py): a package manager that works.
+        # dpkg needs its database (copied, as /etc is) and a writable /usr: the host's
+        # /usr under a tmpfs overlay, so what the package installs vanishes at power-off.
+        mkdir -p /orig /dpkg
+        mount --bind /mnt/var/lib/dpkg /orig
+        cp -a /orig/. /dpkg/
+        umount /orig
+        insmod "/mnt/lib/modules/$(uname -r)/kernel/fs/overlayfs/overlay.ko" \
+            || fail "cannot load overlay.ko"
+        mkdir -p /mnt/run/ntpdpy-usr/upper /mnt/run/ntpdpy-usr/work
+        mount -t overlay usr -o lowerdir=/mnt/usr,upperdir=/mnt/run/ntpdpy-usr/upper,workdir=/mnt/run/ntpdpy-usr/work /mnt/usr \
+            || fail "cannot lay an overlay over /usr"
+    fi
     mount -t tmpfs var /mnt/var
     mkdir -p /mnt/var/lib /mnt/var/log /mnt/var/cache /mnt/var/spool /mnt/var/tmp
     ln -s /run /mnt/var/run
+    if [ -n "$dpkg" ]; then
+        cp -a /dpkg /mnt/var/lib/dpkg
+        rm -rf /dpkg
+        mkdir -p /mnt/var/cache/debconf /mnt/var/log/apt
+    fi
     ln -s /run/lock /mnt/var/lock
     for dir in opt usr/local/bin usr/local/lib; do
         mount -t tmpfs staged "/mnt/$dir"
