@@ -24,6 +24,7 @@ __all__ = [
     "build_sample",
     "default_estimator",
     "estimate",
+    "legacy_estimator",
     "reference_id",
     "sample_uncertainty_s",
 ]
@@ -38,10 +39,18 @@ class Estimator(enum.StrEnum):
     LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
     # LOW_QUARTILE_MEAN of offsets corrected for the window they were read in (WindowSlope)
     WINDOW_CORRECTED = "window-corrected"
+    # every reading weighted by its window, outliers out, corrected to a zero window
+    ROBUST = "robust"
 
 
 def default_estimator(method: ReadMethod) -> Estimator:
-    """The estimator each read path uses unless configured otherwise.
+    """The estimator each read path uses unless configured otherwise: ROBUST for all.
+
+    ROBUST does not need to know the read path or the delay model: in the
+    reading-level simulator (core/sim/phc.py: EXTENDED, basic, PRECISE,
+    exponential, gamma and spiky delays, asymmetric paths, the white-noise
+    model) it is never worse than the per-path choice below and mostly better
+    (benchmarks/sim_accuracy.py prints both). The per-path choice it replaces:
 
     Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
     guest), every estimator fed the same polls; offset jitter median/p99 in ns:
@@ -53,6 +62,11 @@ def default_estimator(method: ReadMethod) -> Estimator:
     PTP_SYS_OFFSET share their system stamps, so a reading's window is a poorer
     guide), hence the low-quartile mean for BASIC and clock_gettime.
     """
+    return Estimator.ROBUST
+
+
+def legacy_estimator(method: ReadMethod) -> Estimator:
+    """The per-path choice before ROBUST (kept for comparison in the simulator)."""
     if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
         return Estimator.LOW_QUARTILE_MEAN
     if method is ReadMethod.EXTENDED:
@@ -99,6 +113,10 @@ class WindowSlope:
     def reference_window_ns(self) -> float:
         return self._ref if self._ref is not None else 0.0
 
+    @property
+    def polls(self) -> int:
+        return self._polls
+
     def correction_ns(self, window_ns: int) -> int:
         """What to subtract from an offset read with ``window_ns``."""
         return round(self.slope * (window_ns - self.reference_window_ns))
@@ -129,6 +147,8 @@ class PhcEstimate:
     realtime_ns: int  # the local instant the offset refers to (window midpoint)
     used: int  # readings that went into the estimate
     total: int  # readings in the poll
+    # 1 σ of the offset measured from the poll's own scatter (ROBUST only), ns
+    sigma_ns: float | None = None
 
 
 def _validate(readings: Sequence[Reading]) -> None:
@@ -165,6 +185,8 @@ def estimate(readings: Sequence[Reading], estimator: Estimator = Estimator.MIN_W
     (which the caller updates after each poll; without it, it is LOW_QUARTILE_MEAN).
     """
     _validate(readings)
+    if estimator is Estimator.ROBUST and len(readings) > 1:
+        return _robust(readings, slope)
     if estimator is Estimator.MIN_WINDOW or len(readings) == 1:
         best = min(readings, key=lambda r: r.window_ns)
         return PhcEstimate(best.offset_ns, best.window_ns, best.midpoint_ns, 1, len(readings))
@@ -176,6 +198,54 @@ def estimate(readings: Sequence[Reading], estimator: Estimator = Estimator.MIN_W
     offset = _round_div(sum(r.offset_ns - (fix(r.window_ns) if fix else 0) for r in low), k)
     midpoint = _round_div(sum(r.midpoint_ns for r in low), k)
     return PhcEstimate(offset, low[-1].window_ns, midpoint, k, len(readings))
+
+
+# A reading whose window is this many times the poll's typical narrow window (or more) is a
+# delayed read (preemption, an SMI, a contended bus): left out, not merely down-weighted.
+OUTLIER_WINDOWS = 4.0
+
+
+def _robust(readings: Sequence[Reading], slope: WindowSlope | None) -> PhcEstimate:
+    """ROBUST: a window-weighted mean of window-corrected offsets.
+
+    Why each part, for readings whose latch instant is unknown inside the window:
+
+    * weight: a reading's midpoint error is at most half its window and, for
+      delays of any shape, spreads with it (uniform over the window: σ = w/√12),
+      so readings count as 1 / (w² + s²), ``s`` the poll's scale (the mean of its
+      narrowest quarter of windows, at least 1 ns): readings about as narrow as
+      the best count about equally (averaging their independent errors), wide
+      ones fade quadratically. Equal windows (a white-noise PHC, a coarse clock
+      that stamps 0-ns windows) give a plain mean.
+    * outliers: windows beyond OUTLIER_WINDOWS × that scale are left out.
+    * asymmetry: if the delay before the latch differs from the one after, the
+      midpoint error grows with the window; ``slope`` (learnt across polls)
+      takes each offset to the device's typical smallest window (as
+      WINDOW_CORRECTED does: extrapolating a line to a zero window that no
+      real read reaches would trade scatter for a guess).
+    """
+    ordered = sorted(readings, key=lambda r: r.window_ns)
+    quarter = ordered[: max(1, math.ceil(len(ordered) / 4))]
+    scale = max(1.0, sum(r.window_ns for r in quarter) / len(quarter))
+    used = [r for r in ordered if r.window_ns <= OUTLIER_WINDOWS * scale] or ordered[:1]
+    s = slope.slope if slope is not None else 0.0
+    ref = slope.reference_window_ns if slope is not None else 0.0
+    base_o, base_m = used[0].offset_ns, used[0].midpoint_ns  # differences only in floats
+    weights = [1.0 / (float(r.window_ns) ** 2 + scale * scale) for r in used]
+    offs = [r.offset_ns - base_o - s * (r.window_ns - ref) for r in used]
+    total = sum(weights)
+    mean_o = sum(w * o for w, o in zip(weights, offs, strict=True)) / total
+    mean_m = sum(w * (r.midpoint_ns - base_m) for w, r in zip(weights, used, strict=True)) / total
+    sigma: float | None = None
+    if len(used) >= 3:
+        # weighted least squares: the readings' variances are c·(w² + s²) with c unknown;
+        # their scatter measures c, so the estimate's σ comes from the poll itself
+        c = sum(w * (o - mean_o) ** 2 for w, o in zip(weights, offs, strict=True)) / (
+            len(used) - 1)
+        sigma = math.sqrt(c / total)
+    # the widest window used is what the Sample reports as its delay
+    return PhcEstimate(base_o + round(mean_o), used[-1].window_ns, base_m + round(mean_m),
+                       len(used), len(readings), sigma)
 
 
 def _round_div(total: int, n: int) -> int:
@@ -195,6 +265,21 @@ def sample_uncertainty_s(precision_s: float, window_ns: int) -> float:
     """
     window_s = window_ns / NS_PER_S
     return math.sqrt(precision_s * precision_s + window_s * window_s / 12.0)
+
+
+# An estimate's own scatter is itself uncertain (25 readings measure a σ to about ±15 %),
+# and readings of one poll can share an error the scatter cannot show (a common latch
+# delay): the measured σ is never taken below this fraction of the one-reading figure.
+SCATTER_FLOOR = 0.1
+MIN_SIGMA_NS = 1.0  # the timestamps' resolution
+
+
+def _uncertainty_s(est: PhcEstimate, config: PtpSourceConfig) -> float:
+    """A Sample's σ: from the poll's scatter when the estimator measured it, else the model."""
+    if est.sigma_ns is None:
+        return sample_uncertainty_s(config.precision, est.window_ns)
+    floor = max(MIN_SIGMA_NS / NS_PER_S, SCATTER_FLOOR * config.precision)
+    return max(est.sigma_ns / NS_PER_S, floor)
 
 
 def reference_id(device_index: int | None) -> int:
@@ -229,7 +314,7 @@ def build_sample(est: PhcEstimate, config: PtpSourceConfig, *, source_id: str,
         kind=SourceKind.PTP,
         offset_s=est.offset_ns / NS_PER_S,
         delay_s=est.window_ns / NS_PER_S,
-        uncertainty_s=sample_uncertainty_s(config.precision, est.window_ns),
+        uncertainty_s=_uncertainty_s(est, config),
         root_delay_s=config.delay,
         root_dispersion_s=0.0,
         stratum=config.stratum,
