@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -29,14 +30,14 @@ EXT = dict(method="extended", readings=25, delay_up_s=100e-9, delay_down_s=100e-
 def test_basic_readings_share_their_system_stamps() -> None:
     raw = model(**{**EXT, "method": "basic"}).read(5 * NS, 0, clock())
     assert raw is not None and len(raw) == 25
-    assert all(a[2] == b[0] for a, b in zip(raw, raw[1:]))  # sys, phc, sys, phc, ..., sys
+    assert all(a[2] == b[0] for a, b in itertools.pairwise(raw))  # sys, phc, sys, phc, ..., sys
     assert all(b <= p <= a for b, p, a in raw)  # the PHC (true time here) latched inside
 
 
 def test_extended_readings_are_separate_triplets() -> None:
     raw = model(**EXT).read(5 * NS, 0, clock())
     assert raw is not None
-    assert all(b[0] - a[2] == 50 for a, b in zip(raw, raw[1:]))  # the gap, nothing shared
+    assert all(b[0] - a[2] == 50 for a, b in itertools.pairwise(raw))  # the gap, nothing shared
     assert len({r[2] - r[0] for r in raw}) > 10  # windows vary from reading to reading
 
 
