@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ntpd_py.core.phc import ReadMethod
+from ntpd_py.core.phc_estimate import legacy_estimator
 from ntpd_py.core.sim.metrics import Summary
 from ntpd_py.core.sim.runner import Simulation
 from ntpd_py.core.sim.scenario import Scenario, SimPtpSource, load_scenario_text
@@ -88,7 +90,7 @@ FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
 ]
 SCALE = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9, "ppm": 1.0, "": 1.0}
 # the estimator the worker used per read path before issue 18 (core/phc_estimate.py)
-LEGACY = {"extended": "window-corrected", "basic": "low-quartile-mean", "precise": "min-window"}
+LEGACY = {m: legacy_estimator(ReadMethod(m)).value for m in ("extended", "basic", "precise")}
 
 Results = dict[str, list[Summary]]
 

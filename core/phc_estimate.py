@@ -39,7 +39,7 @@ class Estimator(enum.StrEnum):
     LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
     # LOW_QUARTILE_MEAN of offsets corrected for the window they were read in (WindowSlope)
     WINDOW_CORRECTED = "window-corrected"
-    # every reading weighted by its window, outliers out, corrected to a zero window
+    # every reading weighted by its window, delayed ones out, slope-corrected, σ measured
     ROBUST = "robust"
 
 
@@ -50,10 +50,10 @@ def default_estimator(method: ReadMethod) -> Estimator:
     reading-level simulator (core/sim/phc.py: EXTENDED, basic, PRECISE,
     exponential, gamma and spiky delays, asymmetric paths, the white-noise
     model) it is never worse than the per-path choice below and mostly better
-    (benchmarks/sim_accuracy.py prints both). The per-path choice it replaces:
-
-    Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
-    guest), every estimator fed the same polls; offset jitter median/p99 in ns:
+    (benchmarks/sim_accuracy.py prints both). The per-path choice it replaces
+    (``legacy_estimator``) was chosen with benchmarks/phc_read.py on a real
+    kernel PHC (igb in the QEMU guest), every estimator fed the same polls;
+    offset jitter median/p99 in ns:
     EXTENDED min-window 21/130, low-quartile mean 21/113, window-corrected 7/85
     (phc2sys on the same device in the same run: 20/140); BASIC 36/221,
     20/139, 19/105; clock_gettime 231/1167, 138/736, 154/1341. An earlier
