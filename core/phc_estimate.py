@@ -99,6 +99,10 @@ class WindowSlope:
         self._sxx = 0.0
         self._polls = 0
         self._ref: float | None = None
+        # out-of-sample check of the slope: each poll's scatter with and without the
+        # slope learnt from the polls before it (forgotten like the fit)
+        self._ss_plain = 0.0
+        self._ss_corrected = 0.0
 
     @property
     def slope(self) -> float:
@@ -117,6 +121,16 @@ class WindowSlope:
     def polls(self) -> int:
         return self._polls
 
+    @property
+    def helps(self) -> bool:
+        """Whether correcting by the slope has reduced the scatter of polls it was not fitted on.
+
+        On some read paths the window is a poor guide (PTP_SYS_OFFSET, whose readings
+        share their system stamps; clock_gettime): there a fitted slope is noise, and
+        benchmarks/phc_read.py on the igb PHC showed it doubling the jitter's p99.
+        """
+        return self.slope != 0.0 and self._ss_corrected < self._ss_plain
+
     def correction_ns(self, window_ns: int) -> int:
         """What to subtract from an offset read with ``window_ns``."""
         return round(self.slope * (window_ns - self.reference_window_ns))
@@ -132,6 +146,12 @@ class WindowSlope:
         ws = [r.window_ns - w0 for r in used]
         offs = [r.offset_ns - o0 for r in used]
         mean_w, mean_o = sum(ws) / len(ws), sum(offs) / len(offs)
+        s = self.slope  # from earlier polls only
+        fixed = [o - s * w for w, o in zip(ws, offs, strict=True)]
+        mean_f = sum(fixed) / len(fixed)
+        self._ss_plain = self.FORGET * self._ss_plain + sum((o - mean_o) ** 2 for o in offs)
+        self._ss_corrected = self.FORGET * self._ss_corrected + sum(
+            (f - mean_f) ** 2 for f in fixed)
         self._sxy = self.FORGET * self._sxy + sum(
             (w - mean_w) * (o - mean_o) for w, o in zip(ws, offs, strict=True))
         self._sxx = self.FORGET * self._sxx + sum((w - mean_w) ** 2 for w in ws)
@@ -200,9 +220,11 @@ def estimate(readings: Sequence[Reading], estimator: Estimator = Estimator.MIN_W
     return PhcEstimate(offset, low[-1].window_ns, midpoint, k, len(readings))
 
 
-# A reading whose window is this many times the poll's typical narrow window (or more) is a
+# A reading whose window is over this many times the poll's typical narrow window is a
 # delayed read (preemption, an SMI, a contended bus): left out, not merely down-weighted.
-OUTLIER_WINDOWS = 4.0
+# 2 and 4 are alike in the simulator; on the igb PHC (benchmarks/phc_read.py) the heavy
+# tail of real windows made 4 worse at p99, as LOW_QUARTILE_MEAN's 2 had found.
+OUTLIER_WINDOWS = 2.0
 
 
 def _robust(readings: Sequence[Reading], slope: WindowSlope | None) -> PhcEstimate:
@@ -219,7 +241,8 @@ def _robust(readings: Sequence[Reading], slope: WindowSlope | None) -> PhcEstima
       that stamps 0-ns windows) give a plain mean.
     * outliers: windows beyond OUTLIER_WINDOWS × that scale are left out.
     * asymmetry: if the delay before the latch differs from the one after, the
-      midpoint error grows with the window; ``slope`` (learnt across polls)
+      midpoint error grows with the window; ``slope`` (learnt across polls, and
+      used only while it reduces the scatter of polls it was not fitted on)
       takes each offset to the device's typical smallest window (as
       WINDOW_CORRECTED does: extrapolating a line to a zero window that no
       real read reaches would trade scatter for a guess).
@@ -228,7 +251,7 @@ def _robust(readings: Sequence[Reading], slope: WindowSlope | None) -> PhcEstima
     quarter = ordered[: max(1, math.ceil(len(ordered) / 4))]
     scale = max(1.0, sum(r.window_ns for r in quarter) / len(quarter))
     used = [r for r in ordered if r.window_ns <= OUTLIER_WINDOWS * scale] or ordered[:1]
-    s = slope.slope if slope is not None else 0.0
+    s = slope.slope if slope is not None and slope.helps else 0.0
     ref = slope.reference_window_ns if slope is not None else 0.0
     base_o, base_m = used[0].offset_ns, used[0].midpoint_ns  # differences only in floats
     weights = [1.0 / (float(r.window_ns) ** 2 + scale * scale) for r in used]
