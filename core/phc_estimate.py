@@ -44,24 +44,26 @@ class Estimator(enum.StrEnum):
 
 
 def default_estimator(method: ReadMethod) -> Estimator:
-    """The estimator each read path uses unless configured otherwise: ROBUST for all.
+    """The estimator each read path uses unless configured otherwise.
 
-    ROBUST does not need to know the read path or the delay model: in the
-    reading-level simulator (core/sim/phc.py: EXTENDED, basic, PRECISE,
-    exponential, gamma and spiky delays, asymmetric paths, the white-noise
-    model) it is never worse than the per-path choice below and mostly better
-    (benchmarks/sim_accuracy.py prints both). The per-path choice it replaces
-    (``legacy_estimator``) was chosen with benchmarks/phc_read.py on a real
-    kernel PHC (igb in the QEMU guest), every estimator fed the same polls;
-    offset jitter median/p99 in ns:
-    EXTENDED min-window 21/130, low-quartile mean 21/113, window-corrected 7/85
-    (phc2sys on the same device in the same run: 20/140); BASIC 36/221,
-    20/139, 19/105; clock_gettime 231/1167, 138/736, 154/1341. An earlier
-    run's raw polls gave the same ranking except BASIC, where the window
-    correction lost to the plain low-quartile mean (the triplets of
-    PTP_SYS_OFFSET share their system stamps, so a reading's window is a poorer
-    guide), hence the low-quartile mean for BASIC and clock_gettime.
+    ROBUST for EXTENDED and PRECISE: in the reading-level simulator
+    (core/sim/phc.py: exponential, gamma and spiky delays, asymmetric paths) it
+    is never much worse than any other and mostly better (benchmarks/
+    sim_accuracy.py prints both), and on the igb PHC in the QEMU guest
+    (benchmarks/phc_read.py, offset jitter median/p99 in ns, two runs) EXTENDED
+    robust 6/91 and 6/88 against window-corrected 6/81 and 6/73, low-quartile
+    mean 13/91 and 11/97, phc2sys 15/99 and 15/96.
+
+    LOW_QUARTILE_MEAN for PTP_SYS_OFFSET and clock_gettime: on the same igb PHC
+    ROBUST (like WINDOW_CORRECTED) had about twice its p99 (BASIC 10/186 against
+    9/86; clock_gettime 64/1424 against 39/451), although the simulator's basic
+    model says the opposite (aws-ena-basic: 20 against 50 ns RMS). The triplets of
+    PTP_SYS_OFFSET share their system stamps, so a late stamp widens one reading
+    and narrows the next: the window is a poorer guide than the model makes it,
+    and the real device decides.
     """
+    if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
+        return Estimator.LOW_QUARTILE_MEAN
     return Estimator.ROBUST
 
 

@@ -258,16 +258,17 @@ def test_unexpected_event_is_a_local_error_and_changes_nothing() -> None:
 
 def test_each_read_path_uses_its_default_estimator() -> None:
     # windows 100 (offset +50), 150 (offset -50), rest wide: min-window says +50, the
-    # low-quartile mean of the two tightest says 0, ROBUST (every path's default) weighs
-    # them 1/(w² + 125²) and leaves the wide ones out: 50·(38125 - 25625)/63750 ≈ +10
+    # low-quartile mean of the two tightest says 0 (BASIC's and clock_gettime's default),
+    # ROBUST (EXTENDED's) weighs them 1/(w² + 125²) and leaves the wide ones out:
+    # 50·(38125 - 25625)/63750 ≈ +10
     def poll(method: ReadMethod) -> ReadingsRead:
         shape = [(100, 50), (150, -50)] + [(5_000, 0)] * 6
         readings = tuple(Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off,
                                  T0 + i * 10_000 + w) for i, (w, off) in enumerate(shape))
         return ReadingsRead(method, readings, 0, T0 + 100_000)
 
-    for method, expected in ((ReadMethod.EXTENDED, 10), (ReadMethod.BASIC, 10),
-                             (ReadMethod.CLOCK_GETTIME, 10), (ReadMethod.PRECISE, 50)):
+    for method, expected in ((ReadMethod.EXTENDED, 10), (ReadMethod.BASIC, 0),
+                             (ReadMethod.CLOCK_GETTIME, 0), (ReadMethod.PRECISE, 50)):
         src = source(method=method)
         running(src)
         event = poll(method)
@@ -275,7 +276,7 @@ def test_each_read_path_uses_its_default_estimator() -> None:
             event = ReadingsRead(method, PreciseReading(T0 + 50, T0, 0), 0, T0 + 100_000)
         src.handle_event(event, 1)
         assert src.status().last_offset_ns == expected, method
-    for estimator, expected in ((Estimator.MIN_WINDOW, 50), (Estimator.LOW_QUARTILE_MEAN, 0)):
+    for estimator, expected in ((Estimator.MIN_WINDOW, 50), (Estimator.ROBUST, 10)):
         forced = source(method=ReadMethod.BASIC, estimator=estimator)
         running(forced)
         forced.handle_event(poll(ReadMethod.BASIC), 1)
