@@ -24,6 +24,7 @@ __all__ = [
     "build_sample",
     "default_estimator",
     "estimate",
+    "legacy_estimator",
     "reference_id",
     "sample_uncertainty_s",
 ]
@@ -38,21 +39,36 @@ class Estimator(enum.StrEnum):
     LOW_QUARTILE_MEAN = "low-quartile-mean"  # mean of the lowest-window quarter (≤ 2× min)
     # LOW_QUARTILE_MEAN of offsets corrected for the window they were read in (WindowSlope)
     WINDOW_CORRECTED = "window-corrected"
+    # every reading weighted by its window, delayed ones out, slope-corrected, σ measured
+    ROBUST = "robust"
 
 
 def default_estimator(method: ReadMethod) -> Estimator:
     """The estimator each read path uses unless configured otherwise.
 
-    Chosen with benchmarks/phc_read.py on a real kernel PHC (igb in the QEMU
-    guest), every estimator fed the same polls; offset jitter median/p99 in ns:
-    EXTENDED min-window 21/130, low-quartile mean 21/113, window-corrected 7/85
-    (phc2sys on the same device in the same run: 20/140); BASIC 36/221,
-    20/139, 19/105; clock_gettime 231/1167, 138/736, 154/1341. An earlier
-    run's raw polls gave the same ranking except BASIC, where the window
-    correction lost to the plain low-quartile mean (the triplets of
-    PTP_SYS_OFFSET share their system stamps, so a reading's window is a poorer
-    guide), hence the low-quartile mean for BASIC and clock_gettime.
+    ROBUST for EXTENDED and PRECISE: in the reading-level simulator
+    (core/sim/phc.py: exponential, gamma and spiky delays, asymmetric paths) it
+    is never much worse than any other and mostly better (benchmarks/
+    sim_accuracy.py prints both), and on the igb PHC in the QEMU guest
+    (benchmarks/phc_read.py, offset jitter median/p99 in ns, two runs) EXTENDED
+    robust 6/91 and 6/88 against window-corrected 6/81 and 6/73, low-quartile
+    mean 13/91 and 11/97, phc2sys 15/99 and 15/96.
+
+    LOW_QUARTILE_MEAN for PTP_SYS_OFFSET and clock_gettime: on the same igb PHC
+    ROBUST (like WINDOW_CORRECTED) had about twice its p99 (BASIC 10/186 against
+    9/86; clock_gettime 64/1424 against 39/451), although the simulator's basic
+    model says the opposite (aws-ena-basic: 20 against 50 ns RMS). The triplets of
+    PTP_SYS_OFFSET share their system stamps, so a late stamp widens one reading
+    and narrows the next: the window is a poorer guide than the model makes it,
+    and the real device decides.
     """
+    if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
+        return Estimator.LOW_QUARTILE_MEAN
+    return Estimator.ROBUST
+
+
+def legacy_estimator(method: ReadMethod) -> Estimator:
+    """The per-path choice before ROBUST (kept for comparison in the simulator)."""
     if method in (ReadMethod.BASIC, ReadMethod.CLOCK_GETTIME):
         return Estimator.LOW_QUARTILE_MEAN
     if method is ReadMethod.EXTENDED:
@@ -85,6 +101,10 @@ class WindowSlope:
         self._sxx = 0.0
         self._polls = 0
         self._ref: float | None = None
+        # out-of-sample check of the slope: each poll's scatter with and without the
+        # slope learnt from the polls before it (forgotten like the fit)
+        self._ss_plain = 0.0
+        self._ss_corrected = 0.0
 
     @property
     def slope(self) -> float:
@@ -98,6 +118,20 @@ class WindowSlope:
     @property
     def reference_window_ns(self) -> float:
         return self._ref if self._ref is not None else 0.0
+
+    @property
+    def polls(self) -> int:
+        return self._polls
+
+    @property
+    def helps(self) -> bool:
+        """Whether correcting by the slope has reduced the scatter of polls it was not fitted on.
+
+        On some read paths the window is a poor guide (PTP_SYS_OFFSET, whose readings
+        share their system stamps; clock_gettime): there a fitted slope is noise, and
+        benchmarks/phc_read.py on the igb PHC showed it doubling the jitter's p99.
+        """
+        return self.slope != 0.0 and self._ss_corrected < self._ss_plain
 
     def correction_ns(self, window_ns: int) -> int:
         """What to subtract from an offset read with ``window_ns``."""
@@ -114,6 +148,12 @@ class WindowSlope:
         ws = [r.window_ns - w0 for r in used]
         offs = [r.offset_ns - o0 for r in used]
         mean_w, mean_o = sum(ws) / len(ws), sum(offs) / len(offs)
+        s = self.slope  # from earlier polls only
+        fixed = [o - s * w for w, o in zip(ws, offs, strict=True)]
+        mean_f = sum(fixed) / len(fixed)
+        self._ss_plain = self.FORGET * self._ss_plain + sum((o - mean_o) ** 2 for o in offs)
+        self._ss_corrected = self.FORGET * self._ss_corrected + sum(
+            (f - mean_f) ** 2 for f in fixed)
         self._sxy = self.FORGET * self._sxy + sum(
             (w - mean_w) * (o - mean_o) for w, o in zip(ws, offs, strict=True))
         self._sxx = self.FORGET * self._sxx + sum((w - mean_w) ** 2 for w in ws)
@@ -129,6 +169,8 @@ class PhcEstimate:
     realtime_ns: int  # the local instant the offset refers to (window midpoint)
     used: int  # readings that went into the estimate
     total: int  # readings in the poll
+    # 1 σ of the offset measured from the poll's own scatter (ROBUST only), ns
+    sigma_ns: float | None = None
 
 
 def _validate(readings: Sequence[Reading]) -> None:
@@ -165,6 +207,8 @@ def estimate(readings: Sequence[Reading], estimator: Estimator = Estimator.MIN_W
     (which the caller updates after each poll; without it, it is LOW_QUARTILE_MEAN).
     """
     _validate(readings)
+    if estimator is Estimator.ROBUST and len(readings) > 1:
+        return _robust(readings, slope)
     if estimator is Estimator.MIN_WINDOW or len(readings) == 1:
         best = min(readings, key=lambda r: r.window_ns)
         return PhcEstimate(best.offset_ns, best.window_ns, best.midpoint_ns, 1, len(readings))
@@ -176,6 +220,57 @@ def estimate(readings: Sequence[Reading], estimator: Estimator = Estimator.MIN_W
     offset = _round_div(sum(r.offset_ns - (fix(r.window_ns) if fix else 0) for r in low), k)
     midpoint = _round_div(sum(r.midpoint_ns for r in low), k)
     return PhcEstimate(offset, low[-1].window_ns, midpoint, k, len(readings))
+
+
+# A reading whose window is over this many times the poll's typical narrow window is a
+# delayed read (preemption, an SMI, a contended bus): left out, not merely down-weighted.
+# 2 and 4 are alike in the simulator; on the igb PHC (benchmarks/phc_read.py) the heavy
+# tail of real windows made 4 worse at p99, as LOW_QUARTILE_MEAN's 2 had found.
+OUTLIER_WINDOWS = 2.0
+
+
+def _robust(readings: Sequence[Reading], slope: WindowSlope | None) -> PhcEstimate:
+    """ROBUST: a window-weighted mean of window-corrected offsets.
+
+    Why each part, for readings whose latch instant is unknown inside the window:
+
+    * weight: a reading's midpoint error is at most half its window and, for
+      delays of any shape, spreads with it (uniform over the window: σ = w/√12),
+      so readings count as 1 / (w² + s²), ``s`` the poll's scale (the mean of its
+      narrowest quarter of windows, at least 1 ns): readings about as narrow as
+      the best count about equally (averaging their independent errors), wide
+      ones fade quadratically. Equal windows (a white-noise PHC, a coarse clock
+      that stamps 0-ns windows) give a plain mean.
+    * outliers: windows beyond OUTLIER_WINDOWS × that scale are left out.
+    * asymmetry: if the delay before the latch differs from the one after, the
+      midpoint error grows with the window; ``slope`` (learnt across polls, and
+      used only while it reduces the scatter of polls it was not fitted on)
+      takes each offset to the device's typical smallest window (as
+      WINDOW_CORRECTED does: extrapolating a line to a zero window that no
+      real read reaches would trade scatter for a guess).
+    """
+    ordered = sorted(readings, key=lambda r: r.window_ns)
+    quarter = ordered[: max(1, math.ceil(len(ordered) / 4))]
+    scale = max(1.0, sum(r.window_ns for r in quarter) / len(quarter))
+    used = [r for r in ordered if r.window_ns <= OUTLIER_WINDOWS * scale] or ordered[:1]
+    s = slope.slope if slope is not None and slope.helps else 0.0
+    ref = slope.reference_window_ns if slope is not None else 0.0
+    base_o, base_m = used[0].offset_ns, used[0].midpoint_ns  # differences only in floats
+    weights = [1.0 / (float(r.window_ns) ** 2 + scale * scale) for r in used]
+    offs = [r.offset_ns - base_o - s * (r.window_ns - ref) for r in used]
+    total = sum(weights)
+    mean_o = sum(w * o for w, o in zip(weights, offs, strict=True)) / total
+    mean_m = sum(w * (r.midpoint_ns - base_m) for w, r in zip(weights, used, strict=True)) / total
+    sigma: float | None = None
+    if len(used) >= 3:
+        # weighted least squares: the readings' variances are c·(w² + s²) with c unknown;
+        # their scatter measures c, so the estimate's σ comes from the poll itself
+        c = sum(w * (o - mean_o) ** 2 for w, o in zip(weights, offs, strict=True)) / (
+            len(used) - 1)
+        sigma = math.sqrt(c / total)
+    # the widest window used is what the Sample reports as its delay
+    return PhcEstimate(base_o + round(mean_o), used[-1].window_ns, base_m + round(mean_m),
+                       len(used), len(readings), sigma)
 
 
 def _round_div(total: int, n: int) -> int:
@@ -195,6 +290,21 @@ def sample_uncertainty_s(precision_s: float, window_ns: int) -> float:
     """
     window_s = window_ns / NS_PER_S
     return math.sqrt(precision_s * precision_s + window_s * window_s / 12.0)
+
+
+# An estimate's own scatter is itself uncertain (25 readings measure a σ to about ±15 %),
+# and readings of one poll can share an error the scatter cannot show (a common latch
+# delay): the measured σ is never taken below this fraction of the one-reading figure.
+SCATTER_FLOOR = 0.1
+MIN_SIGMA_NS = 1.0  # the timestamps' resolution
+
+
+def _uncertainty_s(est: PhcEstimate, config: PtpSourceConfig) -> float:
+    """A Sample's σ: from the poll's scatter when the estimator measured it, else the model."""
+    if est.sigma_ns is None:
+        return sample_uncertainty_s(config.precision, est.window_ns)
+    floor = max(MIN_SIGMA_NS / NS_PER_S, SCATTER_FLOOR * config.precision)
+    return max(est.sigma_ns / NS_PER_S, floor)
 
 
 def reference_id(device_index: int | None) -> int:
@@ -229,7 +339,7 @@ def build_sample(est: PhcEstimate, config: PtpSourceConfig, *, source_id: str,
         kind=SourceKind.PTP,
         offset_s=est.offset_ns / NS_PER_S,
         delay_s=est.window_ns / NS_PER_S,
-        uncertainty_s=sample_uncertainty_s(config.precision, est.window_ns),
+        uncertainty_s=_uncertainty_s(est, config),
         root_delay_s=config.delay,
         root_dispersion_s=0.0,
         stratum=config.stratum,

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ntpd_py.core.sim.clock import LocalClockModel, LocalClockParams
-from ntpd_py.core.sim.phc import PhcModel, PhcParams
+from ntpd_py.core.sim.phc import PhcModel
 from ntpd_py.core.sim.scenario import Scenario, SimPtpSource
+from ntpd_py.core.sim.world import phc_params
 
 __all__ = ["CURRENT", "SimWorld", "current_clock_model", "current_phc", "world_from_scenario"]
 
@@ -38,11 +39,7 @@ def world_from_scenario(scenario: Scenario, seed: int | None = None) -> SimWorld
     phcs = {}
     for src in scenario.source:
         if isinstance(src, SimPtpSource):
-            s = src.sim
-            params = PhcParams(bias_s=s.bias, noise_s=s.noise, window_s=s.window,
-                               window_jitter_s=s.window_jitter, readings=s.readings,
-                               read_failure=s.read_failure, time_backwards=s.time_backwards,
-                               step_at_s=s.step_at, step_s=s.step)
+            params = phc_params(src.sim)
             phcs[src.path] = PhcModel(src.path, params, seed)
     return SimWorld(seed, clock, phcs)
 

@@ -11,6 +11,24 @@ every triplet after the first are 1 ms early (the kernel's system time went
 backwards mid-read: the worker rejects such a poll). All randomness is keyed
 by (seed, PHC name, read index).
 
+That is the ``white`` model (one noise figure per reading, windows that say
+nothing about the error). The reading-level models (``method`` = ``precise``,
+``extended``, ``basic``) build every reading the way the kernel does: the
+system clock is stamped, the request takes ``up`` to reach the device, which
+latches its time, and ``down`` to come back before the next system stamp. The
+offset error of a reading's midpoint is then (up - down) / 2, and its window is
+up + down: a slow reading is wide and is (on average) a worse one, which is
+what a window-aware estimator can use. ``up`` and ``down`` are drawn per
+reading from ``delay-dist`` (exponential; gamma of shape ``delay-shape``, a
+Poisson-like count of small steps; both with rare ``spike`` delays of
+``spike-min``..``spike-max`` added to one direction, as a preemption or an
+SMI does) with their own means (asymmetry). EXTENDED readings are separate
+(before, PHC, after) triplets ``gap`` apart; basic PTP_SYS_OFFSET stamps are
+interleaved sys, phc, sys, ..., sys, so consecutive readings share a system
+stamp; PRECISE is one cross-timestamp with its own small ``precise-noise``.
+System stamps are truncated to ``granularity`` (so consecutive stamps may be
+equal), and ``max-reads-per-s`` caps the readings per poll as a slow bus does.
+
 :func:`phc_sample` turns one read into a Sample. The PHC helper's
 ``core/phc.py`` does the same for the real worker; this one exists so the
 simulator does not depend on it, and the lead reconciles the two.
@@ -44,6 +62,19 @@ class PhcParams:
     time_backwards: float = 0.0  # probability that system time goes backwards within a read
     step_at_s: float | None = None  # the PHC jumps by step_s at this true time
     step_s: float = 0.0
+    # reading-level models (method != "white"); see the module docstring
+    method: str = "white"  # white | precise | extended | basic
+    delay_dist: str = "exponential"  # exponential | gamma
+    delay_shape: float = 4.0  # gamma shape (k); 1 is the exponential
+    delay_up_s: float = 0.0  # mean of the system-stamp-to-latch delay
+    delay_down_s: float = 0.0  # mean of the latch-to-system-stamp delay
+    spike_probability: float = 0.0  # per reading and direction
+    spike_min_s: float = 0.0
+    spike_max_s: float = 0.0
+    gap_s: float = 0.0  # between two EXTENDED readings
+    precise_noise_s: float = 0.0  # 1 sigma of a PRECISE cross-timestamp
+    granularity_s: float = 0.0  # of the system clock stamps
+    max_reads_per_s: float = 0.0  # 0: no limit
 
 
 class PhcModel:
@@ -60,11 +91,21 @@ class PhcModel:
         stepped = p.step_at_s is not None and t_ns >= p.step_at_s * _NS
         return p.bias_s + (p.step_s if stepped else 0.0)
 
-    def read(self, t_ns: int, index: int, clock: SimClock) -> list[Reading] | None:
+    def readings_per_poll(self, poll_s: float) -> int:
+        """Readings in one poll: ``readings``, at most ``max-reads-per-s`` times the interval."""
+        p = self.params
+        if p.max_reads_per_s <= 0.0:
+            return p.readings
+        return max(1, min(p.readings, int(p.max_reads_per_s * poll_s)))
+
+    def read(self, t_ns: int, index: int, clock: SimClock,
+             poll_s: float = 1.0) -> list[Reading] | None:
         """The triplets of read ``index``, starting at true time ``t_ns``; None if it failed."""
         p = self.params
         if p.read_failure and rng.uniform(self.seed, self.name, "fail", index) < p.read_failure:
             return None
+        if p.method != "white":
+            return self._read_level(t_ns, index, clock, self.readings_per_poll(poll_s))
         out: list[Reading] = []
         start = t_ns
         backwards = self.backwards(index)
@@ -81,6 +122,57 @@ class PhcModel:
             out.append((clock.realtime_ns(start) - back, phc,
                         clock.realtime_ns(start + window_ns) - back))
             start += window_ns + 1000  # the next triplet follows a microsecond later
+        return out
+
+    def _delay_ns(self, key: int, direction: str, mean_s: float) -> int:
+        """One transit delay, ns: the body from ``delay-dist`` plus a rare spike."""
+        p = self.params
+        if p.delay_dist == "gamma" and mean_s > 0.0:
+            # a sum of k exponentials: a Poisson-like count of small steps (k integer)
+            k = max(1, round(p.delay_shape))
+            body = sum(rng.exponential(self.seed, self.name, f"{direction}{j}", key, mean_s / k)
+                       for j in range(k))
+        else:
+            body = rng.exponential(self.seed, self.name, direction, key, mean_s)
+        if p.spike_probability and rng.uniform(
+                self.seed, self.name, f"spike-{direction}", key) < p.spike_probability:
+            u = rng.uniform(self.seed, self.name, f"spike-size-{direction}", key)
+            body += p.spike_min_s + u * (p.spike_max_s - p.spike_min_s)
+        return round(body * _NS)
+
+    def _stamp(self, clock: SimClock, t_ns: int) -> int:
+        """CLOCK_REALTIME at true ``t_ns`` as the kernel returns it (truncated to granularity)."""
+        real = clock.realtime_ns(t_ns)
+        g = round(self.params.granularity_s * _NS)
+        return real - real % g if g > 1 else real
+
+    def _phc_at(self, clock: SimClock, t_ns: int, key: int) -> int:
+        p = self.params
+        noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
+        return clock.real_epoch_ns + t_ns + round((self.time_error(t_ns) + noise) * _NS)
+
+    def _read_level(self, t_ns: int, index: int, clock: SimClock, n: int) -> list[Reading]:
+        p = self.params
+        back = BACKWARDS_NS if self.backwards(index) else 0
+        if p.method == "precise":
+            # one cross-timestamp: device and system time latched together, with a little noise
+            noise = rng.normal(self.seed, self.name, "precise", index, p.precise_noise_s)
+            sys = clock.realtime_ns(t_ns) + round(noise * _NS)
+            return [(sys, self._phc_at(clock, t_ns, index * 64), sys)]
+        out: list[Reading] = []
+        t = t_ns
+        before = self._stamp(clock, t)
+        for i in range(n):
+            key = index * 64 + i
+            latch = t + self._delay_ns(key, "up", p.delay_up_s)
+            t = latch + self._delay_ns(key, "down", p.delay_down_s)
+            after = self._stamp(clock, t) - (back if i > 0 or n == 1 else 0)
+            out.append((before, self._phc_at(clock, latch, key), after))
+            if p.method == "basic":
+                before = after  # PTP_SYS_OFFSET: this closing stamp opens the next reading
+            else:
+                t += round(p.gap_s * _NS)
+                before = self._stamp(clock, t) - back
         return out
 
     def backwards(self, index: int) -> bool:

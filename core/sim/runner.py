@@ -16,6 +16,7 @@ discarded (a real client sees it by comparing its two clocks).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any
 from ..actions import AdvisePoll, ClockAction, Panic, SetFrequency, Step
 from ..controller import ClockController
 from ..events import Sample
+from ..phc import PhcReadingRejected, Reading, ReadMethod
+from ..phc_estimate import Estimator, WindowSlope, build_sample, default_estimator, estimate
 from . import rng
 from .metrics import Summary, Trace, summarize
 from .ntp import Exchange, KissOfDeath, ntp_sample
@@ -35,6 +38,10 @@ __all__ = ["Progress", "SimResult", "Simulation"]
 
 _NS = 1_000_000_000
 IBURST_SPACING_NS = 2 * _NS
+# the read path a simulated PHC model stands for ("white": the old one-figure model, whose
+# windows are EXTENDED-like triplets)
+_METHODS = {"white": ReadMethod.EXTENDED, "extended": ReadMethod.EXTENDED,
+            "basic": ReadMethod.BASIC, "precise": ReadMethod.PRECISE}
 UNREACHABLE_AFTER = 3
 
 
@@ -67,6 +74,7 @@ class _Client:
     unanswered: int = 0
     awaiting: bool = False
     denied: bool = False
+    slope: WindowSlope | None = None  # a PHC's window-offset relation, as the worker keeps it
 
 
 class Simulation:
@@ -193,11 +201,14 @@ class Simulation:
     def _on_phc(self, t: int, client: Any) -> None:
         src: PhcSource = client.source
         self._push(t + int(2.0**client.poll_log2 * _NS), "phc", client)
-        readings = src.model.read(t, client.requests, self.clock)
+        readings = src.model.read(t, client.requests, self.clock, 2.0**client.poll_log2)
         client.requests += 1
         if readings is None:
             return  # a failed read produces no sample (the worker counts it)
         cfg = src.config
+        if cfg.sim.method != "white" or cfg.sim.estimator != "default":
+            self._phc_estimate(t, client, readings)
+            return
         try:
             sample = phc_sample(
                 src.source_id,
@@ -213,6 +224,29 @@ class Simulation:
             )
         except ValueError:
             return  # a rejected poll (system time went backwards), as the worker drops it
+        self._push(t + int(src.latency_s * _NS) + 1, "deliver", sample)
+
+    def _phc_estimate(self, t: int, client: _Client, raw: list[tuple[int, int, int]]) -> None:
+        """A reading-level poll through the worker's own estimator (core/phc_estimate.py)."""
+        src = client.source
+        assert isinstance(src, PhcSource)
+        cfg = src.config
+        method = _METHODS[cfg.sim.method]
+        name = cfg.sim.estimator
+        chosen = default_estimator(method) if name == "default" else Estimator(name)
+        if client.slope is None:
+            client.slope = WindowSlope()
+        readings = [Reading(*r) for r in raw]
+        try:
+            est = estimate(readings, chosen, client.slope)
+        except PhcReadingRejected:
+            return  # a rejected poll (system time went backwards), as the worker drops it
+        client.slope.update(readings)  # after use, as core/ptp_source.py does
+        mono_minus_real = self.clock.mono_epoch_ns - self.clock.real_epoch_ns - self.clock.steps_ns
+        sample = build_sample(est, cfg, source_id=src.source_id, device_index=None,
+                              mono_ns=est.realtime_ns + mono_minus_real,
+                              realtime_ns=est.realtime_ns, poll_log2=cfg.interval)
+        sample = dataclasses.replace(sample, reference_id=src.reference_id)
         self._push(t + int(src.latency_s * _NS) + 1, "deliver", sample)
 
     def _on_send(self, t: int, client: Any) -> None:

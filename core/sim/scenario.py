@@ -113,6 +113,30 @@ class PhcSim(_Table):
     latency: Annotated[float, Field(ge=0.0, le=1.0)] = 50e-6
     step_at: _NonNeg | None = None
     step: _Finite = 0.0
+    # The reading-level models (core/sim/phc.py): "white" is the one-noise-figure model
+    # above; the others build each reading from its up and down transit delays.
+    method: Literal["white", "precise", "extended", "basic"] = "white"
+    delay_dist: Literal["exponential", "gamma"] = "exponential"
+    delay_shape: Annotated[float, Field(ge=1.0, le=64.0)] = 4.0
+    delay_up: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
+    delay_down: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
+    spike_probability: _Probability = 0.0
+    spike_min: Annotated[float, Field(ge=0.0, le=0.01)] = 10e-6
+    spike_max: Annotated[float, Field(ge=0.0, le=0.01)] = 100e-6
+    gap: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
+    precise_noise: _NonNeg = 0.0
+    granularity: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
+    max_reads_per_s: _NonNeg = 0.0
+    # how the poll's readings become one offset: the worker's choice for the read
+    # method ("default"), or one named estimator (core/phc_estimate.py)
+    estimator: Literal["default", "min-window", "low-quartile-mean", "window-corrected",
+                       "robust"] = "default"
+
+    @model_validator(mode="after")
+    def _spike(self) -> PhcSim:
+        if self.spike_max < self.spike_min:
+            raise ValueError("spike-max must not be below spike-min")
+        return self
 
 
 class ServerSim(_Table):

@@ -14,9 +14,9 @@ from ..events import LeapIndicator, SourceKind
 from .clock import LocalClockModel, LocalClockParams, SimClock
 from .ntp import NtpServerModel, ServerParams
 from .phc import PhcModel, PhcParams
-from .scenario import Scenario, SimPtpSource, SimServerSource, source_id
+from .scenario import PhcSim, Scenario, SimPtpSource, SimServerSource, source_id
 
-__all__ = ["MONO_EPOCH_NS", "PhcSource", "ServerSource", "World", "build_world"]
+__all__ = ["MONO_EPOCH_NS", "PhcSource", "ServerSource", "World", "build_world", "phc_params"]
 
 MONO_EPOCH_NS = 1_000 * 1_000_000_000  # CLOCK_MONOTONIC at the start: booted 1000 s ago
 _LEAP = {
@@ -76,20 +76,38 @@ def _server_refid(address: str) -> int:
         return _refid_text("SIM")
 
 
-def _phc(src: SimPtpSource, seed: int, index: int) -> PhcSource:
-    s = src.sim
-    params = PhcParams(
+def phc_params(s: PhcSim) -> PhcParams:
+    """The model parameters of a scenario's `[source.sim]` PHC table."""
+    return PhcParams(
         bias_s=s.bias,
         noise_s=s.noise,
         window_s=s.window,
         window_jitter_s=s.window_jitter,
         readings=s.readings,
         read_failure=s.read_failure,
+        time_backwards=s.time_backwards,
         step_at_s=s.step_at,
         step_s=s.step,
+        method=s.method,
+        delay_dist=s.delay_dist,
+        delay_shape=s.delay_shape,
+        delay_up_s=s.delay_up,
+        delay_down_s=s.delay_down,
+        spike_probability=s.spike_probability,
+        spike_min_s=s.spike_min,
+        spike_max_s=s.spike_max,
+        gap_s=s.gap,
+        precise_noise_s=s.precise_noise,
+        granularity_s=s.granularity,
+        max_reads_per_s=s.max_reads_per_s,
     )
+
+
+def _phc(src: SimPtpSource, seed: int, index: int) -> PhcSource:
+    params = phc_params(src.sim)
     name = source_id(src)
-    return PhcSource(name, src, PhcModel(name, params, seed), _refid_text(f"PHC{index}"), s.latency)
+    return PhcSource(name, src, PhcModel(name, params, seed), _refid_text(f"PHC{index}"),
+                     src.sim.latency)
 
 
 def _server(src: SimServerSource, scenario: Scenario, seed: int) -> ServerSource:

@@ -258,16 +258,16 @@ def test_unexpected_event_is_a_local_error_and_changes_nothing() -> None:
 
 def test_each_read_path_uses_its_default_estimator() -> None:
     # windows 100 (offset +50), 150 (offset -50), rest wide: min-window says +50, the
-    # low-quartile mean of the two tightest says 0
+    # low-quartile mean of the two tightest says 0 (BASIC's and clock_gettime's default),
+    # ROBUST (EXTENDED's) weighs them 1/(w² + 125²) and leaves the wide ones out:
+    # 50·(38125 - 25625)/63750 ≈ +10
     def poll(method: ReadMethod) -> ReadingsRead:
         shape = [(100, 50), (150, -50)] + [(5_000, 0)] * 6
         readings = tuple(Reading(T0 + i * 10_000, T0 + i * 10_000 + w // 2 + off,
                                  T0 + i * 10_000 + w) for i, (w, off) in enumerate(shape))
         return ReadingsRead(method, readings, 0, T0 + 100_000)
 
-    # (EXTENDED: the window-corrected mean, which is the low-quartile mean until the
-    # window slope has been learnt over a few polls)
-    for method, expected in ((ReadMethod.EXTENDED, 0), (ReadMethod.BASIC, 0),
+    for method, expected in ((ReadMethod.EXTENDED, 10), (ReadMethod.BASIC, 0),
                              (ReadMethod.CLOCK_GETTIME, 0), (ReadMethod.PRECISE, 50)):
         src = source(method=method)
         running(src)
@@ -276,10 +276,11 @@ def test_each_read_path_uses_its_default_estimator() -> None:
             event = ReadingsRead(method, PreciseReading(T0 + 50, T0, 0), 0, T0 + 100_000)
         src.handle_event(event, 1)
         assert src.status().last_offset_ns == expected, method
-    forced = source(method=ReadMethod.BASIC, estimator=Estimator.MIN_WINDOW)
-    running(forced)
-    forced.handle_event(poll(ReadMethod.BASIC), 1)
-    assert forced.status().last_offset_ns == 50
+    for estimator, expected in ((Estimator.MIN_WINDOW, 50), (Estimator.ROBUST, 10)):
+        forced = source(method=ReadMethod.BASIC, estimator=estimator)
+        running(forced)
+        forced.handle_event(poll(ReadMethod.BASIC), 1)
+        assert forced.status().last_offset_ns == expected
 
 
 def test_extended_source_learns_the_window_slope_and_forgets_it_on_reopen() -> None:

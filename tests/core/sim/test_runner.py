@@ -147,3 +147,32 @@ def test_ntp_lan_3h_rate_is_smooth() -> None:
     assert s.freq_error_over_1ppm_fraction == 0.0
     assert s.rms_freq_error_ppm is not None and s.rms_freq_error_ppm < 0.2
     assert s.rms_offset_s is not None and s.rms_offset_s < 15e-6
+
+
+# -- issue 18: reading-level PHC models (short runs; full hours: benchmarks/sim_accuracy.py) ----
+
+def test_kvm_guest_reading_level_meets_the_issue_18_target() -> None:
+    _, result = run(scenario("kvm-guest-rl"), duration=900)
+    s = result.summary
+    assert s.rms_offset_s is not None and s.rms_offset_s <= 12.6e-9  # 0.8 × chrony's 15.8 ns
+    assert s.time_to_1us_s is not None and s.time_to_1us_s <= 5.0  # chrony: 5 s
+    assert s.steps == 1 and s.panic is None
+
+
+def test_robust_estimator_beats_the_one_it_replaced_on_kvm_guest_rl() -> None:
+    robust = run(scenario("kvm-guest-rl"), duration=900)[1].summary.rms_offset_s
+    before = scenario("kvm-guest-rl", edit=('method = "extended"',
+                                            'method = "extended"\nestimator = "window-corrected"'))
+    legacy = run(before, duration=900)[1].summary.rms_offset_s
+    assert robust is not None and legacy is not None and robust < 0.7 * legacy
+
+
+@pytest.mark.parametrize(("name", "rms_limit"), [
+    ("kvm-guest-rl-1us", 120e-9), ("kvm-guest-asym", 30e-9), ("aws-ena-basic", 60e-9),
+    ("ptp-kvm-precise", 30e-9), ("noisy-host", 30e-9)])
+def test_every_reading_level_model_converges_and_holds(name: str, rms_limit: float) -> None:
+    _, result = run(scenario(name), duration=600)
+    s = result.summary
+    assert s.panic is None and s.steps == 1
+    assert s.time_to_1us_s is not None and s.time_to_1us_s <= 10.0
+    assert s.rms_offset_s is not None and s.rms_offset_s <= rms_limit

@@ -36,6 +36,8 @@ def test_expected_scenarios_are_shipped() -> None:
     names = {p.stem for p in SCENARIOS.glob("*.toml")}
     assert {"kvm-guest", "kvm-guest-1us", "aws-ena", "ntp-only", "cold-start", "panic",
             "ntp-lan-3h"} <= names
+    assert {"kvm-guest-rl", "kvm-guest-rl-1us", "kvm-guest-asym", "aws-ena-basic",
+            "ptp-kvm-precise", "noisy-host"} <= names  # issue 18's reading-level models
 
 
 def test_minimal_scenario_and_defaults() -> None:
