@@ -12,24 +12,14 @@ import argparse
 from importlib import metadata
 
 from .cli_args import subcommands
+from .man_toml import _esc as roff_escape
 
 __all__ = ["render_ntpctl", "render_ntpd_py"]
 
 
 def _esc(text: str) -> str:
-    """Text for a roff line: backslashes, hyphens (as typed), non-ASCII as \\[uXXXX]."""
-    out = []
-    for char in " ".join(text.split()):
-        if char == "\\":
-            out.append("\\e")
-        elif char == "-":
-            out.append("\\-")
-        elif ord(char) > 126:
-            out.append(f"\\[u{ord(char):04X}]")
-        else:
-            out.append(char)
-    line = "".join(out)
-    return "\\&" + line if line[:1] in (".", "'") else line
+    """One roff line of help text: whitespace collapsed, escaped as ntp.toml(5) escapes."""
+    return roff_escape(" ".join(text.split()))
 
 
 def _version() -> str:
