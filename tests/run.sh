@@ -86,8 +86,14 @@ if [ "${NTPDPY_DEPS_ONLY:-}" = 1 ]; then exit 0; fi
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,plot]'
 
+# Two pytest-xdist workers (NTPDPY_JOBS to change; 0 runs in this process): most tests
+# wait on real processes, so two run well on 2 cores. Every test that boots a QEMU guest
+# goes to one worker (xdist group "qemu", see tests/vm/pytest_plugin.py). The caller's
+# arguments come last, so `-n 0` given to this script wins.
+jobs=${NTPDPY_JOBS:-2}
 set +e
-capsh --drop=cap_sys_time -- -c 'exec .venv/bin/python -m pytest "$@"' pytest "$@"
+capsh --drop=cap_sys_time -- -c 'exec .venv/bin/python -m pytest "$@"' pytest \
+    -n "$jobs" --dist loadgroup --durations=15 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

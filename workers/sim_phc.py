@@ -85,8 +85,11 @@ class SimPhcDevice:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
         clock, snap = self._clock, self._clock.snapshot()
-        # the `time-backwards` fault: every reading after the first is stamped early
+        # the `time-backwards` fault: every reading after the first starts BACKWARDS_NS
+        # before the first one ended, however long this process was preempted in between
+        # (a fixed shift would stop being "backwards" on a loaded machine)
         back = BACKWARDS_NS if model.backwards(index) else 0
+        first_end_ns = 0
         for i in range(n):
             key = index * 64 + i
             mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -96,9 +99,13 @@ class SimPhcDevice:
                 else 0.0
             error = model.time_error(clock.elapsed_ns(mid, snap)) + noise
             phc = clock.true_ns(mid, snap) + round(error * 1e9)
-            shift = back if i > 0 else 0
-            readings.append(Reading(clock.local_ns(mono, snap) - shift, phc,
-                                    clock.local_ns(mono + window, snap) - shift))
+            before, after = clock.local_ns(mono, snap), clock.local_ns(mono + window, snap)
+            if i == 0:
+                first_end_ns = after
+            elif back:
+                shift = before - first_end_ns + back
+                before, after = before - shift, after - shift
+            readings.append(Reading(before, phc, after))
         return readings
 
     def local_ns(self, mono_ns: int) -> int:
