@@ -54,3 +54,21 @@ def test_json_frames_are_one_line_each(capsys: pytest.CaptureFixture[str]) -> No
     assert len(lines) == 2
     assert [json.loads(line)["realtime_ns"] for line in lines] == [clock.real_ns - 1_000_000_000,
                                                                   clock.real_ns]
+
+
+def test_live_view_renders_clock_and_sources_as_text() -> None:
+    import io
+
+    from ntpd_py.supervisor.ctl_watch import _view
+    from rich.console import Console
+
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(_view(_state(FakeClock()), "connected"))
+    text = console.export_text()
+    assert "synchronized (observe backend)" in text and "+3.000 ppm" in text
+    assert "connected" in text
+    names = [line.split()[1] for line in text.splitlines() if line[:2] in ("* ", "x ")]
+    assert names == ["a", "b"]
+    empty = Console(record=True, width=160, file=io.StringIO())
+    empty.print(_view(None, "waiting for the daemon"))
+    assert "waiting for the daemon" in empty.export_text()
