@@ -5,22 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from ntpd_py.core.snapshots import SelectionState
-from ntpd_py.ipc.messages import ClockStateMsg
 from ntpd_py.supervisor.ctl_watch import _Output, watch_document
-from ntpd_py.workers.bus_guard import BusGuard
-from ntpd_py.workers.status_view import build_clock_state
 
 from tests.doubles import FakeClock
-from tests.workers.test_status_view import _entry, _source, _system
-
-
-def _state(clock: FakeClock) -> ClockStateMsg:
-    sources = [_source("ntp:a", SelectionState.SELECTED, last_sample=clock.mono_ns),
-               _source("ntp:b", SelectionState.FALSETICKER, last_sample=clock.mono_ns)]
-    return build_clock_state(_system(last_update=clock.mono_ns), sources,
-                             [_entry("ntp:a"), _entry("ntp:b")], {}, BusGuard(), "observe",
-                             clock.mono_ns, clock.real_ns)
+from tests.views import clock_state as _state
 
 
 def test_watch_document_is_status_json_without_process_fields() -> None:

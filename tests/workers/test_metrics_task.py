@@ -7,7 +7,7 @@ from ntpd_py.ipc.messages import CtlReply, CtlRequest
 from ntpd_py.workers.metrics import BIND_RETRY_NS, QUERY_INTERVAL_NS, STALE_NS, MetricsTask
 
 from tests.doubles import FakeChannel, FakeClock, FakeLink, LogCapture, channel_pair
-from tests.supervisor.test_ctl_watch import _state
+from tests.views import clock_state as _state
 
 # TEST-NET-1 is never a local address: bind fails (EADDRNOTAVAIL) with no traffic sent.
 UNBINDABLE = "192.0.2.1:9975"

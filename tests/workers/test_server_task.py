@@ -20,8 +20,9 @@ from ntpd_py.workers.server import (
 )
 
 from tests.doubles import FakeChannel, FakeClock, FakeLink, LogCapture, channel_pair
-from tests.supervisor.test_ctl_watch import _state
-from tests.workers.test_status_view import _entry, _system
+from tests.views import clock_state as _state
+from tests.views import entry as _entry
+from tests.views import system_snapshot as _system
 
 
 def test_synchronized_state_dates_the_reference_time_back_by_the_update_age() -> None:

@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import math
 
-from ntpd_py.core.events import LeapIndicator, SourceKind
-from ntpd_py.core.snapshots import SelectionState, SourceSnapshot, SystemSnapshot
+from ntpd_py.core.snapshots import SelectionState
 from ntpd_py.core.units import NS_PER_S
-from ntpd_py.ipc.messages import SourceEntry, SourceStatus
+from ntpd_py.ipc.messages import SourceStatus
 from ntpd_py.workers.bus_guard import BusGuard
 from ntpd_py.workers.status_view import build_clock_state, summary_line
 
 from tests.doubles import FakeClock
-
-
-def _system(*, synced: bool = True, last_update: int | None = 0) -> SystemSnapshot:
-    return SystemSnapshot(
-        synchronized=synced, offset_s=2.5e-6, offset_uncertainty_s=4e-7, frequency=3e-6,
-        frequency_uncertainty=1e-8, stratum=2, reference_id=0x7F000001, root_delay_s=1e-3,
-        root_dispersion_s=2e-3, leap=LeapIndicator.NONE, steps=1,
-        accumulated_steps_s=0.25, last_update_mono_ns=last_update, selected_sources=("ntp:a",),
-    )
-
-
-def _source(source_id: str, state: SelectionState, *, samples: int = 8,
-            last_sample: int | None = 0, offset: float = 1e-4) -> SourceSnapshot:
-    return SourceSnapshot(
-        source_id=source_id, kind=SourceKind.NTP, state=state, offset_s=offset,
-        uncertainty_s=1e-5, delay_s=2e-3, last_offset_s=offset, frequency=0.0, poll_log2=6,
-        reach=0o377, samples=samples, last_sample_mono_ns=last_sample, stratum=1,
-        reference_id=0x47505300, root_delay_s=0.0, root_dispersion_s=1e-4,
-        leap=LeapIndicator.NONE, reason="" if samples else "too few samples",
-    )
-
-
-def _entry(source_id: str) -> SourceEntry:
-    return SourceEntry(source_id=source_id, kind="ntp", name=source_id.removeprefix("ntp:"),
-                       poll_log2=4, poll_min=4, poll_max=10)
+from tests.views import entry as _entry
+from tests.views import source_snapshot as _source
+from tests.views import system_snapshot as _system
 
 
 def test_ages_come_from_the_time_passed_in() -> None:
