@@ -49,10 +49,10 @@ from .leap import leap_to_arm, next_leap_change_ns
 from .select import Candidate, select
 from .snapshots import SelectionState, SourceSnapshot, SystemSnapshot
 from .steer import Steerer
+from .units import NS_PER_S
 
 __all__ = ["ClockController"]
 
-_NS = 1_000_000_000
 DRIFT_PRIOR_FLOOR = 1e-6  # a saved frequency is trusted to 1 ppm at best
 SYNC_TIMEOUT_POLLS = 8  # unsynchronized after this many of the longest poll intervals ...
 SYNC_TIMEOUT_MIN_S = 16  # ... but never sooner than this
@@ -309,13 +309,15 @@ class ClockController:
         self._last_mono_ns, self._last_real_ns = now_mono_ns, now_real_ns
         if self._leap_explains(jump_ns):
             self.messages.append("leap second passed")
-        elif abs(jump_ns) > self.algo.meddling_threshold * _NS:
-            self._restart_filters(f"clock stepped underneath by {jump_ns / _NS:+.6f} s")
+        elif abs(jump_ns) > self.algo.meddling_threshold * NS_PER_S:
+            self._restart_filters(f"clock stepped underneath by {jump_ns / NS_PER_S:+.6f} s")
         return actions
 
     def _leap_explains(self, jump_ns: int) -> bool:
-        expected = {LeapIndicator.INSERT: -_NS, LeapIndicator.DELETE: _NS}.get(self.leap_armed)
-        return expected is not None and abs(jump_ns - expected) < _NS // 10
+        expected = {LeapIndicator.INSERT: -NS_PER_S, LeapIndicator.DELETE: NS_PER_S}.get(
+            self.leap_armed
+        )
+        return expected is not None and abs(jump_ns - expected) < NS_PER_S // 10
 
     def _restart_filters(self, why: str) -> None:
         self.messages.append(f"{why}: restarting every source filter")
@@ -326,7 +328,7 @@ class ClockController:
         """When the next sample is expected: the earliest of every reachable source's
         last sample plus its poll interval that is still ahead."""
         due = [
-            src.last.mono_ns + int(2.0**src.last.poll_log2 * _NS)
+            src.last.mono_ns + int(2.0**src.last.poll_log2 * NS_PER_S)
             for src in self.sources.values()
             if src.last is not None and src.reachable
         ]
@@ -343,7 +345,7 @@ class ClockController:
         longest = max((2.0**src.poll_log2 for src in self.sources.values()), default=1.0)
         timeout = max(SYNC_TIMEOUT_POLLS * longest, SYNC_TIMEOUT_MIN_S)
         last = self._last_mono_ns if self.last_update_mono_ns is None else self.last_update_mono_ns
-        return last + int(timeout * _NS)
+        return last + int(timeout * NS_PER_S)
 
     def _judge(self, now_ns: int) -> tuple[list[Candidate], dict[str, SourceEstimate], int]:
         """Candidates for selection, their estimates, and how many sources are starting up."""
@@ -388,9 +390,9 @@ class ClockController:
         self.combined = combined
         self.freq_uncertainty = combined.estimate.freq_sigma
         self.last_update_mono_ns = now_ns
-        step_ns = round(decision.step_s * _NS)
+        step_ns = round(decision.step_s * NS_PER_S)
         if step_ns:
-            self.messages.append(f"stepping the clock by {step_ns / _NS:+.9f} s")
+            self.messages.append(f"stepping the clock by {step_ns / NS_PER_S:+.9f} s")
         actions = self._apply(step_ns, decision.freq, now_ns)
         est = combined.estimate
         max_error = combined.root_dispersion_s + combined.root_delay_s / 2 + abs(est.offset)
@@ -435,7 +437,7 @@ class ClockController:
             actions.append(Step(step_ns))
         if step_ns or change:
             for src in self.sources.values():
-                src.filter.steer(step_ns / _NS, change, now_ns)
+                src.filter.steer(step_ns / NS_PER_S, change, now_ns)
         if change or step_ns:
             actions.append(SetFrequency(freq))
         self._kernel_freq = freq

@@ -26,6 +26,7 @@ from .filter import (
 )
 from .kalman import Prediction
 from .snapshots import SelectionState, SourceSnapshot
+from .units import NS_PER_S
 
 __all__ = [
     "EXPORT_VERSION",
@@ -43,7 +44,6 @@ __all__ = [
 MAX_RESTORE_AGE_S = 3600.0  # older per-source filters are not worth restoring
 _MAX_FREQ = 500e-6
 EXPORT_VERSION = 1
-_NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -98,7 +98,7 @@ class SourceState:
         last = self.filter.last_sample_mono_ns
         if self.filter.ready or not self.reachable or self.blocked or last is None:
             return False
-        return now_ns - last <= 2 * 2.0**self.poll_log2 * _NS + _NS
+        return now_ns - last <= 2 * 2.0**self.poll_log2 * NS_PER_S + NS_PER_S
 
     def estimate_for_combination(self, est: Prediction) -> SourceEstimate:
         last = self.last
@@ -212,7 +212,7 @@ def _check_filter(saved: Any, field: str, mono_ns: int) -> None:
     kalman = saved["kalman"]
     if not isinstance(kalman, list) or len(kalman) != 6:
         raise StateError(f"{field}.kalman", "expected [t_ns, offset, freq, p00, p01, p11]")
-    oldest = mono_ns - int(MAX_RESTORE_AGE_S * _NS)
+    oldest = mono_ns - int(MAX_RESTORE_AGE_S * NS_PER_S)
     _int(kalman[0], f"{field}.kalman[0] (t_ns)", max(oldest, 0), mono_ns)
     _float(kalman[1], f"{field}.kalman[1] (offset)", -MAX_OFFSET_S, MAX_OFFSET_S)
     _float(kalman[2], f"{field}.kalman[2] (freq)", -MAX_FREQ, MAX_FREQ)
@@ -341,8 +341,9 @@ def restore_sources(
         return {}, 0.0
     if in_force is None or saved.get("version") != 1:
         return {}, 0.0
-    same_boot = abs((now_real_ns - now_mono_ns) - (real - mono)) <= algo.meddling_threshold * _NS
-    fresh = 0 <= now_mono_ns - mono <= MAX_RESTORE_AGE_S * _NS
+    boot_shift_ns = abs((now_real_ns - now_mono_ns) - (real - mono))
+    same_boot = boot_shift_ns <= algo.meddling_threshold * NS_PER_S
+    fresh = 0 <= now_mono_ns - mono <= MAX_RESTORE_AGE_S * NS_PER_S
     if not (same_boot and fresh):
         return {}, 0.0
     filters = {str(k): v for k, v in sources.items() if isinstance(v, dict)}

@@ -15,11 +15,11 @@ import datetime as dt
 from collections.abc import Sequence
 
 from .events import LeapIndicator
+from .units import NS_PER_S
 
 __all__ = ["leap_to_arm", "leap_vote", "next_leap_change_ns"]
 
-_NS = 1_000_000_000
-_DAY_NS = 86_400 * _NS
+_DAY_NS = 86_400 * NS_PER_S
 
 
 def leap_vote(leaps: Sequence[LeapIndicator]) -> LeapIndicator:
@@ -33,10 +33,10 @@ def leap_vote(leaps: Sequence[LeapIndicator]) -> LeapIndicator:
 
 def _month_bounds_ns(real_ns: int) -> tuple[int, int]:
     """Start of the last UTC day of the month of ``real_ns``, and start of the next month."""
-    day = dt.datetime.fromtimestamp(real_ns // _NS, tz=dt.UTC)
+    day = dt.datetime.fromtimestamp(real_ns // NS_PER_S, tz=dt.UTC)
     days = calendar.monthrange(day.year, day.month)[1]
     first = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
-    month_start_ns = calendar.timegm(first.timetuple()) * _NS
+    month_start_ns = calendar.timegm(first.timetuple()) * NS_PER_S
     next_month_ns = month_start_ns + days * _DAY_NS
     return next_month_ns - _DAY_NS, next_month_ns
 
@@ -56,4 +56,4 @@ def next_leap_change_ns(real_ns: int) -> int:
     repeats the last second of the month) is over before the flag is cleared.
     """
     last_day, next_month = _month_bounds_ns(real_ns)
-    return last_day if real_ns < last_day else next_month + _NS
+    return last_day if real_ns < last_day else next_month + NS_PER_S

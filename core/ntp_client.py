@@ -37,7 +37,7 @@ start (up to twice as many while unanswered) so the first samples come within
 seconds, then one request per ``2**poll`` s, lengthened by up to
 ``poll_jitter`` at random; ``poll`` is the advised interval, clamped to the
 limits and raised by RATE kisses. The reach register shifts at each poll and
-records answered ones; :class:`Unreachable` is emitted once per outage, after
+records answered ones; :class:`ReportUnreachable` is emitted once per outage, after
 ``startup_unreachable_polls`` unanswered polls if the server never answered,
 else after ``unreachable_polls`` (an empty register); polling goes on.
 
@@ -64,9 +64,9 @@ from .ntp_client_types import (
     LocalTime,
     Publish,
     ReplyOutcome,
+    ReportUnreachable,
     Send,
     SetTimer,
-    Unreachable,
 )
 from .packet import (
     KISS_DENY,
@@ -79,6 +79,7 @@ from .packet import (
     parse,
 )
 from .timestamps import ntp64_diff, ntp64_to_unix_ns_near, short_to_s
+from .units import NS_PER_S
 
 __all__ = [
     "ClientAction",
@@ -90,12 +91,11 @@ __all__ = [
     "NtpClient",
     "Publish",
     "ReplyOutcome",
+    "ReportUnreachable",
     "Send",
     "SetTimer",
-    "Unreachable",
 ]
 
-NS_PER_S = 1_000_000_000
 BURST_INTERVAL_NS = 2 * NS_PER_S
 REPLY_WINDOW_NS = 5 * NS_PER_S  # a reply later than this after its request is not used
 MAX_STRATUM = 15
@@ -213,7 +213,7 @@ class NtpClient:
             )
             if self._unanswered >= limit and not self._unreachable_reported:
                 self._unreachable_reported = True
-                actions.append(Unreachable(self._unanswered))
+                actions.append(ReportUnreachable(self._unanswered))
         self._reach = (self._reach << 1) & 0xFF
         origin = int.from_bytes(self._random(8), "big") or 1
         self._outstanding = _Outstanding(origin, now_mono_ns)

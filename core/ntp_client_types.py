@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .events import Sample
+from .source_actions import Publish, SetTimer
 
 __all__ = [
     "ClientAction",
@@ -18,9 +18,9 @@ __all__ = [
     "LocalTime",
     "Publish",
     "ReplyOutcome",
+    "ReportUnreachable",
     "Send",
     "SetTimer",
-    "Unreachable",
 ]
 
 
@@ -46,21 +46,7 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Call ``NtpClient.handle_timer`` at this CLOCK_MONOTONIC instant."""
-
-    deadline_mono_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """A checked measurement for the clock algorithm."""
-
-    sample: Sample
-
-
-@dataclass(frozen=True, slots=True)
-class Unreachable:
+class ReportUnreachable:
     """The server stopped answering (emitted once per outage; polling goes on)."""
 
     unanswered_polls: int
@@ -78,7 +64,7 @@ class Demobilize:
     reason: DemobilizeReason
 
 
-ClientAction = Send | SetTimer | Publish | Unreachable | Demobilize
+ClientAction = Send | SetTimer | Publish | ReportUnreachable | Demobilize
 
 
 class ReplyOutcome(enum.StrEnum):

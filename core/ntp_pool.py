@@ -6,7 +6,7 @@ returns :class:`Resolve` and hands the result to
 skips the ``ignore`` list and addresses already in use, and replaces a peer
 reported through :meth:`PoolManager.peer_failed`:
 
-* ``UNREACHABLE`` (the client's :class:`~ntpd_py.core.ntp_client.Unreachable`)
+* ``UNREACHABLE`` (the client's :class:`~ntpd_py.core.ntp_client.ReportUnreachable`)
   and ``FALSETICKER`` (the algorithm's verdict): the address is avoided for
   ``retry_after_ns`` (default one hour), then may be used again;
 * ``DENIED`` (a DENY or RSTR kiss): the address is never used again by this
@@ -24,6 +24,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .units import NS_PER_S
+
 __all__ = [
     "PeerFailure",
     "PoolAction",
@@ -34,7 +36,6 @@ __all__ = [
     "StopPeer",
 ]
 
-NS_PER_S = 1_000_000_000
 
 Address = tuple[str, int]
 

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import RemoteSourceError
+from .units import NS_PER_S
 
 __all__ = [
     "CAPS_SIZE",
@@ -41,7 +42,6 @@ __all__ = [
     "encode_sys_offset",
 ]
 
-NS_PER_S = 1_000_000_000
 PTP_MAX_SAMPLES = 25
 
 _TIME = struct.Struct("<qII")  # struct ptp_clock_time: s64 sec, u32 nsec, u32 reserved

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from .events import Sample
 from .phc import PhcCaps, PreciseReading, Reading, ReadMethod
+from .source_actions import Publish, SetTimer
 
 __all__ = [
     "CloseDevice",
@@ -74,18 +74,6 @@ class ReadDevice:
 
     method: ReadMethod
     count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    sample: Sample
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Call ``handle_timer`` at this CLOCK_MONOTONIC instant (replaces any earlier timer)."""
-
-    deadline_ns: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from .ptp_events import (
     Report,
     SetTimer,
 )
+from .units import NS_PER_S
 
 __all__ = [
     "DEFAULT_READ_BUDGET_PER_S",
@@ -60,7 +61,6 @@ __all__ = [
     "readings_per_poll",
 ]
 
-NS_PER_S = 1_000_000_000
 # Device reads per second we allow ourselves. The ENA PHC refuses beyond 125/s and
 # then blocks for a while: stay at 80 % of that. Other PHCs have no documented
 # limit; 2000/s keeps 25 readings per sample down to 64 Hz polling.

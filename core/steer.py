@@ -53,11 +53,11 @@ import math
 from dataclasses import dataclass
 
 from .config import StepThreshold, SynchronizationConfig
+from .units import NS_PER_S
 
 __all__ = ["EXIT_PANIC", "SlewPlan", "SteerDecision", "Steerer", "plan_slew"]
 
 EXIT_PANIC = 70  # sysexits.h EX_SOFTWARE, as ntpd-rs
-_NS = 1_000_000_000
 # At or below this poll interval (PHC sources) a slew lasts just until the next sample.
 SHORT_POLL_S = 2.0
 MIN_SLEW_S = 1e-3  # shortest slew ever planned, whatever the intervals say
@@ -157,7 +157,7 @@ class Steerer:
 
     def _note_interval(self, now_ns: int) -> None:
         if self.last_update_ns is not None and now_ns > self.last_update_ns:
-            interval = (now_ns - self.last_update_ns) / _NS
+            interval = (now_ns - self.last_update_ns) / NS_PER_S
             previous = self.update_interval_s
             self.update_interval_s = (
                 interval if previous is None else 0.75 * previous + 0.25 * interval
@@ -174,7 +174,7 @@ class Steerer:
         """How long to slew, and whether a sample is expected by then (re-planning it)."""
         until_next = None
         if next_update_ns is not None and next_update_ns > now_ns:
-            until_next = (next_update_ns - now_ns) / _NS
+            until_next = (next_update_ns - now_ns) / NS_PER_S
         if poll_interval_s is not None and poll_interval_s <= SHORT_POLL_S:
             if until_next is not None:
                 return min(until_next, self.algo.slew_minimum_duration), True
@@ -196,7 +196,7 @@ class Steerer:
         actual = total - base
         if plan.rate == 0.0 or actual == 0.0 or (actual > 0) != (offset_s > 0):
             return base, None
-        duration_ns = max(int(offset_s / actual * _NS), 1)
+        duration_ns = max(int(offset_s / actual * NS_PER_S), 1)
         if replanned and not plan.rate_limited and total == unclamped:
             # The next update re-plans the slew before (or just as) it completes; its
             # end is only a fallback for an update that does not come, half a slew later.

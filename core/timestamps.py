@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 
+from .units import NS_PER_S, NTP64_ONE_SECOND, NTP_UNIX_OFFSET_S
+
 __all__ = [
     "NTP64_ONE_SECOND",
     "NTP_UNIX_OFFSET_S",
@@ -46,15 +48,12 @@ __all__ = [
     "unix_ns_to_ntp64",
 ]
 
-NTP_UNIX_OFFSET_S = 2_208_988_800  # 1900-01-01 to 1970-01-01, seconds
-NTP64_ONE_SECOND = 1 << 32
 SHORT_MAX = 0xFFFF_FFFF
 
-_NS_PER_S = 1_000_000_000
-_OFFSET_NS = NTP_UNIX_OFFSET_S * _NS_PER_S
+_OFFSET_NS = NTP_UNIX_OFFSET_S * NS_PER_S
 _MASK64 = (1 << 64) - 1
 _HALF64 = 1 << 63
-_ERA_NS = (1 << 32) * _NS_PER_S  # length of one era in ns
+_ERA_NS = (1 << 32) * NS_PER_S  # length of one era in ns
 
 
 def signed64(value: int) -> int:
@@ -68,17 +67,17 @@ def unix_ns_to_ntp64(unix_ns: int) -> int:
 
     The seconds field wraps into the next era, as on the wire.
     """
-    return ((((unix_ns + _OFFSET_NS) << 32) + _NS_PER_S // 2) // _NS_PER_S) & _MASK64
+    return ((((unix_ns + _OFFSET_NS) << 32) + NS_PER_S // 2) // NS_PER_S) & _MASK64
 
 
 def _era_extended_to_unix_ns(extended: int) -> int:
     # extended: NTP fixed point counted from era 0's epoch, not wrapped.
-    return ((extended * _NS_PER_S + (1 << 31)) >> 32) - _OFFSET_NS
+    return ((extended * NS_PER_S + (1 << 31)) >> 32) - _OFFSET_NS
 
 
 def ntp64_to_unix_ns_near(ts: int, pivot_unix_ns: int) -> int:
     """Decode ``ts`` in the era that puts it within ±68 years of ``pivot_unix_ns``."""
-    pivot = (((pivot_unix_ns + _OFFSET_NS) << 32) + _NS_PER_S // 2) // _NS_PER_S
+    pivot = (((pivot_unix_ns + _OFFSET_NS) << 32) + NS_PER_S // 2) // NS_PER_S
     extended = pivot + signed64(ts - pivot)
     return _era_extended_to_unix_ns(extended)
 

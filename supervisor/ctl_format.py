@@ -14,11 +14,12 @@ Both work on the reply as plain data (the msgpack payload, checked by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ntpd_py.ipc.messages import CtlReply
+    from pydantic import BaseModel
 
 Data = Mapping[str, Any]
 
@@ -62,8 +63,8 @@ def _data(obj: Any) -> Any:
     return obj if dump is None else dump()
 
 
-def _clock_lines(system: Data) -> list[str]:
-    system = _data(system)
+def _clock_lines(view: Data | BaseModel) -> list[str]:
+    system: Data = _data(view)
     state = "synchronized" if system["synchronized"] else "NOT synchronized"
     last = system["last_update_age_s"]
     age = "never" if last is None else f"{last:.1f}s ago"
@@ -88,7 +89,7 @@ def _clock_lines(system: Data) -> list[str]:
     ]
 
 
-def _source_lines(sources: list[Data]) -> list[str]:
+def _source_lines(sources: Sequence[Data | BaseModel]) -> list[str]:
     lines = [
         "Sources:  (state: * selected, + combined, - not combined, x falseticker, "
         "~ too variable, ? unusable)",

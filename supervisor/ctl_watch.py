@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
 from ntpd_py.core.errors import ConfigError
@@ -36,6 +36,11 @@ from .config_file import load_config_file
 from .ctl_client import EX_CONFIG, EX_PROTOCOL, EX_UNAVAILABLE, CtlError, _probe, request
 from .ctl_format import _clock_lines, _s, _source_lines, refid_text, reply_json
 from .pidfile import supervisor_pid
+
+if TYPE_CHECKING:  # rich is imported only when a terminal shows the live view
+    from rich.console import Group, RenderableType
+    from rich.live import Live
+    from rich.table import Table
 
 __all__ = ["watch", "watch_document"]
 
@@ -87,7 +92,7 @@ def watch_document(state: ClockStateMsg) -> dict[str, Any]:
 # -- the terminal view ------------------------------------------------------------------------
 
 
-def _clock_table(system: SystemView) -> Any:
+def _clock_table(system: SystemView) -> Table:
     from rich.table import Table
 
     table = Table.grid(padding=(0, 2))
@@ -108,16 +113,18 @@ def _clock_table(system: SystemView) -> Any:
     return table
 
 
-def _sources_table(sources: list[SourceView]) -> Any:
+def _sources_table(sources: list[SourceView]) -> Table:
     from rich.table import Table
     from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("S", "left"), ("Name", "left"), ("Kind", "left"),
-                          ("Reach", "right"), ("Poll", "right"), ("Offset", "right"),
-                          ("±Unc", "right"), ("Delay", "right"), ("Age", "right"),
-                          ("Status", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("S", "left"), ("Name", "left"), ("Kind", "left"), ("Reach", "right"), ("Poll", "right"),
+        ("Offset", "right"), ("±Unc", "right"), ("Delay", "right"), ("Age", "right"),
+        ("Status", "left"),
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     for src in sources:
         status = src.worker_state + (f": {src.detail}" if src.detail else "")
         if src.method:
@@ -134,11 +141,11 @@ def _sources_table(sources: list[SourceView]) -> Any:
     return table
 
 
-def _view(state: ClockStateMsg | None, note: str) -> Any:
+def _view(state: ClockStateMsg | None, note: str) -> Group:
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[Any] = []
+    parts: list[RenderableType] = []
     if state is not None:
         parts += [_clock_table(state.system), Text(""), _sources_table(list(state.sources))]
         if not state.sources:
@@ -154,7 +161,7 @@ def _view(state: ClockStateMsg | None, note: str) -> Any:
 class _Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.live: Any = None
+        self.live: Live | None = None
         if not as_json and sys.stdout.isatty():
             from rich.console import Console
             from rich.live import Live

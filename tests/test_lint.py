@@ -1,4 +1,4 @@
-"""ruff is clean on the whole tree; mypy --strict is clean on core/ and ipc/."""
+"""ruff is clean on the whole tree; mypy --strict is clean on the packages in STRICT_PACKAGES."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# The folders mypy --strict must pass on. Issue #22 extends this to the whole package
+# ("workers", "supervisor") once every branch of that refactor is merged: one line.
+STRICT_PACKAGES: tuple[str, ...] = ("core", "ipc")
+ALL_PACKAGES: tuple[str, ...] = ("core", "ipc", "workers", "supervisor")
+
 
 def test_ruff_clean() -> None:
     result = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "."], cwd=REPO,
@@ -17,16 +22,17 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_core_and_ipc(tmp_path: Path) -> None:
+def test_mypy_strict(tmp_path: Path) -> None:
     # The folders are installed under `ntpd_py` by a package-dir mapping that
     # mypy cannot see; a tree of symlinks gives it the installed names.
     shim = tmp_path / "ntpd_py"
     shim.mkdir()
-    for name in ("core", "ipc", "workers", "supervisor"):
+    for name in ALL_PACKAGES:
         (shim / name).symlink_to(REPO / name)
+    packages = [arg for name in STRICT_PACKAGES for arg in ("-p", f"ntpd_py.{name}")]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--config-file", str(REPO / "pyproject.toml"),
-         "--cache-dir", "/tmp/ntpd-py-mypy-cache", "-p", "ntpd_py.core", "-p", "ntpd_py.ipc"],
+         "--cache-dir", "/tmp/ntpd-py-mypy-cache", *packages],
         cwd=tmp_path, env={**os.environ, "MYPYPATH": str(tmp_path)},
         capture_output=True, text=True, timeout=600,
     )

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 from ntpd_py.core.ntp_server import REPLY_BYTES, Responder, stamp_transmit_batch
 from ntpd_py.core.packet import MAX_PACKET_BYTES
+from ntpd_py.core.units import NTP_UNIX_OFFSET_S as _OFFSET_S  # a short name for the hot path
 
 from ._udp import SCM_TIMESTAMPNS, enable_rx_timestamps
 
@@ -62,7 +63,6 @@ _DATA = (MAX_PACKET_BYTES + 1 + 15) & ~15  # one spare byte tells "oversized" ap
 _CMSG_TS = struct.Struct("=QiiQQ")  # cmsg_len, level, type, tv_sec, tv_nsec
 _CONTROLLEN = struct.Struct("=Q")
 _LEN_FIELDS = struct.Struct("=Q8xI")  # msg_controllen … msg_len
-_OFFSET_S = 2_208_988_800
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
 # <linux/in.h>, <linux/in6.h>: the destination address of a request, for wildcard sockets.
 IP_PKTINFO = 8
@@ -204,6 +204,7 @@ class ServerBatchIO:
             return 0
         self.batches += 1
         now_mono = time.monotonic_ns()
+        lengths: Sequence[int]
         if self.pktinfo:
             lengths, rx, reply_cmsgs = self._parse_with_pktinfo(n)
         else:

@@ -122,7 +122,7 @@ def resolve_numeric(host: str, port: int) -> tuple[int, SockAddr]:
     info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
     sockaddr = info[0][4]
     assert isinstance(sockaddr[0], str)  # AF_INET/AF_INET6 addresses
-    return family, sockaddr  # type: ignore[return-value]
+    return family, sockaddr
 
 
 class ClientChannel:
@@ -247,7 +247,7 @@ def client_io_step(
     """One pass of a client loop: wait for a reply or the timer, feed the client, send.
 
     Returns the next timer deadline and the actions left for the caller
-    (Publish, Unreachable, Demobilize). ``deadline_ns`` None means "poll now".
+    (Publish, ReportUnreachable, Demobilize). ``deadline_ns`` None means "poll now".
     """
     now = monotonic_ns()
     wait_ns = max_wait_ns if deadline_ns is None else min(max(deadline_ns - now, 0), max_wait_ns)

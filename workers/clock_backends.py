@@ -26,6 +26,7 @@ from ntpd_py.core.actions import (
     Step,
 )
 from ntpd_py.core.events import LeapIndicator, Sample
+from ntpd_py.core.units import PPM
 
 from .simclock import SimClock
 
@@ -155,7 +156,7 @@ class SystemClock:
         self._set_status(0, STA_PLL | STA_FLL | STA_PPSFREQ | STA_PPSTIME | STA_FREQHOLD)
 
     def frequency(self) -> float:
-        return self._read().freq / 65536.0 * 1e-6
+        return float(self._read().freq) / 65536.0 * PPM  # freq is ppm in 16.16 fixed point
 
     def apply(self, action: ClockAction) -> None:
         match action:

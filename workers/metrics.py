@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ntpd_py.ipc.channels import Channel
+from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import CtlReply, CtlRequest, Message, MsgType
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -24,7 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .base import WorkerBase
 from .metrics_http import MetricsServer, bind_listener
 from .metrics_render import Metric, families
-from .runtime import Now
+from .runtime import LocalClock, Now
 
 __all__ = ["MetricsTask", "metrics_main"]
 
@@ -56,13 +58,13 @@ class MetricsTask(WorkerBase):
         self,
         *,
         worker_id: str,
-        control: Any,
-        link: Any,
+        control: Channel,
+        link: Link | None,
         log: logging.Logger,
         listen: str,
         listener: Any = None,
         step_threshold_s: float | None = None,
-        clock: Any,
+        clock: LocalClock,
     ) -> None:
         super().__init__(worker_id, control, link, log)
         self.listen = listen
@@ -140,7 +142,7 @@ class MetricsTask(WorkerBase):
                       if ":" in host else f"{host}:{port}")
 
     def _mono(self) -> int:
-        return int(self._clock.now().mono_ns)
+        return self._clock.now().mono_ns
 
     def metric_families(self) -> Iterator[Metric]:
         latest = self._latest

@@ -14,7 +14,7 @@ values it needs), so tests can check every metric without sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ntpd_py.ipc.messages import CtlReply, SourceView
 from prometheus_client.core import (
@@ -105,7 +105,7 @@ def _system(reply: CtlReply, step_threshold_s: float | None) -> Iterator[Metric]
 
 def _source_gauges(sources: list[SourceView]) -> Iterator[Metric]:
     # (name, help, unit, value getter) for ntpd-rs's per-source gauges.
-    table = [
+    table: list[tuple[str, str, str, Callable[[SourceView], float | None]]] = [
         ("ntp_source_poll_interval", "Time between polls of the source", "seconds",
          lambda s: 2.0**s.poll_log2),
         ("ntp_source_offset", "Offset between the upstream source and system time", "seconds",

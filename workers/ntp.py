@@ -22,9 +22,9 @@ from ntpd_py.core.ntp_client import (
     LocalTime,
     NtpClient,
     Publish,
+    ReportUnreachable,
     Send,
     SetTimer,
-    Unreachable,
 )
 from ntpd_py.core.packet import refid_for_address
 from ntpd_py.ipc.messages import (
@@ -165,7 +165,7 @@ class NtpTask(WorkerBase):
                 self.state, self.detail = "running", ""
                 self.send(SampleMsg.from_sample(action.sample))
                 self.status_now()  # reach changed; rides with the sample (NTP samples are rare)
-            elif isinstance(action, Unreachable):
+            elif isinstance(action, ReportUnreachable):
                 self.state = "unreachable"
                 self.detail = f"no reply to {action.unanswered_polls} polls"
                 self.limited.log(

@@ -25,7 +25,7 @@ from ntpd_py.core.ntp_client import (
     Demobilize,
     NtpClient,
     Publish,
-    Unreachable,
+    ReportUnreachable,
 )
 from ntpd_py.core.packet import kiss_code
 
@@ -73,7 +73,7 @@ def _emit(action: ClientAction, as_json: bool) -> None:
                 f"  leap {int(s.leap)}  refid {s.reference_id:08x}  poll {s.poll_log2}",
                 flush=True,
             )
-    elif isinstance(action, Unreachable):
+    elif isinstance(action, ReportUnreachable):
         print(
             json.dumps({"unreachable": action.unanswered_polls})
             if as_json

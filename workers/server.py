@@ -22,6 +22,8 @@ from ntpd_py.core.config import Config, ServerConfig
 from ntpd_py.core.events import LeapIndicator
 from ntpd_py.core.ntp_server import Responder, ServerClockState
 from ntpd_py.core.timestamps import unix_ns_to_ntp64
+from ntpd_py.ipc.channels import Channel
+from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
 
 from ._mmsg import ServerBatchIO
@@ -61,10 +63,10 @@ class ServerTask(WorkerBase):
         config: Config,
         sockets: list[tuple[ServerConfig, socket.socket]],
         worker_id: str,
-        bus: Any,
-        state_feed: Any,
-        link: Any,
-        log: Any,
+        bus: Channel,
+        state_feed: Channel,
+        link: Link | None,
+        log: logging.Logger,
     ) -> None:
         super().__init__(worker_id, bus, link, log)
         self.state_feed = state_feed

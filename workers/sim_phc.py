@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ntpd_py.core.config import SimulationConfig
 from ntpd_py.core.phc import PhcCaps, Reading, ReadMethod
@@ -20,17 +21,26 @@ from ntpd_py.core.ptp_events import DeviceErrorKind
 from ._phc import PhcError
 from .simclock import SimClock
 
+if TYPE_CHECKING:
+    from ntpd_py.core.sim.phc import PhcModel
+
 __all__ = ["SimPhcDevice"]
 
 READ_WINDOW_NS = 500  # a typical EXTENDED reading window
+
+
+def _monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 class SimPhcDevice:
     """Duck-types workers._phc.PhcDevice (caps, read, close) for the PTP worker."""
 
     def __init__(self, path: str, clock: SimClock, sim: SimulationConfig,
-                 model: Any = None) -> None:
-        self._model = model  # a core.sim PhcModel (from a scenario), or None
+                 model: PhcModel | None = None,
+                 monotonic_ns: Callable[[], int] = _monotonic_ns) -> None:
+        self._model = model  # from a scenario, or None for the config's bias and noise
+        self._monotonic_ns = monotonic_ns  # a test passes a fake clock's
         self._reads = 0
         self.path = path
         self.resolved_path = path
@@ -66,7 +76,7 @@ class SimPhcDevice:
         readings = []
         clock, snap = self._clock, self._clock.snapshot()
         for _ in range(n):
-            mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            mono = self._monotonic_ns()
             before = clock.local_ns(mono, snap)
             after = clock.local_ns(mono + READ_WINDOW_NS, snap)
             noise = round(self._rng.gauss(0.0, self._noise_ns)) if self._noise_ns else 0
@@ -79,6 +89,7 @@ class SimPhcDevice:
         from ntpd_py.core.sim.phc import BACKWARDS_NS
 
         model, index = self._model, self._reads
+        assert model is not None  # read() comes here only with a model
         self._reads += 1
         p = model.params
         if p.read_failure and rng.uniform(model.seed, model.name, "fail", index) < p.read_failure:
@@ -92,7 +103,7 @@ class SimPhcDevice:
         first_end_ns = 0
         for i in range(n):
             key = index * 64 + i
-            mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            mono = self._monotonic_ns()
             window = max(READ_WINDOW_NS, round(p.window_s * 1e9))
             mid = mono + window // 2
             noise = rng.normal(model.seed, model.name, "noise", key, p.noise_s) if p.noise_s \

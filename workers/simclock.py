@@ -115,7 +115,7 @@ class SimClock:
         return int(self._read()[9])
 
     def _write(self, ctl_mono: int, ctl_phase: int, ctl_freq: float, steps: int) -> None:
-        fields = list(self._read())
+        fields: list[int | float] = list(self._read())  # ctl_freq is the one float
         seq = fields[1]
         struct.pack_into("<Q", self._map, 8, seq + 1)  # odd: readers retry
         fields[6:10] = [ctl_mono, ctl_phase, ctl_freq, steps]

@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..units import NS_PER_S
 from . import rng
 
 __all__ = ["LocalClockModel", "LocalClockParams", "SimClock"]
 
-_NS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +57,12 @@ class LocalClockModel:
 
     def frequency(self, t_ns: int) -> float:
         p = self.params
-        k = max(t_ns, 0) // _NS
+        k = max(t_ns, 0) // NS_PER_S
         self._extend(k)
         swing = 0.0
         if p.temperature_amplitude:
             swing = p.temperature_amplitude * math.sin(
-                2 * math.pi * t_ns / _NS / p.temperature_period_s
+                2 * math.pi * t_ns / NS_PER_S / p.temperature_period_s
             )
         return p.frequency + self._walk[k] + swing
 
@@ -70,14 +70,14 @@ class LocalClockModel:
         """Seconds the free-running clock has gained on true time over [0, t]."""
         p = self.params
         t_ns = max(t_ns, 0)
-        k, frac_ns = divmod(t_ns, _NS)
+        k, frac_ns = divmod(t_ns, NS_PER_S)
         self._extend(k)
-        walk = self._prefix[k] + self._walk[k] * frac_ns / _NS
+        walk = self._prefix[k] + self._walk[k] * frac_ns / NS_PER_S
         swing = 0.0
         if p.temperature_amplitude:
             w = 2 * math.pi / p.temperature_period_s
-            swing = p.temperature_amplitude / w * (1.0 - math.cos(w * t_ns / _NS))
-        return p.frequency * t_ns / _NS + walk + swing
+            swing = p.temperature_amplitude / w * (1.0 - math.cos(w * t_ns / NS_PER_S))
+        return p.frequency * t_ns / NS_PER_S + walk + swing
 
 
 class SimClock:
@@ -98,22 +98,22 @@ class SimClock:
 
     def _continuous(self, t_ns: int) -> float:
         gained = self.model.integrated(t_ns) - self._anchor_integral
-        elapsed = (t_ns - self._anchor_ns) / _NS
+        elapsed = (t_ns - self._anchor_ns) / NS_PER_S
         return self._anchor_error + gained * (1.0 + self.correction) + self.correction * elapsed
 
     def error(self, t_ns: int) -> float:
         """Local minus true time, seconds."""
-        return self._continuous(t_ns) + self.steps_ns / _NS
+        return self._continuous(t_ns) + self.steps_ns / NS_PER_S
 
     def rate_error(self, t_ns: int) -> float:
         """Local rate minus 1, with the correction in force."""
         return (1.0 + self.model.frequency(t_ns)) * (1.0 + self.correction) - 1.0
 
     def realtime_ns(self, t_ns: int) -> int:
-        return self.real_epoch_ns + t_ns + round(self._continuous(t_ns) * _NS) + self.steps_ns
+        return self.real_epoch_ns + t_ns + round(self._continuous(t_ns) * NS_PER_S) + self.steps_ns
 
     def mono_ns(self, t_ns: int) -> int:
-        return self.mono_epoch_ns + t_ns + round(self._continuous(t_ns) * _NS)
+        return self.mono_epoch_ns + t_ns + round(self._continuous(t_ns) * NS_PER_S)
 
     def set_frequency(self, t_ns: int, freq: float) -> None:
         self._anchor_error = self._continuous(t_ns)
@@ -151,7 +151,7 @@ class SimClock:
 
     def true_time_at_mono(self, mono_ns: int, hint_ns: int) -> int:
         """The first true instant (from ``hint_ns`` on) when CLOCK_MONOTONIC reads ``mono_ns``."""
-        t = max(hint_ns, mono_ns - self.mono_epoch_ns - round(self._continuous(hint_ns) * _NS))
+        t = max(hint_ns, mono_ns - self.mono_epoch_ns - round(self._continuous(hint_ns) * NS_PER_S))
         for _ in range(8):  # Newton: the clock's rate is 1 within a fraction of a percent
             diff = mono_ns - self.mono_ns(t)
             if diff == 0:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..events import LeapIndicator, Sample, SourceKind
+from ..units import NS_PER_S
 from . import rng
 from .clock import SimClock
 
 __all__ = ["Exchange", "KissOfDeath", "NtpServerModel", "ServerParams", "ntp_sample"]
 
-_NS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class NtpServerModel:
 
     def time_error(self, t_ns: int) -> float:
         p = self.params
-        stepped = p.step_at_s is not None and t_ns >= p.step_at_s * _NS
+        stepped = p.step_at_s is not None and t_ns >= p.step_at_s * NS_PER_S
         return p.error_s + (p.step_s if stepped else 0.0)
 
     def exchange(self, send_ns: int, index: int, clock: SimClock) -> Exchange | KissOfDeath | None:
@@ -85,13 +85,13 @@ class NtpServerModel:
             - p.asymmetry_s / 2
             + rng.exponential(self.seed, self.name, "back", index, p.delay_jitter_s)
         )
-        received = send_ns + max(round(out * _NS), 0)
-        sent = received + round(p.processing_s * _NS)
-        arrival = sent + max(round(back * _NS), 0)
-        if p.kod != "none" and send_ns >= p.kod_at_s * _NS:
+        received = send_ns + max(round(out * NS_PER_S), 0)
+        sent = received + round(p.processing_s * NS_PER_S)
+        arrival = sent + max(round(back * NS_PER_S), 0)
+        if p.kod != "none" and send_ns >= p.kod_at_s * NS_PER_S:
             return KissOfDeath("RATE" if p.kod == "rate" else "DENY", arrival)
-        t2 = clock.real_epoch_ns + received + round(self.time_error(received) * _NS)
-        t3 = clock.real_epoch_ns + sent + round(self.time_error(sent) * _NS)
+        t2 = clock.real_epoch_ns + received + round(self.time_error(received) * NS_PER_S)
+        t3 = clock.real_epoch_ns + sent + round(self.time_error(sent) * NS_PER_S)
         return Exchange(t2, t3, arrival)
 
 
@@ -112,8 +112,8 @@ def ntp_sample(
     poll_log2: int,
 ) -> Sample:
     """The client's view of one exchange (RFC 5905 offset and delay), at the midpoint of t1/t4."""
-    offset = ((t2_ns - t1_ns) + (t3_ns - t4_ns)) / 2 / _NS
-    delay = max((t4_ns - t1_ns) - (t3_ns - t2_ns), 0) / _NS
+    offset = ((t2_ns - t1_ns) + (t3_ns - t4_ns)) / 2 / NS_PER_S
+    delay = max((t4_ns - t1_ns) - (t3_ns - t2_ns), 0) / NS_PER_S
     return Sample(
         source_id=source_id,
         kind=SourceKind.NTP,

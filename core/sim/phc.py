@@ -41,12 +41,12 @@ import math
 from dataclasses import dataclass
 
 from ..events import LeapIndicator, Sample, SourceKind
+from ..units import NS_PER_S
 from . import rng
 from .clock import SimClock
 
 __all__ = ["BACKWARDS_NS", "PhcModel", "PhcParams", "Reading", "phc_sample", "phc_uncertainty"]
 
-_NS = 1_000_000_000
 Reading = tuple[int, int, int]  # (system before, PHC, system after), ns
 BACKWARDS_NS = 1_000_000  # how far system time goes back in a `time-backwards` read
 
@@ -88,7 +88,7 @@ class PhcModel:
     def time_error(self, t_ns: int) -> float:
         """PHC minus true time, seconds (without reading noise)."""
         p = self.params
-        stepped = p.step_at_s is not None and t_ns >= p.step_at_s * _NS
+        stepped = p.step_at_s is not None and t_ns >= p.step_at_s * NS_PER_S
         return p.bias_s + (p.step_s if stepped else 0.0)
 
     def readings_per_poll(self, poll_s: float) -> int:
@@ -114,10 +114,10 @@ class PhcModel:
             window = p.window_s + rng.exponential(
                 self.seed, self.name, "window", key, p.window_jitter_s
             )
-            window_ns = max(round(window * _NS), 0)
+            window_ns = max(round(window * NS_PER_S), 0)
             mid = start + window_ns // 2
             noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
-            phc = clock.real_epoch_ns + mid + round((self.time_error(mid) + noise) * _NS)
+            phc = clock.real_epoch_ns + mid + round((self.time_error(mid) + noise) * NS_PER_S)
             back = BACKWARDS_NS if backwards and i > 0 else 0
             out.append((clock.realtime_ns(start) - back, phc,
                         clock.realtime_ns(start + window_ns) - back))
@@ -138,18 +138,18 @@ class PhcModel:
                 self.seed, self.name, f"spike-{direction}", key) < p.spike_probability:
             u = rng.uniform(self.seed, self.name, f"spike-size-{direction}", key)
             body += p.spike_min_s + u * (p.spike_max_s - p.spike_min_s)
-        return round(body * _NS)
+        return round(body * NS_PER_S)
 
     def _stamp(self, clock: SimClock, t_ns: int) -> int:
         """CLOCK_REALTIME at true ``t_ns`` as the kernel returns it (truncated to granularity)."""
         real = clock.realtime_ns(t_ns)
-        g = round(self.params.granularity_s * _NS)
+        g = round(self.params.granularity_s * NS_PER_S)
         return real - real % g if g > 1 else real
 
     def _phc_at(self, clock: SimClock, t_ns: int, key: int) -> int:
         p = self.params
         noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
-        return clock.real_epoch_ns + t_ns + round((self.time_error(t_ns) + noise) * _NS)
+        return clock.real_epoch_ns + t_ns + round((self.time_error(t_ns) + noise) * NS_PER_S)
 
     def _read_level(self, t_ns: int, index: int, clock: SimClock, n: int) -> list[Reading]:
         p = self.params
@@ -157,7 +157,7 @@ class PhcModel:
         if p.method == "precise":
             # one cross-timestamp: device and system time latched together, with a little noise
             noise = rng.normal(self.seed, self.name, "precise", index, p.precise_noise_s)
-            sys = clock.realtime_ns(t_ns) + round(noise * _NS)
+            sys = clock.realtime_ns(t_ns) + round(noise * NS_PER_S)
             return [(sys, self._phc_at(clock, t_ns, index * 64), sys)]
         out: list[Reading] = []
         t = t_ns
@@ -171,7 +171,7 @@ class PhcModel:
             if p.method == "basic":
                 before = after  # PTP_SYS_OFFSET: this closing stamp opens the next reading
             else:
-                t += round(p.gap_s * _NS)
+                t += round(p.gap_s * NS_PER_S)
                 before = self._stamp(clock, t) - back
         return out
 
@@ -211,13 +211,13 @@ def phc_sample(
         raise ValueError("system time went backwards during a PHC read")
     window_ns = after - before
     mid_ns = before + window_ns // 2
-    offset = (phc - before - window_ns / 2) / _NS
+    offset = (phc - before - window_ns / 2) / NS_PER_S
     return Sample(
         source_id=source_id,
         kind=SourceKind.PTP,
         offset_s=offset,
-        delay_s=window_ns / _NS,
-        uncertainty_s=phc_uncertainty(precision_s, window_ns / _NS),
+        delay_s=window_ns / NS_PER_S,
+        uncertainty_s=phc_uncertainty(precision_s, window_ns / NS_PER_S),
         root_delay_s=root_delay_s,
         root_dispersion_s=0.0,
         stratum=stratum,

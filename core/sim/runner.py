@@ -27,6 +27,7 @@ from ..controller import ClockController
 from ..events import Sample
 from ..phc import PhcReadingRejected, Reading, ReadMethod
 from ..phc_estimate import Estimator, WindowSlope, build_sample, default_estimator, estimate
+from ..units import NS_PER_S
 from . import rng
 from .metrics import Summary, Trace, summarize
 from .ntp import Exchange, KissOfDeath, ntp_sample
@@ -36,8 +37,7 @@ from .world import PhcSource, ServerSource, World, build_world
 
 __all__ = ["Progress", "SimResult", "Simulation"]
 
-_NS = 1_000_000_000
-IBURST_SPACING_NS = 2 * _NS
+IBURST_SPACING_NS = 2 * NS_PER_S
 # the read path a simulated PHC model stands for ("white": the old one-figure model, whose
 # windows are EXTENDED-like triplets)
 _METHODS = {"white": ReadMethod.EXTENDED, "extended": ReadMethod.EXTENDED,
@@ -113,12 +113,12 @@ class Simulation:
         heapq.heappush(self._queue, (t_ns, self._seq, kind, data))
 
     def _add(self, src: PhcSource | ServerSource) -> None:
-        phase = int(rng.uniform(self.seed, src.source_id, "phase", 0) * _NS)
+        phase = int(rng.uniform(self.seed, src.source_id, "phase", 0) * NS_PER_S)
         if isinstance(src, PhcSource):
             poll = src.config.interval
             self.controller.add_source(src.source_id, src.kind, poll_log2=poll)
             client = _Client(src, poll_log2=poll)
-            self._push(min(phase, int(2.0**poll * _NS)), "phc", client)
+            self._push(min(phase, int(2.0**poll * NS_PER_S)), "phc", client)
         else:
             self.controller.add_source(
                 src.source_id, src.kind, poll_log2=src.poll_log2, poll_limits=src.poll_limits
@@ -129,18 +129,19 @@ class Simulation:
 
     def schedule_external_step(self, at_s: float, step_s: float) -> None:
         """Someone else steps CLOCK_REALTIME at ``at_s`` (tests of meddling detection)."""
-        self._push(int(at_s * _NS), "external-step", round(step_s * _NS))
+        self._push(int(at_s * NS_PER_S), "external-step", round(step_s * NS_PER_S))
 
     # -- running ---------------------------------------------------------------------
 
     def run(
         self, progress: Callable[[Progress], None] | None = None, progress_every_s: float = 60.0
     ) -> SimResult:
-        interval_ns = int(self.scenario.scenario.metric_interval * _NS)
-        end_ns = int(self.duration_s * _NS)
+        interval_ns = int(self.scenario.scenario.metric_interval * NS_PER_S)
+        end_ns = int(self.duration_s * NS_PER_S)
         self._push(0, "metric")
         if progress is not None:
-            self._push(int(progress_every_s * _NS), "progress", int(progress_every_s * _NS))
+            every_ns = int(progress_every_s * NS_PER_S)
+            self._push(every_ns, "progress", every_ns)
         handlers: dict[str, Callable[[int, Any], None]] = {
             "phc": self._on_phc,
             "send": self._on_send,
@@ -170,7 +171,7 @@ class Simulation:
                 self.clock.set_frequency(t, action.freq)
             elif isinstance(action, Step):
                 self.clock.step(action.offset_ns)
-                self.steps.append((t / _NS, action.offset_ns / _NS))
+                self.steps.append((t / NS_PER_S, action.offset_ns / NS_PER_S))
             elif isinstance(action, AdvisePoll):
                 client = self.clients.get(action.source_id)
                 if client is not None and isinstance(client.source, ServerSource):
@@ -179,7 +180,7 @@ class Simulation:
             elif isinstance(action, Panic):
                 self.panic = action
                 break
-        self.messages.extend(f"{t / _NS:10.3f}s {m}" for m in self.controller.take_messages())
+        self.messages.extend(f"{t / NS_PER_S:10.3f}s {m}" for m in self.controller.take_messages())
         self._timer_generation += 1
         due = self.controller.next_timer_mono_ns()
         if due is not None:
@@ -200,7 +201,7 @@ class Simulation:
 
     def _on_phc(self, t: int, client: Any) -> None:
         src: PhcSource = client.source
-        self._push(t + int(2.0**client.poll_log2 * _NS), "phc", client)
+        self._push(t + int(2.0**client.poll_log2 * NS_PER_S), "phc", client)
         readings = src.model.read(t, client.requests, self.clock, 2.0**client.poll_log2)
         client.requests += 1
         if readings is None:
@@ -224,7 +225,7 @@ class Simulation:
             )
         except ValueError:
             return  # a rejected poll (system time went backwards), as the worker drops it
-        self._push(t + int(src.latency_s * _NS) + 1, "deliver", sample)
+        self._push(t + int(src.latency_s * NS_PER_S) + 1, "deliver", sample)
 
     def _phc_estimate(self, t: int, client: _Client, raw: list[tuple[int, int, int]]) -> None:
         """A reading-level poll through the worker's own estimator (core/phc_estimate.py)."""
@@ -247,7 +248,7 @@ class Simulation:
                               mono_ns=est.realtime_ns + mono_minus_real,
                               realtime_ns=est.realtime_ns, poll_log2=cfg.interval)
         sample = dataclasses.replace(sample, reference_id=src.reference_id)
-        self._push(t + int(src.latency_s * _NS) + 1, "deliver", sample)
+        self._push(t + int(src.latency_s * NS_PER_S) + 1, "deliver", sample)
 
     def _on_send(self, t: int, client: Any) -> None:
         src: ServerSource = client.source
@@ -263,7 +264,7 @@ class Simulation:
             self._push(t + IBURST_SPACING_NS, "send", client)
         else:
             client.burst_left = 0
-            self._push(t + int(2.0**client.poll_log2 * _NS), "send", client)
+            self._push(t + int(2.0**client.poll_log2 * NS_PER_S), "send", client)
         result = src.model.exchange(t, client.requests, self.clock)
         client.requests += 1
         if result is not None:
@@ -311,17 +312,18 @@ class Simulation:
         if any(
             abs(by_id[s].time_error(t)) > threshold for s in snap.selected_sources if s in by_id
         ):
-            self.falseticker_selected_s += interval_ns / _NS
+            self.falseticker_selected_s += interval_ns / NS_PER_S
         error = self.clock.error(t)
         # Steps are not a rate: the mean rate over the interval is taken from the
         # continuous part of the error alone.
-        continuous = error - self.clock.steps_ns / _NS
+        continuous = error - self.clock.steps_ns / NS_PER_S
         mean_rate = 0.0
         if self._last_metric is not None and t > self._last_metric[0]:
-            mean_rate = (continuous - self._last_metric[1]) / ((t - self._last_metric[0]) / _NS)
+            elapsed_s = (t - self._last_metric[0]) / NS_PER_S
+            mean_rate = (continuous - self._last_metric[1]) / elapsed_s
         self._last_metric = (t, continuous)
         self.trace.append(
-            t / _NS,
+            t / NS_PER_S,
             error,
             self.clock.rate_error(t),
             self.clock.correction,
@@ -335,7 +337,7 @@ class Simulation:
             for s in self.controller.source_snapshots(now_mono_ns=self.clock.mono_ns(t))
         )
         return Progress(
-            t / _NS,
+            t / NS_PER_S,
             self.clock.error(t),
             self.clock.correction,
             self.controller.synchronized,

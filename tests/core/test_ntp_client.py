@@ -20,9 +20,9 @@ from ntpd_py.core.ntp_client import (
     LocalTime,
     NtpClient,
     Publish,
+    ReportUnreachable,
     Send,
     SetTimer,
-    Unreachable,
 )
 from ntpd_py.core.packet import (
     KISS_DENY,
@@ -150,10 +150,10 @@ def test_unanswered_burst_stops_after_twice_its_length() -> None:
     unreachable = []
     for _ in range(8):
         _, actions = poll_once(client, now)
-        unreachable += only(actions, Unreachable)
+        unreachable += only(actions, ReportUnreachable)
         now = only(actions, SetTimer)[0].deadline_mono_ns
     assert now == T0_MONO + 7 * BURST_INTERVAL_NS + 16 * S
-    assert unreachable == [Unreachable(4)]  # reported once
+    assert unreachable == [ReportUnreachable(4)]  # reported once
     assert client.status().reach == 0
 
 
@@ -167,8 +167,8 @@ def test_unreachable_after_the_reach_register_empties_and_again_after_recovery()
     for _ in range(9):
         now += 20 * S
         _, actions = poll_once(client, now)
-        events += only(actions, Unreachable)
-    assert events == [Unreachable(8)]
+        events += only(actions, ReportUnreachable)
+    assert events == [ReportUnreachable(8)]
     assert client.status().unanswered_polls == 8
 
 

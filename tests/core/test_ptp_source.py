@@ -123,8 +123,8 @@ def test_deadlines_are_grid_points_after_now(interval: int, lags: list[int]) -> 
         acts = src.handle_event(good_read(ReadMethod.EXTENDED, 2), now + lag)
         (timer,) = of(acts, SetTimer)
         assert isinstance(timer, SetTimer)
-        assert timer.deadline_ns > now + lag and timer.deadline_ns % int(poll) == 0
-        now = timer.deadline_ns
+        assert timer.deadline_mono_ns > now + lag and timer.deadline_mono_ns % int(poll) == 0
+        now = timer.deadline_mono_ns
         src.handle_timer(now)
 
 
@@ -164,8 +164,8 @@ def test_missing_path_waits_with_backoff_until_it_appears() -> None:
         assert src.state is PtpSourceState.WAITING
         (timer,) = of(acts, SetTimer)
         assert isinstance(timer, SetTimer)
-        deadlines.append(timer.deadline_ns - now)
-        now = timer.deadline_ns
+        deadlines.append(timer.deadline_mono_ns - now)
+        now = timer.deadline_mono_ns
         assert src.handle_timer(now) == [OpenDevice()]
     assert deadlines == [NS, 2 * NS, 4 * NS, 8 * NS, 16 * NS, 32 * NS, 64 * NS, 64 * NS, 64 * NS]
     assert "modprobe ptp_kvm" in src.status().message
