@@ -42,12 +42,3 @@ def write_config(tmp_path: Path):
 # Tests marked @pytest.mark.vm run inside the QEMU guest, one boot for the whole batch.
 pytest_plugins = ["tests.vm.pytest_plugin"]
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that boot their own QEMU guests share one pytest-xdist group (see XDIST_GROUP)."""
-    from tests.vm.pytest_plugin import XDIST_GROUP
-
-    for item in items:
-        if item.get_closest_marker("systemd_vm") or item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUP))

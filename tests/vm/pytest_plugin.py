@@ -24,14 +24,11 @@ import pytest
 
 from .harness import REPO, GuestResult, HarnessUnavailable, run_in_guest
 
-__all__ = ["XDIST_GROUP", "pytest_collection_modifyitems", "pytest_runtest_logreport"]
+__all__ = ["pytest_collection_modifyitems", "pytest_runtest_logreport"]
 
 IN_GUEST = os.environ.get("NTPDPY_IN_VM") == "1"
 RESULTS = "results.jsonl"
 _BATCH = pytest.StashKey[dict[str, Any]]()
-# Every test that boots a QEMU guest runs in this pytest-xdist group: one worker runs
-# them one after another (one TCG guest at a time keeps 2 cores usable for the rest).
-XDIST_GROUP = "qemu"
 
 
 class GuestFailure(Exception):
@@ -47,7 +44,7 @@ class GuestTest(pytest.Item):
 
     def runtest(self) -> None:
         batch = _run_batch(self.config)
-        outcome = batch["results"].get(self.nodeid.split("@", 1)[0])
+        outcome = batch["results"].get(self.nodeid)
         if outcome is None:
             raise GuestFailure(f"the guest did not report this test.\n{batch['summary']}")
         if outcome["outcome"] == "skipped":
@@ -79,12 +76,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         stand_in.own_markers.extend(item.own_markers)
         items[i] = stand_in
     config.stash[_BATCH] = {"nodeids": [i.nodeid for i in items if isinstance(i, GuestTest)]}
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # Under pytest-xdist (--dist loadgroup) every stand-in goes to one worker, so the
-        # guest boots once; the suffix is xdist's own group syntax, stripped in runtest.
-        for item in items:
-            if isinstance(item, GuestTest):
-                item._nodeid = f"{item.nodeid}@{XDIST_GROUP}"
 
 
 def _run_batch(config: pytest.Config) -> dict[str, Any]:
