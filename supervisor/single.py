@@ -151,9 +151,6 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
             tasks.append(NtpTask(config=config, source=spec.source, worker_id=spec.worker_id,
                                  peer=spec.peer or spec.source.address, bus=worker_bus, link=None,
                                  log=worker_log, sim=sim))
-        elif spec.role == "metrics":
-            log.warning("the metrics exporter needs its own process (an HTTP thread); it is "
-                        "not started in --single-process mode")
         elif spec.role == "server":
             sockets = [(server, socket.socket(fileno=fd))
                        for server, fd in zip(spec.servers, setup.server_fds[spec.server_index],

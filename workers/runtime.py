@@ -151,7 +151,7 @@ def _run_zmq(zmq: Any, tasks: Sequence[Task], clock: LocalClock,
             raise
         ready: set[int] = set()
         for target, _ in events:
-            if target == wake:
+            if wake is not None and target == wake:
                 drain(wake)
                 continue
             key = target if isinstance(target, int) else id(target)
