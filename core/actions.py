@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import LeapIndicator
+from .exit_codes import EX_SOFTWARE
 
 __all__ = [
     "AdvisePoll",
@@ -75,7 +76,7 @@ class Panic:
     """A required step is beyond a panic threshold: stop steering and exit."""
 
     message: str
-    exit_code: int = 70
+    exit_code: int = EX_SOFTWARE
 
 
 ClockAction = (

@@ -53,11 +53,12 @@ import math
 from dataclasses import dataclass
 
 from .config import StepThreshold, SynchronizationConfig
+from .exit_codes import EX_SOFTWARE
 from .units import NS_PER_S
 
 __all__ = ["EXIT_PANIC", "SlewPlan", "SteerDecision", "Steerer", "plan_slew"]
 
-EXIT_PANIC = 70  # sysexits.h EX_SOFTWARE, as ntpd-rs
+EXIT_PANIC = EX_SOFTWARE  # as ntpd-rs
 # At or below this poll interval (PHC sources) a slew lasts just until the next sample.
 SHORT_POLL_S = 2.0
 MIN_SLEW_S = 1e-3  # shortest slew ever planned, whatever the intervals say

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CONFIG, EX_USAGE
 
-from .cli_args import EX_USAGE, VersionAction, add_config, add_json, parse
+from .cli_args import VersionAction, add_config, add_json, parse
 
 __all__ = ["build_parser", "main", "validate_command"]
 
-EX_CONFIG = 78  # sysexits.h: configuration error (config_file.EX_CONFIG)
 CLOCKS = ("system", "observe", "simulated")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH
+from ntpd_py.core.exit_codes import EX_USAGE
 
 __all__ = [
     "EX_USAGE",
@@ -33,7 +34,6 @@ __all__ = [
     "subcommands",
 ]
 
-EX_USAGE = 2  # argparse's (and click's) status for a command line it cannot parse
 CONFIG_HELP = f"configuration file (default: {DEFAULT_CONFIG_PATH})"
 JSON_HELP = "print one JSON object instead of text"
 

@@ -22,6 +22,7 @@ from ntpd_py.core.config_paths import (
     control_socket_path,
 )
 from ntpd_py.core.errors import ConfigError, ConfigIssue
+from ntpd_py.core.exit_codes import EX_CONFIG
 
 if TYPE_CHECKING:  # the pydantic models cost a quarter of a second to build: `ntpctl status`
     from ntpd_py.core.config import Config  # only peeks at two keys (peek_control_paths)
@@ -37,7 +38,6 @@ __all__ = [
     "shown_issues",
 ]
 
-EX_CONFIG = 78  # sysexits.h: configuration error
 
 
 # Real configurations are a few KiB; tomllib (pure Python) needs about 0.6 s per MiB here.

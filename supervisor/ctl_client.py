@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ntpd_py.core.config_paths import DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CONFIG, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE
 from ntpd_py.ipc.wire import MalformedMessage, decode_ctl_reply, encode_ctl_request
 
 from .config_file import peek_control_paths
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CtlError", "control_path", "explain", "locate", "request", "request_data"]
 
-EX_UNAVAILABLE = 69
-EX_TEMPFAIL = 75
-EX_PROTOCOL = 76
-EX_NOPERM = 77
-EX_CONFIG = 78
 DEFAULT_CONTROL_PATH = DEFAULT_RUNTIME_DIR + "/observe"
 MAX_REPLY = 16 * 1024 * 1024
 TIMEOUT_MS = 2000

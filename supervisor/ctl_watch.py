@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ntpd_py.core.config import DEFAULT_CONFIG_PATH, Config
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CONFIG, EX_PROTOCOL, EX_UNAVAILABLE
 from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.framing import MalformedMessage, decode
 from ntpd_py.ipc.messages import ClockStateMsg, CtlReply, MsgType, SourceView, SystemView
 
 from .config_file import load_config_file
-from .ctl_client import EX_CONFIG, EX_PROTOCOL, EX_UNAVAILABLE, CtlError, _probe, request
+from .ctl_client import CtlError, _probe, request
 from .ctl_format import _clock_lines, _s, _source_lines, refid_text, reply_json
 from .pidfile import supervisor_pid
 

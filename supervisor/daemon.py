@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CONFIG
 from ntpd_py.workers.logutil import set_level_override, setup_logging
 
 from .config_file import load_config_file, shown_issues
@@ -19,7 +20,7 @@ def run_daemon(
         log = setup_logging(log_level or "info", "ntpd-py")
         for line in shown_issues(exc):
             log.error("%s", line)
-        return 78
+        return EX_CONFIG
     obs = config.observability
     set_level_override(log_level)  # inherited by every child; kept across reloads
     log = setup_logging(obs.log_level, "supervisor", obs.log_path)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL
 from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import (
     DeviceReply,
@@ -45,15 +46,14 @@ from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
 from .preload import preload_for_roles
 from .reload import plan_reload
-from .runtime_watch import EX_TEMPFAIL, RuntimeWatch
-from .setup import EX_CANTCREAT, DaemonSetup, StartupError, prepare
+from .runtime_watch import RuntimeWatch
+from .setup import DaemonSetup, StartupError, prepare
 from .slots import SlotError, kill_uid
 from .sources import source_set
 from .spec import WorkerSpec, build_specs
 
 __all__ = ["Supervisor"]
 
-EX_SOFTWARE = 70
 # The table (pid, user, RSS, CPU) goes to clock-control when a child starts or
 # exits and otherwise every 10 s: polling /proc for every child more often than
 # that was a visible part of the daemon's idle CPU (benchmarks/memory.py).
@@ -556,7 +556,7 @@ def run_supervisor(config_path: str, clock: str | None, log: logging.Logger) -> 
     except ConfigError as exc:
         for issue in exc.issues:
             log.error("%s", issue.render())
-        return 78
+        return EX_CONFIG
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code

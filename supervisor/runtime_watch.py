@@ -25,9 +25,11 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from ntpd_py.core.exit_codes import EX_TEMPFAIL
+
 __all__ = ["CHECK_INTERVAL_NS", "EX_TEMPFAIL", "RuntimeWatch"]
 
-EX_TEMPFAIL = 75  # sysexits.h; systemd restarts it (RestartPreventExitStatus lists 70 73 77 78)
+# EX_TEMPFAIL: systemd restarts it (RestartPreventExitStatus lists 70 73 77 78)
 CHECK_INTERVAL_NS = 2_000_000_000
 
 _Key = tuple[int, int]  # (st_dev, st_ino)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ntpd_py.core.config import Config, PtpSourceConfig
+from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
 from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
 
@@ -36,8 +37,6 @@ from .spec import WorkerSpec, build_specs
 
 __all__ = ["DaemonSetup", "StartupError", "prepare"]
 
-EX_NOPERM = 77
-EX_CANTCREAT = 73
 # The server sockets' receive buffer. The kernel default (about 208 KiB) lost 23 % of a
 # burst from 2000 client ports; 4 MiB holds about 45 000 requests (skb overhead included).
 SERVER_RCVBUF = 4 << 20

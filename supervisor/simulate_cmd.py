@@ -17,15 +17,14 @@ import time
 from typing import Any
 
 from ntpd_py.core.errors import ConfigError, ConfigIssue
+from ntpd_py.core.exit_codes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
 from ntpd_py.core.sim.metrics import Summary
 from ntpd_py.core.sim.runner import Progress, SimResult, Simulation
 from ntpd_py.core.sim.scenario import Scenario, load_scenario_text
 
-from .config_file import EX_CONFIG
-
 __all__ = ["EX_PLOT", "format_duration", "format_summary", "simulate_command"]
 
-EX_PLOT = 69  # sysexits.h EX_UNAVAILABLE: --plot without matplotlib
+EX_PLOT = EX_UNAVAILABLE  # --plot without matplotlib
 MAX_SCENARIO_BYTES = 1024 * 1024
 
 
@@ -127,7 +126,7 @@ def simulate_command(
         return EX_CONFIG
     if duration is not None and not (0 < duration <= 30 * 86400):
         print("error: --duration must be between 0 and 30 days (in seconds)", file=sys.stderr)
-        return 2
+        return EX_USAGE
     if plot is not None and (problem := _check_matplotlib()):
         print(f"error: {problem}", file=sys.stderr)
         return EX_PLOT

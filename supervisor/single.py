@@ -19,6 +19,7 @@ from typing import Any
 
 from ntpd_py.core.config import PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.core.exit_codes import EX_CONFIG
 from ntpd_py.ipc.channels import MemoryHub, SlotRouter
 from ntpd_py.ipc.unix_control import UnixControlServer
 from ntpd_py.workers.logutil import RateLimitedLog
@@ -167,7 +168,7 @@ def run_single_process(config_path: str, clock_name: str | None, log: logging.Lo
     except ConfigError as exc:
         for issue in exc.issues:
             log.error("%s", issue.render())
-        return 78
+        return EX_CONFIG
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ntpd_py.core.config import Config
+from ntpd_py.core.exit_codes import EX_CRASH, EX_OSERR
 
 __all__ = ["ChildContext", "StopFlag", "run_child"]
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-EX_CRASH = 1  # an unexpected exception (70 is reserved for a refused step)
-EX_OSERR = 71
 
 
 class StopFlag:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.events import Sample
+from ntpd_py.core.exit_codes import EX_USAGE
 from ntpd_py.core.phc import ReadMethod
 from ntpd_py.core.phc_estimate import Estimator
 from ntpd_py.core.ptp_events import (
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"samples {status.samples}, errors {status.errors or 'none'}"
         )
     if status.state is PtpSourceState.FAILED:
-        return 2
+        return EX_USAGE
     return 0 if len(samples) >= args.count else 1
 
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ntpd_py.supervisor.ctl_client import EX_TEMPFAIL, EX_UNAVAILABLE, CtlError, request
+from ntpd_py.core.exit_codes import EX_TEMPFAIL, EX_UNAVAILABLE
+from ntpd_py.supervisor.ctl_client import CtlError, request
 from ntpd_py.supervisor.pidfile import (
     PIDFILE_NAME,
     remove_pidfile,
