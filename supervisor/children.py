@@ -9,15 +9,58 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import psutil
+from ntpd_py.core.fsm import transition
 from ntpd_py.ipc.link import Link, socketpair
 from ntpd_py.ipc.messages import MsgType, ProcessInfo
 
 from .policy import RestartState
 from .spec import WorkerSpec
 
-__all__ = ["Child", "describe_exit"]
+__all__ = ["CHILD_TRANSITIONS", "Child", "ChildEvent", "ChildState", "describe_exit"]
+
+
+class ChildState(StrEnum):
+    """Where a child process is in its life; the values are what `ntpctl workers` shows."""
+
+    STOPPED = "stopped"  # not running and not to be restarted (never started, or stopped)
+    STARTING = "starting"  # forked, its first act not yet confirmed
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited unexpectedly; restarted at restart_at_ns
+    STOPPING = "stopping"  # SIGTERM sent, waiting for it to exit
+
+
+class ChildEvent(StrEnum):
+    SPAWNED = "spawned"  # fork returned in the parent
+    STARTED = "started"  # the supervisor handed over what the child needs
+    STOP = "stop"  # the supervisor asks it to stop (SIGTERM) or forgets a dead one
+    EXITED = "exited"  # reaped while it was expected to stop, or while ntpd-py stops
+    CRASHED = "crashed"  # reaped while it should have kept running: restart later
+    GAVE_UP = "gave-up"  # reaped with a status that must not be restarted (panic)
+
+
+_S, _E = ChildState, ChildEvent
+# (state, event) -> next state. Anything not listed is a supervisor bug and raises.
+CHILD_TRANSITIONS: dict[tuple[ChildState, ChildEvent], ChildState] = {
+    (_S.STOPPED, _E.SPAWNED): _S.STARTING,
+    (_S.BACKOFF, _E.SPAWNED): _S.STARTING,
+    (_S.STARTING, _E.STARTED): _S.RUNNING,
+    # Stopping: a live child is signalled; one without a process is just stopped.
+    (_S.STARTING, _E.STOP): _S.STOPPING,
+    (_S.RUNNING, _E.STOP): _S.STOPPING,
+    (_S.BACKOFF, _E.STOP): _S.STOPPED,
+    (_S.STOPPED, _E.STOP): _S.STOPPED,
+    (_S.STOPPING, _E.STOP): _S.STOPPING,
+    (_S.STOPPING, _E.EXITED): _S.STOPPED,
+    (_S.STARTING, _E.EXITED): _S.STOPPED,
+    (_S.RUNNING, _E.EXITED): _S.STOPPED,
+    (_S.STARTING, _E.CRASHED): _S.BACKOFF,
+    (_S.RUNNING, _E.CRASHED): _S.BACKOFF,
+    (_S.STARTING, _E.GAVE_UP): _S.STOPPED,
+    (_S.RUNNING, _E.GAVE_UP): _S.STOPPED,
+}
 
 # STEERING_BOUNDS is only honoured from clock-control's link (supervisor/main.py).
 CHILD_ACCEPTS = {
@@ -46,7 +89,7 @@ class Child:
     user: str
     pid: int | None = None
     link: Link | None = None
-    state: str = "stopped"  # starting, running, backoff, stopping, stopped, failed
+    state: ChildState = ChildState.STOPPED
     restart: RestartState = field(default_factory=RestartState)
     restart_at_ns: int | None = None
     last_heartbeat_ns: int = 0
@@ -71,12 +114,17 @@ class Child:
         child_end.close()
         self.pid = pid
         self.link = Link(parent_end, CHILD_ACCEPTS)
-        self.state = "starting"
+        self.fire(ChildEvent.SPAWNED)
         self.last_heartbeat_ns = now_ns
         self.started_at = time.time()
         self.restart.on_start(now_ns)
         self.restart_at_ns = None
         self._proc = None
+
+    def fire(self, event: ChildEvent) -> ChildState:
+        """Follow CHILD_TRANSITIONS; an illegal event raises and leaves the state as it was."""
+        self.state = transition(CHILD_TRANSITIONS, self.state, event, self.spec.worker_id)
+        return self.state
 
     def exited(self, status: int) -> str:
         self.last_status = status
@@ -111,7 +159,7 @@ class Child:
             role=self.spec.role,
             pid=self.pid,
             user=self.user,
-            state=self.state,
+            state=self.state.value,
             uptime_s=uptime,
             restarts=self.restart.restarts,
             rss_bytes=rss,

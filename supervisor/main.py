@@ -37,7 +37,7 @@ from ntpd_py.workers.handover import Handover, give
 from ntpd_py.workers.runtime import drain
 from ntpd_py.workers.seccomp import prepare as prepare_seccomp
 
-from .children import Child
+from .children import Child, ChildEvent, ChildState
 from .config_file import shown_issues
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
@@ -149,7 +149,7 @@ class Supervisor:
             body = self._clock_control_body(spec, keep)
         child.spawn(now, body, keep)
         self._close_device_fds([spec.worker_id])
-        child.state = "running"
+        child.fire(ChildEvent.STARTED)
         self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
         self._next_table = min(self._next_table, now)
         if spec.role == "clock-control":
@@ -220,8 +220,8 @@ class Supervisor:
                 continue
             how = child.exited(status)
             self._next_table = min(self._next_table, now)
-            if child.state == "stopping" or self.flags.stop:
-                child.state = "stopped"
+            if child.state is ChildState.STOPPING or self.flags.stop:
+                child.fire(ChildEvent.EXITED)
                 self.log.info("%s stopped (%s)", child.spec.worker_id, how)
                 continue
             if (
@@ -235,9 +235,10 @@ class Supervisor:
                 )
                 self.exit_code = EX_SOFTWARE
                 self.flags.stop = True
+                child.fire(ChildEvent.GAVE_UP)
                 continue
             child.restart_at_ns = child.restart.on_exit(now)
-            child.state = "backoff"
+            child.fire(ChildEvent.CRASHED)
             delay = (child.restart_at_ns - now) / 1e9
             self.log.warning(
                 "lost %s (%s); restarting in %.1f s (restart #%d)",
@@ -340,7 +341,7 @@ class Supervisor:
     def _check(self, now: int) -> None:
         for child in self.children.values():
             if (
-                child.state == "backoff"
+                child.state is ChildState.BACKOFF
                 and child.restart_at_ns is not None
                 and now >= child.restart_at_ns
                 and not self.flags.stop
@@ -348,7 +349,7 @@ class Supervisor:
                 self._start(child.spec, now)
             elif (
                 child.pid is not None
-                and child.state == "running"
+                and child.state is ChildState.RUNNING
                 and now - child.last_heartbeat_ns > HEARTBEAT_TIMEOUT_NS
             ):
                 self.log.warning(
@@ -440,9 +441,9 @@ class Supervisor:
 
     def _stop_one(self, child: Child) -> None:
         if child.pid is None:
-            child.state = "stopped"
+            child.fire(ChildEvent.STOP)
             return
-        child.state = "stopping"
+        child.fire(ChildEvent.STOP)
         child.signal(signal.SIGTERM)
         deadline = _mono() + STOP_GRACE_NS
         while child.pid is not None and _mono() < deadline:
@@ -453,11 +454,12 @@ class Supervisor:
             child.signal(signal.SIGKILL)
             os.waitpid(child.pid, 0)
             child.exited(0)
+            child.fire(ChildEvent.EXITED)
 
     def _stop_all(self) -> None:
         live = [c for c in self.children.values() if c.pid is not None]
         for child in live:
-            child.state = "stopping"
+            child.fire(ChildEvent.STOP)
             child.signal(signal.SIGTERM)
         deadline = _mono() + STOP_GRACE_NS
         while any(c.pid is not None for c in live) and _mono() < deadline:
@@ -470,6 +472,7 @@ class Supervisor:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(child.pid, 0)
                 child.exited(signal.SIGKILL)
+                child.fire(ChildEvent.EXITED)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -482,9 +485,9 @@ class Supervisor:
                 deadlines.append(extra)
         deadlines += [t for t in self._link_muted_until.values() if t > now]
         for c in self.children.values():
-            if c.state == "backoff" and c.restart_at_ns is not None:
+            if c.state is ChildState.BACKOFF and c.restart_at_ns is not None:
                 deadlines.append(c.restart_at_ns)
-            elif c.pid is not None and c.state == "running":
+            elif c.pid is not None and c.state is ChildState.RUNNING:
                 deadlines.append(c.last_heartbeat_ns + HEARTBEAT_TIMEOUT_NS + 1)
         return max(0, (min(deadlines) - now + 999_999) // 1_000_000)
 

@@ -66,7 +66,8 @@ def _watchdog_interval_ns(environ: Mapping[str, str]) -> int | None:
 
 
 class _ChildLike(Protocol):
-    state: str
+    @property
+    def state(self) -> str: ...  # read-only: a Child's ChildState (a str enum) fits
 
 
 class SystemdNotifier:
