@@ -176,12 +176,17 @@ def main() -> int:
         env = {**os.environ, "NTPD_PY_FORBID_SYSTEM_CLOCK": "1"}
 
         def run_ntpd_py(bin_dir: Path, title: str) -> int:
-            nonlocal daemon
+            nonlocal daemon, run_dir
+            # a fresh runtime directory per run: the daemon refuses one it did not create
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
+            run_dir = runtime_dir(workdir)
             config = ntpd_py_config(workdir, ports, free_port(), run_dir)
             daemon = subprocess.Popen([str(bin_dir / "ntpd-py"), "run", "-c", str(config)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       env=env)
             time.sleep(args.warmup)
+            if daemon.poll() is not None:
+                raise SystemExit(f"{bin_dir / 'ntpd-py'} exited with {daemon.returncode}")
             rows, cpu = measure(daemon.pid, args.window)
             total = report(title, rows, cpu)
             stop(daemon)
