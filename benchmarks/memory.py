@@ -8,6 +8,12 @@ chronyd -x with a comparable configuration (the same 4 servers, 2 SHM
 refclocks polled every second, serving NTP) for its PSS and CPU.
 
     sudo .venv/bin/python benchmarks/memory.py [--warmup 30] [--window 60]
+        [--base-python /path/to/base/.venv/bin/python [--pairs 2]] [--no-chronyd]
+
+With --base-python, the same measurement runs back to back (ours, then the
+base's, `--pairs` times) with the `ntpd-py` installed beside that interpreter
+(a worktree of an older commit with its own venv), and prints each pair's PSS
+ratio and the mean: the figure of the "total memory within 5 %" target.
 
 Targets (issue 4): whole tree <= 60 MB PSS, <= 0.5 % of one core at steady state.
 Everything runs on loopback and is stopped by PID. The daemon's runtime
@@ -152,6 +158,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--base-python", type=Path, default=None,
+                        help="python of a venv holding the ntpd-py to compare against")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--no-chronyd", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ntpd-mem-", dir="/tmp"))
     os.chmod(workdir, 0o777)
@@ -164,13 +174,43 @@ def main() -> int:
     daemon = chronyd = None
     try:
         env = {**os.environ, "NTPD_PY_FORBID_SYSTEM_CLOCK": "1"}
-        daemon = subprocess.Popen([str(BIN / "ntpd-py"), "run", "-c",
-                                   str(ntpd_py_config(workdir, ports, free_port(), run_dir))],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        time.sleep(args.warmup)
-        rows, cpu = measure(daemon.pid, args.window)
-        ours = report("ntpd-py (2 PHC + 4 NTP + server, 1 s PHC polling)", rows, cpu)
-        stop(daemon)
+
+        def run_ntpd_py(bin_dir: Path, title: str) -> int:
+            nonlocal daemon, run_dir
+            # a fresh runtime directory per run: the daemon refuses one it did not create
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
+            run_dir = runtime_dir(workdir)
+            config = ntpd_py_config(workdir, ports, free_port(), run_dir)
+            daemon = subprocess.Popen([str(bin_dir / "ntpd-py"), "run", "-c", str(config)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env=env)
+            time.sleep(args.warmup)
+            if daemon.poll() is not None:
+                raise SystemExit(f"{bin_dir / 'ntpd-py'} exited with {daemon.returncode}")
+            rows, cpu = measure(daemon.pid, args.window)
+            total = report(title, rows, cpu)
+            stop(daemon)
+            daemon = None
+            shutil.rmtree(workdir / "state", ignore_errors=True)  # each run starts afresh
+            return total
+
+        title = "ntpd-py (2 PHC + 4 NTP + server, 1 s PHC polling)"
+        ours = run_ntpd_py(BIN, title)
+        if args.base_python is not None:
+            base_bin = args.base_python.parent
+            ratios = []
+            for pair in range(args.pairs):
+                mine = ours if pair == 0 else run_ntpd_py(BIN, title)
+                base = run_ntpd_py(base_bin, f"base ntpd-py from {base_bin}")
+                ratios.append(mine / base)
+                print(f"\npair {pair + 1}: this tree {mine / MB:.1f} MB, base {base / MB:.1f} MB,"
+                      f" ratio {mine / base:.4f} ({(mine / base - 1) * 100:+.1f} %)")
+            mean = sum(ratios) / len(ratios)
+            print(f"\nPSS this tree / base over {len(ratios)} pairs: mean {mean:.4f} "
+                  f"({(mean - 1) * 100:+.1f} %; target <= +5 %), pairs "
+                  + ", ".join(f"{(r - 1) * 100:+.1f} %" for r in ratios))
+        if args.no_chronyd:
+            return 0
         if shutil.which("chronyd") is None:
             print("\nchronyd not installed: no comparison")
             return 0

@@ -59,11 +59,25 @@ class Channel(Protocol):
 class ZmqChannel:
     """A channel over one ZeroMQ socket (DEALER, ROUTER, PUB or SUB)."""
 
-    def __init__(self, socket: zmq.Socket[bytes], *, router: bool = False, topic: bytes = b""):
+    def __init__(self, socket: zmq.Socket[bytes], *, router: bool = False, topic: bytes = b"",
+                 credentials: bool = False):
         self._socket = socket
         self._router = router
+        # Reading a frame's properties needs zero-copy frames, which cost more per message
+        # than the bytes the sample bus moves: only the control socket asks for them.
+        self._credentials = credentials
         self._topic = topic
         self._req_peers: set[bytes] = set()
+        self._sender_uid: int | None = None
+
+    def sender_uid(self) -> int | None:
+        """The uid of the process behind the frame `recv` returned last (router only).
+
+        libzmq reads it with SO_PEERCRED when it accepts an ipc connection and hands it on
+        as the frame's "Peer-Address" (host:uid:gid:pid), so it is the kernel's word, not
+        the sender's: limits keyed by it hold however often the sender reconnects.
+        """
+        return self._sender_uid
 
     def send(self, frame: bytes, peer: bytes = b"") -> bool:
         import zmq
@@ -84,22 +98,36 @@ class ZmqChannel:
     def recv(self) -> tuple[bytes, bytes] | None:
         import zmq
 
+        if self._router:
+            return self._recv_routed()
         try:
             parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return None
-        if self._router:
-            if len(parts) == 3 and parts[1] == b"":
-                # A REQ peer (ntpctl) puts an empty delimiter before its frame and
-                # expects one before the answer.
-                self._req_peers.add(parts[0])
-                return parts[0], parts[2]
-            if len(parts) != 2:
-                return (parts[0] if parts else b"", b"")  # malformed: counted by the caller
-            return parts[0], parts[1]
         if self._topic and len(parts) == 2:
             return b"", parts[1]
         return b"", parts[-1] if len(parts) == 1 else b""
+
+    def _recv_routed(self) -> tuple[bytes, bytes] | None:
+        import zmq
+
+        try:
+            if self._credentials:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                self._sender_uid = _peer_uid(frames[0]) if frames else None
+                parts = [f.bytes for f in frames]
+            else:
+                parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        if len(parts) == 3 and parts[1] == b"":
+            # A REQ peer (ntpctl) puts an empty delimiter before its frame and
+            # expects one before the answer.
+            self._req_peers.add(parts[0])
+            return parts[0], parts[2]
+        if len(parts) != 2:
+            return (parts[0] if parts else b"", b"")  # malformed: counted by the caller
+        return parts[0], parts[1]
 
     def pending(self) -> bool:
         return False
@@ -301,3 +329,12 @@ class MemoryHub:
         if end in self._subs[end._name]:
             self._subs[end._name].remove(end)
         self._pubs.discard(id(end))
+
+
+def _peer_uid(frame: Any) -> int | None:
+    """The uid in a received frame's "Peer-Address" ("host:uid:gid:pid" on ipc)."""
+    try:
+        fields = str(frame.get("Peer-Address")).rsplit(":", 3)
+        return int(fields[1]) if len(fields) == 4 else None
+    except (ValueError, TypeError, OSError):  # not an ipc peer, or no such property
+        return None

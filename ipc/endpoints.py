@@ -102,7 +102,7 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], path: str, hwm: int = 1000)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.SNDHWM, hwm)
     _bind_private(sock, path)
-    return ZmqChannel(sock, router=True)
+    return ZmqChannel(sock, router=True, credentials=True)
 
 
 def serve_slot(ctx: zmq.Context[zmq.Socket[bytes]], path: str, listen_fd: int,

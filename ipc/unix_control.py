@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 
 __all__ = ["UnixControlServer", "seqpacket_request"]
 
@@ -33,8 +34,14 @@ class UnixControlServer:
         self._listener.setblocking(False)
         self._clients: dict[bytes, socket.socket] = {}
         self._counter = 0
-        self._inbox: list[tuple[bytes, bytes]] = []
+        self._inbox: list[tuple[bytes, bytes, int | None]] = []
+        self._uids: dict[bytes, int | None] = {}
+        self._sender_uid: int | None = None
         self.path = path
+
+    def sender_uid(self) -> int | None:
+        """The kernel's (SO_PEERCRED) uid of the peer whose frame `recv` returned last."""
+        return self._sender_uid
 
     def fds(self) -> list[int]:
         return [self._listener.fileno(), *(c.fileno() for c in self._clients.values())]
@@ -47,7 +54,9 @@ class UnixControlServer:
                 break
             conn.setblocking(False)
             self._counter += 1
-            self._clients[self._counter.to_bytes(8, "big")] = conn
+            peer = self._counter.to_bytes(8, "big")
+            self._clients[peer] = conn
+            self._uids[peer] = _peer_uid(conn)
         for peer, conn in list(self._clients.items()):
             try:
                 frame = conn.recv(MAX_FRAME)
@@ -58,8 +67,9 @@ class UnixControlServer:
             if not frame:
                 conn.close()
                 del self._clients[peer]
+                self._uids.pop(peer, None)
             else:
-                self._inbox.append((peer, frame))
+                self._inbox.append((peer, frame, self._uids.get(peer)))
 
     def send(self, frame: bytes, peer: bytes = b"") -> bool:
         conn = self._clients.get(peer)
@@ -74,7 +84,10 @@ class UnixControlServer:
     def recv(self) -> tuple[bytes, bytes] | None:
         if not self._inbox:
             self._poll_sockets()
-        return self._inbox.pop(0) if self._inbox else None
+        if not self._inbox:
+            return None
+        peer, frame, self._sender_uid = self._inbox.pop(0)
+        return peer, frame
 
     def pending(self) -> bool:
         return bool(self._inbox)
@@ -88,6 +101,15 @@ class UnixControlServer:
         self._listener.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def seqpacket_request(path: str, frame: bytes, timeout_s: float) -> bytes:

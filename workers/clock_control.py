@@ -74,10 +74,14 @@ MAX_LINK_FRAMES_PER_STEP = 64
 MAX_CONTROL_FRAMES_PER_STEP = 32  # requests looked at (refusals are cheap)
 MAX_REPLIES_PER_STEP = 4  # full status replies built (the expensive part)
 # Control requests: generous for people and scripts, far below what stalls the loop.
+# The per-peer bucket is keyed by the peer's uid as the kernel gives it (SO_PEERCRED), so
+# reconnecting per request gains nothing; it is well under the global budget, so one uid
+# flooding takes at most 40 % of it and another uid's ntpctl is still answered.
 CTL_PEER_RATE_PER_S, CTL_PEER_BURST = 20.0, 20.0
 CTL_GLOBAL_RATE_PER_S, CTL_GLOBAL_BURST = 50.0, 50.0
-MAX_CTL_PEERS = 256  # per-connection buckets kept (least recently used go first)
-CTL_REFUSED = "ctl-rate-limited"
+MAX_CTL_PEERS = 256  # per-peer buckets kept (least recently used go first)
+CTL_REFUSED = "ctl-rate-limited"  # the peer's (uid's) own bucket was empty
+CTL_BUSY = "ctl-global-limited"  # the peer had tokens, the daemon-wide budget had not
 CTL_FAILED = "ctl-error"
 # A sample may be stamped a little after clock-control read its clock (another process
 # read the same clock later); anything beyond this is "in the future".
@@ -407,24 +411,35 @@ class ClockControlTask:
             if item is None:
                 return
             peer, frame = item
-            if not self._ctl_admit(peer, now.mono_ns):
-                self.ctl_counts[CTL_REFUSED] += 1
+            refused = self._ctl_admit(self._ctl_key(peer), now.mono_ns)
+            if refused:
+                self.ctl_counts[refused] += 1
                 self.control.send(REFUSAL, peer)
                 continue
             replies += 1
             self.control.send(self._control_reply(frame, now), peer)
 
-    def _ctl_admit(self, peer: bytes, now_ns: int) -> bool:
-        """A token from the connection's bucket and from the global one (REQ peers by id)."""
-        bucket = self._ctl_peers.pop(peer, None)
+    def _ctl_key(self, peer: bytes) -> bytes:
+        """Whose bucket a request draws on: its sender's uid, else its connection's."""
+        sender_uid = getattr(self.control, "sender_uid", None)
+        uid = sender_uid() if sender_uid is not None else None
+        return b"uid:%d" % uid if uid is not None else b"conn:" + peer
+
+    def _ctl_admit(self, key: bytes, now_ns: int) -> str | None:
+        """None if the request may be served, else the reason it is refused.
+
+        A token from the peer's own bucket first and only then from the global one, so a
+        peer refused by its own limit spends nothing of what the others share.
+        """
+        bucket = self._ctl_peers.pop(key, None)
         if bucket is None:
             bucket = TokenBucket(CTL_PEER_RATE_PER_S, CTL_PEER_BURST)
             while len(self._ctl_peers) >= MAX_CTL_PEERS:
                 self._ctl_peers.popitem(last=False)
-        self._ctl_peers[peer] = bucket  # most recently used last
+        self._ctl_peers[key] = bucket  # most recently used last
         if not bucket.take(now_ns):
-            return False
-        return self._ctl_global.take(now_ns)
+            return CTL_REFUSED
+        return None if self._ctl_global.take(now_ns) else CTL_BUSY
 
     def _control_reply(self, frame: bytes, now: Now) -> bytes:
         try:

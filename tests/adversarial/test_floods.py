@@ -1,6 +1,7 @@
 """Floods and hostile bus input against a real daemon: the clock keeps being steered.
 
-(a) an observer floods the control socket; (b) a compromised worker floods its
+(a) an observer floods the control socket (also from a new connection per request, as
+another uid); (b) a compromised worker floods its
 supervisor link; (c) a compromised worker sends bus input that used to crash
 clock-control. Each records its load figures and the CPU/RSS of the daemon's
 processes before and during the attack (`figures`; run with -s to see them).
@@ -8,6 +9,7 @@ processes before and during the attack (`figures`; run with -s to see them).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -134,6 +136,131 @@ def test_control_socket_flood_is_refused_and_samples_keep_flowing(figures: Figur
         assert all(b > a for a, b in zip(counts, counts[2:], strict=False)), counts
         assert counts[-1] - counts[0] >= 4, counts
         assert document["ipc_dropped"].get("ctl-rate-limited", 0) >= refused * 0.9
+        assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
+
+
+FLOODER_UID = 4243  # no passwd entry on test machines, not a worker uid; given the socket's group
+
+
+def _reconnecting_flood(path: str, gid: int, seconds: float, w: int) -> None:
+    """In a forked child: become FLOODER_UID in the control socket's group, then send
+    `status` on a NEW connection per request for `seconds`; write the counts to `w`."""
+    code = 1
+    try:
+        # everything imported before the uid changes: that uid cannot read the interpreter
+        import pickle  # noqa: F401  (pyzmq imports it lazily)
+
+        import zmq
+        from ntpd_py.ipc.framing import decode, encode
+        from ntpd_py.ipc.messages import CtlReply, CtlRequest
+
+        request = encode(CtlRequest(command="status"))
+        decode(encode(CtlReply(ok=False, error="x")))
+        ctx = zmq.Context()
+        os.setgroups([gid])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(FLOODER_UID, FLOODER_UID, FLOODER_UID)
+        counts = {"sent": 0, "ok": 0, "refused": 0, "unanswered": 0, "other": 0}
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect("ipc://" + path)
+            sock.send(request)
+            counts["sent"] += 1
+            if sock.poll(1000):
+                reply = decode(sock.recv(), max_size=1 << 24)
+                if isinstance(reply, CtlReply) and reply.ok:
+                    counts["ok"] += 1
+                elif isinstance(reply, CtlReply) and reply.error.startswith("rate limited"):
+                    counts["refused"] += 1
+                else:
+                    counts["other"] += 1
+            else:
+                counts["unanswered"] += 1
+            sock.close(linger=0)
+        ctx.term()
+        os.write(w, json.dumps(counts).encode())
+        code = 0
+    except BaseException as exc:  # the parent's assertion shows it
+        os.write(w, json.dumps({"error": repr(exc)}).encode())
+    finally:
+        os._exit(code)
+
+
+@pytest.mark.root
+def test_a_flooder_reconnecting_per_request_is_limited_by_its_uid(figures: Figures) -> None:
+    """A new connection per request used to get a fresh per-connection bucket each time
+    and so drained the global budget; the bucket is now the uid's (SO_PEERCRED), and
+    root's ntpctl is answered every time while clock-control keeps steering."""
+    if not is_root():
+        pytest.skip("the flooder changes its uid: needs root")
+    from ntpd_py.supervisor.ctl_client import control_path
+
+    with Daemon(SIM_PTP) as daemon:
+        daemon.wait_running(["clock-control", PTP])
+        cc_pid = _pid(daemon, "clock-control")
+        pids = load_pids(daemon)
+        quiet = measure(pids, 1.0)
+        path = control_path(str(daemon.config_path))
+        gid = os.stat(path).st_gid
+        seconds = 6.0
+        flooders = []
+        for _ in range(2):  # two processes of the same uid, to reach a few hundred/s
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _reconnecting_flood(path, gid, seconds, w)
+            os.close(w)
+            flooders.append((pid, r))
+        answered = asked = 0
+        counts = []
+        try:
+            with state_feed(daemon) as feed:
+                during = Background(pids, 1.0, delay_s=1.0)
+                cpu = CpuMeter(cc_pid)
+                started_at = time.monotonic()
+                while time.monotonic() - started_at < seconds - 1.0:
+                    counts.append(samples_in(latest_state(feed), PTP))
+                    asked += 1
+                    answered += daemon.status() is not None  # ntpctl as root (uid 0)
+                    time.sleep(0.3)
+                cc_cpu = cpu.percent()
+                time.sleep(1.5)
+                counts.append(samples_in(latest_state(feed), PTP))
+        finally:
+            results = []
+            for pid, r in flooders:
+                with os.fdopen(r, "rb") as pipe:
+                    data = pipe.read()
+                _, status = os.waitpid(pid, 0)
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, data)
+                results.append(json.loads(data))
+        flood = {k: sum(r[k] for r in results) for k in results[0]}
+        document = wait_for(daemon.status, 10, "ntpctl answers after the flood")
+        dropped = document["ipc_dropped"]
+        print(f"\nreconnecting flood: {flood['sent'] / seconds:.0f} requests/s on a new "
+              f"connection each as uid {FLOODER_UID}: {flood}; root's ntpctl {answered}/"
+              f"{asked}; clock-control CPU {cc_cpu:.0f} %; PTP samples {counts}; {dropped}")
+        rising = all(b > a for a, b in zip(counts, counts[2:], strict=False))
+        figures.record(
+            scenario="control-socket flood, a new connection per request",
+            attacker=f"observer in the daemon's group (uid {FLOODER_UID}), 2 processes",
+            load=f"{flood['sent'] / seconds:,.0f} status requests/s for {seconds:.0f} s, "
+                 f"each on a fresh connection ({flood['sent']:,} sent)",
+            outcome=f"{flood['ok']:,} answered, {flood['refused']:,} refused (uid limit); "
+                    f"another uid's ntpctl answered {answered}/{asked}; PTP samples "
+                    f"{'kept rising' if rising else 'stalled'} {counts[0]}→{counts[-1]}; "
+                    f"clock-control CPU {cc_cpu:.0f} %",
+            before=quiet, after=during.result())
+        assert flood["sent"] > 300 and flood["other"] == 0
+        assert flood["refused"] > flood["ok"] > 0
+        # one uid's own bucket (20/s, burst 20), however many connections it opens
+        assert flood["ok"] <= 20 * seconds + 25, flood
+        assert answered == asked, (answered, asked)
+        assert dropped.get("ctl-rate-limited", 0) >= flood["refused"]
+        assert rising and counts[-1] - counts[0] >= 4, counts
         assert _pid(daemon, "clock-control") == cc_pid, "clock-control was restarted"
 
 

@@ -327,3 +327,60 @@ def test_flooding_connections_are_refused_before_a_light_one() -> None:
     assert light_refused == 0 and light_ok >= steps // 10 - 2, (light_ok, light_refused)
     assert task.ctl_counts["ctl-rate-limited"] > 0  # the flood was refused
     assert heavy_ok + light_ok <= 50 * steps * step_ns / 1e9 + 50  # the global budget
+
+
+class _CredentialChannel:
+    """The control channel as the real ones are: each frame's sender uid, as the kernel
+    would give it (here: the number after "uid" in the peer's name)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self._uid: int | None = None
+
+    def recv(self):
+        item = self._inner.recv()
+        self._uid = int(item[0].split(b"/")[0][3:]) if item is not None else None
+        return item
+
+    def sender_uid(self) -> int | None:
+        return self._uid
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_a_flooder_reconnecting_per_request_is_limited_by_its_uid() -> None:
+    """A new connection per request gains nothing: the bucket is the uid's. Another uid's
+    occasional request is answered all along, and refusals are counted per reason."""
+    hub, task = _task()
+    task.control = _CredentialChannel(task.control)
+    start = _now()
+    step_ns = 20_000_000
+    flood_ok = flood_refused = light_ok = light_refused = 0
+    lights: list = []
+    steps = 250  # 5 s
+    for i in range(steps):
+        now = Now(start.mono_ns + i * step_ns, start.real_ns + i * step_ns)
+        conns = [hub.dealer("control", f"uid4243/{i}/{j}".encode()) for j in range(6)]
+        for sock in conns:  # 300 requests/s, each on a fresh connection
+            sock.send(encode(CtlRequest(command="status")))
+        if i % 10 == 0:
+            lights.append(hub.dealer("control", f"uid0/{i}".encode()))
+            lights[-1].send(encode(CtlRequest(command="status")))
+        task.step(now)
+        for sock in conns + lights:
+            while (item := sock.recv()) is not None:
+                ok = decode(item[1], max_size=1 << 20).ok
+                if sock in conns:
+                    flood_ok += ok
+                    flood_refused += not ok
+                else:
+                    light_ok += ok
+                    light_refused += not ok
+    seconds = steps * step_ns / 1e9
+    assert light_refused == 0 and light_ok >= steps // 10 - 1, (light_ok, light_refused)
+    # the flooder's uid got its own 20/s (plus its burst), however many connections it made
+    assert flood_ok <= 20 * seconds + 21, flood_ok
+    assert flood_refused > 1000
+    assert task.ctl_counts["ctl-rate-limited"] >= flood_refused  # some replies still queued
+    assert task.ctl_counts["ctl-global-limited"] == 0
