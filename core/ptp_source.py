@@ -30,7 +30,10 @@ Behaviour:
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from .config import PtpSourceConfig
+from .fsm import transition
 from .phc import PTP_MAX_SAMPLES, PhcCaps, PhcReadingRejected, PreciseReading, ReadMethod
 from .phc_estimate import Estimator, WindowSlope, build_sample, default_estimator, estimate
 from .ptp_events import (
@@ -52,14 +55,47 @@ from .ptp_events import (
 from .units import NS_PER_S
 
 __all__ = [
+    "AWAITING_TRANSITIONS",
     "DEFAULT_READ_BUDGET_PER_S",
     "ENA_READ_BUDGET_PER_S",
     "REJECTIONS_BEFORE_REPORT",
+    "Awaiting",
+    "DeviceAnswer",
     "PtpSource",
     "method_order",
     "read_budget_for",
     "readings_per_poll",
 ]
+
+
+class Awaiting(StrEnum):
+    """Which answer from the device the source waits for (one request at a time)."""
+
+    NOTHING = "nothing"
+    OPEN = "open"
+    READ = "read"
+
+
+class DeviceAnswer(StrEnum):
+    """What moves `Awaiting`: a request the source sends, or the worker's answer to it."""
+
+    ASKED_OPEN = "asked-open"
+    ASKED_READ = "asked-read"
+    OPENED = "opened"
+    READ = "read"
+    FAILED = "failed"
+
+
+# (awaiting, what happened) -> awaiting. An answer nobody asked for, or a second request
+# before the first is answered, is a worker bug: transition() raises and changes nothing.
+AWAITING_TRANSITIONS: dict[tuple[Awaiting, DeviceAnswer], Awaiting] = {
+    (Awaiting.NOTHING, DeviceAnswer.ASKED_OPEN): Awaiting.OPEN,
+    (Awaiting.NOTHING, DeviceAnswer.ASKED_READ): Awaiting.READ,
+    (Awaiting.OPEN, DeviceAnswer.OPENED): Awaiting.NOTHING,
+    (Awaiting.OPEN, DeviceAnswer.FAILED): Awaiting.NOTHING,
+    (Awaiting.READ, DeviceAnswer.READ): Awaiting.NOTHING,
+    (Awaiting.READ, DeviceAnswer.FAILED): Awaiting.NOTHING,
+}
 
 # Device reads per second we allow ourselves. The ENA PHC refuses beyond 125/s and
 # then blocks for a while: stay at 80 % of that. Other PHCs have no documented
@@ -110,7 +146,7 @@ class PtpSource:
         self._forced_method = method  # only this method, no fallback (probes and tests)
         self._state = PtpSourceState.STARTING
         self._message = f"opening {config.path}"
-        self._awaiting: str | None = None  # "open" | "read"
+        self._awaiting = Awaiting.NOTHING
         self._deadline_ns: int | None = None
         self._opened: DeviceOpened | None = None
         self._methods: list[ReadMethod] = []
@@ -157,33 +193,31 @@ class PtpSource:
 
     def start(self, now_ns: int) -> list[PtpAction]:
         del now_ns
-        self._awaiting = "open"
-        return [OpenDevice()]
+        return [self._open()]
 
     def handle_timer(self, now_ns: int) -> list[PtpAction]:
-        if self._deadline_ns is None or self._awaiting is not None:
+        if self._deadline_ns is None or self._awaiting is not Awaiting.NOTHING:
             return []
         if now_ns < self._deadline_ns:  # early wake-up: keep waiting
             return [SetTimer(self._deadline_ns)]
         self._deadline_ns = None
         if self._state in (PtpSourceState.RUNNING, PtpSourceState.REJECTING):
             return [self._read()]
-        self._awaiting = "open"
-        return [OpenDevice()]
+        return [self._open()]
 
     def handle_event(self, event: PtpEvent, now_ns: int) -> list[PtpAction]:
         """Feed back the result of the last device action (an illegal event raises
         ValueError and changes nothing)."""
         awaiting = self._awaiting
-        expected = {"open": (DeviceOpened, DeviceFailed), "read": (ReadingsRead, DeviceFailed)}
-        if awaiting is None or not isinstance(event, expected[awaiting]):
-            raise ValueError(f"{type(event).__name__} while awaiting {awaiting!r}")
-        self._awaiting = None
+        kind = (DeviceAnswer.OPENED if isinstance(event, DeviceOpened)
+                else DeviceAnswer.READ if isinstance(event, ReadingsRead)
+                else DeviceAnswer.FAILED)
+        self._awaiting = transition(AWAITING_TRANSITIONS, awaiting, kind, self.source_id)
         if isinstance(event, DeviceOpened):
             return self._opened_ok(event, now_ns)
         if isinstance(event, ReadingsRead):
             return self._readings(event, now_ns)
-        if awaiting == "open":
+        if awaiting is Awaiting.OPEN:
             return self._open_failed(event, now_ns)
         return self._read_failed(event, now_ns)
 
@@ -313,8 +347,14 @@ class PtpSource:
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def _open(self) -> OpenDevice:
+        self._awaiting = transition(AWAITING_TRANSITIONS, self._awaiting, DeviceAnswer.ASKED_OPEN,
+                                    self.source_id)
+        return OpenDevice()
+
     def _read(self) -> ReadDevice:
-        self._awaiting = "read"
+        self._awaiting = transition(AWAITING_TRANSITIONS, self._awaiting, DeviceAnswer.ASKED_READ,
+                                    self.source_id)
         method = self._methods[0]
         return ReadDevice(method, 1 if method is ReadMethod.PRECISE else self._readings_now)
 
