@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ntpd_py.core.config import Config, PoolSourceConfig, ServerSourceConfig
+from ntpd_py.core.fsm import IllegalTransition
 from ntpd_py.core.ntp_client import (
     ClientSettings,
     Demobilize,
@@ -26,6 +27,7 @@ from ntpd_py.core.ntp_client import (
     Send,
     SetTimer,
 )
+from ntpd_py.core.ntp_source_state import NtpSourceEvent, NtpSourceState, next_state
 from ntpd_py.core.packet import refid_for_address
 from ntpd_py.ipc.messages import (
     Message,
@@ -80,7 +82,7 @@ class NtpTask(WorkerBase):
         self.host, self.port = self._split(source, peer)
         self.channel: ClientChannel | None = None
         self.sim = sim
-        self.state = "starting"
+        self.state = NtpSourceState.STARTING
         self.detail = ""
         self.resolved: str | None = None
         self._resolve_at = 0
@@ -102,14 +104,15 @@ class NtpTask(WorkerBase):
 
     def next_deadline_ns(self) -> int | None:
         candidates = [self.base_deadline(), self._deadline]
-        if self.channel is None and self.state != "failed":
+        if self.channel is None and self.state is not NtpSourceState.FAILED:
             candidates.append(self._resolve_at)
         return min(c for c in candidates if c is not None)
 
     def step(self, now: Now) -> None:
         self.drain_link(lambda message, fds: self.close_fds(fds))
         self.drain_bus({MsgType.POLL_ADVICE}, lambda m: self._advice(m, now), now)
-        if self.channel is None and self.state != "failed" and now.mono_ns >= self._resolve_at:
+        if (self.channel is None and self.state is not NtpSourceState.FAILED
+                and now.mono_ns >= self._resolve_at):
             self._resolve(now)
         if self.channel is not None:
             actions: list[Any] = []
@@ -136,7 +139,8 @@ class NtpTask(WorkerBase):
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
         except OSError as exc:
-            self.state, self.detail = "waiting", f"cannot resolve {self.host}: {exc.strerror}"
+            self._fire(NtpSourceEvent.RESOLVE_FAILED, now,
+                       f"cannot resolve {self.host}: {exc.strerror}")
             self._resolve_at = now.mono_ns + RESOLVE_RETRY_NS
             self.limited.log(logging.WARNING, "resolve", now.mono_ns, "%s", self.detail)
             self.status_now()
@@ -144,7 +148,7 @@ class NtpTask(WorkerBase):
         address = str(infos[0][4][0])
         self.resolved = address
         self.channel = ClientChannel(address, self.port)
-        self.state, self.detail = "running", ""
+        self._fire(NtpSourceEvent.RESOLVED, now, "")
         self._deadline = now.mono_ns  # start the burst at once
         self.log.info("polling %s (%s) port %d", self.host, address, self.port)
         self.status_now()
@@ -162,12 +166,12 @@ class NtpTask(WorkerBase):
             elif isinstance(action, SetTimer):
                 self._deadline = action.deadline_mono_ns
             elif isinstance(action, Publish):
-                self.state, self.detail = "running", ""
+                self._fire(NtpSourceEvent.SAMPLE, now, "")
                 self.send(SampleMsg.from_sample(action.sample))
                 self.status_now()  # reach changed; rides with the sample (NTP samples are rare)
             elif isinstance(action, ReportUnreachable):
-                self.state = "unreachable"
-                self.detail = f"no reply to {action.unanswered_polls} polls"
+                self._fire(NtpSourceEvent.UNREACHABLE, now,
+                           f"no reply to {action.unanswered_polls} polls")
                 self.limited.log(
                     logging.WARNING, "unreachable", now.mono_ns, "%s: %s", self.host, self.detail
                 )
@@ -175,14 +179,23 @@ class NtpTask(WorkerBase):
                 self._peer_failed("unreachable")
                 self.status_now()
             elif isinstance(action, Demobilize):
-                self.state = "failed"
-                self.detail = f"server refused us (kiss {action.reason}); not polled again"
+                self._fire(NtpSourceEvent.DENIED, now,
+                           f"server refused us (kiss {action.reason}); not polled again")
                 self.log.error("%s: %s", self.host, self.detail)
                 self.send(UnreachableMsg(source_id=self.worker_id, reason=self.detail))
                 self._deadline = None
                 self.channel.close()
                 self._peer_failed("denied")
                 self.status_now()
+
+    def _fire(self, event: NtpSourceEvent, now: Now, detail: str) -> None:
+        try:
+            self.state = next_state(self.state, event, self.worker_id)
+        except IllegalTransition as exc:
+            # a bug, contained: the state and its detail stay as they were
+            self.limited.log(logging.ERROR, "illegal-transition", now.mono_ns, "%s", exc)
+            return
+        self.detail = detail
 
     def _peer_failed(self, reason: str) -> None:
         # A pool member is replaced by the supervisor; a configured server stays ours.
@@ -202,7 +215,7 @@ class NtpTask(WorkerBase):
             kind="ntp",
             name=f"{self.host}:{self.port}",
             resolved=self.resolved,
-            state=self.state,  # type: ignore[arg-type]
+            state=self.state.value,
             detail=self.detail,
             poll_log2=status.poll_log2,
             reach=status.reach,
