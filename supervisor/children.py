@@ -14,12 +14,26 @@ from enum import StrEnum
 import psutil
 from ntpd_py.core.fsm import transition
 from ntpd_py.ipc.link import Link, socketpair
-from ntpd_py.ipc.messages import MsgType, ProcessInfo
+from ntpd_py.ipc.messages import (
+    DeviceRequest,
+    Heartbeat,
+    PeerFailed,
+    ProcessInfo,
+    SteeringBounds,
+)
 
 from .policy import RestartState
 from .spec import WorkerSpec
 
-__all__ = ["CHILD_TRANSITIONS", "Child", "ChildEvent", "ChildState", "describe_exit"]
+__all__ = [
+    "CHILD_ACCEPTS",
+    "CHILD_TRANSITIONS",
+    "Child",
+    "ChildEvent",
+    "ChildMessage",
+    "ChildState",
+    "describe_exit",
+]
 
 
 class ChildState(StrEnum):
@@ -62,10 +76,11 @@ CHILD_TRANSITIONS: dict[tuple[ChildState, ChildEvent], ChildState] = {
     (_S.RUNNING, _E.GAVE_UP): _S.STOPPED,
 }
 
-# STEERING_BOUNDS is only honoured from clock-control's link (supervisor/main.py).
-CHILD_ACCEPTS = {
-    MsgType.HEARTBEAT, MsgType.DEVICE_REQUEST, MsgType.PEER_FAILED, MsgType.STEERING_BOUNDS,
-}
+# What a child may send its supervisor: ChildMessage for the handler's exhaustive match,
+# CHILD_ACCEPTS (made from it) for the link's decoder. STEERING_BOUNDS is only honoured
+# from clock-control's link (supervisor/main.py).
+ChildMessage = Heartbeat | DeviceRequest | PeerFailed | SteeringBounds
+CHILD_ACCEPTS = {cls.TYPE for cls in (Heartbeat, DeviceRequest, PeerFailed, SteeringBounds)}
 
 
 def describe_exit(status: int) -> str:
@@ -99,7 +114,11 @@ class Child:
     _proc: psutil.Process | None = None
 
     def spawn(self, now_ns: int, body: Callable[[int], None], keep_fds: list[int]) -> None:
-        """Fork; the child runs `body(link_fd)` and never returns here."""
+        """Fork; the child runs `body(link_fd)` and never returns here.
+
+        Raises IllegalTransition, before forking, if the child may not be started now."""
+        starting = transition(CHILD_TRANSITIONS, self.state, ChildEvent.SPAWNED,
+                              self.spec.worker_id)
         parent_end, child_end = socketpair()
         # Objects that exist now are shared copy-on-write with the child; keep the
         # child's garbage collector from walking (and so copying) them.
@@ -114,7 +133,7 @@ class Child:
         child_end.close()
         self.pid = pid
         self.link = Link(parent_end, CHILD_ACCEPTS)
-        self.fire(ChildEvent.SPAWNED)
+        self.state = starting
         self.last_heartbeat_ns = now_ns
         self.started_at = time.time()
         self.restart.on_start(now_ns)

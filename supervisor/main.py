@@ -18,11 +18,13 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL
+from ntpd_py.core.fsm import IllegalTransition
 from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import (
     DeviceReply,
@@ -37,7 +39,7 @@ from ntpd_py.workers.handover import Handover, give
 from ntpd_py.workers.runtime import drain
 from ntpd_py.workers.seccomp import prepare as prepare_seccomp
 
-from .children import Child, ChildEvent, ChildState
+from .children import Child, ChildEvent, ChildMessage, ChildState
 from .config_file import shown_issues
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
@@ -147,9 +149,14 @@ class Supervisor:
         body = lambda link_fd: self.setup.run_child(spec, link_fd, keep)  # noqa: E731
         if spec.role == "clock-control":
             body = self._clock_control_body(spec, keep)
-        child.spawn(now, body, keep)
+        try:
+            child.spawn(now, body, keep)
+        except IllegalTransition as exc:  # a supervisor bug: nothing was forked
+            self.log.error("internal error, %s not started: %s", spec.worker_id, exc)
+            self._close_device_fds([spec.worker_id])
+            return
         self._close_device_fds([spec.worker_id])
-        child.fire(ChildEvent.STARTED)
+        self._fire(child, ChildEvent.STARTED)
         self.log.info("started %s (pid %d)", spec.worker_id, child.pid)
         self._next_table = min(self._next_table, now)
         if spec.role == "clock-control":
@@ -221,7 +228,7 @@ class Supervisor:
             how = child.exited(status)
             self._next_table = min(self._next_table, now)
             if child.state is ChildState.STOPPING or self.flags.stop:
-                child.fire(ChildEvent.EXITED)
+                self._fire(child, ChildEvent.EXITED)
                 self.log.info("%s stopped (%s)", child.spec.worker_id, how)
                 continue
             if (
@@ -235,10 +242,10 @@ class Supervisor:
                 )
                 self.exit_code = EX_SOFTWARE
                 self.flags.stop = True
-                child.fire(ChildEvent.GAVE_UP)
+                self._fire(child, ChildEvent.GAVE_UP)
                 continue
             child.restart_at_ns = child.restart.on_exit(now)
-            child.fire(ChildEvent.CRASHED)
+            self._fire(child, ChildEvent.CRASHED)
             delay = (child.restart_at_ns - now) / 1e9
             self.log.warning(
                 "lost %s (%s); restarting in %.1f s (restart #%d)",
@@ -297,16 +304,32 @@ class Supervisor:
                 child.link.close() if child.link else None
                 child.link = None
 
+    def _fire(self, child: Child, event: ChildEvent) -> None:
+        """Move a child's state; an event its table does not allow is a supervisor bug,
+        logged and contained (the state stays) so that it cannot stop the daemon."""
+        try:
+            child.fire(event)
+        except IllegalTransition as exc:
+            self.log.error("internal error, state kept: %s", exc)
+
     def _link_message(self, child: Child, message: object, now: int) -> None:
-        if isinstance(message, Heartbeat):
-            self.systemd.heartbeat(child.spec.worker_id, message.status)
-        elif isinstance(message, SteeringBounds):
-            self._note_bounds(child, message)
-        elif isinstance(message, DeviceRequest):
-            self._open_device_for(child)
-        elif isinstance(message, PeerFailed) and self.pools.peer_failed(
-                message.worker_id, message.reason, now):
-            self._converge(now, "pool member replaced")
+        # A child's link decodes only CHILD_ACCEPTS; anything else would be a bug here.
+        if isinstance(message, ChildMessage):
+            self._child_message(child, message, now)
+
+    def _child_message(self, child: Child, message: ChildMessage, now: int) -> None:
+        match message:
+            case Heartbeat():
+                self.systemd.heartbeat(child.spec.worker_id, message.status)
+            case SteeringBounds():
+                self._note_bounds(child, message)
+            case DeviceRequest():
+                self._open_device_for(child)
+            case PeerFailed():
+                if self.pools.peer_failed(message.worker_id, message.reason, now):
+                    self._converge(now, "pool member replaced")
+            case _:
+                assert_never(message)
 
     def _link_polled(self, child: Child, now: int) -> bool:
         """Whether to wait on this child's link now (not while it is muted for flooding)."""
@@ -441,9 +464,9 @@ class Supervisor:
 
     def _stop_one(self, child: Child) -> None:
         if child.pid is None:
-            child.fire(ChildEvent.STOP)
+            self._fire(child, ChildEvent.STOP)
             return
-        child.fire(ChildEvent.STOP)
+        self._fire(child, ChildEvent.STOP)
         child.signal(signal.SIGTERM)
         deadline = _mono() + STOP_GRACE_NS
         while child.pid is not None and _mono() < deadline:
@@ -454,12 +477,12 @@ class Supervisor:
             child.signal(signal.SIGKILL)
             os.waitpid(child.pid, 0)
             child.exited(0)
-            child.fire(ChildEvent.EXITED)
+            self._fire(child, ChildEvent.EXITED)
 
     def _stop_all(self) -> None:
         live = [c for c in self.children.values() if c.pid is not None]
         for child in live:
-            child.fire(ChildEvent.STOP)
+            self._fire(child, ChildEvent.STOP)
             child.signal(signal.SIGTERM)
         deadline = _mono() + STOP_GRACE_NS
         while any(c.pid is not None for c in live) and _mono() < deadline:
@@ -472,7 +495,7 @@ class Supervisor:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(child.pid, 0)
                 child.exited(signal.SIGKILL)
-                child.fire(ChildEvent.EXITED)
+                self._fire(child, ChildEvent.EXITED)
 
     # -- the loop ---------------------------------------------------------------------------
 

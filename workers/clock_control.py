@@ -20,7 +20,7 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
 from ntpd_py.core.controller import ClockController
@@ -59,7 +59,13 @@ from .status_view import build_clock_state, summary_line
 
 __all__ = ["ClockControlTask", "PanicExit"]
 
-BUS_TYPES = {MsgType.SAMPLE, MsgType.SOURCE_STATUS, MsgType.UNREACHABLE, MsgType.SERVER_STATS}
+# What workers may send on the bus: BUS_TYPES for the decoder, BusMessage for the handler
+# (a match over it with assert_never, so mypy checks every kind is handled); a test keeps
+# the two equal.
+BusMessage = SampleMsg | SourceStatus | Unreachable | ServerStats
+BUS_MESSAGES = (SampleMsg, SourceStatus, Unreachable, ServerStats)
+BUS_TYPES = {cls.TYPE for cls in BUS_MESSAGES}
+LinkMessage = LogControl | SourceSet | ProcessTable
 PUBLISH_INTERVAL_NS = 1_000_000_000
 # The state feed goes out with a sample that arrives within 0.3 s before or 0.25 s
 # after its due time, instead of waking clock-control by itself: PHC samples come
@@ -265,24 +271,33 @@ class ClockControlTask:
                 return
             message, fds = item
             try:
-                if isinstance(message, LogControl):
-                    apply_log_control(message.level, message.timestamps, fds)
-                elif isinstance(message, SourceSet):
-                    if self.on_slots is not None:
-                        self.on_slots(message, fds)
-                    else:
-                        self.close_fds(fds)
-                    self.set_sources(list(message.sources), now, message.server_workers,
-                                     message.server_listens)
-                elif isinstance(message, ProcessTable):
-                    self.processes = list(message.processes)
-                    self._processes_mono_ns = now.mono_ns
+                if isinstance(message, LogControl | SourceSet | ProcessTable):
+                    self._link_message(message, fds, now)
+                else:  # the link decodes only what it accepts; anything else is a bug
+                    self.close_fds(fds)
             except PanicExit:
                 raise
             except Exception as exc:  # contain it: the supervisor's next message may do
                 self.limited.log(logging.ERROR, f"link-error:{type(exc).__name__}", now.mono_ns,
                                  "handling %s from the supervisor raised %s: %s",
                                  type(message).__name__, type(exc).__name__, exc)
+
+    def _link_message(self, message: LinkMessage, fds: list[int], now: Now) -> None:
+        match message:
+            case LogControl():
+                apply_log_control(message.level, message.timestamps, fds)
+            case SourceSet():
+                if self.on_slots is not None:
+                    self.on_slots(message, fds)
+                else:
+                    self.close_fds(fds)
+                self.set_sources(list(message.sources), now, message.server_workers,
+                                 message.server_listens)
+            case ProcessTable():
+                self.processes = list(message.processes)
+                self._processes_mono_ns = now.mono_ns
+            case _:
+                assert_never(message)
 
     @staticmethod
     def close_fds(fds: list[int]) -> None:
@@ -312,9 +327,12 @@ class ClockControlTask:
                     exc,
                 )
                 continue
+            if not isinstance(message, BUS_MESSAGES):  # decode() accepted only BUS_TYPES
+                self.guard.drop(sender, "unexpected-type")
+                continue
             self.contained(sender, message, now)
 
-    def contained(self, sender: str, message: Any, now: Now) -> None:
+    def contained(self, sender: str, message: BusMessage, now: Now) -> None:
         """`_handle` one message; whatever it raises drops that message, counted and logged."""
         try:
             self._handle(sender, message, now)
@@ -327,61 +345,66 @@ class ClockControlTask:
                              "dropped a %s from %s: handling it raised %s: %s",
                              type(message).__name__, sender, type(exc).__name__, exc)
 
-    def _handle(self, sender: str, message: Any, now: Now) -> None:
-        source_id = getattr(message, "source_id", None)
+    def _handle(self, sender: str, message: BusMessage, now: Now) -> None:
+        match message:
+            case ServerStats():
+                if sender not in self._server_workers:
+                    self.guard.drop(sender, "not-a-server")
+                    return
+                if message.listen not in self._server_listens:
+                    self.guard.drop(sender, "unknown-listen")
+                    return
+                self.servers[(sender, message.listen)] = dict(message.counters)
+            case SampleMsg() | SourceStatus() | Unreachable():
+                if not self._from_its_source(sender, message, now):
+                    return
+            case _:
+                assert_never(message)
+        self.guard.accept(sender)
+
+    def _from_its_source(self, sender: str, message: SampleMsg | SourceStatus | Unreachable,
+                         now: Now) -> bool:
+        """Handle a source's message; False (dropped and counted) if it is not the sender's."""
         entry = self._entries_by_id.get(sender)
-        if isinstance(message, ServerStats):
-            if sender not in self._server_workers:
-                self.guard.drop(sender, "not-a-server")
-                return
-            if message.listen not in self._server_listens:
-                self.guard.drop(sender, "unknown-listen")
-                return
-            self.servers[(sender, message.listen)] = dict(message.counters)
-        elif entry is None:
+        if entry is None:
             self.guard.drop(sender, "not-a-source")
-            return
-        elif source_id != sender:
+            return False
+        if message.source_id != sender:
             # A worker may only speak for the source it measures.
             self.guard.drop(sender, "wrong-source")
-            return
-        elif getattr(message, "kind", entry.kind) != entry.kind:
+            return False
+        if getattr(message, "kind", entry.kind) != entry.kind:
             self.guard.drop(sender, "wrong-kind")
-            return
-        elif isinstance(message, SampleMsg):
-            # Instants come from this host's clocks: one in the future or older than the
-            # source's previous sample is not a measurement (and would freeze the filter).
-            if message.mono_ns > now.mono_ns + SAMPLE_FUTURE_SLACK_NS:
-                self.guard.drop(sender, "future")
-                return
-            if message.mono_ns < self._last_sample_mono.get(sender, 0):
-                self.guard.drop(sender, "stale")
-                return
-            if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
-                # it sets when the algorithm next expects this source: configuration's call
-                self.guard.drop(sender, "poll-out-of-range")
-                return
-            self._last_sample_mono[sender] = message.mono_ns
-            sample = self.backend.view_sample(message.to_sample())
-            self._apply(
-                self.controller.handle_sample(
-                    sample, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns
-                ),
-                now,
-            )
-        elif isinstance(message, SourceStatus):
-            if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
-                self.guard.drop(sender, "poll-out-of-range")
-                return
-            self.statuses[sender] = message
-        elif isinstance(message, Unreachable):
-            self._apply(
-                self.controller.handle_unreachable(
-                    sender, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns
-                ),
-                now,
-            )
-        self.guard.accept(sender)
+            return False
+        match message:
+            case SampleMsg():
+                # Instants come from this host's clocks: one in the future or older than the
+                # source's previous sample is not a measurement (and would freeze the filter).
+                if message.mono_ns > now.mono_ns + SAMPLE_FUTURE_SLACK_NS:
+                    self.guard.drop(sender, "future")
+                    return False
+                if message.mono_ns < self._last_sample_mono.get(sender, 0):
+                    self.guard.drop(sender, "stale")
+                    return False
+                if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
+                    # it sets when the algorithm next expects this source: configuration's call
+                    self.guard.drop(sender, "poll-out-of-range")
+                    return False
+                self._last_sample_mono[sender] = message.mono_ns
+                sample = self.backend.view_sample(message.to_sample())
+                self._apply(self.controller.handle_sample(
+                    sample, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now)
+            case SourceStatus():
+                if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
+                    self.guard.drop(sender, "poll-out-of-range")
+                    return False
+                self.statuses[sender] = message
+            case Unreachable():
+                self._apply(self.controller.handle_unreachable(
+                    sender, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now)
+            case _:
+                assert_never(message)
+        return True
 
     def _processes_now(self, now: Now) -> list[ProcessInfo]:
         """The supervisor's table (pushed every few seconds), uptimes brought up to now."""
