@@ -20,12 +20,19 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.events import SourceKind
+from ntpd_py.core.source_policy import (
+    FalsetickerJudge,
+    PanicDecision,
+    diff_sources,
+    on_panic,
+    steering_allowed,
+)
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link
@@ -94,7 +101,6 @@ CTL_FAILED = "ctl-error"
 SAMPLE_FUTURE_SLACK_NS = 1_000_000_000
 INTERNAL_RETRY_NS = 1_000_000_000  # a failing timer or publish is retried this much later
 MAX_SERVER_ROWS = 64  # CtlReply.servers holds at most this many listen addresses
-FALSETICKER_REPLACE_AFTER = 60  # publishes (about a minute)
 
 
 REFUSAL = encode(CtlReply(ok=False, error="rate limited: too many control requests "
@@ -152,8 +158,8 @@ class ClockControlTask:
         self._next_publish = 0
         self._next_heartbeat = 0
         self._dirty = True
-        self._falseticker_streak: dict[str, int] = {}
-        self.panic_action = "exit"
+        self._falsetickers = FalsetickerJudge()
+        self.panic_action: Literal["exit", "stop-steering"] = "exit"
         # [synchronization] warn-on-jump: a step is logged as a warning (as in
         # ntpd-rs), else as information.
         self.warn_on_jump = True
@@ -228,23 +234,23 @@ class ClockControlTask:
 
         The rate caps come from here (the configuration), never from a worker.
         """
-        old = {e.source_id: e for e in self.entries}
         new = {e.source_id: e for e in entries}
-        for source_id, entry in old.items():
-            if new.get(source_id) != entry:  # gone, or its settings changed: start afresh
-                self.controller.remove_source(source_id)
-                self.statuses.pop(source_id, None)
-                self._last_sample_mono.pop(source_id, None)
-                if source_id not in new:
-                    self.guard.forget(source_id)
+        change = diff_sources({e.source_id: e for e in self.entries}, new)
+        for source_id in change.removed:  # gone, or its settings changed: start afresh
+            self.controller.remove_source(source_id)
+            self.statuses.pop(source_id, None)
+            self._last_sample_mono.pop(source_id, None)
+        for source_id in change.forgotten:
+            self.guard.forget(source_id)
+        for source_id in change.added:
+            entry = new[source_id]
+            self.controller.add_source(
+                source_id,
+                SourceKind(entry.kind),
+                poll_log2=entry.poll_log2,
+                poll_limits=(entry.poll_min, entry.poll_max),
+            )
         for source_id, entry in new.items():
-            if old.get(source_id) != entry:
-                self.controller.add_source(
-                    source_id,
-                    SourceKind(entry.kind),
-                    poll_log2=entry.poll_log2,
-                    poll_limits=(entry.poll_min, entry.poll_max),
-                )
             self.guard.configure(source_id, min(entry.poll_log2, entry.poll_min))
         if server_workers is not None:
             for gone in self._server_workers - set(server_workers):
@@ -499,18 +505,19 @@ class ClockControlTask:
                 )
                 continue
             if isinstance(action, Panic):
-                if self.panic_action == "exit":
+                decision = on_panic(self.panic_action, bool(self.steering_stopped))
+                if decision is PanicDecision.EXIT:
                     self.log.error("%s", action.message)
                     self.save(now, force=True)
                     raise PanicExit(action.message, action.exit_code)
-                if not self.steering_stopped:
+                if decision is PanicDecision.STOP_STEERING:
                     self.log.error("%s; panic-action = stop-steering: the clock is no longer "
                                    "steered until ntpd-py is restarted", action.message)
                     self.steering_stopped = action.message
                     self.backend.apply(SetSynchronized(synchronized=False))
                     self._dirty = True
                 continue
-            if self.steering_stopped:
+            if not steering_allowed(action, bool(self.steering_stopped)):
                 continue
             if isinstance(action, Step):
                 self.log.log(logging.WARNING if self.warn_on_jump else logging.INFO,
@@ -547,16 +554,13 @@ class ClockControlTask:
 
     def _judge_pool_members(self, state: ClockStateMsg) -> None:
         """Ask the supervisor to replace a pool member that stays a falseticker."""
-        for view in state.sources:
-            if not view.source_id.startswith("pool:"):
+        replace = self._falsetickers.judge((v.source_id, v.state) for v in state.sources)
+        for source_id in replace:
+            if self.link is None:
                 continue
-            streak = self._falseticker_streak.get(view.source_id, 0)
-            streak = streak + 1 if view.state == "x" else 0
-            self._falseticker_streak[view.source_id] = streak
-            if streak == FALSETICKER_REPLACE_AFTER and self.link is not None:
-                self.log.warning("%s has been a falseticker for %d updates: replacing it",
-                                 view.source_id, streak)
-                self.link.send(PeerFailed(worker_id=view.source_id, reason="falseticker"))
+            self.log.warning("%s has been a falseticker for %d updates: replacing it",
+                             source_id, self._falsetickers.replace_after)
+            self.link.send(PeerFailed(worker_id=source_id, reason="falseticker"))
 
     def save(self, now: Now, force: bool = False) -> None:
         self._report_bounds()
