@@ -277,7 +277,7 @@ class ClockControlTask:
                 return
             message, fds = item
             try:
-                if isinstance(message, LogControl | SourceSet | ProcessTable):
+                if isinstance(message, LinkMessage):
                     self._link_message(message, fds, now)
                 else:  # the link decodes only what it accepts; anything else is a bug
                     self.close_fds(fds)
