@@ -6,7 +6,7 @@ Runs the daemon as root under `strace -ff` with `[daemon] seccomp = "log"`
 exporter scraped; then SIGHUP (reload and log reopen) and a SIGKILL of
 clock-control (every worker reconnects, clock-control restores its state).
 For each role it prints the calls made after the filter was installed and the
-ones its profile lacks — the list to extend `workers/seccomp_profiles.py` with.
+ones its profile lacks — the list to extend `plumbing/seccomp_profiles.py` with.
 
     sudo .venv/bin/python benchmarks/seccomp_trace.py [--keep DIR]
 
@@ -35,8 +35,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ntpd_py.workers.seccomp import role_calls  # noqa: E402
-from ntpd_py.workers.seccomp_profiles import CONDITIONAL, DENIED_WITH_ERRNO  # noqa: E402
+from ntpd_py.plumbing.seccomp import role_calls  # noqa: E402
+from ntpd_py.plumbing.seccomp_profiles import CONDITIONAL, DENIED_WITH_ERRNO  # noqa: E402
 
 from tests.integration.daemon import BIN, Daemon, wait_for  # noqa: E402
 from tests.ntp_helpers import free_udp_port, serve_cmd, started  # noqa: E402

@@ -724,7 +724,7 @@ class DaemonConfig(_Table):
         "exit", description=("a step beyond a panic threshold: exit (status 70, as ntpd-rs) or"
                              " stop-steering (keep running and reporting, leave the clock "
                              "alone)"))
-    # Each child installs its role's system-call allow-list (workers/seccomp_profiles.py):
+    # Each child installs its role's system-call allow-list (plumbing/seccomp_profiles.py):
     # true kills a process that makes any other call; "log" only logs it (the kernel's
     # audit log), to find a missing call without killing; false installs nothing.
     seccomp: SeccompMode = Field(

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 import psutil
 from ntpd_py.core.fsm import transition
+from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.link import Link, socketpair
 from ntpd_py.ipc.messages import (
     DeviceRequest,
@@ -23,7 +24,6 @@ from ntpd_py.ipc.messages import (
 )
 
 from .policy import RestartState
-from .spec import WorkerSpec
 
 __all__ = [
     "CHILD_ACCEPTS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.core.exit_codes import EX_CONFIG
-from ntpd_py.workers.logutil import set_level_override, setup_logging
+from ntpd_py.plumbing.logutil import set_level_override, setup_logging
 
 from .config_file import load_config_file, shown_issues
 

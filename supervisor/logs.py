@@ -15,7 +15,7 @@ from typing import Protocol
 from ntpd_py.core.config import ObservabilityConfig
 from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import LogControl
-from ntpd_py.workers.logutil import effective_level, reopen_logs, stderr_is_journal
+from ntpd_py.plumbing.logutil import effective_level, reopen_logs, stderr_is_journal
 
 __all__ = ["reopen_and_share_logs"]
 

@@ -25,6 +25,8 @@ from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.errors import ConfigError
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL
 from ntpd_py.core.fsm import IllegalTransition
+from ntpd_py.core.token_bucket import TokenBucket
+from ntpd_py.core.worker_spec import WorkerSpec, build_specs
 from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import (
     DeviceReply,
@@ -34,10 +36,9 @@ from ntpd_py.ipc.messages import (
     ProcessTable,
     SteeringBounds,
 )
-from ntpd_py.workers.bus_guard import TokenBucket
-from ntpd_py.workers.handover import Handover, give
-from ntpd_py.workers.runtime import drain
-from ntpd_py.workers.seccomp import prepare as prepare_seccomp
+from ntpd_py.plumbing.handover import Handover, give
+from ntpd_py.plumbing.scheduler import drain
+from ntpd_py.plumbing.seccomp import prepare as prepare_seccomp
 
 from .children import Child, ChildEvent, ChildMessage, ChildState
 from .config_file import shown_issues
@@ -52,7 +53,6 @@ from .runtime_watch import RuntimeWatch
 from .setup import DaemonSetup, StartupError, prepare
 from .slots import SlotError, kill_uid
 from .sources import source_set
-from .spec import WorkerSpec, build_specs
 
 __all__ = ["Supervisor"]
 
@@ -99,7 +99,7 @@ class Supervisor:
         # Per child (worker id): its link and that link's bucket; when muted until.
         self._link_buckets: dict[str, tuple[object, TokenBucket]] = {}
         self._link_muted_until: dict[str, int] = {}
-        # Kept here (root) so that no restart and no file can reset them: see workers/handover.py.
+        # Kept here (root) so that no restart and no file can reset them: see plumbing/handover.py.
         self.state_key = os.urandom(32)
         self.step_bounds: StepBounds | None = None
         self._clock_control_starts = 0

@@ -16,7 +16,7 @@ import os
 import socket
 
 from ntpd_py.core.config import parse_socket_addr
-from ntpd_py.workers.tcp_listen import bind_listener
+from ntpd_py.plumbing.tcp_listen import bind_listener
 
 __all__ = ["metrics_listener"]
 

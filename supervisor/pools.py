@@ -29,7 +29,7 @@ from ntpd_py.core.ntp_pool import (
     StartPeer,
     StopPeer,
 )
-from ntpd_py.workers.logutil import RateLimitedLog
+from ntpd_py.plumbing.logutil import RateLimitedLog
 
 __all__ = ["Pools"]
 

@@ -25,13 +25,13 @@ MODULES = (
     "ntpd_py.ipc.endpoints",
     "ntpd_py.ipc.framing",
     "ntpd_py.ipc.link",
-    "ntpd_py.workers.child",
+    "ntpd_py.plumbing.child",
     "ntpd_py.workers.roles",
-    "ntpd_py.workers.runtime",
-    "ntpd_py.workers.seccomp",  # and pyseccomp/ctypes.util: each child installs its filter
+    "ntpd_py.plumbing.scheduler",
+    "ntpd_py.plumbing.seccomp",  # and pyseccomp/ctypes.util: each child installs its filter
     "ntpd_py.workers.base",
-    "ntpd_py.workers.logutil",
-    "ntpd_py.workers.simclock",
+    "ntpd_py.plumbing.logutil",
+    "ntpd_py.plumbing.simclock",
     "ntpd_py.workers.clock_backends",
     "ntpd_py.workers.clock_control",
     "ntpd_py.workers.clock_control_setup",
@@ -43,11 +43,11 @@ MODULES = (
     "ntpd_py.workers.ptp",
     "ntpd_py.core.controller",
     "ntpd_py.core.drift",
-    "ntpd_py.supervisor.privileges",
+    "ntpd_py.plumbing.privileges",
 )
 SIMULATED_MODULES = (
     "ntpd_py.workers.sim_phc",
-    "ntpd_py.workers.sim_world",
+    "ntpd_py.plumbing.sim_world",
     "ntpd_py.core.sim.rng",
 )
 ROLE_MODULES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .spec import WorkerSpec
+from ntpd_py.core.worker_spec import WorkerSpec
 
 __all__ = ["ReloadPlan", "plan_reload"]
 

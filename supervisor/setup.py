@@ -18,13 +18,10 @@ from dataclasses import dataclass, field
 
 from ntpd_py.core.config import Config, PtpSourceConfig
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
+from ntpd_py.core.worker_spec import WorkerSpec, build_specs
 from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
-
-from .config_file import load_config_file
-from .dirs import DirectoryError, ensure_dir, is_shared_sticky
-from .metrics_listen import metrics_listener
-from .privileges import (
+from ntpd_py.plumbing.privileges import (
     CAP_SYS_TIME,
     Identity,
     PrivilegeError,
@@ -32,8 +29,11 @@ from .privileges import (
     effective_caps,
     lookup_identity,
 )
+
+from .config_file import load_config_file
+from .dirs import DirectoryError, ensure_dir, is_shared_sticky
+from .metrics_listen import metrics_listener
 from .slots import SlotError, SlotTable, make_bus_dir
-from .spec import WorkerSpec, build_specs
 
 __all__ = ["DaemonSetup", "StartupError", "prepare"]
 
@@ -90,7 +90,7 @@ class StartupError(Exception):
 def _check_system_clock(config: Config) -> None:
     if config.daemon.clock != "system":
         return
-    from ntpd_py.workers.clock_backends import system_clock_refusal
+    from ntpd_py.plumbing.clock_guard import system_clock_refusal
 
     refusal = system_clock_refusal()
     if refusal:
@@ -153,7 +153,7 @@ class DaemonSetup:
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege and
         become the resolver slot's uid (it parses DNS answers: untrusted input)."""
-        from .privileges import drop_privileges, set_parent_death_signal
+        from ntpd_py.plumbing.privileges import drop_privileges, set_parent_death_signal
 
         slot = self.slots.slots.get(RESOLVER_SLOT) if self.slots is not None else None
         identity = slot.identity() if slot is not None else None
@@ -162,7 +162,7 @@ class DaemonSetup:
         elif self.identity is not None:
             drop_privileges(self.identity, None)
         set_parent_death_signal()
-        from ntpd_py.workers.seccomp import install
+        from ntpd_py.plumbing.seccomp import install
 
         install("resolver", self.config.daemon.seccomp)  # DNS answers are network input
 
@@ -188,7 +188,7 @@ class DaemonSetup:
         return []
 
     def run_child(self, spec: WorkerSpec, link_fd: int, keep: list[int]) -> None:
-        from ntpd_py.workers.child import ChildContext, run_child
+        from ntpd_py.plumbing.child import ChildContext, run_child
         from ntpd_py.workers.roles import role_main
 
         keep_cap = None
@@ -308,8 +308,8 @@ class DaemonSetup:
 def _load_world(path: str, log: logging.Logger) -> None:
     from ntpd_py.core.errors import ConfigError
     from ntpd_py.core.sim.scenario import load_scenario_text
+    from ntpd_py.plumbing import sim_world
     from ntpd_py.supervisor.config_file import read_regular_file
-    from ntpd_py.workers import sim_world
 
     key = f'[daemon.simulation] scenario = "{path}"'
     try:
@@ -414,12 +414,12 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
         from .preload import preload_for_roles
 
         preload_for_roles((s.role for s in setup.specs), config.daemon.clock == "simulated")
-        from ntpd_py.workers.seccomp import prepare
+        from ntpd_py.plumbing.seccomp import prepare
 
         # Compiled once here and inherited: a child only loads its program (memory).
         prepare(sorted({s.role for s in setup.specs} | {"resolver"}), config.daemon.seccomp)
     if config.daemon.clock == "simulated":
-        from ntpd_py.workers.simclock import SimClock
+        from ntpd_py.plumbing.simclock import SimClock
 
         sim = config.daemon.simulation
         path = os.path.join(config.daemon.runtime_dir, "sim-clock")

@@ -22,7 +22,7 @@ from ntpd_py.core.errors import ConfigError
 from ntpd_py.core.exit_codes import EX_CONFIG
 from ntpd_py.ipc.channels import MemoryHub, SlotRouter
 from ntpd_py.ipc.unix_control import UnixControlServer
-from ntpd_py.workers.logutil import RateLimitedLog
+from ntpd_py.plumbing.logutil import RateLimitedLog
 
 from .setup import DaemonSetup, StartupError, prepare
 from .sources import source_set
@@ -141,8 +141,8 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
         if isinstance(spec.source, PtpSourceConfig):
             sim_device = None
             if sim is not None:
+                from ntpd_py.plumbing.sim_world import current_phc
                 from ntpd_py.workers.sim_phc import SimPhcDevice
-                from ntpd_py.workers.sim_world import current_phc
 
                 path = spec.source.path
                 sim_device = SimPhcDevice(path, sim, config.daemon.simulation, current_phc(path))
@@ -172,8 +172,8 @@ def run_single_process(config_path: str, clock_name: str | None, log: logging.Lo
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
+    from ntpd_py.plumbing.scheduler import run_poll
     from ntpd_py.workers.clock_control import PanicExit
-    from ntpd_py.workers.runtime import run_poll
 
     stop = _Stop()
 

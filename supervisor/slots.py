@@ -28,8 +28,7 @@ from dataclasses import dataclass
 
 from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import BusSlot
-
-from .privileges import Identity
+from ntpd_py.plumbing.privileges import Identity
 
 __all__ = [
     "Slot", "SlotTable", "UidClaim", "allocate_uid", "kill_uid", "process_uids", "running_uids",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SourceEntry, SourceSet
-
-from .spec import WorkerSpec
 
 __all__ = ["source_set"]
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ntpd_py.workers.clock_backends import FORBID_ENV
+from ntpd_py.plumbing.clock_guard import FORBID_ENV
 
 
 def _inside_test_vm() -> bool:

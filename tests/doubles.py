@@ -17,7 +17,7 @@ from ntpd_py.core.units import NS_PER_S
 from ntpd_py.ipc.framing import decode
 from ntpd_py.ipc.link import LinkClosed
 from ntpd_py.ipc.messages import Message
-from ntpd_py.workers.runtime import Now
+from ntpd_py.plumbing.scheduler import Now
 
 __all__ = ["FakeChannel", "FakeClock", "FakeLink", "LogCapture", "channel_pair"]
 

@@ -12,10 +12,9 @@ from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link, LinkClosed
 from ntpd_py.ipc.messages import HEARTBEAT_INTERVAL_NS, Heartbeat, LogControl, Message, MsgType
-
-from .child import ChildContext
-from .logutil import RateLimitedLog, apply_log_control
-from .runtime import Now
+from ntpd_py.plumbing.child import ChildContext
+from ntpd_py.plumbing.logutil import RateLimitedLog, apply_log_control
+from ntpd_py.plumbing.scheduler import Now
 
 __all__ = ["RIDE_ALONG_NS", "WorkerBase", "worker_link"]
 

@@ -13,32 +13,14 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from ntpd_py.core.token_bucket import TokenBucket
+
 __all__ = ["BusGuard", "SenderStats", "TokenBucket"]
 
 # Allow several times the expected sample rate, and bursts (e.g. an iburst).
 RATE_FACTOR = 4.0
 MIN_RATE_PER_S = 2.0
 BURST = 16.0
-
-
-@dataclass
-class TokenBucket:
-    rate_per_s: float
-    burst: float
-    tokens: float = 0.0
-    last_ns: int | None = None
-
-    def take(self, now_ns: int) -> bool:
-        if self.last_ns is None:
-            self.tokens = self.burst
-        else:
-            elapsed = max(0, now_ns - self.last_ns) / 1e9
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
-        self.last_ns = now_ns
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass

@@ -27,8 +27,8 @@ from ntpd_py.core.actions import (
 )
 from ntpd_py.core.events import LeapIndicator, Sample
 from ntpd_py.core.units import PPM
-
-from .simclock import SimClock
+from ntpd_py.plumbing.clock_guard import FORBID_ENV, SystemClockForbidden, system_clock_refusal
+from ntpd_py.plumbing.simclock import SimClock
 
 __all__ = [
     "FORBID_ENV",
@@ -40,23 +40,7 @@ __all__ = [
     "system_clock_refusal",
 ]
 
-# Set by the test suite on a host: the system backend must be unreachable there.
-FORBID_ENV = "NTPD_PY_FORBID_SYSTEM_CLOCK"
 MAX_FREQ = 500e-6  # the kernel's limit, s/s
-
-
-class SystemClockForbidden(RuntimeError):
-    """The system backend was asked for where it must never run (tests on a host)."""
-
-
-def system_clock_refusal() -> str | None:
-    """Why the system backend must not be used here, or None if it may."""
-    if os.environ.get(FORBID_ENV):
-        return (
-            f"{FORBID_ENV} is set (the test suite on a host): the system clock "
-            "backend may only run inside the QEMU guest"
-        )
-    return None
 
 
 class ClockBackend(Protocol):

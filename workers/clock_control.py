@@ -55,12 +55,12 @@ from ntpd_py.ipc.messages import (
     SourceStatus,
     Unreachable,
 )
+from ntpd_py.plumbing.logutil import RateLimitedLog, apply_log_control
+from ntpd_py.plumbing.scheduler import Now
 
 from .base import RIDE_ALONG_NS
 from .bus_guard import BusGuard, TokenBucket
 from .clock_backends import ClockBackend
-from .logutil import RateLimitedLog, apply_log_control
-from .runtime import Now
 from .state_store import StateStore
 from .status_view import build_clock_state, summary_line
 

@@ -17,12 +17,12 @@ from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StateError, StepBounds, validate_saved_state
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
+from ntpd_py.plumbing.handover import take
+from ntpd_py.plumbing.scheduler import Now, SystemClockReader
+from ntpd_py.plumbing.simclock import SimClock
 
 from .clock_backends import ClockBackend, ObserveClock, SimulatedClock, SystemClock
 from .clock_control import ClockControlTask
-from .handover import take
-from .runtime import Now, SystemClockReader
-from .simclock import SimClock
 from .state_store import StateStore
 
 __all__ = ["ObserveReader", "build_clock_control", "make_backend"]
@@ -46,7 +46,7 @@ class ObserveReader:
 def make_backend(config: Config) -> tuple[ClockBackend, Any]:
     """The backend named by `[daemon] clock` and the clock reader that goes with it."""
     if config.daemon.clock == "simulated":
-        from .sim_world import current_clock_model
+        from ntpd_py.plumbing.sim_world import current_clock_model
 
         sim = SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable=True,
                        model=current_clock_model())

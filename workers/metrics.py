@@ -20,13 +20,13 @@ from typing import Any
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import CtlReply, CtlRequest, Message, MsgType
+from ntpd_py.plumbing.scheduler import LocalClock, Now
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .base import WorkerBase
 from .metrics_http import MetricsServer, bind_listener
 from .metrics_render import Metric, families
-from .runtime import LocalClock, Now
 
 __all__ = ["MetricsTask", "metrics_main"]
 
@@ -177,9 +177,9 @@ def metrics_main(ctx: Any) -> int:
 
     import zmq
     from ntpd_py.ipc.endpoints import connect_dealer
+    from ntpd_py.plumbing.scheduler import SystemClockReader, run_zmq
 
     from .base import worker_link
-    from .runtime import SystemClockReader, run_zmq
 
     config = ctx.config
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

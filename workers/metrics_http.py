@@ -25,8 +25,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from .logutil import RateLimitedLog
-from .tcp_listen import bind_listener
+from ntpd_py.plumbing.logutil import RateLimitedLog
+from ntpd_py.plumbing.tcp_listen import bind_listener
 
 __all__ = ["MetricsServer", "Render", "bind_listener"]
 

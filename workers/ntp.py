@@ -38,10 +38,10 @@ from ntpd_py.ipc.messages import (
     SourceStatus,
 )
 from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
+from ntpd_py.plumbing.scheduler import Now
 
 from ._udp import ClientChannel
 from .base import WorkerBase
-from .runtime import Now
 
 __all__ = ["NtpTask", "client_settings", "ntp_main"]
 
@@ -226,10 +226,10 @@ class NtpTask(WorkerBase):
 def ntp_main(ctx: Any) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import connect_dealer
+    from ntpd_py.plumbing.scheduler import run_zmq
 
     from .base import worker_link
     from .roles import make_local_clock
-    from .runtime import run_zmq
 
     config: Config = ctx.config
     spec = ctx.spec

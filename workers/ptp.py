@@ -32,11 +32,11 @@ from ntpd_py.core.ptp_events import (
 from ntpd_py.core.ptp_source import PtpSource
 from ntpd_py.ipc.messages import DeviceReply, DeviceRequest, Message, SampleMsg, SourceStatus
 from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
+from ntpd_py.plumbing.logutil import RateLimitedLog
+from ntpd_py.plumbing.scheduler import Now
 
 from . import _phc
 from .base import WorkerBase
-from .logutil import RateLimitedLog
-from .runtime import Now
 
 __all__ = ["PtpTask", "ptp_main"]
 
@@ -252,10 +252,10 @@ def _kind_for_errno(err: int) -> DeviceErrorKind:
 def ptp_main(ctx: Any) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import connect_dealer
+    from ntpd_py.plumbing.scheduler import run_zmq
 
     from .base import worker_link
     from .roles import make_local_clock
-    from .runtime import run_zmq
 
     config: Config = ctx.config
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -264,8 +264,9 @@ def ptp_main(ctx: Any) -> int:
     clock = make_local_clock(config)
     sim_device = None
     if config.daemon.clock == "simulated":
+        from ntpd_py.plumbing.sim_world import current_phc
+
         from .sim_phc import SimPhcDevice
-        from .sim_world import current_phc
 
         path = ctx.spec.source.path
         sim_device = SimPhcDevice(path, clock, config.daemon.simulation, current_phc(path))

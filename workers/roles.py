@@ -1,7 +1,7 @@
 """The main function of each child role, imported only by the child that runs it.
 
 Each main wires its task to ZeroMQ sockets, the supervisor link and the local
-clock reader, runs it with :func:`ntpd_py.workers.runtime.run_zmq`, and
+clock reader, runs it with :func:`ntpd_py.plumbing.scheduler.run_zmq`, and
 returns the process exit code.
 """
 
@@ -16,8 +16,7 @@ from typing import Any
 from ntpd_py.ipc.channels import SlotRouter
 from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import BusSlot, MsgType, SourceSet
-
-from .child import ChildContext
+from ntpd_py.plumbing.child import ChildContext
 
 __all__ = ["SlotServer", "make_local_clock", "role_main"]
 
@@ -25,12 +24,12 @@ __all__ = ["SlotServer", "make_local_clock", "role_main"]
 def make_local_clock(config: Any, writable: bool = False) -> Any:
     """The local clock this process reads: the real one, or the shared simulated one."""
     if config.daemon.clock == "simulated":
-        from .sim_world import current_clock_model
-        from .simclock import SimClock
+        from ntpd_py.plumbing.sim_world import current_clock_model
+        from ntpd_py.plumbing.simclock import SimClock
 
         return SimClock(os.path.join(config.daemon.runtime_dir, "sim-clock"), writable,
                         current_clock_model())
-    from .runtime import SystemClockReader
+    from ntpd_py.plumbing.scheduler import SystemClockReader
 
     return SystemClockReader()
 
@@ -78,9 +77,9 @@ class SlotServer:
 def clock_control_main(ctx: ChildContext) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import Endpoints, bind_pub, bind_router
+    from ntpd_py.plumbing.scheduler import run_zmq
 
     from .clock_control_setup import build_clock_control
-    from .runtime import run_zmq
 
     config = ctx.config
     endpoints = Endpoints(config.daemon.runtime_dir, config.control_socket_path())

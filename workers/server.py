@@ -25,10 +25,10 @@ from ntpd_py.core.timestamps import unix_ns_to_ntp64
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
 from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
+from ntpd_py.plumbing.scheduler import Now
 
 from ._mmsg import ServerBatchIO
 from .base import WorkerBase
-from .runtime import Now
 from .status_view import PRECISION_LOG2
 
 __all__ = ["ServerTask", "server_main", "server_state_from"]
@@ -132,10 +132,10 @@ class ServerTask(WorkerBase):
 def server_main(ctx: Any) -> int:
     import zmq
     from ntpd_py.ipc.endpoints import connect_dealer
+    from ntpd_py.plumbing.scheduler import run_zmq
 
     from .base import worker_link
     from .roles import make_local_clock
-    from .runtime import run_zmq
 
     config: Config = ctx.config
     zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from ntpd_py.core.config import SimulationConfig
 from ntpd_py.core.phc import PhcCaps, Reading, ReadMethod
 from ntpd_py.core.ptp_events import DeviceErrorKind
+from ntpd_py.plumbing.simclock import SimClock
 
 from ._phc import PhcError
-from .simclock import SimClock
 
 if TYPE_CHECKING:
     from ntpd_py.core.sim.phc import PhcModel

@@ -32,8 +32,7 @@ import os
 from typing import Any
 
 import msgpack
-
-from .logutil import RateLimitedLog
+from ntpd_py.plumbing.logutil import RateLimitedLog
 
 __all__ = ["StateStore", "atomic_write"]
 

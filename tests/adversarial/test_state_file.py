@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from ntpd_py.workers.simclock import SimClock
+from ntpd_py.plumbing.simclock import SimClock
 
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import load_pids, phc_config

@@ -201,9 +201,9 @@ def test_clock_control_contains_any_bus_input(frames: list[tuple[str, bytes]]) -
 
     from ntpd_py.ipc.channels import MemoryHub
     from ntpd_py.ipc.messages import SourceEntry
+    from ntpd_py.plumbing.scheduler import Now
     from ntpd_py.workers.clock_backends import ObserveClock
     from ntpd_py.workers.clock_control import ClockControlTask
-    from ntpd_py.workers.runtime import Now
 
     hub = MemoryHub()
     now = Now(time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.time_ns())

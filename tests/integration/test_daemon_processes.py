@@ -99,7 +99,7 @@ def test_kill_each_child_it_comes_back_and_the_others_keep_running(ntp_server: i
         # clock-control's own restart resumed from its saved state: no step because of it
         # (counted twice: by the algorithm, and by the simulated clock itself)
         assert after["clock"]["steps"] == steps_before
-        from ntpd_py.workers.simclock import SimClock
+        from ntpd_py.plumbing.simclock import SimClock
 
         assert SimClock(str(daemon.runtime / "sim-clock")).steps == steps_before
         assert "resuming from the saved state" in daemon.log()
@@ -414,7 +414,7 @@ def test_panic_action_stop_steering_keeps_running_and_says_so() -> None:
         assert document["clock"]["synchronized"] is False
         assert "startup-step-panic-threshold" in document["clock"]["steering_stopped"]
         assert "STEERING STOPPED" in daemon.ctl("status").stdout
-        from ntpd_py.workers.simclock import SimClock
+        from ntpd_py.plumbing.simclock import SimClock
 
         assert SimClock(str(daemon.runtime / "sim-clock")).steps == 0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from ntpd_py.core.sim.scenario import load_scenario_text
-from ntpd_py.workers.sim_world import world_from_scenario
-from ntpd_py.workers.simclock import SimClock
+from ntpd_py.plumbing.sim_world import world_from_scenario
+from ntpd_py.plumbing.simclock import SimClock
 
 from tests.integration.daemon import Daemon, wait_for
 

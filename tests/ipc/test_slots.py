@@ -111,9 +111,9 @@ def test_clock_control_takes_server_counters_from_server_slots_only() -> None:
     from ntpd_py.core.controller import ClockController
     from ntpd_py.ipc.framing import decode, encode
     from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
+    from ntpd_py.plumbing.scheduler import Now
     from ntpd_py.workers.clock_backends import ObserveClock
     from ntpd_py.workers.clock_control import ClockControlTask
-    from ntpd_py.workers.runtime import Now
 
     hub = MemoryHub()
     bus = SlotRouter()

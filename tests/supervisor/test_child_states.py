@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 from ntpd_py.core.fsm import IllegalTransition, transition
+from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.supervisor.children import CHILD_TRANSITIONS, Child, ChildEvent, ChildState
-from ntpd_py.supervisor.spec import WorkerSpec
 
 
 def _child(state: ChildState) -> Child:

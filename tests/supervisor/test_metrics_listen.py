@@ -8,8 +8,8 @@ import socket
 
 import pytest
 from ntpd_py.core.config_load import load_config_text
+from ntpd_py.core.worker_spec import build_specs
 from ntpd_py.supervisor.metrics_listen import metrics_listener
-from ntpd_py.supervisor.spec import build_specs
 
 LOG = logging.getLogger("test")
 

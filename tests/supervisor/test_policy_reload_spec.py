@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ntpd_py.core.config_load import load_config_text
+from ntpd_py.core.worker_spec import build_specs
 from ntpd_py.supervisor.policy import (
     BACKOFF_CAP_NS,
     BACKOFF_START_NS,
@@ -12,7 +13,6 @@ from ntpd_py.supervisor.policy import (
 )
 from ntpd_py.supervisor.reload import plan_reload
 from ntpd_py.supervisor.sources import source_set
-from ntpd_py.supervisor.spec import build_specs
 
 S = 1_000_000_000
 CONFIG = """

@@ -13,7 +13,7 @@ preload_for_roles({roles!r}, {simulated!r})
 print(json.dumps({{m: m in sys.modules for m in {modules!r}}}))
 """
 WATCHED = ["ntpd_py.workers.ptp", "ntpd_py.workers.clock_control", "prometheus_client",
-           "http.server", "ssl", "ntpd_py.workers.sim_world"]
+           "http.server", "ssl", "ntpd_py.plumbing.sim_world"]
 
 
 def _loaded(roles: list[str], simulated: bool) -> dict[str, bool]:
@@ -29,13 +29,13 @@ def test_without_metrics_the_http_stack_and_ssl_stay_out() -> None:
     assert loaded["ntpd_py.workers.ptp"] and loaded["ntpd_py.workers.clock_control"]
     assert not loaded["prometheus_client"] and not loaded["http.server"]
     assert not loaded["ssl"]  # http.client would pull in ssl and libcrypto
-    assert not loaded["ntpd_py.workers.sim_world"]
+    assert not loaded["ntpd_py.plumbing.sim_world"]
 
 
 def test_metrics_role_and_simulated_clock_load_their_modules() -> None:
     loaded = _loaded(["clock-control", "metrics"], simulated=True)
     assert loaded["prometheus_client"] and loaded["http.server"]
-    assert loaded["ntpd_py.workers.sim_world"]
+    assert loaded["ntpd_py.plumbing.sim_world"]
 
 
 def test_the_supervisor_itself_loads_no_http_stack() -> None:

@@ -16,11 +16,11 @@ from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
 from ntpd_py.ipc.channels import MemoryHub
 from ntpd_py.ipc.framing import encode
 from ntpd_py.ipc.messages import SampleMsg, SourceEntry
+from ntpd_py.plumbing.logutil import RateLimitedLog
+from ntpd_py.plumbing.scheduler import Now, SystemClockReader, run_poll
 from ntpd_py.supervisor.single import _Contained
 from ntpd_py.workers.clock_backends import ObserveClock
 from ntpd_py.workers.clock_control import ClockControlTask
-from ntpd_py.workers.logutil import RateLimitedLog
-from ntpd_py.workers.runtime import Now, SystemClockReader, run_poll
 
 PTP = "ptp:/dev/ptp0"
 

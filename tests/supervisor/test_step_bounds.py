@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ntpd_py.core.controller_state import StepBounds
+from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SteeringBounds
+from ntpd_py.plumbing import handover
 from ntpd_py.supervisor.children import CHILD_ACCEPTS, Child
 from ntpd_py.supervisor.main import Supervisor
-from ntpd_py.supervisor.spec import WorkerSpec
-from ntpd_py.workers import handover
 
 
 def _supervisor() -> Supervisor:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ntpd_py.core.actions import SetFrequency, SetLeap, Step
 from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
+from ntpd_py.plumbing.simclock import SimClock
 from ntpd_py.workers.clock_backends import (
     FORBID_ENV,
     ObserveClock,
@@ -17,7 +18,6 @@ from ntpd_py.workers.clock_backends import (
     SystemClock,
     SystemClockForbidden,
 )
-from ntpd_py.workers.simclock import SimClock
 
 
 def test_system_backend_cannot_be_built_in_the_host_test_suite() -> None:

@@ -12,9 +12,9 @@ from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
 from ntpd_py.ipc.channels import MemoryHub
 from ntpd_py.ipc.framing import decode, encode
 from ntpd_py.ipc.messages import CtlReply, CtlRequest, SampleMsg, SourceEntry
+from ntpd_py.plumbing.scheduler import Now
 from ntpd_py.workers.clock_backends import ObserveClock
 from ntpd_py.workers.clock_control import ClockControlTask
-from ntpd_py.workers.runtime import Now
 
 PTP = "ptp:/dev/ptp0"
 NTP = "ntp:127.0.0.1:123"

@@ -10,9 +10,9 @@ from ntpd_py.ipc.messages import (
     SourceView,
     SystemView,
 )
+from ntpd_py.plumbing.scheduler import Now
 from ntpd_py.workers.metrics import STALE_NS, MetricsTask
 from ntpd_py.workers.metrics_render import families
-from ntpd_py.workers.runtime import Now
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )

@@ -8,9 +8,9 @@ import pytest
 from ntpd_py.core.config import SimulationConfig
 from ntpd_py.core.phc import ReadMethod
 from ntpd_py.core.ptp_events import DeviceErrorKind
+from ntpd_py.plumbing.simclock import SimClock
 from ntpd_py.workers._phc import PhcError
 from ntpd_py.workers.sim_phc import READ_WINDOW_NS, SimPhcDevice
-from ntpd_py.workers.simclock import SimClock
 
 from tests.doubles import FakeClock
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from ntpd_py.core.config import Config
+from ntpd_py.plumbing.scheduler import Now
 from ntpd_py.workers.clock_control_setup import _initial_state
-from ntpd_py.workers.runtime import Now
 from ntpd_py.workers.state_store import StateStore
 
 S = 1_000_000_000

@@ -14,8 +14,8 @@ from ntpd_py.ipc.channels import MemoryHub
 from ntpd_py.ipc.framing import decode
 from ntpd_py.ipc.link import Link, socketpair
 from ntpd_py.ipc.messages import HEARTBEAT_INTERVAL_NS, Heartbeat, MsgType, SourceStatus
+from ntpd_py.plumbing.scheduler import Now, SystemClockReader, run_poll, run_zmq
 from ntpd_py.workers.base import RIDE_ALONG_NS, STATUS_INTERVAL_NS, WorkerBase
-from ntpd_py.workers.runtime import Now, SystemClockReader, run_poll, run_zmq
 
 S = 1_000_000_000
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import pytest
 from ntpd_py.core.config_load import load_config_text
 from ntpd_py.core.errors import ConfigError
+from ntpd_py.plumbing.seccomp import install, resolve_role, role_calls
+from ntpd_py.plumbing.seccomp_profiles import CONDITIONAL, GROUPS, ROLES
 from ntpd_py.supervisor.children import describe_exit
-from ntpd_py.workers.seccomp import install, resolve_role, role_calls
-from ntpd_py.workers.seccomp_profiles import CONDITIONAL, GROUPS, ROLES
 
 # Calls that exist on x86_64 but not on aarch64's generic table; nothing else may be missing.
 ARCH_SPECIFIC = {"poll", "select", "stat", "lstat", "access", "time", "chmod", "unlink",
@@ -201,7 +201,7 @@ def test_under_an_outer_filter_like_systemds(outer_blocks_seccomp: bool) -> None
     import errno
 
     import pyseccomp
-    from ntpd_py.workers.seccomp import SeccompError
+    from ntpd_py.plumbing.seccomp import SeccompError
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -253,7 +253,7 @@ def _tgkill(pid: int) -> int:
 
 
 def test_every_role_compiles_to_a_program_with_one_pid_to_place() -> None:
-    from ntpd_py.workers.seccomp import PID_PLACEHOLDER, compile_program
+    from ntpd_py.plumbing.seccomp import PID_PLACEHOLDER, compile_program
 
     for role in ROLES:
         for mode in (True, "log"):
@@ -268,7 +268,7 @@ def test_every_role_compiles_to_a_program_with_one_pid_to_place() -> None:
 def test_a_program_prepared_before_fork_is_the_one_the_child_loads() -> None:
     """What the daemon does: compile in the parent, fork, load in the child. The
     child's own pid is the only tgkill target; another process's is refused."""
-    from ntpd_py.workers import seccomp
+    from ntpd_py.plumbing import seccomp
 
     parent = os.getpid()
 
@@ -307,7 +307,7 @@ def test_a_program_prepared_before_fork_is_the_one_the_child_loads() -> None:
 
 
 def test_prepare_skips_off_and_compiles_each_role_once() -> None:
-    from ntpd_py.workers import seccomp
+    from ntpd_py.plumbing import seccomp
 
     try:
         seccomp.prepare(["ptp", "ptp", "server"], False)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ntpd_py.workers.logutil import RateLimitedLog, stderr_is_journal, syslog_priority
+from ntpd_py.plumbing.logutil import RateLimitedLog, stderr_is_journal, syslog_priority
 
 S = 1_000_000_000
 
@@ -65,7 +65,7 @@ def test_stderr_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
     target.write_text("")
     st = target.stat()
     code = (
-        "import os, sys; from ntpd_py.workers.logutil import stderr_is_journal as j;"
+        "import os, sys; from ntpd_py.plumbing.logutil import stderr_is_journal as j;"
         "sys.exit(0 if j() else 3)"
     )
     for value, expected in ((f"{st.st_dev}:{st.st_ino}", 0), (f"{st.st_dev}:{st.st_ino + 1}", 3),
@@ -82,7 +82,7 @@ def test_apply_log_control_moves_stderr_to_the_new_file(tmp_path: Path) -> None:
     old, new = tmp_path / "old.log", tmp_path / "new.log"
     code = f"""
 import logging, os
-from ntpd_py.workers.logutil import apply_log_control, setup_child_logging
+from ntpd_py.plumbing.logutil import apply_log_control, setup_child_logging
 log = setup_child_logging("info", "ptp:/dev/ptp0")
 log.info("before")
 log.debug("hidden")
@@ -113,7 +113,7 @@ def test_syslog_priority_of_each_level(level: int, priority: int) -> None:
 
 _JOURNAL_SCRIPT = """
 import logging, os, sys
-from ntpd_py.workers.logutil import setup_child_logging, setup_logging
+from ntpd_py.plumbing.logutil import setup_child_logging, setup_logging
 log = setup_logging("debug", "supervisor")
 log.debug("a debug line")
 log.info("an info line")
@@ -126,7 +126,7 @@ except ValueError:
 sys.stderr.flush()
 pid = os.fork()
 if pid == 0:
-    os.environ.clear()  # as workers/child.py does: the child cannot see JOURNAL_STREAM
+    os.environ.clear()  # as plumbing/child.py does: the child cannot see JOURNAL_STREAM
     child = setup_child_logging("info", "ptp:/dev/ptp0")
     child.info("child info")
     child.warning("child warning")

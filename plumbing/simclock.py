@@ -18,7 +18,7 @@ import struct
 import time
 from typing import Any
 
-from .runtime import Now
+from .scheduler import Now
 
 __all__ = ["SimClock"]
 

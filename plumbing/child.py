@@ -78,7 +78,7 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
     """Set the child up and run `main`; never returns."""
     code = EX_CRASH
     try:
-        from ntpd_py.supervisor.privileges import (
+        from ntpd_py.plumbing.privileges import (
             drop_privileges,
             set_parent_death_signal,
             set_process_name,
