@@ -36,3 +36,11 @@ EX_TEMPFAIL = 75  # the runtime directory vanished; clock-control restarting (nt
 EX_PROTOCOL = 76  # ntpctl got a reply it cannot read
 EX_NOPERM = 77  # not allowed (the control socket; privileges at start)
 EX_CONFIG = 78  # the configuration is invalid
+
+
+class PanicExit(Exception):
+    """The algorithm refused a step beyond a panic threshold; the process exits with `code`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

@@ -12,38 +12,22 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ntpd_py.core.config import Config
 from ntpd_py.core.exit_codes import EX_CRASH, EX_OSERR
+from ntpd_py.core.worker_spec import WorkerSpec
+from ntpd_py.ipc.messages import BusSlot
+
+from .privileges import Identity, drop_privileges, set_parent_death_signal, set_process_name
+from .signals import StopFlag
 
 __all__ = ["ChildContext", "StopFlag", "run_child"]
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
-
-    def __init__(self) -> None:
-        self.stop = False
-
-    def __call__(self) -> bool:
-        return self.stop
-
-    def install(self) -> None:
-        def _handler(signum: int, frame: object) -> None:
-            self.stop = True
-
-        signal.signal(signal.SIGTERM, _handler)
-        signal.signal(signal.SIGINT, _handler)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's job
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 @dataclass
@@ -55,13 +39,15 @@ class ChildContext:
     role: str
     supervisor_pid: int
     link_fd: int
+    spec: WorkerSpec
+    seccomp_profile: str  # the registry's name for the role's system-call allow-list
     keep_fds: list[int] = field(default_factory=list)
-    identity: object | None = None  # supervisor.privileges.Identity when running as root
+    identity: Identity | None = None  # the slot's uid/gids when the daemon runs as root
     keep_cap: int | None = None
     # A worker's own bus endpoint (<runtime-dir>/bus/<n>.sock), set by the supervisor.
     bus_path: str = ""
     # clock-control: (ipc.messages.BusSlot, listening fd) for every slot at its start.
-    bus_slots: list[tuple[Any, int]] = field(default_factory=list)
+    bus_slots: list[tuple[BusSlot, int]] = field(default_factory=list)
     stop: StopFlag = field(default_factory=StopFlag)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ntpd-py"))
 
@@ -78,16 +64,10 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
     """Set the child up and run `main`; never returns."""
     code = EX_CRASH
     try:
-        from ntpd_py.plumbing.privileges import (
-            drop_privileges,
-            set_parent_death_signal,
-            set_process_name,
-        )
-
         set_process_name(f"ntpd-py:{ctx.role}")
         _close_other_fds({ctx.link_fd, *ctx.keep_fds})
         if ctx.identity is not None:
-            drop_privileges(ctx.identity, ctx.keep_cap)  # type: ignore[arg-type]
+            drop_privileges(ctx.identity, ctx.keep_cap)
         set_parent_death_signal()
         if os.getppid() != ctx.supervisor_pid:
             os._exit(EX_OSERR)  # the supervisor died before we armed the signal
@@ -100,7 +80,7 @@ def run_child(ctx: ChildContext, main: Callable[[ChildContext], int]) -> None:
         ctx.log = setup_child_logging(ctx.config.observability.log_level, ctx.worker_id)
         from .seccomp import install_for_child
 
-        install_for_child(ctx.role, ctx.config.daemon.seccomp, ctx.log)
+        install_for_child(ctx.seccomp_profile, ctx.config.daemon.seccomp, ctx.log)
         code = main(ctx)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EX_CRASH

@@ -2,28 +2,31 @@
 
 A :class:`Task` is one worker or clock-control loop written as a small
 non-blocking state machine: it names what it waits on (`pollables`), when it
-next wants to run (`next_deadline_ns`), and does all due work in `step`. The
-same tasks run under two schedulers:
+next wants to run (`next_deadline_ns`), and does all due work in `step`. One
+loop, :func:`run`, runs them; only how it waits is pluggable (a `Waiter`):
 
-- :func:`run_zmq` — the multi-process daemon: one task per process, waiting
-  with ``zmq.Poller`` on ZeroMQ sockets and plain fds.
-- :func:`run_poll` — ``--single-process``: every task in one process over
-  in-memory channels, waiting with ``select.poll`` (no threads, asyncio,
-  epoll or ZeroMQ), so it also runs under LD_PRELOAD clock/network simulators.
+- :class:`ZmqWaiter` (:func:`run_zmq`) — the multi-process daemon: one task per
+  process, waiting with ``zmq.Poller`` on ZeroMQ sockets and plain fds.
+- :class:`PollWaiter` (:func:`run_poll`) — ``--single-process``: every task in
+  one process over in-memory channels, waiting with ``select.poll`` (no threads,
+  asyncio, epoll or ZeroMQ), so it also runs under LD_PRELOAD clock/network
+  simulators.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["LocalClock", "Now", "SystemClockReader", "Task", "drain", "run_poll", "run_zmq"]
+__all__ = ["LocalClock", "Now", "PollWaiter", "SystemClockReader", "Task", "Waiter", "ZmqWaiter",
+           "drain", "run", "run_poll", "run_zmq"]
 
 # Without a signal wake-up pipe a loop must look at its stop flag this often (the
 # wait itself is retried after a signal); with one, signals wake it and it sleeps
@@ -117,87 +120,132 @@ def _due(task: Task, now_mono: int) -> bool:
     return deadline is not None and deadline <= now_mono
 
 
-def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
-    """Run tasks until `should_stop()`; waits on ZeroMQ sockets and fds with zmq.Poller."""
-    import zmq
+class Waiter(Protocol):
+    """How one pass of the loop waits: register what the tasks named, then wait.
 
-    with _signal_pipe() as wake:
-        _run_zmq(zmq, tasks, clock, should_stop, wake)
+    `register` takes one pollable and returns the key its readiness will be
+    reported under (None: nothing to wait on); `wait` returns the keys that became
+    readable. The loop itself is the same for every kind of waiter.
+    """
+
+    def register(self, item: Any) -> Hashable | None: ...
+
+    def wait(self, timeout_ms: int) -> list[Hashable]:
+        """Keys that are readable; [] after a timeout or a signal."""
+        ...
 
 
-def _run_zmq(zmq: Any, tasks: Sequence[Task], clock: LocalClock,
-             should_stop: Callable[[], bool], wake: int | None) -> None:
-    cap_ns = MAX_WAIT_NS if wake is None else MAX_IDLE_WAIT_NS
-    while not should_stop():
-        poller = zmq.Poller()
-        if wake is not None:
-            poller.register(wake, zmq.POLLIN)
-        owners: dict[Any, list[Task]] = {}
-        for task in tasks:
-            for item in task.pollables():
-                target = item.pollable() if hasattr(item, "pollable") else item
-                if target is None:
-                    continue
-                key = target if isinstance(target, int) else id(target)
-                if key not in owners:
-                    poller.register(target, zmq.POLLIN)
-                    owners[key] = []
-                owners[key].append(task)
+class ZmqWaiter:
+    """The multi-process daemon's wait: zmq.Poller over ZeroMQ sockets and fds."""
+
+    def __init__(self) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self._poller = zmq.Poller()
+        self._seen: set[Hashable] = set()
+
+    def register(self, item: Any) -> Hashable | None:
+        target = item.pollable() if hasattr(item, "pollable") else item
+        if target is None:
+            return None
+        key: Hashable = target if isinstance(target, int) else id(target)
+        if key not in self._seen:
+            self._poller.register(target, self._zmq.POLLIN)
+            self._seen.add(key)
+        return key
+
+    def wait(self, timeout_ms: int) -> list[Hashable]:
         try:
-            events = poller.poll(_timeout_ms(tasks, clock.now().mono_ns, cap_ns))
-        except zmq.ZMQError as exc:
-            if exc.errno == 4:  # EINTR: a signal arrived; the flags decide
-                continue
+            events = self._poller.poll(timeout_ms)
+        except self._zmq.ZMQError as exc:
+            if exc.errno == errno.EINTR:  # a signal arrived; the flags decide
+                return []
             raise
-        ready: set[int] = set()
-        for target, _ in events:
-            if wake is not None and target == wake:
-                drain(wake)
-                continue
-            key = target if isinstance(target, int) else id(target)
-            ready.update(id(t) for t in owners.get(key, []))
-        now = clock.now()
-        for task in tasks:
-            if id(task) in ready or _due(task, now.mono_ns):
-                task.step(now)
+        return [target if isinstance(target, int) else id(target) for target, _ in events]
+
+
+class PollWaiter:
+    """``--single-process``: select.poll over plain fds and in-memory channels (whose
+    queued frames count as readable without a wait)."""
+
+    def __init__(self) -> None:
+        self._poller = select.poll()
+        self._seen: set[int] = set()
+        self._pending: list[Hashable] = []
+
+    def register(self, item: Any) -> Hashable | None:
+        fds: list[int] = [item] if isinstance(item, int) else list(getattr(item, "fds", list)())
+        for fd in fds:
+            if fd not in self._seen:
+                self._poller.register(fd, select.POLLIN)
+                self._seen.add(fd)
+        key: Hashable = item if isinstance(item, int) else id(item)
+        if hasattr(item, "pending") and item.pending():
+            self._pending.append(key)
+        # An in-memory channel is reported ready under its own key: map its fds to it.
+        return key if not fds or isinstance(item, int) else _Alias(key, fds)
+
+    def wait(self, timeout_ms: int) -> list[Hashable]:
+        try:
+            events = self._poller.poll(0 if self._pending else timeout_ms)
+        except InterruptedError:
+            return list(self._pending)
+        return [*self._pending, *(fd for fd, _ in events)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Alias:
+    """A pollable known by its own key that becomes readable through any of its fds."""
+
+    key: Hashable
+    fds: list[int]
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+def run(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool],
+        make_waiter: Callable[[], Waiter]) -> None:
+    """Run tasks until `should_stop()`: the one scheduler loop of every process.
+
+    Each pass builds a fresh waiter from the tasks' pollables (a task may change
+    them between steps), waits until something is readable, a signal arrives or the
+    earliest deadline passes, then steps every task that is readable or due.
+    """
+    with _signal_pipe() as wake:
+        cap_ns = MAX_WAIT_NS if wake is None else MAX_IDLE_WAIT_NS
+        while not should_stop():
+            waiter = make_waiter()
+            wake_key = waiter.register(wake) if wake is not None else None
+            owners: dict[Hashable, list[Task]] = {}
+            for task in tasks:
+                for item in task.pollables():
+                    key = waiter.register(item)
+                    if isinstance(key, _Alias):
+                        for fd in key.fds:
+                            owners.setdefault(fd, []).append(task)
+                        key = key.key
+                    if key is not None:
+                        owners.setdefault(key, []).append(task)
+            ready_keys = waiter.wait(_timeout_ms(tasks, clock.now().mono_ns, cap_ns))
+            ready: set[int] = set()
+            for key in ready_keys:
+                if wake is not None and key == wake_key:
+                    drain(wake)
+                    continue
+                ready.update(id(t) for t in owners.get(key, []))
+            now = clock.now()
+            for task in tasks:
+                if id(task) in ready or _due(task, now.mono_ns):
+                    task.step(now)
+
+
+def run_zmq(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
+    """Run tasks until `should_stop()`, waiting on ZeroMQ sockets and fds."""
+    run(tasks, clock, should_stop, ZmqWaiter)
 
 
 def run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool]) -> None:
     """Run tasks until `should_stop()` with select.poll and in-memory channels."""
-    with _signal_pipe() as wake:
-        _run_poll(tasks, clock, should_stop, wake)
-
-
-def _run_poll(tasks: Sequence[Task], clock: LocalClock, should_stop: Callable[[], bool],
-              wake: int | None) -> None:
-    cap_ns = MAX_WAIT_NS if wake is None else MAX_IDLE_WAIT_NS
-    while not should_stop():
-        poller = select.poll()
-        if wake is not None:
-            poller.register(wake, select.POLLIN)
-        owners: dict[int, list[Task]] = {}
-        pending: set[int] = set()
-        for task in tasks:
-            for item in task.pollables():
-                fds = [item] if isinstance(item, int) else getattr(item, "fds", list)()
-                for fd in fds:
-                    owners.setdefault(fd, []).append(task)
-                if hasattr(item, "pending") and item.pending():
-                    pending.add(id(task))
-        for fd in owners:
-            poller.register(fd, select.POLLIN)
-        timeout = 0 if pending else _timeout_ms(tasks, clock.now().mono_ns, cap_ns)
-        try:
-            events = poller.poll(timeout)
-        except InterruptedError:
-            continue
-        ready = set(pending)
-        for fd, _ in events:
-            if fd == wake:
-                drain(wake)
-                continue
-            ready.update(id(t) for t in owners.get(fd, []))
-        now = clock.now()
-        for task in tasks:
-            if id(task) in ready or _due(task, now.mono_ns):
-                task.step(now)
+    run(tasks, clock, should_stop, PollWaiter)

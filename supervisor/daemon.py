@@ -28,10 +28,23 @@ def run_daemon(
     # agree) is also said where a daemon started as is will show it: its log.
     for warning in config.warnings():
         log.warning("%s: %s", config_path, warning)
+    # The one start-up prologue of both modes: directories, identity, devices,
+    # sockets; a configuration or start-up error ends here with its exit code.
+    from .setup import StartupError, prepare
+
+    try:
+        setup = prepare(config_path, clock, log, single_process=single_process)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            log.error("%s", issue.render())
+        return EX_CONFIG
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
     if single_process:
         from .single import run_single_process
 
-        return run_single_process(config_path, clock, log)
-    from .main import run_supervisor
+        return run_single_process(setup, log)
+    from .main import Supervisor
 
-    return run_supervisor(config_path, clock, log)
+    return Supervisor(setup, config_path, log).run()

@@ -23,7 +23,7 @@ from typing import assert_never
 from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.errors import ConfigError
-from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL
+from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_SOFTWARE, EX_TEMPFAIL
 from ntpd_py.core.fsm import IllegalTransition
 from ntpd_py.core.token_bucket import TokenBucket
 from ntpd_py.core.worker_spec import WorkerSpec, build_specs
@@ -50,7 +50,7 @@ from .pools import Pools
 from .preload import preload_for_roles
 from .reload import plan_reload
 from .runtime_watch import RuntimeWatch
-from .setup import DaemonSetup, StartupError, prepare
+from .setup import DaemonSetup, StartupError
 from .slots import SlotError, kill_uid
 from .sources import source_set
 
@@ -573,17 +573,3 @@ class Supervisor:
             self.setup.cleanup()
             remove_pidfile(self.config.daemon.runtime_dir)
         return self.exit_code
-
-
-def run_supervisor(config_path: str, clock: str | None, log: logging.Logger) -> int:
-    """`ntpd-py run`: prepare and supervise; returns the exit code."""
-    try:
-        setup = prepare(config_path, clock, log)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            log.error("%s", issue.render())
-        return EX_CONFIG
-    except StartupError as exc:
-        log.error("%s", exc)
-        return exc.code
-    return Supervisor(setup, config_path, log).run()

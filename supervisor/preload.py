@@ -26,7 +26,9 @@ MODULES = (
     "ntpd_py.ipc.framing",
     "ntpd_py.ipc.link",
     "ntpd_py.plumbing.child",
-    "ntpd_py.workers.roles",
+    "ntpd_py.plumbing.clocks",
+    "ntpd_py.plumbing.signals",
+    "ntpd_py.workers.registry",
     "ntpd_py.plumbing.scheduler",
     "ntpd_py.plumbing.seccomp",  # and pyseccomp/ctypes.util: each child installs its filter
     "ntpd_py.workers.base",

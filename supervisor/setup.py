@@ -188,12 +188,11 @@ class DaemonSetup:
         return []
 
     def run_child(self, spec: WorkerSpec, link_fd: int, keep: list[int]) -> None:
+        """In the forked child: set it up as the registry declares its role, run its main."""
         from ntpd_py.plumbing.child import ChildContext, run_child
-        from ntpd_py.workers.roles import role_main
+        from ntpd_py.workers.registry import ROLES, role_main
 
-        keep_cap = None
-        if spec.role == "clock-control" and self.config.daemon.clock == "system":
-            keep_cap = CAP_SYS_TIME
+        role = ROLES[spec.role]
         identity = self.identity
         bus_path = ""
         bus_slots = []
@@ -208,21 +207,22 @@ class DaemonSetup:
             if identity is not None:
                 # The metrics worker is an observer: it asks clock-control over the control
                 # socket, as ntpctl does, which is open to the daemon's group only.
-                extra = identity.gid if spec.role == "metrics" else None
+                extra = identity.gid if role.bus == "control" else None
                 identity = slot.identity(extra)
         ctx = ChildContext(
-            self.config,
-            spec.worker_id,
-            spec.role,
-            os.getppid(),
-            link_fd,
-            keep,
-            identity,
-            keep_cap,
+            config=self.config,
+            worker_id=spec.worker_id,
+            role=spec.role,
+            supervisor_pid=os.getppid(),
+            link_fd=link_fd,
+            spec=spec,
+            seccomp_profile=role.seccomp_profile,
+            keep_fds=keep,
+            identity=identity,
+            keep_cap=role.keep_cap(self.config),
             bus_path=bus_path,
             bus_slots=bus_slots,
         )
-        ctx.spec = spec  # type: ignore[attr-defined]
         run_child(ctx, role_main(spec.role))
 
     def self_info(self) -> ProcessInfo:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 from typing import Any
 
-from ntpd_py.core.config import PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
-from ntpd_py.core.errors import ConfigError
-from ntpd_py.core.exit_codes import EX_CONFIG
+from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.channels import MemoryHub, SlotRouter
 from ntpd_py.ipc.unix_control import UnixControlServer
 from ntpd_py.plumbing.logutil import RateLimitedLog
 
-from .setup import DaemonSetup, StartupError, prepare
+from .setup import DaemonSetup
 from .sources import source_set
 
 __all__ = ["run_single_process"]
@@ -78,7 +75,7 @@ class _Contained:
         return deadline
 
     def step(self, now: Any) -> None:
-        from ntpd_py.workers.clock_control import PanicExit
+        from ntpd_py.core.exit_codes import PanicExit
 
         if self._held_until is not None:
             if now.mono_ns < self._held_until:
@@ -109,71 +106,46 @@ class _Stop:
 
 
 def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any]:
-    from ntpd_py.workers.clock_control_setup import build_clock_control
-    from ntpd_py.workers.ntp import NtpTask
-    from ntpd_py.workers.ptp import PtpTask
-    from ntpd_py.workers.server import ServerTask
+    from ntpd_py.workers.registry import ROLES, Wiring, build_hub, build_task
 
     config = setup.config
     hub = MemoryHub()
     control = UnixControlServer(config.control_socket_path(),
                                 config.observability.observation_permissions)
     bus = SlotRouter()
-    cc, clock = build_clock_control(config, bus, hub.pub("state"), control, None,
-                                    logging.getLogger("clock-control"))
+    cc, clock = build_hub(config, bus, hub.pub("state"), control,
+                          logging.getLogger("clock-control"))
     now = clock.now()
     sources = source_set(config, setup.specs)
     cc.set_sources(list(sources.sources), now, sources.server_workers, sources.server_listens)
     tasks: list[Any] = [cc, _ProcessInfoTask(cc, setup)]
-    sim = clock if config.daemon.clock == "simulated" else None
     for spec in setup.specs:
-        worker_log = logging.getLogger(spec.worker_id)
-        if spec.role not in ("ptp", "ntp", "server"):
-            if spec.role == "metrics":
-                log.warning("the metrics exporter needs its own process (an HTTP thread); "
-                            "it is not started in --single-process mode")
+        role = ROLES[spec.role]
+        if role.build is None:
+            continue  # the hub, built above
+        if not role.in_single_process:
+            log.warning("%s; it is not started in --single-process mode", role.why_not_single)
             continue
         # One in-memory path per worker, as the daemon's per-slot endpoints: the
         # sender of a frame is the path it came by.
         name = f"bus/{spec.worker_id}"
         bus.add(spec.worker_id, hub.router(name), wants_state=spec.role == "server")
-        worker_bus = hub.dealer(name, spec.worker_id.encode())
-        if isinstance(spec.source, PtpSourceConfig):
-            sim_device = None
-            if sim is not None:
-                from ntpd_py.plumbing.sim_world import current_phc
-                from ntpd_py.workers.sim_phc import SimPhcDevice
-
-                path = spec.source.path
-                sim_device = SimPhcDevice(path, sim, config.daemon.simulation, current_phc(path))
-            tasks.append(PtpTask(source=spec.source, worker_id=spec.worker_id, bus=worker_bus,
-                                 link=None, log=worker_log, sim_device=sim_device))
-        elif isinstance(spec.source, ServerSourceConfig | PoolSourceConfig):
-            tasks.append(NtpTask(config=config, source=spec.source, worker_id=spec.worker_id,
-                                 peer=spec.peer or spec.source.address, bus=worker_bus, link=None,
-                                 log=worker_log, sim=sim))
-        elif spec.role == "server":
-            sockets = [(server, socket.socket(fileno=fd))
-                       for server, fd in zip(spec.servers, setup.server_fds[spec.server_index],
-                                             strict=True)]
-            tasks.append(ServerTask(config=config, sockets=sockets, worker_id=spec.worker_id,
-                                    bus=worker_bus, state_feed=worker_bus, link=None,
-                                    log=worker_log))
+        wiring = Wiring(config=config, spec=spec, log=logging.getLogger(spec.worker_id),
+                        clock=clock, bus=hub.dealer(name, spec.worker_id.encode()), link=None,
+                        fds=_fds_for(setup, spec))
+        tasks.append(build_task(role, wiring))
     return tasks, clock, control
 
 
-def run_single_process(config_path: str, clock_name: str | None, log: logging.Logger) -> int:
-    try:
-        setup = prepare(config_path, clock_name, log, single_process=True)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            log.error("%s", issue.render())
-        return EX_CONFIG
-    except StartupError as exc:
-        log.error("%s", exc)
-        return exc.code
+def _fds_for(setup: DaemonSetup, spec: WorkerSpec) -> list[int]:
+    # The PHC is opened by the PTP task itself here (one process, one set of rights).
+    return [] if spec.role == "ptp" else setup.fds_for(spec)
+
+
+def run_single_process(setup: DaemonSetup, log: logging.Logger) -> int:
+    """Run every role of a prepared setup in this process until SIGTERM/SIGINT."""
+    from ntpd_py.core.exit_codes import PanicExit
     from ntpd_py.plumbing.scheduler import run_poll
-    from ntpd_py.workers.clock_control import PanicExit
 
     stop = _Stop()
 

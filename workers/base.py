@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -12,23 +11,16 @@ from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link, LinkClosed
 from ntpd_py.ipc.messages import HEARTBEAT_INTERVAL_NS, Heartbeat, LogControl, Message, MsgType
-from ntpd_py.plumbing.child import ChildContext
 from ntpd_py.plumbing.logutil import RateLimitedLog, apply_log_control
 from ntpd_py.plumbing.scheduler import Now
 
-__all__ = ["RIDE_ALONG_NS", "WorkerBase", "worker_link"]
+__all__ = ["RIDE_ALONG_NS", "WorkerBase"]
 
 STATUS_INTERVAL_NS = 2 * HEARTBEAT_INTERVAL_NS
 # A periodic message goes out early, with whatever else woke the process, when its
 # deadline is this close: a PHC worker polling every second then sends its heartbeat
 # and status with a sample instead of waking itself (and its receiver) for them.
 RIDE_ALONG_NS = 1_100_000_000
-
-
-def worker_link(ctx: ChildContext, accept: set[MsgType]) -> Link:
-    sock = socket.socket(fileno=ctx.link_fd)
-    sock.setblocking(False)
-    return Link(sock, accept | {MsgType.DEVICE_REPLY, MsgType.LOG_CONTROL})
 
 
 class WorkerBase:
@@ -48,6 +40,9 @@ class WorkerBase:
         self._next_heartbeat = 0
         self._next_status = 0
         self.link_closed = False
+
+    def close(self) -> None:
+        """Release what the task opened itself (the bus and link belong to its main)."""
 
     def send(self, message: Message) -> None:
         if not self.bus.send(encode(message)):

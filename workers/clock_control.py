@@ -26,6 +26,7 @@ from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.events import SourceKind
+from ntpd_py.core.exit_codes import PanicExit
 from ntpd_py.core.source_policy import (
     FalsetickerJudge,
     PanicDecision,
@@ -105,14 +106,6 @@ MAX_SERVER_ROWS = 64  # CtlReply.servers holds at most this many listen addresse
 
 REFUSAL = encode(CtlReply(ok=False, error="rate limited: too many control requests "
                                           "(20/s per connection, 50/s in all); try again"))
-
-
-class PanicExit(Exception):
-    """The algorithm refused a step beyond a panic threshold; exit with `code`."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ClockControlTask:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from .base import WorkerBase
 from .metrics_http import MetricsServer, bind_listener
 from .metrics_render import Metric, families
 
-__all__ = ["MetricsTask", "metrics_main"]
+__all__ = ["MetricsTask"]
 
 QUERY_INTERVAL_NS = 1_000_000_000
 STALE_NS = 5_000_000_000
@@ -170,38 +169,3 @@ class MetricsTask(WorkerBase):
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
-
-
-def metrics_main(ctx: Any) -> int:
-    import socket
-
-    import zmq
-    from ntpd_py.ipc.endpoints import connect_dealer
-    from ntpd_py.plumbing.scheduler import SystemClockReader, run_zmq
-
-    from .base import worker_link
-
-    config = ctx.config
-    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    # A fresh routing id per process: a restarted exporter is a new peer to clock-control.
-    control = connect_dealer(zctx, config.control_socket_path(), f"metrics-{os.getpid()}")
-    listener = socket.socket(fileno=ctx.keep_fds[0]) if ctx.keep_fds else None
-    clock = SystemClockReader()  # only for ages: CLOCK_MONOTONIC
-    task = MetricsTask(
-        worker_id=ctx.worker_id,
-        control=control,
-        link=worker_link(ctx, set()),
-        log=ctx.log,
-        listen=config.observability.metrics_exporter_listen,
-        listener=listener,
-        step_threshold_s=config.synchronization.accumulated_step_panic_threshold,
-        clock=clock,
-    )
-    try:
-        run_zmq([task], clock, ctx.stop)
-    finally:
-        task.close()
-        control.close()
-        zctx.term()
-    ctx.log.info("stopped")
-    return 0

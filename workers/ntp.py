@@ -43,7 +43,7 @@ from ntpd_py.plumbing.scheduler import Now
 from ._udp import ClientChannel
 from .base import WorkerBase
 
-__all__ = ["NtpTask", "client_settings", "ntp_main"]
+__all__ = ["NtpTask", "client_settings"]
 
 RESOLVE_RETRY_NS = 30_000_000_000
 
@@ -95,6 +95,10 @@ class NtpTask(WorkerBase):
         return source.host_port()
 
     # -- Task ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
 
     def pollables(self) -> Sequence[Any]:
         items = self.base_pollables()
@@ -221,38 +225,3 @@ class NtpTask(WorkerBase):
             reach=status.reach,
             counters=counters,
         )
-
-
-def ntp_main(ctx: Any) -> int:
-    import zmq
-    from ntpd_py.ipc.endpoints import connect_dealer
-    from ntpd_py.plumbing.scheduler import run_zmq
-
-    from .base import worker_link
-    from .roles import make_local_clock
-
-    config: Config = ctx.config
-    spec = ctx.spec
-    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    # Our own slot endpoint (only our uid may connect): our identity on the bus.
-    bus = connect_dealer(zctx, ctx.bus_path, ctx.worker_id)
-    clock = make_local_clock(config)
-    sim = clock if config.daemon.clock == "simulated" else None
-    task = NtpTask(
-        config=config,
-        source=spec.source,
-        worker_id=ctx.worker_id,
-        peer=spec.peer or spec.source.address,
-        bus=bus,
-        link=worker_link(ctx, set()),
-        log=ctx.log,
-        sim=sim,
-    )
-    try:
-        run_zmq([task], clock, ctx.stop)
-    finally:
-        if task.channel is not None:
-            task.channel.close()
-        bus.close()
-        zctx.term()
-    return 0

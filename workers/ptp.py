@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ntpd_py.core.config import Config, PtpSourceConfig
+from ntpd_py.core.config import PtpSourceConfig
 from ntpd_py.core.ptp_events import (
     CloseDevice,
     DeviceErrorKind,
@@ -38,7 +38,7 @@ from ntpd_py.plumbing.scheduler import Now
 from . import _phc
 from .base import WorkerBase
 
-__all__ = ["PtpTask", "ptp_main"]
+__all__ = ["PtpTask"]
 
 STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recovery)
 REJECTING_STATUS_NS = 1_000_000_000  # status refresh while every poll is rejected
@@ -79,6 +79,10 @@ class PtpTask(WorkerBase):
         self._rejected_polls = 0  # errors counted when the rejection was last logged
         self._rejecting_status_ns = 0  # when the count of rejected polls was last sent
         self._started = False
+
+    def close(self) -> None:
+        if self.device is not None:
+            self.device.close()
 
     def pollables(self) -> Sequence[Any]:
         return self.base_pollables()
@@ -247,43 +251,3 @@ def _kind_for_errno(err: int) -> DeviceErrorKind:
         errno.ENXIO: DeviceErrorKind.VANISHED,
         errno.ENOTTY: DeviceErrorKind.NOT_PTP,
     }.get(err, DeviceErrorKind.IO)
-
-
-def ptp_main(ctx: Any) -> int:
-    import zmq
-    from ntpd_py.ipc.endpoints import connect_dealer
-    from ntpd_py.plumbing.scheduler import run_zmq
-
-    from .base import worker_link
-    from .roles import make_local_clock
-
-    config: Config = ctx.config
-    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    # Our own slot endpoint (only our uid may connect): our identity on the bus.
-    bus = connect_dealer(zctx, ctx.bus_path, ctx.worker_id)
-    clock = make_local_clock(config)
-    sim_device = None
-    if config.daemon.clock == "simulated":
-        from ntpd_py.plumbing.sim_world import current_phc
-
-        from .sim_phc import SimPhcDevice
-
-        path = ctx.spec.source.path
-        sim_device = SimPhcDevice(path, clock, config.daemon.simulation, current_phc(path))
-    task = PtpTask(
-        source=ctx.spec.source,
-        worker_id=ctx.worker_id,
-        bus=bus,
-        link=worker_link(ctx, set()),
-        log=ctx.log,
-        inherited_fd=ctx.keep_fds[0] if ctx.keep_fds else None,
-        sim_device=sim_device,
-    )
-    try:
-        run_zmq([task], clock, ctx.stop)
-    finally:
-        if task.device is not None:
-            task.device.close()
-        bus.close()
-        zctx.term()
-    return 0

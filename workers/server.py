@@ -31,7 +31,7 @@ from ._mmsg import ServerBatchIO
 from .base import WorkerBase
 from .status_view import PRECISION_LOG2
 
-__all__ = ["ServerTask", "server_main", "server_state_from"]
+__all__ = ["ServerTask", "server_state_from"]
 
 STATS_INTERVAL_NS = 2_000_000_000
 STATS_REFRESH_NS = 60_000_000_000
@@ -127,36 +127,3 @@ class ServerTask(WorkerBase):
         state = server_state_from(message)
         for _, responder, _ in self.serving:
             responder.set_clock_state(state)
-
-
-def server_main(ctx: Any) -> int:
-    import zmq
-    from ntpd_py.ipc.endpoints import connect_dealer
-    from ntpd_py.plumbing.scheduler import run_zmq
-
-    from .base import worker_link
-    from .roles import make_local_clock
-
-    config: Config = ctx.config
-    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    # Our own slot endpoint (only our uid may connect): our identity on the bus.
-    bus = connect_dealer(zctx, ctx.bus_path, ctx.worker_id)
-    sockets = [
-        (server, socket.socket(fileno=fd))
-        for server, fd in zip(ctx.spec.servers, ctx.keep_fds, strict=True)
-    ]
-    task = ServerTask(
-        config=config,
-        sockets=sockets,
-        worker_id=ctx.worker_id,
-        bus=bus,
-        state_feed=bus,  # clock-control sends the state over our slot
-        link=worker_link(ctx, set()),
-        log=ctx.log,
-    )
-    try:
-        run_zmq([task], make_local_clock(config), ctx.stop)
-    finally:
-        bus.close()
-        zctx.term()
-    return 0
