@@ -18,6 +18,7 @@ means someone else stepped the clock: every filter restarts.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .actions import (
@@ -33,10 +34,13 @@ from .actions import (
 from .combine import Combined, SourceEstimate, combine
 from .config import SynchronizationConfig
 from .controller_state import (
-    EXPORT_VERSION,
+    DriftPrior,
+    SavedFilter,
+    SavedState,
     SourceState,
     StateError,
     StepBounds,
+    finite_number,
     restore_frequency,
     restore_sources,
     restore_steering,
@@ -68,23 +72,19 @@ class ClockController:
         *,
         now_mono_ns: int,
         now_real_ns: int,
-        saved: dict[str, Any] | None = None,
+        saved: SavedState | DriftPrior | Mapping[str, Any] | object | None = None,
         bounds: StepBounds | None = None,
     ) -> None:
-        """``saved``: an :meth:`export_state` (validated here: if any field is unusable the
-        whole state is ignored and :attr:`rejected_state` says why), or just a drift file's
-        frequency and uncertainty. ``bounds``: what limits steps as the supervisor last
-        heard it; combined with the saved state's, the more restrictive of each wins."""
+        """``saved``: an :meth:`export_state`, a drift file's :class:`DriftPrior`, or the
+        wire form of either as read from a file (validated here: if any field is unusable
+        the whole state is ignored and :attr:`rejected_state` says why). ``bounds``: what
+        limits steps as the supervisor last heard it; combined with the saved state's, the
+        more restrictive of each wins."""
         self.sync = sync
         self.algo = sync.algorithm
         self.rejected_state: StateError | None = None
-        if isinstance(saved, dict) and not set(saved) <= _DRIFT_KEYS:
-            try:
-                validate_saved_state(saved, sync)
-            except StateError as exc:
-                self.rejected_state, saved = exc, None
-            except (TypeError, ValueError, ArithmeticError) as exc:  # a gap in the checks
-                self.rejected_state, saved = StateError("state", f"unusable ({exc})"), None
+        if not isinstance(saved, SavedState | DriftPrior | None):
+            saved = self._parse(saved, sync)  # a wire form read from a file: untrusted
         restored = restore_frequency(saved)
         self.steerer = Steerer(sync, freq=restored[0] if restored else 0.0)
         self.freq_uncertainty = restored[1] if restored else self.algo.initial_frequency_uncertainty
@@ -99,7 +99,7 @@ class ClockController:
         # A state saved later than now (monotonic time) is from another boot: its
         # steps bound nothing here. The supervisor's copy is always of this boot.
         file_bounds = saved_bounds(saved)
-        if file_bounds is not None and saved is not None and saved["mono_ns"] > now_mono_ns:
+        if isinstance(saved, SavedState) and saved.mono_ns > now_mono_ns:
             file_bounds = None
         restore_steering(self.steerer, file_bounds.stricter(bounds) if file_bounds else bounds)
         self._kernel_freq = self.steerer.freq_in_force  # set by the first call's SetFrequency
@@ -116,6 +116,19 @@ class ClockController:
         self.leap_vote = LeapIndicator.NONE
         self.leap_armed = LeapIndicator.NONE
         self.messages: list[str] = []
+
+    def _parse(self, raw: object, sync: SynchronizationConfig) -> SavedState | DriftPrior | None:
+        if isinstance(raw, Mapping) and set(raw) <= _DRIFT_KEYS:
+            freq = finite_number(raw.get("frequency"))
+            unc = finite_number(raw.get("frequency_uncertainty"))
+            return None if freq is None or unc is None else DriftPrior(freq, unc)
+        try:
+            return validate_saved_state(raw, sync)
+        except StateError as exc:
+            self.rejected_state = exc
+        except (TypeError, ValueError, ArithmeticError) as exc:  # a gap in the checks
+            self.rejected_state = StateError("state", f"unusable ({exc})")
+        return None
 
     # -- sources -----------------------------------------------------------------
 
@@ -146,7 +159,7 @@ class ClockController:
             self.messages.append(f"{source_id}: filter state restored")
         self.sources[source_id] = SourceState(source_id, kind, filt, filt.desired_poll)
 
-    def _restore_filter(self, filt: SourceFilter, saved: dict[str, Any]) -> bool:
+    def _restore_filter(self, filt: SourceFilter, saved: SavedFilter) -> bool:
         # Validated already; still, a saved filter that cannot be taken over is
         # dropped, never allowed to stop clock-control.
         try:
@@ -270,23 +283,21 @@ class ClockController:
     def source_snapshots(self, *, now_mono_ns: int) -> list[SourceSnapshot]:
         return [src.snapshot(now_mono_ns) for src in self.sources.values()]
 
-    def export_state(self) -> dict[str, Any]:
-        return {
-            "version": EXPORT_VERSION,
-            "frequency": self.steerer.base_freq,
-            "frequency_uncertainty": self.freq_uncertainty,
-            "frequency_in_force": self.steerer.freq_in_force,
-            "mono_ns": self._last_mono_ns,
-            "real_ns": self._last_real_ns,
-            "sources": {
-                sid: src.filter.to_dict() for sid, src in self.sources.items() if src.filter.ready
-            },
-            # Kept across a restart of clock-control (same boot) so that crashing it can
-            # neither reset the accumulated-step limit nor re-open the start-up limits.
-            "steps": self.steerer.steps,
-            "accumulated_steps_s": self.steerer.accumulated_s,
-            "in_startup": self.steerer.in_startup,
-        }
+    def export_state(self) -> SavedState:
+        """What a restarted clock-control resumes from (same boot); see core/saved_state.py."""
+        filters = {sid: src.filter.to_saved() for sid, src in self.sources.items()
+                   if src.filter.ready}
+        return SavedState(
+            frequency=self.steerer.base_freq,
+            frequency_uncertainty=self.freq_uncertainty,
+            frequency_in_force=self.steerer.freq_in_force,
+            mono_ns=self._last_mono_ns,
+            real_ns=self._last_real_ns,
+            sources={sid: f for sid, f in filters.items() if f is not None},
+            steps=self.steerer.steps,
+            accumulated_steps_s=self.steerer.accumulated_s,
+            in_startup=self.steerer.in_startup,
+        )
 
     # -- internals ---------------------------------------------------------------
 

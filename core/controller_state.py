@@ -25,15 +25,20 @@ from .filter import (
     SourceFilter,
 )
 from .kalman import Prediction
+from .saved_state import EXPORT_VERSION, DriftPrior, SavedFilter, SavedState
 from .snapshots import SelectionState, SourceSnapshot
 from .units import NS_PER_S
 
 __all__ = [
     "EXPORT_VERSION",
     "MAX_RESTORE_AGE_S",
+    "DriftPrior",
+    "SavedFilter",
+    "SavedState",
     "SourceState",
     "StateError",
     "StepBounds",
+    "finite_number",
     "restore_frequency",
     "restore_sources",
     "restore_steering",
@@ -43,7 +48,6 @@ __all__ = [
 
 MAX_RESTORE_AGE_S = 3600.0  # older per-source filters are not worth restoring
 _MAX_FREQ = 500e-6
-EXPORT_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -139,7 +143,7 @@ class SourceState:
         )
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
@@ -187,7 +191,7 @@ def _int(value: Any, field: str, low: int = 0, high: int = _INT64) -> int:
 
 
 def _float(value: Any, field: str, low: float, high: float, *, open_low: bool = False) -> float:
-    number = _number(value)
+    number = finite_number(value)
     if number is None:
         raise StateError(field, f"expected a finite number, got {_show(value)}")
     if number < low or number > high or (open_low and number == low):
@@ -231,8 +235,9 @@ def _check_filter(saved: Any, field: str, mono_ns: int) -> None:
     _int(saved["samples"], f"{field}.samples", 0, _INT64)
 
 
-def validate_saved_state(saved: Any, sync: SynchronizationConfig) -> dict[str, Any]:
-    """``saved`` if every field of an exported controller state is usable; else StateError.
+def validate_saved_state(saved: Any, sync: SynchronizationConfig) -> SavedState:
+    """The typed state if every field of an exported state's wire form is usable; else
+    StateError.
 
     Checks types, finiteness, signs and ranges of every field, including each
     source filter, so that restoring it can neither raise nor steer with
@@ -278,7 +283,7 @@ def validate_saved_state(saved: Any, sync: SynchronizationConfig) -> dict[str, A
                 _float(value, f"_backend.{key[:32]}", -1e18, 1e18)
             else:
                 _int(value, f"_backend.{key[:32]}", -_INT64, _INT64)
-    return saved
+    return SavedState.from_checked(saved)
 
 
 # -- what bounds steering ------------------------------------------------------------------
@@ -306,48 +311,44 @@ class StepBounds:
         )
 
 
-def saved_bounds(saved: dict[str, Any] | None) -> StepBounds | None:
-    """The bounds an already validated exported state carries (None for a drift file)."""
-    if not isinstance(saved, dict) or "steps" not in saved:
+def saved_bounds(saved: SavedState | DriftPrior | None) -> StepBounds | None:
+    """The bounds a saved state carries (None for a drift file)."""
+    if not isinstance(saved, SavedState):
         return None
-    return StepBounds(int(saved["steps"]), float(saved["accumulated_steps_s"]),
-                      saved["in_startup"] is False)
+    return StepBounds(saved.steps, saved.accumulated_steps_s, not saved.in_startup)
 
 
-def restore_frequency(saved: dict[str, Any] | None) -> tuple[float, float] | None:
+def restore_frequency(saved: SavedState | DriftPrior | None) -> tuple[float, float] | None:
     """(frequency, uncertainty) from saved state or a drift file, if plausible."""
-    if not isinstance(saved, dict):
+    if saved is None:
         return None
-    freq = _number(saved.get("frequency"))
-    unc = _number(saved.get("frequency_uncertainty"))
-    if freq is None or unc is None or abs(freq) > _MAX_FREQ or not 0.0 < unc <= _MAX_FREQ:
+    freq, unc = saved.frequency, saved.frequency_uncertainty
+    if not (math.isfinite(freq) and math.isfinite(unc)):
+        return None
+    if abs(freq) > _MAX_FREQ or not 0.0 < unc <= _MAX_FREQ:
         return None
     return freq, unc
 
 
 def restore_sources(
-    saved: dict[str, Any] | None, now_mono_ns: int, now_real_ns: int, algo: AlgorithmConfig
-) -> tuple[dict[str, dict[str, Any]], float]:
+    saved: SavedState | DriftPrior | None, now_mono_ns: int, now_real_ns: int,
+    algo: AlgorithmConfig,
+) -> tuple[dict[str, SavedFilter], float]:
     """Per-source filter states worth restoring, and the frequency change they must absorb.
 
     Only from the same boot (monotonic time did not go back, realtime minus
     monotonic is unchanged within ``meddling-threshold``) and not too old.
     """
-    if restore_frequency(saved) is None or not isinstance(saved, dict):
+    if not isinstance(saved, SavedState) or restore_frequency(saved) is None:
         return {}, 0.0
-    mono, real = saved.get("mono_ns"), saved.get("real_ns")
-    sources, in_force = saved.get("sources"), _number(saved.get("frequency_in_force"))
-    if not (isinstance(mono, int) and isinstance(real, int) and isinstance(sources, dict)):
+    if saved.version != EXPORT_VERSION:
         return {}, 0.0
-    if in_force is None or saved.get("version") != 1:
-        return {}, 0.0
-    boot_shift_ns = abs((now_real_ns - now_mono_ns) - (real - mono))
+    boot_shift_ns = abs((now_real_ns - now_mono_ns) - (saved.real_ns - saved.mono_ns))
     same_boot = boot_shift_ns <= algo.meddling_threshold * NS_PER_S
-    fresh = 0 <= now_mono_ns - mono <= MAX_RESTORE_AGE_S * NS_PER_S
+    fresh = 0 <= now_mono_ns - saved.mono_ns <= MAX_RESTORE_AGE_S * NS_PER_S
     if not (same_boot and fresh):
         return {}, 0.0
-    filters = {str(k): v for k, v in sources.items() if isinstance(v, dict)}
-    return filters, float(saved["frequency"]) - in_force
+    return dict(saved.sources), saved.frequency - saved.frequency_in_force
 
 
 def restore_steering(steerer: Any, bounds: StepBounds | None) -> None:

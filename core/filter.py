@@ -33,11 +33,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from .config import AlgorithmConfig
 from .events import Sample, SourceKind
 from .kalman import Kalman2, Prediction, chi1_tail
+from .saved_state import SavedFilter
 from .wander import WanderBank
 
 __all__ = ["FilterResult", "SourceFilter", "measurement_variance"]
@@ -289,29 +289,22 @@ class SourceFilter:
 
     # -- persistence -------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_saved(self) -> SavedFilter | None:
+        """This filter for the quick-restart snapshot; None before its first estimate."""
         k = self.kalman
-        return {
-            "kind": str(self.kind),
-            "kalman": None if k is None else [k.t_ns, k.offset, k.freq, k.p00, k.p01, k.p11],
-            "wander": self.wander,
-            "delays": list(self.delays),
-            "desired_poll": self.desired_poll,
-            "samples": self.samples,
-        }
+        if k is None:
+            return None
+        return SavedFilter(str(self.kind), (k.t_ns, k.offset, k.freq, k.p00, k.p01, k.p11),
+                           self.wander, tuple(self.delays), self.desired_poll, self.samples)
 
-    def restore(self, saved: dict[str, Any], now_ns: int) -> bool:
+    def restore(self, saved: SavedFilter, now_ns: int) -> bool:
         """Take over a filter exported earlier; False (and nothing changed) if unusable."""
-        try:
-            state = saved["kalman"]
-            wander = float(saved["wander"])
-            delays = [float(d) for d in saved["delays"]][-DELAY_WINDOW:]
-            poll, samples = int(saved["desired_poll"]), int(saved["samples"])
-            if saved["kind"] != str(self.kind) or state is None:
-                return False
-            kalman = Kalman2(int(state[0]), *(float(v) for v in state[1:6]))
-        except (KeyError, TypeError, ValueError, IndexError):
+        if saved.kind != str(self.kind):
             return False
+        kalman = Kalman2(*saved.kalman)
+        wander, samples = saved.wander, saved.samples
+        delays = list(saved.delays)[-DELAY_WINDOW:]
+        poll = saved.desired_poll
         if kalman.t_ns > now_ns or not kalman.is_sane(MAX_OFFSET_S, MAX_FREQ):
             return False
         if not (WANDER_LIMITS[0] <= wander <= WANDER_LIMITS[1]) or any(

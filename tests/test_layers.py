@@ -98,7 +98,7 @@ def test_no_import_cycles_at_import_time() -> None:
             if nxt == node or nxt.endswith("__init__"):
                 continue
             if seen.get(nxt) == 1:
-                cycles.append(trail[trail.index(nxt):] + [nxt])
+                cycles.append([*trail[trail.index(nxt):], nxt])
             elif nxt not in seen:
                 visit(nxt, [*trail, nxt])
         seen[node] = 2
@@ -112,5 +112,5 @@ def test_no_import_cycles_at_import_time() -> None:
 def test_the_rule_is_not_vacuous() -> None:
     # The walker sees function-level imports too: the supervisor's one door is used.
     used = {name for p in (REPO / "supervisor").rglob("*.py") for name, _ in _imports(p)}
-    assert SUPERVISOR_MAY_USE <= used
+    assert used >= SUPERVISOR_MAY_USE
     assert any(name.startswith("ntpd_py.plumbing.") for name in used)

@@ -17,6 +17,7 @@ steering.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -560,11 +561,11 @@ class ClockControlTask:
         if self.store is None:
             return
         if force or self.store.quick_due(now.mono_ns):
-            state = dict(self.controller.export_state())
+            state = self.controller.export_state()
             export = getattr(self.backend, "export_state", None)
             if export is not None:
-                state["_backend"] = export()
-            self.store.save_quick(state, now.mono_ns, force)
+                state = dataclasses.replace(state, backend=export())
+            self.store.save_quick(state.to_wire(), now.mono_ns, force)
         if self._drift_text is not None and (force or self.store.drift_due(now.mono_ns)):
             self.store.save_drift_text(
                 self._drift_text(*self.controller.drift()), now.mono_ns, force

@@ -15,6 +15,7 @@ from typing import Any
 from ntpd_py.core.config import Config
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StateError, StepBounds, validate_saved_state
+from ntpd_py.core.saved_state import DriftPrior, SavedState
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
 from ntpd_py.plumbing.handover import take
@@ -59,16 +60,16 @@ def make_backend(config: Config) -> tuple[ClockBackend, Any]:
 
 def _initial_state(
     store: StateStore, now: Now, config: Config, log: logging.Logger
-) -> dict[str, Any] | None:
+) -> SavedState | DriftPrior | None:
     quick = store.load_quick(now.mono_ns)
     if quick is not None:
         try:
-            validate_saved_state(quick, config.synchronization)
+            state = validate_saved_state(quick, config.synchronization)
         except StateError as exc:
             log.warning("discarding %s: field %s: %s", store.quick_path, exc.field, exc.problem)
         else:
             log.info("resuming from the saved state of the previous clock-control")
-            return quick
+            return state
     from ntpd_py.core.drift import DriftFileError, parse_drift
 
     text = store.load_drift_text()
@@ -91,14 +92,14 @@ def _initial_state(
         frequency * 1e6,
         uncertainty * 1e6,
     )
-    return {"frequency": frequency, "frequency_uncertainty": uncertainty}
+    return DriftPrior(frequency, uncertainty)
 
 
 def _controller(
     config: Config,
     backend: ClockBackend,
     clock: Any,
-    saved: dict[str, Any] | None,
+    saved: SavedState | DriftPrior | None,
     bounds: StepBounds | None,
     path: str,
     log: logging.Logger,
@@ -106,8 +107,8 @@ def _controller(
     """The algorithm resumed from ``saved``, or started afresh if resuming raises anything."""
     restore = getattr(backend, "restore_state", None)
     try:
-        if saved is not None and restore is not None:
-            restore(saved.get("_backend"))
+        if isinstance(saved, SavedState) and restore is not None:
+            restore(saved.backend)
         now = clock.now()
         return ClockController(config.synchronization, now_mono_ns=now.mono_ns,
                                now_real_ns=now.real_ns, saved=saved, bounds=bounds)

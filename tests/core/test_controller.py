@@ -261,7 +261,7 @@ def test_export_is_json_safe_and_a_restart_resumes_without_stepping() -> None:
     h = Harness(sync(**{"minimum-agreeing-sources": 1}))
     h.ctl.add_source("/dev/ptp0", SourceKind.PTP, poll_log2=0)
     run_phc(h, 60, noise=50e-9)
-    saved = json.loads(json.dumps(h.ctl.export_state()))
+    saved = json.loads(json.dumps(h.ctl.export_state().to_wire()))
     freq, unc = h.ctl.drift()
     assert freq == pytest.approx(-20e-6, abs=1e-8) and 0 < unc < 1e-7
     # a new process, same boot: frequency and filter come back, no step is needed

@@ -32,7 +32,7 @@ def test_restart_with_two_restored_sources_waits_for_each_sample() -> None:
     _both(h, 60)
     before = abs(h.clock.error(h.t))
     assert before < 5e-6
-    saved = json.loads(json.dumps(h.ctl.export_state()))
+    saved = json.loads(json.dumps(h.ctl.export_state().to_wire()))
     h.ctl = ClockController(config, saved=saved, **h.now())
     for sid, kind in (("ptp", SourceKind.PTP), ("ntp", SourceKind.NTP)):
         h.ctl.add_source(sid, kind, poll_log2=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -178,11 +179,14 @@ def test_export_and_restore() -> None:
     for i in range(20):
         f.add_sample(sample(i, 1e-6 * i))
     g = phc_filter()
-    assert g.restore(f.to_dict(), 25 * S)
+    assert g.restore(f.to_saved(), 25 * S)
     assert g.estimate(25 * S) == f.estimate(25 * S)
-    assert not phc_filter().restore(f.to_dict(), 5 * S)  # from the future
-    assert not phc_filter().restore({"kalman": "junk"}, 25 * S)
-    assert not ntp_filter().restore(f.to_dict(), 25 * S)  # another kind
+    assert not phc_filter().restore(f.to_saved(), 5 * S)  # from the future
+    saved = f.to_saved()
+    assert saved is not None
+    insane = dataclasses.replace(saved, kalman=(saved.kalman[0], math.nan, 0.0, 1.0, 0.0, 1e-12))
+    assert not phc_filter().restore(insane, 25 * S)  # not a number
+    assert not ntp_filter().restore(f.to_saved(), 25 * S)  # another kind
 
 
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)

@@ -9,6 +9,7 @@ re-open the start-up step limit (issue #17, item 4).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from typing import Any
@@ -18,6 +19,7 @@ from ntpd_py.core.actions import Panic, Step
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StateError, StepBounds, validate_saved_state
 from ntpd_py.core.events import SourceKind
+from ntpd_py.core.saved_state import EXPORT_VERSION
 
 from .test_controller import Harness, run_phc, sync
 
@@ -32,7 +34,7 @@ def _exported(**extra: Any) -> tuple[Harness, dict[str, Any]]:
     h = Harness(_config(**extra))
     h.ctl.add_source(PTP, SourceKind.PTP, poll_log2=0)
     run_phc(h, 30, noise=50e-9)
-    return h, json.loads(json.dumps(h.ctl.export_state()))
+    return h, json.loads(json.dumps(h.ctl.export_state().to_wire()))
 
 
 def _poisoned(saved: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -46,7 +48,20 @@ def _poisoned(saved: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[
 
 def test_a_real_export_validates() -> None:
     h, saved = _exported()
-    assert validate_saved_state(saved, h.ctl.sync) is saved
+    assert validate_saved_state(saved, h.ctl.sync).to_wire() == saved
+
+
+def test_the_typed_snapshot_survives_its_wire_form() -> None:
+    # What is saved is a SavedState; what is read back is the same SavedState, with
+    # each field typed (ints stay ints, tuples come back from JSON lists).
+    h, _ = _exported()
+    state = h.ctl.export_state()
+    assert state.version == EXPORT_VERSION and PTP in state.sources
+    back = validate_saved_state(json.loads(json.dumps(state.to_wire())), h.ctl.sync)
+    assert back == state
+    assert isinstance(back.mono_ns, int) and isinstance(back.sources[PTP].kalman, tuple)
+    with_backend = dataclasses.replace(state, backend={"base_mono": 5, "freq": 1e-6})
+    assert validate_saved_state(with_backend.to_wire(), h.ctl.sync) == with_backend
 
 
 POISON = [

@@ -40,7 +40,7 @@ def _export() -> dict[str, Any]:
         h.sample("ntp", SourceKind.NTP, noise=20e-6, delay=200e-6)
         h.advance(1.0)
     run_phc(h, 2, noise=50e-9)
-    state = h.ctl.export_state()
+    state = h.ctl.export_state().to_wire()
     assert set(state["sources"]) == {PTP, "ntp"}
     return json.loads(json.dumps(state))
 
@@ -90,7 +90,7 @@ def _exercise(saved: Any, bounds: StepBounds | None = None) -> None:
         h.advance(1.0)
     h.ctl.system_snapshot(now_mono_ns=h.clock.mono_ns(h.t))
     h.ctl.source_snapshots(now_mono_ns=h.clock.mono_ns(h.t))
-    json.dumps(h.ctl.export_state())  # and what it would save next is sane again
+    json.dumps(h.ctl.export_state().to_wire())  # and what it would save next is sane again
     if h.ctl.rejected_state is not None:
         assert h.ctl.steerer.base_freq == 0.0 or h.ctl.steerer.steps >= 1
     if bounds is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from ntpd_py.core.config import Config
+from ntpd_py.core.saved_state import DriftPrior
 from ntpd_py.plumbing.scheduler import Now
 from ntpd_py.workers.clock_control_setup import _initial_state
 from ntpd_py.workers.state_store import StateStore
@@ -79,7 +80,7 @@ def test_a_signed_but_invalid_state_is_discarded_naming_the_field(
     store.save_quick({"version": 1, "frequency": -2e-3}, 100 * S, force=True)
     with caplog.at_level(logging.INFO):
         saved = _initial_state(store, Now(101 * S, 0), _config(tmp_path), logging.getLogger("t"))
-    assert saved == {"frequency": pytest.approx(12e-6), "frequency_uncertainty": pytest.approx(1e-8)}
+    assert saved == DriftPrior(pytest.approx(12e-6), pytest.approx(1e-8))
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert store.quick_path in warning and "discarding" in warning
 
