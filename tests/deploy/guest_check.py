@@ -2,7 +2,9 @@
 
 Run by the test unit ntpd-py-vmtest.service (tests/deploy/test_systemd_guest.py
 writes it) with the installed virtualenv's Python, once ntpd-py.service is up
-(or failed). Every check is recorded as {"name", "ok", "detail"} in
+(or failed). Two phases in one boot: the test configuration (the igb PHC, the
+guest's clock steered), then, after `systemctl stop`, ntpd-rs's default ntp.toml
+under the same unit. Every check is recorded as {"name", "ok", "detail", "phase"} in
 <run dir>/systemd-results.json, the unit's journal goes to journal.txt, and the
 exit status to `rc`, which the host side reads. This guest's clock is its own:
 here, and only here, the `system` clock backend steers a real clock.
@@ -23,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 RESULTS: list[dict[str, Any]] = []
+PHASE = "shipped"  # which configuration the checks run against (see main)
 UNIT = "ntpd-py.service"
+# The second phase's configuration, staged next to ntp.toml by the host side.
+NTPD_RS_TOML = Path("/etc/ntpd-py/ntpd-rs-default.toml")
+NTP_SERVER_UNIT = "ntpd-py-vmtest-ntpserver.service"
 CAP_SYS_TIME = 1 << 25
 # CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8, CAP_KILL 5, CAP_NET_BIND_SERVICE 10, CAP_SYS_TIME 25
 SUPERVISOR_BOUNDING = ((1 << 0) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10)
@@ -33,7 +39,8 @@ NAME_LINE = re.compile(r"^(supervisor|clock-control|ptp:/dev/ptp_igb|server|metr
 
 
 def record(name: str, ok: bool, detail: object = "") -> bool:
-    RESULTS.append({"name": name, "ok": bool(ok), "detail": str(detail)[:4000]})
+    RESULTS.append({"name": name, "ok": bool(ok), "detail": str(detail)[:4000],
+                    "phase": PHASE})
     print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail else ""), flush=True)
     return bool(ok)
 
@@ -219,21 +226,24 @@ def check_ntpd_rs_config() -> None:
     record("ntpd-rs config: ntpctl status (text) names the loopback source",
            plain.returncode == 0 and "127.0.0.1" in plain.stdout,
            plain.stdout[-1500:] or (plain.returncode, plain.stderr[-500:]))
+    started = show(UNIT, "NRestarts", "MainPID")
     time.sleep(10)  # longer than the runtime watch's grace for a missing socket (6 s)
     svc = show(UNIT, "ActiveState", "NRestarts", "MainPID")
     record("ntpd-rs config: still running, never restarted (the supervisor sees the socket)",
-           svc.get("ActiveState") == "active" and svc.get("NRestarts") == "0", svc)
+           svc.get("ActiveState") == "active" and svc.get("NRestarts") == started["NRestarts"]
+           and svc.get("MainPID") == started["MainPID"], (started, svc))
     member = sh("sh", "-c", "useradd --system --no-create-home --groups ntpd-py operator2 && "
                 "runuser -u operator2 -- ntpctl status")
     record("ntpd-rs config: ntpctl status as a member of group ntpd-py",
            member.returncode == 0, member.stderr[-500:] or member.stdout[:200])
 
 
-def check_journal_priorities() -> None:
+def check_journal_priorities(since: str) -> None:
     # Our lines carry <N> (SyslogLevelPrefix=yes): `journalctl -p warning` selects by level.
     # The ntpd-rs config has one source and minimum-agreeing-sources = 3: a start-up warning.
     def lines(*extra: str) -> list[str]:
-        out = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", *extra, "-o", "cat", "--no-pager").stdout
+        out = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", "--since", since, *extra, "-o", "cat",
+                 "--no-pager").stdout
         return [line for line in out.splitlines() if line.strip()]
 
     warnings = wait(lambda: lines("-p", "warning"), 30)
@@ -247,7 +257,8 @@ def check_journal_priorities() -> None:
     record("journalctl -p info: shows info lines (READY) without a <N> left in the text",
            any(": INFO: ready:" in line for line in info)
            and not any(re.match(r"^<\d>", line) for line in info), info[:5])
-    fields = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", "-o", "json", "--no-pager").stdout
+    fields = sh("journalctl", f"_SYSTEMD_UNIT={UNIT}", "--since", since, "-o", "json",
+                "--no-pager").stdout
     priorities = {json.loads(line).get("PRIORITY") for line in fields.splitlines() if line}
     record("journal PRIORITY fields: 6 (info) and 4 (warning) both present",
            {"6", "4"} <= priorities, sorted(str(p) for p in priorities))
@@ -341,15 +352,29 @@ def probe_capabilities() -> None:
     sh("systemctl", "daemon-reload")
 
 
+def switch_to_ntpd_rs_config() -> str | None:
+    """Second phase, same boot: ntpd-rs's default ntp.toml under the same shipped unit,
+    with the loopback NTP server it needs (the first phase's own server held port 123).
+    Returns the journal timestamp the phase starts at, or None if it could not start."""
+    global PHASE
+    PHASE = "ntpd-rs"
+    since = sh("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    Path("/etc/ntpd-py/ntp.toml").write_text(NTPD_RS_TOML.read_text())
+    sh("systemctl", "reset-failed", UNIT)
+    server = sh("systemctl", "start", NTP_SERVER_UNIT, timeout=120)
+    start = sh("systemctl", "start", UNIT, timeout=180)
+    if not record("ntpd-rs config: the service starts on it (same boot, same unit)",
+                  server.returncode == 0 and start.returncode == 0,
+                  (server.returncode, start.returncode, start.stderr[-500:])):
+        return None
+    return since
+
+
 def main() -> int:
     cmdline = Path("/proc/cmdline").read_text().split()
     run = Path(next(a.split("=", 1)[1] for a in cmdline if a.startswith("ntpdpy.run=")))
     try:
-        if "ntpdpy.ntpdrs=1" in cmdline:
-            if check_started():
-                check_ntpd_rs_config()
-                check_journal_priorities()
-        elif check_started():
+        if check_started():
             check_synchronized()
             check_processes()
             check_ntpctl()
@@ -362,6 +387,10 @@ def main() -> int:
             check_stop()
             if "ntpdpy.capsprobe=1" in cmdline:
                 probe_capabilities()
+        since = switch_to_ntpd_rs_config()
+        if since is not None and check_started():
+            check_ntpd_rs_config()
+            check_journal_priorities(since)
     except Exception as exc:  # report, do not hang the guest
         record("guest check crashed", False, repr(exc))
     (run / "journal.txt").write_text(sh("journalctl", "-b", "--no-pager").stdout)
