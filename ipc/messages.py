@@ -34,6 +34,7 @@ __all__ = [
     "LogControl",
     "Message",
     "MsgType",
+    "PeerFailReason",
     "PeerFailed",
     "PollAdvice",
     "ProcessInfo",
@@ -310,12 +311,15 @@ class SourceSet(Message):
     fd_slots: Annotated[list[Id], Field(max_length=4)] = Field(default_factory=list)
 
 
+PeerFailReason = Literal["unreachable", "falseticker", "denied"]
+
+
 class PeerFailed(Message):
     """A pool member should be replaced (from its NTP worker, or clock-control's verdict)."""
 
     TYPE: ClassVar[MsgType] = MsgType.PEER_FAILED
     worker_id: Id
-    reason: Literal["unreachable", "falseticker", "denied"]
+    reason: PeerFailReason
 
 
 class LogControl(Message):

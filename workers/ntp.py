@@ -33,6 +33,7 @@ from ntpd_py.ipc.messages import (
     Message,
     MsgType,
     PeerFailed,
+    PeerFailReason,
     PollAdvice,
     SampleMsg,
     SourceStatus,
@@ -201,10 +202,10 @@ class NtpTask(WorkerBase):
             return
         self.detail = detail
 
-    def _peer_failed(self, reason: str) -> None:
+    def _peer_failed(self, reason: PeerFailReason) -> None:
         # A pool member is replaced by the supervisor; a configured server stays ours.
         if self.worker_id.startswith("pool:") and self.link is not None and not self.link_closed:
-            self.link.send(PeerFailed(worker_id=self.worker_id, reason=reason))  # type: ignore[arg-type]
+            self.link.send(PeerFailed(worker_id=self.worker_id, reason=reason))
 
     def _status(self) -> SourceStatus:
         status = self.client.status()
