@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import msgpack
 from ntpd_py.core.config import SynchronizationConfig
@@ -16,12 +15,18 @@ from ntpd_py.plumbing.scheduler import Now
 from ntpd_py.workers.clock_backends import ObserveClock
 from ntpd_py.workers.clock_control import ClockControlTask
 
+from tests.doubles import FakeClock
+
 PTP = "ptp:/dev/ptp0"
 NTP = "ntp:127.0.0.1:123"
 
 
+_CLOCK = FakeClock()
+
+
 def _now() -> Now:
-    return Now(time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.time_ns())
+    # Time passed in, never the machine's: each reading is 1 ms after the last.
+    return _CLOCK.advance(1_000_000)
 
 
 def _sample(source_id: str, kind: SourceKind, now: Now) -> SampleMsg:
