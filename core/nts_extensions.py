@@ -35,6 +35,7 @@ from .packet import HEADER_BYTES, MAX_EXTENSIONS_BYTES, MIN_EXTENSION_BYTES, Ntp
 
 __all__ = [
     "MIN_NONCE_BYTES",
+    "NTSN",
     "UID_BYTES",
     "Aead",
     "AesSivCmac256",

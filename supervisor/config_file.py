@@ -53,7 +53,7 @@ _KINDS = {
 }
 
 
-def load_config_file(path: str | None) -> Config:
+def load_config_file(path: str | None, *, for_validate: bool = False) -> Config:
     """Load `path` (default `/etc/ntpd-py/ntp.toml`); raise ConfigError on any problem.
 
     Nothing else escapes: a file that makes the loader fail in an unforeseen way
@@ -63,6 +63,8 @@ def load_config_file(path: str | None) -> Config:
     path = path or DEFAULT_CONFIG_PATH
     text = _read_text(path)
     try:
+        if for_validate:
+            return load_config_text(text, path, for_validate=True)
         return load_config_text(text, path)
     except ConfigError:
         raise
@@ -75,11 +77,11 @@ def load_config_file(path: str | None) -> Config:
         ) from None
 
 
-def load_config_text(text: str, filename: str) -> Config:
+def load_config_text(text: str, filename: str, *, for_validate: bool = False) -> Config:
     """The core loader, imported on first use (its models are what ntpctl avoids)."""
     from ntpd_py.core.config_load import load_config_text as load
 
-    return load(text, filename)
+    return load(text, filename, for_validate=for_validate)
 
 
 def peek_control_paths(path: str | None) -> tuple[str, str]:
