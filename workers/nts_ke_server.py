@@ -247,3 +247,34 @@ class KeServer:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         conn.sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A standalone KE server with a fresh in-memory keyset (benchmarks and tests only:
+    the daemon's worker gets its chain, key and keyset from the supervisor)."""
+    import argparse
+
+    from ntpd_py.core.config import parse_socket_addr
+
+    parser = argparse.ArgumentParser(description="NTS-KE server (tests and benchmarks)")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--chain", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--ntp-port", type=int)
+    args = parser.parse_args(argv)
+    with open(args.chain, "rb") as chain, open(args.key, "rb") as key:
+        context = server_context(chain.read(), key.read())
+    keyset = ServerKeySet.generate(os.urandom, time.time_ns())
+    server = KeServer(parse_socket_addr(args.listen), context, lambda: keyset,
+                      ntp_port=args.ntp_port)
+    try:
+        server.serve_forever(lambda: False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
