@@ -131,6 +131,9 @@ def key_exchange(
         connect_s = max(deadline - time.monotonic(), 0.001)
         sock = socket.create_connection((host, port), timeout=connect_s)
         sock.setblocking(False)
+        # The request follows the handshake's last flight in a second small write:
+        # with Nagle's algorithm it waits for the server's delayed ACK (40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = SSL.Connection(ctx, sock)
         try:
             ipaddress.ip_address(host)

@@ -167,6 +167,8 @@ class KeServer:
                 sock.close()
                 continue
             sock.setblocking(False)
+            # the answer and close_notify are separate small writes: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = SSL.Connection(self._context, sock)
             tls.set_accept_state()
             conn = _Conn(sock, tls, time.monotonic() + self._timeout)
