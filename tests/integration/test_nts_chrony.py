@@ -9,6 +9,7 @@ keys answering NTSN, after which a new key exchange recovers.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -21,6 +22,8 @@ import pytest
 from ntpd_py.core.nts_cookies import CookieJar, JarState
 from ntpd_py.core.nts_extensions import NtsError, is_nts_nak
 from ntpd_py.core.nts_ke_records import FailureKind, KeFailure
+from ntpd_py.core.nts_session import NtsSession, ReplyKind
+from ntpd_py.core.packet import client_request
 from ntpd_py.workers.nts_ke_client import KeOutcome, key_exchange
 
 from tests.ntp_helpers import free_udp_port, have, is_root, started
@@ -144,3 +147,23 @@ def test_key_exchange_timeout_against_a_silent_server() -> None:
         result = key_exchange("127.0.0.1", listener.getsockname()[1], timeout=0.5)
         assert isinstance(result, KeFailure) and "timed out" in result.detail
         assert time.monotonic() - start < 3.0
+
+
+def test_nts_session_against_chronyd(shared_dir: Path, pki: Pki) -> None:
+    """The session object the NTP worker will hold, against chronyd: every reply is
+    authenticated and the jar stays full."""
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
+        outcome = wait_for_ke(ke_port, pki)
+        session = NtsSession(os.urandom)
+        session.install(outcome.keys, outcome.response.cookies)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            for transmit in range(1, 13):
+                s.sendto(session.request(client_request(transmit, 4)),
+                         (outcome.ntp_host, outcome.ntp_port))
+                verdict = session.reply(s.recvfrom(2048)[0])
+                assert verdict.kind is ReplyKind.AUTHENTICATED, verdict.reason
+                assert verdict.packet is not None and verdict.packet.origin_ts == transmit
+                assert verdict.packet.stratum == 1  # chronyd: local stratum 1
+                assert session.cookies == 8
