@@ -217,3 +217,55 @@ def directory_warnings(config: Config) -> list[str]:
             notes.append(f'[observability] observation-path = "{control}": its directory '
                          f"{problem}: `ntpd-py run` will refuse to start (exit 73)")
     return notes
+
+
+def nts_file_warnings(config: Config) -> list[str]:
+    """What the NTS files named by the configuration lack: a CA file or certificate chain
+    without a PEM certificate, a private key that does not load or does not match its
+    certificate, a key-storage-path whose directory is missing. Read only by `validate`
+    (as root it can read what the daemon's supervisor will)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+    from ntpd_py.core.config import NtsPoolSourceConfig, NtsSourceConfig
+
+    def certificates(key: str, path: str) -> list[x509.Certificate]:
+        try:
+            with open(path, "rb") as handle:
+                certs = x509.load_pem_x509_certificates(handle.read(1 << 20))
+        except (OSError, ValueError) as exc:
+            notes.append(f'{key} = "{path}": no PEM certificate can be read ({exc})')
+            return []
+        return certs
+
+    notes: list[str] = []
+    for index, source in enumerate(config.source):
+        if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig) and (
+            source.certificate_authority is not None
+        ):
+            certificates(f"source[{index}].certificate-authority", source.certificate_authority)
+    for index, server in enumerate(config.nts_ke_server):
+        chain = certificates(f"nts-ke-server[{index}].certificate-chain-path",
+                             server.certificate_chain_path)
+        key_name = f'nts-ke-server[{index}].private-key-path = "{server.private_key_path}"'
+        try:
+            with open(server.private_key_path, "rb") as handle:
+                key = load_pem_private_key(handle.read(1 << 20), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            notes.append(f"{key_name}: no unencrypted PEM private key can be read ({exc})")
+            continue
+        spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        if chain and chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(
+            *spki
+        ):
+            notes.append(f"{key_name}: does not match the first certificate of the chain")
+    if config.keyset is not None and config.keyset.key_storage_path is not None:
+        parent = os.path.dirname(config.keyset.key_storage_path) or "/"
+        if not os.path.isdir(parent):
+            notes.append(f'[keyset] key-storage-path = "{config.keyset.key_storage_path}": the '
+                         f"directory {parent} does not exist (the file is created, not its "
+                         "directory)")
+    return notes

@@ -190,3 +190,23 @@ def test_validate_json_of_an_nts_config(ntpd_rs_files: dict[str, Path]) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert '"nts-ke-server"' in result.stdout and "refuses it for now" in result.stdout
+
+
+def test_validate_checks_the_nts_files(tmp_path: Path, ntpd_rs_files: dict[str, Path]) -> None:
+    exe = shutil.which("ntpd-py", path=str(BIN)) or "ntpd-py"
+    good = subprocess.run([exe, "validate", "-c", str(ntpd_rs_files["nts-ke-full.toml"])],
+                          capture_output=True, text=True, timeout=60)
+    assert "private-key-path" not in good.stderr and "certificate" not in good.stderr
+    first, second = make_pki(tmp_path / "a"), make_pki(tmp_path / "b")
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        f'[[source]]\nmode = "nts"\naddress = "x"\ncertificate-authority = "{tmp_path}/none"\n'
+        f'[[nts-ke-server]]\nlisten = "0.0.0.0:4460"\n'
+        f'certificate-chain-path = "{first.server_cert}"\nprivate-key-path = "{second.server_key}"\n'
+        f'[keyset]\nkey-storage-path = "{tmp_path}/missing/keys"\n')
+    bad = subprocess.run([exe, "validate", "-c", str(config)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 0, bad.stderr
+    assert "source[0].certificate-authority" in bad.stderr and "no PEM certificate" in bad.stderr
+    assert "does not match the first certificate" in bad.stderr
+    assert "does not exist" in bad.stderr
