@@ -263,12 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--ntp-port", type=int)
+    parser.add_argument("--max-connections", type=int, default=512)
+    parser.add_argument("--timeout-ms", type=int, default=1000)
     args = parser.parse_args(argv)
     with open(args.chain, "rb") as chain, open(args.key, "rb") as key:
         context = server_context(chain.read(), key.read())
     keyset = ServerKeySet.generate(os.urandom, time.time_ns())
     server = KeServer(parse_socket_addr(args.listen), context, lambda: keyset,
-                      ntp_port=args.ntp_port)
+                      ntp_port=args.ntp_port, max_connections=args.max_connections,
+                      timeout_s=args.timeout_ms / 1000)
     try:
         server.serve_forever(lambda: False)
     except KeyboardInterrupt:
