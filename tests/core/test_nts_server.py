@@ -89,3 +89,15 @@ def test_judge_never_raises(data: bytes) -> None:
     verdict = judge_request(data, keyset)
     if verdict.verdict is Verdict.NAK:
         assert len(nak_reply(verdict)) <= len(data)
+
+
+def test_no_single_bit_flip_of_a_request_authenticates() -> None:
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    request = request_with(keyset, placeholders=2)
+    assert judge_request(request, keyset).verdict is Verdict.AUTHENTICATED
+    for index in range(len(request)):
+        for bit in range(8):
+            flipped = bytearray(request)
+            flipped[index] ^= 1 << bit
+            assert judge_request(bytes(flipped), keyset).verdict is not Verdict.AUTHENTICATED, \
+                (index, bit)
