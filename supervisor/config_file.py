@@ -232,10 +232,20 @@ def nts_file_warnings(config: Config) -> list[str]:
     )
     from ntpd_py.core.config import NtsPoolSourceConfig, NtsSourceConfig
 
+    def read_regular(path: str) -> bytes:
+        # O_NONBLOCK and a regular-file check: a FIFO or a device named here must not
+        # make validate hang or read forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{path} is not a regular file")
+            return os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+
     def certificates(key: str, path: str) -> list[x509.Certificate]:
         try:
-            with open(path, "rb") as handle:
-                certs = x509.load_pem_x509_certificates(handle.read(1 << 20))
+            certs = x509.load_pem_x509_certificates(read_regular(path))
         except (OSError, ValueError) as exc:
             notes.append(f'{key} = "{path}": no PEM certificate can be read ({exc})')
             return []
@@ -252,8 +262,7 @@ def nts_file_warnings(config: Config) -> list[str]:
                              server.certificate_chain_path)
         key_name = f'nts-ke-server[{index}].private-key-path = "{server.private_key_path}"'
         try:
-            with open(server.private_key_path, "rb") as handle:
-                key = load_pem_private_key(handle.read(1 << 20), password=None)
+            key = load_pem_private_key(read_regular(server.private_key_path), password=None)
         except (OSError, ValueError, TypeError) as exc:
             notes.append(f"{key_name}: no unencrypted PEM private key can be read ({exc})")
             continue

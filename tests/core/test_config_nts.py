@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -210,3 +211,15 @@ def test_validate_checks_the_nts_files(tmp_path: Path, ntpd_rs_files: dict[str, 
     assert "source[0].certificate-authority" in bad.stderr and "no PEM certificate" in bad.stderr
     assert "does not match the first certificate" in bad.stderr
     assert "does not exist" in bad.stderr
+
+
+def test_validate_does_not_hang_on_a_fifo_named_as_a_certificate(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    config = tmp_path / "fifo.toml"
+    config.write_text(f'[[source]]\nmode = "nts"\naddress = "x"\n'
+                      f'certificate-authority = "{fifo}"\n')
+    exe = shutil.which("ntpd-py", path=str(BIN)) or "ntpd-py"
+    result = subprocess.run([exe, "validate", "-c", str(config)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and "not a regular file" in result.stderr
