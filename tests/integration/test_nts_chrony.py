@@ -167,3 +167,12 @@ def test_nts_session_against_chronyd(shared_dir: Path, pki: Pki) -> None:
                 assert verdict.packet is not None and verdict.packet.origin_ts == transmit
                 assert verdict.packet.stratum == 1  # chronyd: local stratum 1
                 assert session.cookies == 8
+            # seven requests lost: the next carries 7 placeholders and chronyd refills the jar
+            for transmit in range(20, 27):
+                session.request(client_request(transmit, 4))
+            assert session.cookies == 1
+            request = session.request(client_request(30, 4))
+            s.sendto(request, (outcome.ntp_host, outcome.ntp_port))
+            verdict = session.reply(s.recvfrom(2048)[0])
+            assert verdict.kind is ReplyKind.AUTHENTICATED, verdict.reason
+            assert session.cookies == 8
