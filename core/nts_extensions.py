@@ -74,6 +74,12 @@ class FieldType(enum.IntEnum):
     NTS_AUTHENTICATOR = 0x0404
 
 
+_UID = int(FieldType.UNIQUE_IDENTIFIER)
+_COOKIE = int(FieldType.NTS_COOKIE)
+_PLACEHOLDER = int(FieldType.NTS_COOKIE_PLACEHOLDER)
+_AUTHENTICATOR = int(FieldType.NTS_AUTHENTICATOR)
+
+
 class NtsError(PacketError):
     """An NTS field that is malformed, missing, duplicated or does not authenticate."""
 
@@ -275,23 +281,38 @@ def parse_client_request(data: bytes) -> NtsClientRequest | None:
     cookie's, no authenticator or fields after it.
     """
     packet = parse(data)
-    cookies = [e.value for e in packet.extensions if e.field_type == FieldType.NTS_COOKIE]
-    if not cookies:
+    # One pass over the fields: this runs for every request an NTS server gets.
+    uid: bytes | None = None
+    cookie: bytes | None = None
+    placeholder_sizes: set[int] = set()
+    placeholders = 0
+    offset = HEADER_BYTES
+    last_type = last_offset = -1
+    for ext in packet.extensions:
+        kind = ext.field_type
+        if kind == _COOKIE:
+            if cookie is not None:
+                raise NtsError("more than one cookie")
+            cookie = ext.value
+        elif kind == _UID:
+            if uid is not None:
+                raise NtsError("more than one unique identifier")
+            uid = ext.value
+        elif kind == _PLACEHOLDER:
+            placeholders += 1
+            placeholder_sizes.add(len(ext.value))
+        last_type, last_offset = kind, offset
+        offset += 4 + len(ext.value)
+    if cookie is None:
         return None
-    if len(cookies) > 1:
-        raise NtsError("more than one cookie")
-    uid = _uid_of(packet)
     if uid is None or len(uid) < UID_BYTES:
         raise NtsError("no unique identifier of at least 32 bytes")
-    placeholders = [e.value for e in packet.extensions
-                    if e.field_type == FieldType.NTS_COOKIE_PLACEHOLDER]
-    if any(len(p) != len(cookies[0]) for p in placeholders):
+    if placeholder_sizes - {len(cookie)}:
         raise NtsError("a placeholder differs in size from the cookie")
-    if packet.mac is not None or packet.extensions[-1].field_type != FieldType.NTS_AUTHENTICATOR:
+    if packet.mac is not None or last_type != _AUTHENTICATOR:
         raise NtsError("the authenticator is missing or not the last field")
     nonce, ciphertext = _split_authenticator(packet.extensions[-1].value)
-    return NtsClientRequest(packet, uid, cookies[0], len(placeholders), nonce, ciphertext,
-                            _field_offsets(packet)[-1])
+    return NtsClientRequest(packet, uid, cookie, placeholders, nonce, ciphertext, last_offset)
 
 
 def open_client_request(data: bytes, request: NtsClientRequest, c2s: Aead) -> bytes:
