@@ -1,7 +1,7 @@
 /*
  * ntp_loadgen: closed-loop NTP request generator for benchmarks/server_throughput.py.
  *
- *   ntp_loadgen ADDRESS PORT SECONDS [SOCKETS [WINDOW]]
+ *   ntp_loadgen ADDRESS PORT SECONDS [SOCKETS [WINDOW [TEMPLATE]]]
  *
  * Loopback only: the address must be in 127.0.0.0/8 or ::1 (checked). Opens
  * SOCKETS UDP sockets (distinct source ports, so a SO_REUSEPORT group spreads
@@ -13,6 +13,11 @@
  *   {"sent": N, "replies": N, "kod": N, "bad": N, "seconds": S, "replies_per_s": R}
  * A reply counts if it is 48 bytes or more, mode 4, and echoes one of our
  * transmit timestamps as its origin; stratum 0 replies are counted as "kod".
+ *
+ * TEMPLATE (benchmarks/nts.py): a file holding one whole request (an NTS request, up to
+ * 1100 bytes) sent as it is, every time: its transmit timestamp is authenticated, so it
+ * cannot be stamped per request. Its transmit must carry MAGIC in its top 32 bits so
+ * that replies are recognised the same way.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -30,6 +35,7 @@
 #define MAX_SOCKETS 256
 #define MAX_BATCH 64
 #define PKT 48
+#define MAX_TEMPLATE 1100
 #define MAGIC 0x4e545042u /* "NTPB" in the origin's top 32 bits */
 
 static double now_s(void)
@@ -56,6 +62,21 @@ int main(int argc, char **argv)
     double seconds = atof(argv[3]);
     int nsock = argc > 4 ? atoi(argv[4]) : 16;
     int window = argc > 5 ? atoi(argv[5]) : 32;
+    static unsigned char template[MAX_TEMPLATE];
+    size_t template_len = 0;
+    if (argc > 6) {
+        FILE *f = fopen(argv[6], "rb");
+        if (!f) {
+            perror("template");
+            return 2;
+        }
+        template_len = fread(template, 1, sizeof template, f);
+        fclose(f);
+        if (template_len < PKT) {
+            fprintf(stderr, "template shorter than %d bytes\n", PKT);
+            return 2;
+        }
+    }
     if (nsock < 1 || nsock > MAX_SOCKETS || window < 1 || window > MAX_BATCH || seconds <= 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
@@ -107,15 +128,17 @@ int main(int argc, char **argv)
         pfds[i].events = POLLIN;
     }
 
-    static unsigned char txbuf[MAX_BATCH][PKT];
-    static unsigned char rxbuf[MAX_BATCH][512];
+    static unsigned char txbuf[MAX_BATCH][MAX_TEMPLATE];
+    static unsigned char rxbuf[MAX_BATCH][2048];
     struct mmsghdr txmsg[MAX_BATCH], rxmsg[MAX_BATCH];
     struct iovec txiov[MAX_BATCH], rxiov[MAX_BATCH];
     for (int i = 0; i < MAX_BATCH; i++) {
         memset(txbuf[i], 0, PKT);
         txbuf[i][0] = (4 << 3) | 3; /* v4, client */
+        if (template_len)
+            memcpy(txbuf[i], template, template_len);
         txiov[i].iov_base = txbuf[i];
-        txiov[i].iov_len = PKT;
+        txiov[i].iov_len = template_len ? template_len : PKT;
         memset(&txmsg[i], 0, sizeof txmsg[i]);
         txmsg[i].msg_hdr.msg_iov = &txiov[i];
         txmsg[i].msg_hdr.msg_iovlen = 1;
@@ -141,7 +164,7 @@ int main(int argc, char **argv)
             int want = window - ln->inflight;
             if (want <= 0)
                 continue;
-            for (int k = 0; k < want; k++) {
+            for (int k = 0; k < want && !template_len; k++) {
                 uint32_t be_magic = htonl(MAGIC), be_seq = htonl(seq++);
                 memcpy(txbuf[k] + 40, &be_magic, 4);
                 memcpy(txbuf[k] + 44, &be_seq, 4);

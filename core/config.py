@@ -33,6 +33,8 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "FilterList",
+    "KeysetConfig",
+    "NtsKeServerConfig",
     "NtsPoolSourceConfig",
     "NtsSourceConfig",
     "ObservabilityConfig",
@@ -366,8 +368,6 @@ class _UnsupportedSource(BaseModel):
     @model_validator(mode="after")
     def _refuse(self) -> _UnsupportedSource:
         hint = {
-            "nts": 'NTS lands in a later release; use mode = "server" meanwhile',
-            "nts-pool": 'NTS lands in a later release; use mode = "pool" meanwhile',
             "sock": 'use a PHC (mode = "ptp") or an NTP source',
             "pps": 'use a PHC (mode = "ptp") or an NTP source',
             "csptp": 'client-server PTP over the network; use a local PHC (mode = "ptp") '
@@ -376,12 +376,34 @@ class _UnsupportedSource(BaseModel):
         raise ValueError(f'mode = "{self.mode}" is not supported yet by ntpd-py ({hint})')
 
 
-class NtsSourceConfig(_UnsupportedSource):
-    mode: Literal["nts"]
+class _NtsSourceBase(_NtpSourceBase):
+    address: str = Field(
+        description=("the NTS-KE server: host[:port], [IPv6]:port or an IPv6 literal; port "
+                     "4460 if none is given"))
+    certificate_authority: str | None = Field(
+        None, description=("a PEM file of CA certificates trusted beside the system store "
+                           "for this source's NTS-KE server"))
+    enable_srv_resolution: bool = Field(
+        False, description="ntpd-rs's experimental SRV lookup of the NTS-KE server")
+
+    def host_port(self) -> tuple[str, int]:
+        return parse_host_port(self.address, NTS_KE_PORT)
 
 
-class NtsPoolSourceConfig(_UnsupportedSource):
-    mode: Literal["nts-pool"]
+class NtsSourceConfig(_NtsSourceBase):
+    """`mode = "nts"`: one NTP server authenticated with NTS (RFC 8915)."""
+
+    mode: Literal["nts"] = Field(
+        description="one NTS-authenticated NTP server, reached through its NTS-KE server")
+
+
+class NtsPoolSourceConfig(_NtsSourceBase):
+    """`mode = "nts-pool"`: up to `count` NTS servers from one NTS-KE pool name."""
+
+    mode: Literal["nts-pool"] = Field(
+        description="several NTS-authenticated servers from one NTS-KE pool")
+    count: Annotated[int, Field(ge=1,
+        description="how many servers of the pool to use at most")] = 4
 
 
 class _SockSourceConfig(_UnsupportedSource):
@@ -407,9 +429,12 @@ SourceConfig = Annotated[
     | _CsptpSourceConfig,
     Field(discriminator="mode"),
 ]
-SUPPORTED_MODES = ("server", "pool", "ptp")
+SUPPORTED_MODES = ("server", "pool", "ptp", "nts", "nts-pool")
+# Parsed and validated, but refused by `ntpd-py run` until the NTS workers are wired
+# (`ntpd-py validate` warns); see Config.not_yet_supported().
+NOT_YET_RUNNABLE_MODES = ("nts", "nts-pool")
 # ntpd-rs modes refused as "not supported yet" rather than as unknown.
-UNSUPPORTED_MODES = ("nts", "nts-pool", "sock", "pps", "csptp")
+UNSUPPORTED_MODES = ("sock", "pps", "csptp")
 
 
 # -- synchronization --------------------------------------------------------------------
@@ -578,6 +603,16 @@ class FilterList(_Table):
         return [ipaddress.ip_network(item, strict=False) for item in self.filter]
 
 
+def _require_nts(value: object) -> bool | str:
+    # One message for the one key (a plain union would report one error per member).
+    if isinstance(value, bool) or value in ("deny", "ignore"):
+        return value
+    raise ValueError('expected true, false, "deny" or "ignore"')
+
+
+RequireNts = Annotated[bool | Literal["deny", "ignore"], PlainValidator(_require_nts)]
+
+
 def _default_versions() -> list[Literal[3, 4]]:
     return [3, 4]
 
@@ -594,8 +629,9 @@ class ServerConfig(_Table):
     allowlist: FilterList | None = Field(
         None, description="only clients in these networks are served; the others get action")
     denylist: FilterList | None = Field(None, description="clients in these networks get action")
-    require_nts: Literal[False] | None = Field(
-        None, description="NTS is not supported yet: only false is accepted")
+    require_nts: RequireNts | None = Field(
+        None, description=("NTS-authenticated requests only: true or \"ignore\" drops the "
+                           "others, \"deny\" answers them with a DENY kiss (default false)"))
     accept_ntp_versions: list[Literal[3, 4]] = Field(default_factory=_default_versions,
         description="NTP versions answered (NTPv5 is not supported yet)")
 
@@ -603,13 +639,6 @@ class ServerConfig(_Table):
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_socket_addr(value)
-        return value
-
-    @field_validator("require_nts", mode="before")
-    @classmethod
-    def _nts(cls, value: Any) -> Any:
-        if value not in (False, None):
-            raise ValueError("NTS is not supported yet by ntpd-py; remove require-nts")
         return value
 
     @field_validator("accept_ntp_versions", mode="before")
@@ -621,6 +650,79 @@ class ServerConfig(_Table):
 
     def socket_addr(self) -> tuple[str, int]:
         return parse_socket_addr(self.listen)
+
+
+def _default_ke_versions() -> list[Literal[4]]:
+    return [4]
+
+
+class NtsKeServerConfig(_Table):
+    """`[[nts-ke-server]]`: serve NTS key exchange (TLS, RFC 8915) on one address."""
+
+    listen: str = Field(
+        description="IP address and TCP port to serve NTS-KE on, e.g. \"0.0.0.0:4460\"")
+    certificate_chain_path: str = Field(
+        description="PEM file: the server certificate, then the intermediates")
+    private_key_path: str = Field(
+        description="PEM file: the private key of the certificate (read by the supervisor)")
+    key_exchange_timeout_ms: Annotated[int, Field(ge=1, le=3_600_000,
+        description="a key exchange not finished within this many milliseconds is dropped")] = 1000
+    concurrent_connections: Annotated[int, Field(ge=1, le=1_000_000,
+        description="key exchanges served at the same time; further clients wait")] = 512
+    longlived_connections: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        None, description=("ntpd-rs's share of connections kept for slow clients (default: "
+                           "concurrent-connections / 10)"))
+    ntp_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="NTP port named to clients (NTPv4 Port Negotiation; default: 123)")
+    ntp_server: str | None = Field(
+        None, description=("NTP server named to clients (NTPv4 Server Negotiation; default: "
+                           "this one)"))
+    accept_ntp_versions: list[Literal[4]] = Field(default_factory=_default_ke_versions,
+        description="NTP versions offered in key exchanges (NTPv5 is not supported yet)")
+    accepted_pool_authentication_tokens: list[str] = Field(default_factory=list,
+        description="ntpd-rs's NTS pool authentication tokens accepted from pool servers")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_socket_addr(value)
+        return value
+
+    @field_validator("ntp_server")
+    @classmethod
+    def _server(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_host(value)
+        return value
+
+    @field_validator("accept_ntp_versions", mode="before")
+    @classmethod
+    def _versions(cls, value: Any) -> Any:
+        if isinstance(value, list) and 5 in value:
+            raise ValueError("NTPv5 (draft) is not supported yet by ntpd-py; use [4]")
+        return value
+
+    def socket_addr(self) -> tuple[str, int]:
+        return parse_socket_addr(self.listen)
+
+
+class KeysetConfig(_Table):
+    """`[keyset]`: the keys that seal NTS cookies, shared by the NTP and NTS-KE servers."""
+
+    stale_key_count: Annotated[int, Field(ge=0, le=1024,
+        description="old keys kept to open cookies made before a rotation")] = 7
+    key_rotation_interval: Annotated[int, Field(ge=1, le=2**31,
+        description="seconds between two new cookie keys")] = 86400
+    key_storage_path: str | None = Field(
+        None, description=("file keeping the keys across restarts (written atomically; "
+                           "created, its directory is not)"))
+
+    @field_validator("key_storage_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("expected an absolute path")
+        return value
 
 
 # -- observability and daemon ------------------------------------------------------------
@@ -777,6 +879,10 @@ class Config(_Table):
         description="when sources agree and how far the clock may move")
     server: list[ServerConfig] = Field(default_factory=list,
         description="serve NTP")
+    nts_ke_server: list[NtsKeServerConfig] = Field(default_factory=list,
+        description="serve NTS key exchange")
+    keyset: KeysetConfig | None = Field(None,
+        description="the NTS cookie keys of the servers")
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig,
         description="logging, the control socket, metrics")
     daemon: DaemonConfig = Field(default_factory=DaemonConfig,
@@ -819,8 +925,31 @@ class Config(_Table):
         """How many sources could take part in the vote (a pool counts `count`)."""
         total = 0
         for source in self.source:
-            total += source.count if isinstance(source, PoolSourceConfig) else 1
+            if isinstance(source, PoolSourceConfig | NtsPoolSourceConfig):
+                total += source.count
+            else:
+                total += 1
         return total
+
+    def not_yet_supported(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """NTS settings that validate but that `ntpd-py run` refuses until NTS is wired,
+        as (key path, message)."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        for index, source in enumerate(self.source):
+            if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig):
+                found.append((("source", index, "mode"),
+                              f'mode = "{source.mode}": NTS sources are not supported yet by '
+                              "ntpd-py run"))
+        for index, _ in enumerate(self.nts_ke_server):
+            found.append((("nts-ke-server", index), "NTS-KE servers are not supported yet by "
+                          "ntpd-py run"))
+        if self.keyset is not None:
+            found.append((("keyset",), "the NTS keyset is not used yet by ntpd-py run"))
+        for index, server in enumerate(self.server):
+            if server.require_nts not in (None, False):
+                found.append((("server", index, "require-nts"),
+                              "require-nts is not supported yet by ntpd-py run"))
+        return found
 
     def control_socket_path(self) -> str:
         return control_socket_path(self.observability.observation_path, self.daemon.runtime_dir)

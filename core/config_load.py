@@ -25,8 +25,6 @@ __all__ = ["UNSUPPORTED_TABLES", "load_config_text"]
 
 # ntpd-rs tables that ntpd-py does not implement yet: refused by name, not as typos.
 UNSUPPORTED_TABLES = {
-    "nts-ke-server": "NTS is not supported yet by ntpd-py",
-    "keyset": "NTS is not supported yet by ntpd-py (the keyset only serves NTS)",
     "clock": "steering a clock other than the system clock is not supported yet",
     "csptp": "client-server PTP over the network is not supported yet",
     "csptp-server": "client-server PTP over the network is not supported yet",
@@ -56,8 +54,15 @@ MAX_VALUES = 20_000
 MAX_VALUE_CHARS = 120
 
 
-def load_config_text(text: str, filename: str = "<config>") -> Config:
-    """Parse and validate a configuration document; raise ConfigError listing every issue."""
+def load_config_text(
+    text: str, filename: str = "<config>", *, for_validate: bool = False
+) -> Config:
+    """Parse and validate a configuration document; raise ConfigError listing every issue.
+
+    NTS settings pass the schema but are refused (as "not supported yet") unless
+    ``for_validate``: `ntpd-py validate` accepts them and warns, `ntpd-py run`
+    refuses them until the NTS workers are wired (Config.not_yet_supported()).
+    """
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -75,9 +80,17 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
         raise ConfigError([ConfigIssue(
             filename, "", f"more than {MAX_VALUES} keys and values; not a configuration file")])
     try:
-        return _validate(document, text, filename)
+        config = _validate(document, text, filename)
     except RecursionError:
         raise ConfigError([_too_deep(filename)]) from None
+    refused = config.not_yet_supported()
+    if refused and not for_validate:
+        lines = _safe_scan(text)
+        raise ConfigError([
+            ConfigIssue(filename, render_path(path), message, line_of(lines, path))
+            for path, message in refused
+        ])
+    return config
 
 
 def _too_deep(filename: str) -> ConfigIssue:

@@ -53,7 +53,7 @@ _KINDS = {
 }
 
 
-def load_config_file(path: str | None) -> Config:
+def load_config_file(path: str | None, *, for_validate: bool = False) -> Config:
     """Load `path` (default `/etc/ntpd-py/ntp.toml`); raise ConfigError on any problem.
 
     Nothing else escapes: a file that makes the loader fail in an unforeseen way
@@ -63,6 +63,8 @@ def load_config_file(path: str | None) -> Config:
     path = path or DEFAULT_CONFIG_PATH
     text = _read_text(path)
     try:
+        if for_validate:
+            return load_config_text(text, path, for_validate=True)
         return load_config_text(text, path)
     except ConfigError:
         raise
@@ -75,11 +77,11 @@ def load_config_file(path: str | None) -> Config:
         ) from None
 
 
-def load_config_text(text: str, filename: str) -> Config:
+def load_config_text(text: str, filename: str, *, for_validate: bool = False) -> Config:
     """The core loader, imported on first use (its models are what ntpctl avoids)."""
     from ntpd_py.core.config_load import load_config_text as load
 
-    return load(text, filename)
+    return load(text, filename, for_validate=for_validate)
 
 
 def peek_control_paths(path: str | None) -> tuple[str, str]:
@@ -214,4 +216,65 @@ def directory_warnings(config: Config) -> list[str]:
         if problem is not None:
             notes.append(f'[observability] observation-path = "{control}": its directory '
                          f"{problem}: `ntpd-py run` will refuse to start (exit 73)")
+    return notes
+
+
+def nts_file_warnings(config: Config) -> list[str]:
+    """What the NTS files named by the configuration lack: a CA file or certificate chain
+    without a PEM certificate, a private key that does not load or does not match its
+    certificate, a key-storage-path whose directory is missing. Read only by `validate`
+    (as root it can read what the daemon's supervisor will)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+    from ntpd_py.core.config import NtsPoolSourceConfig, NtsSourceConfig
+
+    def read_regular(path: str) -> bytes:
+        # O_NONBLOCK and a regular-file check: a FIFO or a device named here must not
+        # make validate hang or read forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{path} is not a regular file")
+            return os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+
+    def certificates(key: str, path: str) -> list[x509.Certificate]:
+        try:
+            certs = x509.load_pem_x509_certificates(read_regular(path))
+        except (OSError, ValueError) as exc:
+            notes.append(f'{key} = "{path}": no PEM certificate can be read ({exc})')
+            return []
+        return certs
+
+    notes: list[str] = []
+    for index, source in enumerate(config.source):
+        if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig) and (
+            source.certificate_authority is not None
+        ):
+            certificates(f"source[{index}].certificate-authority", source.certificate_authority)
+    for index, server in enumerate(config.nts_ke_server):
+        chain = certificates(f"nts-ke-server[{index}].certificate-chain-path",
+                             server.certificate_chain_path)
+        key_name = f'nts-ke-server[{index}].private-key-path = "{server.private_key_path}"'
+        try:
+            key = load_pem_private_key(read_regular(server.private_key_path), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            notes.append(f"{key_name}: no unencrypted PEM private key can be read ({exc})")
+            continue
+        spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        if chain and chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(
+            *spki
+        ):
+            notes.append(f"{key_name}: does not match the first certificate of the chain")
+    if config.keyset is not None and config.keyset.key_storage_path is not None:
+        parent = os.path.dirname(config.keyset.key_storage_path) or "/"
+        if not os.path.isdir(parent):
+            notes.append(f'[keyset] key-storage-path = "{config.keyset.key_storage_path}": the '
+                         f"directory {parent} does not exist (the file is created, not its "
+                         "directory)")
     return notes

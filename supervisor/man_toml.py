@@ -205,10 +205,11 @@ def sections() -> list[Section]:
     for kind in supported:
         mode = typing.get_args(kind.model_fields["mode"].annotation)[0]
         result.extend(_walk(kind, f'[[source]] mode = "{mode}"', kind.__doc__ or ""))
-    for name in ("source_defaults", "synchronization", "server", "observability", "daemon"):
+    for name in ("source_defaults", "synchronization", "server", "nts_ke_server", "keyset",
+                 "observability", "daemon"):
         info = fields[name]
         key = info.alias or name
-        annotation = info.annotation
+        annotation, _ = _strip_optional(info.annotation)
         if typing.get_origin(annotation) is list:
             (cls,) = typing.get_args(annotation)
             header = f"[[{key}]]"
@@ -332,6 +333,8 @@ def render() -> str:
     lines.append(".SS Not supported yet")
     lines.append(_esc("[[source]] mode = " + ", ".join(f'"{m}"' for m in unsupported) +
                       " are ntpd-rs source kinds that ntpd-py does not implement yet; "
-                      "validate reports them as such."))
+                      "validate reports them as such. NTS (mode = \"nts\" and \"nts-pool\", "
+                      "[[nts-ke-server]], [keyset], require-nts) is validated, but ntpd-py run "
+                      "refuses it until its workers are wired."))
     lines.append(_TAIL.rstrip("\n"))
     return "\n".join(lines) + "\n"

@@ -6,6 +6,8 @@ from typing import Any
 
 from ntpd_py.core.config import (
     Config,
+    NtsPoolSourceConfig,
+    NtsSourceConfig,
     PoolSourceConfig,
     PtpSourceConfig,
     ServerSourceConfig,
@@ -40,9 +42,15 @@ def _source_line(config: Config, index: int) -> str:
             f"(interval {source.interval}), precision {source.precision:g} s, "
             f"delay {source.delay:g} s, stratum {source.stratum}"
         )
-    assert isinstance(source, ServerSourceConfig | PoolSourceConfig)
+    assert isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig
+                      | NtsPoolSourceConfig)
     lim = source.poll_limits(defaults)
     poll = f"poll 2^{lim.min}..2^{lim.max} s, initial 2^{source.initial_poll(defaults)} s"
+    if isinstance(source, NtsPoolSourceConfig):
+        return (f"  [{index}] nts-pool {source.address} (NTS-KE, up to {source.count} servers)"
+                f"  {poll}")
+    if isinstance(source, NtsSourceConfig):
+        return f"  [{index}] nts     {source.address} (NTS-KE)  {poll}"
     if isinstance(source, PoolSourceConfig):
         return f"  [{index}] pool    {source.address} (up to {source.count} servers)  {poll}"
     return f"  [{index}] server  {source.address}  {poll}"

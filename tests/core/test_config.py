@@ -345,12 +345,14 @@ def test_other_rejections_name_the_key(text: str, key: str) -> None:
     assert issue.line is not None
 
 
-def test_unsupported_ntpd_rs_tables_are_named() -> None:
+def test_nts_tables_validate_but_are_refused_for_running() -> None:
     issues = errors(
         '[keyset]\nkey-storage-path = "/x"\n[[nts-ke-server]]\nlisten = "0.0.0.0:4460"\n'
+        'certificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
     )
-    assert {i.key for i in issues} == {"[keyset]", "[nts-ke-server]"}
-    assert all("not supported yet" in i.message for i in issues)
+    assert {i.key for i in issues} == {"keyset", "nts-ke-server[0]"}
+    assert all("not" in i.message and "yet" in i.message for i in issues)
+    assert {i.line for i in issues} == {1, 3}
 
 
 def test_server_defaults() -> None:

@@ -1,0 +1,103 @@
+"""Server-side NTS processing of one request: authenticate, fresh cookies, NAK, drop."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ntpd_py.core.nts_cookies import CookieJar, NtsKeys, ServerKeySet
+from ntpd_py.core.nts_extensions import (
+    AesSivCmac256,
+    build_client_request,
+    is_nts_nak,
+    open_server_reply,
+)
+from ntpd_py.core.nts_server import Verdict, authenticated_reply, judge_request, nak_reply
+from ntpd_py.core.packet import HEADER_STRUCT, client_request, parse
+
+DAY = 86400 * 10**9
+KEYS = NtsKeys(os.urandom(32), os.urandom(32))
+UID = os.urandom(32)
+
+
+def header_for(request: bytes) -> bytes:
+    packet = parse(request)
+    return HEADER_STRUCT.pack(0x24, 2, packet.poll, -20, 0, 0, 0x7F000001, 0,
+                              packet.transmit_ts, 5, 6)
+
+
+def request_with(keyset: ServerKeySet, placeholders: int = 0, keys: NtsKeys = KEYS) -> bytes:
+    cookie = keyset.make_cookie(keys, os.urandom(16))
+    return build_client_request(client_request(42, 4), UID, cookie, placeholders,
+                                AesSivCmac256(keys.c2s), os.urandom(16))
+
+
+def test_authenticated_request_gets_fresh_cookies_the_client_accepts() -> None:
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    jar = CookieJar()
+    jar.install(KEYS, [keyset.make_cookie(KEYS, os.urandom(16)) for _ in range(8)])
+    for _ in range(20):
+        uid = os.urandom(32)
+        cookie, placeholders = jar.take(uid)
+        request = build_client_request(client_request(7, 4), uid, cookie, placeholders,
+                                       AesSivCmac256(KEYS.c2s), os.urandom(16))
+        verdict = judge_request(request, keyset)
+        assert verdict.verdict is Verdict.AUTHENTICATED and verdict.keys == KEYS
+        reply = authenticated_reply(header_for(request), verdict, keyset, os.urandom,
+                                    len(request))
+        assert len(reply) <= len(request)
+        opened = open_server_reply(reply, uid, AesSivCmac256(KEYS.s2c))
+        assert len(opened.cookies) == 1 + placeholders
+        assert all(keyset.open_cookie(c) == KEYS for c in opened.cookies)
+        assert jar.accept_reply(uid, opened.cookies)
+        if len(jar) == 8:
+            jar.take(os.urandom(32))  # a lost reply, so that placeholders get used
+
+
+def test_stale_cookie_gets_a_nak_and_a_forged_authenticator_is_dropped() -> None:
+    keyset = ServerKeySet.generate(os.urandom, 0, stale_key_count=1)
+    request = request_with(keyset)
+    keyset.rotate_if_due(DAY, os.urandom)
+    assert judge_request(request, keyset).verdict is Verdict.AUTHENTICATED  # stale, kept
+    keyset.rotate_if_due(2 * DAY, os.urandom)
+    verdict = judge_request(request, keyset)
+    assert verdict.verdict is Verdict.NAK
+    nak = nak_reply(verdict)
+    assert is_nts_nak(nak, UID) and len(nak) <= len(request)
+    assert parse(nak).origin_ts == 42
+    other = ServerKeySet.generate(os.urandom, 0)
+    assert judge_request(request_with(other), keyset).verdict is Verdict.NAK
+    wrong_key = bytearray(request_with(keyset))
+    wrong_key[-1] ^= 1  # the authenticator no longer verifies; the cookie still opens
+    assert judge_request(bytes(wrong_key), keyset).verdict is Verdict.DROP
+
+
+def test_plain_and_malformed_requests() -> None:
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    assert judge_request(client_request(1, 4), keyset).verdict is Verdict.NOT_NTS
+    assert judge_request(b"short", keyset).verdict is Verdict.DROP
+    request = bytearray(request_with(keyset))
+    request[0] = (request[0] & 0xF8) | 4  # a server-mode packet with NTS fields
+    assert judge_request(bytes(request), keyset).verdict is Verdict.DROP
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1100))
+def test_judge_never_raises(data: bytes) -> None:
+    keyset = ServerKeySet.generate(lambda n: bytes(n), 0)
+    verdict = judge_request(data, keyset)
+    if verdict.verdict is Verdict.NAK:
+        assert len(nak_reply(verdict)) <= len(data)
+
+
+def test_no_single_bit_flip_of_a_request_authenticates() -> None:
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    request = request_with(keyset, placeholders=2)
+    assert judge_request(request, keyset).verdict is Verdict.AUTHENTICATED
+    for index in range(len(request)):
+        for bit in range(8):
+            flipped = bytearray(request)
+            flipped[index] ^= 1 << bit
+            assert judge_request(bytes(flipped), keyset).verdict is not Verdict.AUTHENTICATED, \
+                (index, bit)
