@@ -3,7 +3,7 @@
 Unit tests of workers/ and supervisor/ logic use these instead of the machine's
 clock, ZeroMQ sockets, socketpairs and real loggers, so a test passes time in and
 sees every message a unit sent. They follow the interfaces the code already takes:
-``workers.runtime.LocalClock`` (``now()`` -> ``Now``), ``ipc.channels.Channel``
+``plumbing.scheduler.LocalClock`` (``now()`` -> ``Now``), ``ipc.channels.Channel``
 (send/recv/pending/pollable/close) and the non-blocking ``ipc.link.Link``.
 """
 
