@@ -143,7 +143,7 @@ def encode_fetch(timeout_ns: int | None) -> bytearray:
     return bytearray(_FDATA.pack(bytes(KINFO_SIZE), timeout))
 
 
-def decode_fetch(buf: bytes) -> PpsFetch:
+def decode_fetch(buf: bytes | bytearray) -> PpsFetch:
     """The kinfo the kernel wrote into a PPS_FETCH buffer (PpsTimeInvalid if garbled)."""
     info, _timeout = _FDATA.unpack(buf)
     a_seq, c_seq, a_tu, c_tu, mode = _KINFO.unpack(info)
@@ -157,13 +157,13 @@ def encode_params(params: PpsParams) -> bytearray:
                                    _ktime(params.clear_offset_ns)))
 
 
-def decode_params(buf: bytes) -> PpsParams:
+def decode_params(buf: bytes | bytearray) -> PpsParams:
     api, mode, a_off, c_off = _KPARAMS.unpack(buf)
     return PpsParams(api, mode, _ktime_ns(a_off, "assert offset"),
                      _ktime_ns(c_off, "clear offset"))
 
 
-def decode_getcap(buf: bytes) -> int:
+def decode_getcap(buf: bytes | bytearray) -> int:
     """PPS_GETCAP writes an int of capability bits (PPS_CAPTURE*, PPS_CANWAIT, ...)."""
     (caps,) = _INT.unpack(buf)
     return int(caps)
