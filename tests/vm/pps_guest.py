@@ -14,11 +14,14 @@ workers/refclock_io.py, read back with the sock source (gpsd_phase).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -40,6 +43,7 @@ PORT_BASE = 0x378
 CONTROL = PORT_BASE + 2
 STATUS = PORT_BASE + 1
 PULSES = 6
+TIOCM_LOOP = 0x8000  # the 8250 driver maps it to the UART's MCR loopback bit
 
 
 def emit(**fields: object) -> None:
@@ -65,6 +69,34 @@ def pulse_train(stamps: list[int], stop: threading.Event) -> None:
         os.close(port)
 
 
+def _nmea(body: str) -> bytes:
+    checksum = 0
+    for byte in body.encode():
+        checksum ^= byte
+    return f"${body}*{checksum:02X}\r\n".encode()
+
+
+def nmea_feed(stop: threading.Event) -> None:
+    """A GPS on /dev/ttyS1: each second's GGA and RMC, written just after that second.
+
+    The UART is put in loopback (TIOCM_LOOP), so what is written here comes back in on
+    the same port, where gpsd reads it: a real rs232 device to gpsd (a pty would not do,
+    gpsd does no time service for ptys). The times are the guest clock's own seconds.
+    """
+    fd = os.open("/dev/ttyS1", os.O_RDWR | os.O_NOCTTY)
+    try:
+        # gpsd has put the line in raw mode (no echo: an echoed byte would loop for ever)
+        fcntl.ioctl(fd, termios.TIOCMBIS, struct.pack("I", TIOCM_LOOP))
+        while not stop.wait(1.05 - time.time() % 1.0):
+            now = time.gmtime(int(time.time()))
+            hms = time.strftime("%H%M%S", now) + ".00"
+            dmy = time.strftime("%d%m%y", now)
+            os.write(fd, _nmea(f"GPGGA,{hms},5231.0000,N,01324.0000,E,1,08,0.9,34.0,M,39.0,M,,")
+                     + _nmea(f"GPRMC,{hms},A,5231.0000,N,01324.0000,E,0.0,0.0,{dmy},,,A"))
+    finally:
+        os.close(fd)
+
+
 def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
     """Real gpsd on /dev/pps0 writes SOCK samples to the socket we made, as for chrony.
 
@@ -73,18 +105,25 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
     device it sends every pulse without waiting for a fix. gpspipe shows gpsd's own
     account of each pulse (PPS messages: real and clock time).
     """
+    # the guest's loopback starts down; gpspipe talks to gpsd over it
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=False, timeout=30)
     path = "/run/chrony.pps0.sock"
     sock = create_sock_socket(path, mode=0o660)
     receiver = SockReceiver(sock, SockSource(SockSourceConfig.model_validate(
         {"mode": "sock", "path": path, "precision": 1e-5}), "sock:" + path))
     port = "29470"
-    gpsd = subprocess.Popen(["gpsd", "-n", "-N", "-D", "2", "-S", port,
-                             "-F", os.path.join(run_dir, "gpsd.sock"), "/dev/pps0"],
+    feed_stop = threading.Event()
+    feed = threading.Thread(target=nmea_feed, args=(feed_stop,), daemon=True)
+    gpsd = subprocess.Popen(["gpsd", "-b", "-n", "-N", "-D", "6", "-S", port,
+                             "-F", os.path.join(run_dir, "gpsd.sock"), "/dev/ttyS1", "/dev/pps0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pipe = None
     samples: list[dict[str, object]] = []
     try:
-        time.sleep(2.0)
+        # gpsd refuses a tty another process holds: the feed opens it once gpsd has
+        time.sleep(1.5)
+        feed.start()
+        time.sleep(4.0)  # a few fixes first: gpsd pairs a pulse with the last fix's second
         pipe = subprocess.Popen(["gpspipe", "-w", "-P", f"127.0.0.1:{port}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         time.sleep(1.0)
@@ -95,7 +134,7 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
         fetched = []
         seq = None
         deadline = time.monotonic() + PULSES + 3
-        while time.monotonic() < deadline and len(fetched) < PULSES:
+        while time.monotonic() < deadline and len(fetched) < PULSES - 1:
             event = device.execute(FetchPulse(1_500_000_000))
             if isinstance(event, PulseFetched) and event.fetch.assert_sequence != seq:
                 seq = event.fetch.assert_sequence
@@ -109,6 +148,7 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
         train.join(5)
         time.sleep(0.5)
     finally:
+        feed_stop.set()
         for proc in (pipe, gpsd):
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, 15)
@@ -123,7 +163,8 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
     emit(step="gpsd", stamps=stamps, fetched=fetched, samples=samples,
          drops=receiver.source.status().drops, overflow=receiver.overflow,
          gpsd_pps=[json.loads(line) for line in pps_lines],
-         gpsd_log=gpsd_err[-3000:], gpspipe_lines=len(gpspipe_out.splitlines()))
+         gpsd_log="\n".join([line for line in gpsd_err.splitlines()
+                             if "ttyS1" in line or "chrony" in line or "NTP" in line][:80]), gpspipe_lines=len(gpspipe_out.splitlines()))
 
 
 def main() -> int:
