@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -213,7 +214,10 @@ def main() -> int:
     train.join(5)
     emit(step="pulses", written=stamps, fetched=fetched, status=source.status().state,
          message=source.status().message, drops=source.status().drops)
-    gpsd_phase(device, tempfile.mkdtemp(prefix="gpsd-"))
+    if shutil.which("gpsd") and shutil.which("gpspipe"):
+        gpsd_phase(device, tempfile.mkdtemp(prefix="gpsd-"))
+    else:
+        emit(step="gpsd-missing")
     os.close(fd)
     return 0
 
