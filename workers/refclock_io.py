@@ -148,8 +148,8 @@ def _real_ioctl(fd: int, request: int, buf: bytearray, mutate: bool) -> int:
 class PpsDevice:
     """A PPS device on an fd the caller owns; ``execute`` turns one action into one event.
 
-    ``ioctl`` is the system call (tests pass a double that answers as the kernel does,
-    since no PPS device can be made without kernel support: see docs/refclocks.md).
+    ``ioctl`` is the system call (unit tests pass a double that answers as the kernel
+    does; tests/integration/test_pps_guest.py reads a real device in the QEMU guest).
     """
 
     def __init__(self, fd: int, path: str, *, ioctl: IoctlFn = _real_ioctl) -> None:

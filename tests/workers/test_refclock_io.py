@@ -1,9 +1,9 @@
 """workers/refclock_io.py: the feeder socket (real Unix sockets) and the PPS reader.
 
-No PPS device exists on a machine without PPS hardware or a PPS kernel module
-(docs/refclocks.md says what was tried), so the reader is run against a double of
-the ioctl system call that answers as drivers/pps/pps.c does, and against a real
-fd that is no PPS device (/dev/null: the kernel answers ENOTTY).
+This host has no PPS device, so here the reader runs against a double of the ioctl
+system call that answers as drivers/pps/pps.c does, and against a real fd that is no
+PPS device (/dev/null: the kernel answers ENOTTY). A real kernel PPS device (pps_parport
+in the QEMU guest) is read in tests/integration/test_pps_guest.py.
 """
 
 from __future__ import annotations
