@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import tempfile
 import termios
 import threading
 import time
+from typing import Any
 
 from ntpd_py.core import pps_abi
 from ntpd_py.core.config import PpsSourceConfig, SockSourceConfig
@@ -98,6 +100,17 @@ def nmea_feed(stop: threading.Event) -> None:
         os.close(fd)
 
 
+def _stop(proc: subprocess.Popen[Any]) -> tuple[Any, Any]:
+    """SIGTERM by PID, then SIGKILL if it has not exited within 10 s; its output."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.communicate(timeout=10)
+
+
 def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
     """Real gpsd on /dev/pps0 writes SOCK samples to the socket we made, as for chrony.
 
@@ -150,14 +163,10 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
         time.sleep(0.5)
     finally:
         feed_stop.set()
-        for proc in (pipe, gpsd):
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, 15)
-        gpsd_err = ""
         gpspipe_out = ""
         if pipe is not None:
-            gpspipe_out = pipe.communicate(timeout=10)[0]
-        gpsd_err = gpsd.communicate(timeout=10)[1].decode(errors="replace")
+            gpspipe_out = _stop(pipe)[0] or ""
+        gpsd_err = (_stop(gpsd)[1] or b"").decode(errors="replace")
         sock.close()
         os.unlink(path)
     pps_lines = [line for line in gpspipe_out.splitlines() if '"class":"PPS"' in line]
