@@ -175,6 +175,13 @@ class PpsDrop(enum.StrEnum):
     NONSENSE = "nonsense"  # the kernel's answer could not be decoded
 
 
+# the events that answer each device action
+_ANSWERS: dict[type[CheckDevice | FetchPulse], tuple[type[PpsEvent], ...]] = {
+    CheckDevice: (PpsDeviceChecked, PpsDeviceFailed),
+    FetchPulse: (PulseFetched, FetchTimedOut, PpsDeviceFailed),
+}
+
+
 class PpsSource:
     """One PPS source. Call ``start`` once, then feed the device's events and timers."""
 
@@ -188,7 +195,7 @@ class PpsSource:
         self._message = f"checking {config.path}"
         self._whole: WholeSeconds | None = None
         self._last_seq: int | None = None
-        self._awaiting = False
+        self._awaiting: type[CheckDevice | FetchPulse] | None = None
         self._retry_ns = RETRY_MIN_NS
         self._samples = 0
         self._drops: dict[str, int] = {}
@@ -217,7 +224,7 @@ class PpsSource:
         return [self._ask(CheckDevice())]
 
     def handle_timer(self, now_mono_ns: int) -> list[PpsAction]:
-        if self._deadline_ns is None or self._awaiting:
+        if self._deadline_ns is None or self._awaiting is not None:
             return []
         if now_mono_ns < self._deadline_ns:
             return [SetTimer(self._deadline_ns)]
@@ -226,9 +233,13 @@ class PpsSource:
 
     def handle_event(self, event: PpsEvent, now_mono_ns: int) -> list[PpsAction]:
         """The answer to the last device action (ValueError if none was asked for)."""
-        if not self._awaiting:
-            raise ValueError(f"{self.source_id}: a device event nobody asked for: {event!r}")
-        self._awaiting = False
+        asked = self._awaiting
+        answers = _ANSWERS[asked] if asked is not None else ()
+        if not isinstance(event, answers):
+            # a worker bug: refused before anything changes
+            raise ValueError(f"{self.source_id}: {type(event).__name__} does not answer "
+                             f"{asked.__name__ if asked else 'nothing'}")
+        self._awaiting = None
         if isinstance(event, PpsDeviceChecked):
             return self._checked(event.caps)
         if isinstance(event, PulseFetched):
@@ -305,9 +316,9 @@ class PpsSource:
     # --- helpers -------------------------------------------------------------------------------
 
     def _ask(self, action: CheckDevice | FetchPulse) -> CheckDevice | FetchPulse:
-        if self._awaiting:
+        if self._awaiting is not None:
             raise ValueError(f"{self.source_id}: a device action is already outstanding")
-        self._awaiting = True
+        self._awaiting = type(action)
         return action
 
     def _fetch(self) -> FetchPulse | CheckDevice:

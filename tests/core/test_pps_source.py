@@ -235,3 +235,52 @@ def test_published_offsets_follow_the_pulses(jitter_ns: list[int], local_error_s
         got += [a.sample.offset_s for a in actions if isinstance(a, Publish)]
         want.append((-round(local_error_s * NS) - jit) / NS)
     assert got == pytest.approx(want, abs=2e-9)
+
+
+def test_an_answer_to_another_request_is_refused_before_anything_changes() -> None:
+    src = pps()
+    src.start(MONO0)  # CheckDevice outstanding
+    before = src.status()
+    with pytest.raises(ValueError, match="does not answer CheckDevice"):
+        src.handle_event(fetched(1, REAL0), MONO0)
+    assert src.status() == before and src.state is PpsState.CHECKING
+    src.handle_event(PpsDeviceChecked(PPS_CAPTUREASSERT | PPS_CANWAIT), MONO0)
+    with pytest.raises(ValueError, match="does not answer FetchPulse"):
+        src.handle_event(PpsDeviceChecked(PPS_CAPTUREASSERT | PPS_CANWAIT), MONO0)
+
+
+_EVENTS = st.one_of(
+    st.builds(lambda seq, frac, late: fetched(seq, REAL0 + seq * NS + frac, after_ns=late),
+              st.integers(0, 40), st.integers(-NS // 2, NS // 2), st.integers(-NS, 20 * NS)),
+    st.just(FetchTimedOut()),
+    st.builds(PpsDeviceFailed, st.sampled_from(list(PpsErrorKind)), st.just("x")),
+    st.builds(PpsDeviceChecked, st.integers(0, 0x3FFF)),
+)
+
+
+@given(st.lists(_EVENTS, max_size=40),
+       st.one_of(st.none(), st.builds(est, st.floats(-2.0, 2.0), st.floats(0.0, 0.2))))
+def test_any_event_sequence_keeps_the_machine_consistent(events: list[object],
+                                                          whole: WholeSeconds | None) -> None:
+    """Events that answer the outstanding request are taken, others refused unchanged;
+    a sample is published only with whole seconds, and only in RUNNING."""
+    src = pps()
+    src.update_whole_seconds(whole)
+    src.start(MONO0)
+    now = MONO0
+    for event in events:
+        now += NS
+        src.handle_timer(now)
+        before = src.status()
+        try:
+            actions = src.handle_event(event, now)  # type: ignore[arg-type]
+        except ValueError:
+            assert src.status() == before
+            continue
+        published = [a for a in actions if isinstance(a, Publish)]
+        if published:
+            assert whole is not None and src.state is PpsState.RUNNING
+        requests = [a for a in actions if isinstance(a, CheckDevice | FetchPulse)]
+        assert len(requests) <= 1
+        if src.state is PpsState.FAILED:
+            assert requests == []
