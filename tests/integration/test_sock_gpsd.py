@@ -3,14 +3,19 @@
 A separate process connects to the socket workers/refclock_io.py made and sends
 malformed datagrams of every kind, then a flood; the receiver drops and counts
 each by reason and keeps accepting good samples. Real gpsd feeding this socket
-runs in the QEMU guest (tests/integration/test_pps_guest.py: gpsd does no time
-service for gpsfake's ptys, so it needs the guest's serial port and PPS device).
+runs in the QEMU guest (tests/integration/test_pps_guest.py): gpsd does no time
+service for gpsfake's ptys, which the last test here shows with the recorded log
+tests/data/gps-1hz.nmea, so it needs the guest's serial port and PPS device.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import select
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +86,37 @@ def test_a_flood_is_bounded_and_every_datagram_accounted(tmp_path: Path) -> None
     assert status.drops.get("flood", 0) + receiver.overflow > total // 2
     assert 1 <= status.samples < total // 4
     assert receiver.source.state is SockState.RUNNING
+
+
+NMEA_LOG = Path(__file__).resolve().parents[1] / "data" / "gps-1hz.nmea"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_gpsd_under_gpsfake_reads_the_log_but_never_feeds_a_chrony_socket() -> None:
+    """Why the real-gpsd sock test runs in the QEMU guest: gpsd (3.22) does no time
+    service for a pty, which is what gpsfake feeds it, so it never looks for
+    /run/chrony.<pty>.sock. It does parse the recorded log (the TPV times are its)."""
+    gpsfake = shutil.which("gpsfake")
+    if gpsfake is None:
+        pytest.skip("gpsfake is not installed (Debian gpsd-clients: tests/run.sh)")
+    proc = subprocess.Popen([gpsfake, "-1", "-n", "-c", "0.05", "-D", "9", "-P",
+                             str(_free_port()), "-p", str(NMEA_LOG)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)  # gpsfake stops the gpsd it started
+            proc.communicate(timeout=30)
+    times = [json.loads(line)["time"] for line in out.splitlines()
+             if '"class":"TPV"' in line and '"time"' in line]
+    assert times[:3] == ["2026-12-04T12:34:00.000Z", "2026-12-04T12:34:01.000Z",
+                         "2026-12-04T12:34:02.000Z"]
+    assert len(times) >= 19
+    assert "/dev/pts/" in err  # the pty gpsfake made, activated by gpsd
+    assert "chrony" not in err.lower()  # no chrony socket looked for, opened or written
