@@ -153,3 +153,15 @@ def test_offsets_pass_through_unchanged(offsets: list[float], gap_ns: int) -> No
         got += [p.sample.offset_s for p in published(
             src.handle_datagram(encode_sock_sample(stamp, off), MONO0 + i * gap_ns, stamp))]
     assert got == offsets
+
+
+def test_good_samples_read_in_one_wakeup_are_all_accepted() -> None:
+    """A slow wake-up finds several samples queued; they share its receive instant."""
+    src = source()
+    recv_real = REAL0 + 3 * NS
+    got = []
+    for i in range(3):
+        got += published(src.handle_datagram(encode_sock_sample(REAL0 + i * NS, 0.001 * i),
+                                             MONO0, recv_real))
+    assert [p.sample.offset_s for p in got] == [0.0, 0.001, 0.002]
+    assert [p.sample.mono_ns for p in got] == [MONO0 - 3 * NS, MONO0 - 2 * NS, MONO0 - NS]
