@@ -109,6 +109,11 @@ FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
     ("aws-ena", "RMS frequency error, last 30 min", lambda s: s.rms_freq_error_ppm, "ppm", None),
     ("aws-ena", "max \\|frequency error\\|, last 30 min", lambda s: s.max_abs_freq_error_ppm,
      "ppm", None),
+    # issue 21: a GPS sock source, with and without its PPS (no chrony run of these)
+    ("gps-sock-pps", "RMS offset, last 30 min", lambda s: s.rms_offset_s, "ns", None),
+    ("gps-sock-pps", "max \\|offset\\|, last 30 min", lambda s: s.max_abs_offset_s, "ns", None),
+    ("gps-sock-only", "RMS offset, last 30 min", lambda s: s.rms_offset_s, "µs", None),
+    ("gps-sock-only", "max \\|offset\\|, last 30 min", lambda s: s.max_abs_offset_s, "µs", None),
     ("cold-start", "steps", lambda s: float(s.steps), "", None),
     ("cold-start", "RMS offset, 2nd half", lambda s: s.rms_offset_s, "µs", None),
     ("panic", "exit status", lambda s: 70.0 if s.panic else 0.0, "", None),

@@ -41,10 +41,12 @@ __all__ = [
     "PartialPollIntervalLimits",
     "PollIntervalLimits",
     "PoolSourceConfig",
+    "PpsSourceConfig",
     "PtpSourceConfig",
     "ServerConfig",
     "ServerSourceConfig",
     "SimulationConfig",
+    "SockSourceConfig",
     "SourceConfig",
     "SourceDefaultsConfig",
     "StepThreshold",
@@ -359,6 +361,86 @@ class PtpSourceConfig(_Table):
         return 2.0**self.interval
 
 
+class _RefclockSourceBase(_Table):
+    """Keys shared by the reference-clock sources (sock, pps).
+
+    ntpd-rs reads these two tables with hand-written deserializers whose keys are
+    snake_case (`measurement_noise_estimate`), unlike the rest of the file; the
+    same spelling is accepted here, so an ntpd-rs file loads unchanged.
+    """
+
+    model_config = ConfigDict(alias_generator=None)
+
+    path: str = Field(description="an absolute path")
+    precision: Annotated[float | None, Field(gt=0.0, allow_inf_nan=False,
+        description=("1-sigma noise of one sample, seconds (required, or its square as "
+                     "measurement_noise_estimate)"))] = None
+    measurement_noise_estimate: Annotated[float | None, Field(gt=0.0, allow_inf_nan=False,
+        description=("deprecated by ntpd-rs: the variance of one sample, seconds squared; "
+                     "precision is its square root"))] = None
+    accuracy: Annotated[float, Field(gt=0.0, allow_inf_nan=False,
+        description=("a constant error this source may have, seconds (0: none); ntpd-rs uses it "
+                     "to rank sources with a static offset lower"))] = 0.0
+
+    @field_validator("path")
+    @classmethod
+    def _path_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("expected an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _one_noise_key(self) -> _RefclockSourceBase:
+        if self.precision is None and self.measurement_noise_estimate is None:
+            raise ValueError("missing key 'precision' (the 1-sigma noise of one sample, seconds)")
+        if self.precision is not None and self.measurement_noise_estimate is not None:
+            raise ValueError("set precision or measurement_noise_estimate (its deprecated "
+                             "square), not both")
+        return self
+
+    @property
+    def precision_s(self) -> float:
+        """The 1-sigma noise of one sample (measurement_noise_estimate is its square)."""
+        if self.precision is not None:
+            return self.precision
+        assert self.measurement_noise_estimate is not None  # _one_noise_key
+        return math.sqrt(self.measurement_noise_estimate)
+
+
+class SockSourceConfig(_RefclockSourceBase):
+    """`mode = "sock"`: samples a feeder such as gpsd writes to a Unix datagram socket.
+
+    ntpd-py creates the socket at `path` (gpsd writes to /run/chrony.<device>.sock);
+    each datagram is the SOCK sample chrony defined (core/refclock_sock.py).
+    Its keys are checked, but the source does not run yet: a file with it is refused
+    with "not supported yet".
+    """
+
+    mode: Literal["sock"] = Field(description="samples from gpsd (or another feeder) over a socket")
+    path: str = Field(description=("the Unix datagram socket ntpd-py creates for the feeder, "
+                                   "e.g. /run/chrony.ttyS0.sock for gpsd on /dev/ttyS0"))
+
+
+class PpsSourceConfig(_RefclockSourceBase):
+    """`mode = "pps"`: a kernel PPS device (/dev/ppsN).
+
+    A pulse marks the start of a second (of a period) only: the whole seconds come
+    from the other sources, so PPS alone cannot set the clock and does not count
+    towards minimum-agreeing-sources (as in ntpd-rs). Its keys are checked, but the
+    source does not run yet: a file with it is refused with "not supported yet".
+    """
+
+    mode: Literal["pps"] = Field(description="a kernel PPS device; whole seconds come from "
+                                             "the other sources")
+    path: str = Field(description="the PPS device, e.g. /dev/pps0 (must support PPS_CANWAIT)")
+    period: Annotated[float, Field(gt=0.0, le=3600.0, allow_inf_nan=False,
+        description="seconds between pulses (1.0; 0.1 for a 10 Hz signal)")] = 1.0
+    # ntpd-py only: ntpd-rs always uses the assert edge.
+    edge: Literal["assert", "clear"] = Field(
+        "assert", description=("which edge of the signal marks the second: assert or clear "
+                               "(ntpd-py only; ntpd-rs uses assert)"))
+
+
 class _UnsupportedSource(BaseModel):
     """A source mode ntpd-rs knows that ntpd-py does not implement yet."""
 
@@ -368,8 +450,6 @@ class _UnsupportedSource(BaseModel):
     @model_validator(mode="after")
     def _refuse(self) -> _UnsupportedSource:
         hint = {
-            "sock": 'use a PHC (mode = "ptp") or an NTP source',
-            "pps": 'use a PHC (mode = "ptp") or an NTP source',
             "csptp": 'client-server PTP over the network; use a local PHC (mode = "ptp") '
                      'or an NTP source',
         }[self.mode]
@@ -406,14 +486,6 @@ class NtsPoolSourceConfig(_NtsSourceBase):
         description="how many servers of the pool to use at most")] = 4
 
 
-class _SockSourceConfig(_UnsupportedSource):
-    mode: Literal["sock"]
-
-
-class _PpsSourceConfig(_UnsupportedSource):
-    mode: Literal["pps"]
-
-
 class _CsptpSourceConfig(_UnsupportedSource):
     mode: Literal["csptp"]
 
@@ -424,17 +496,20 @@ SourceConfig = Annotated[
     | PtpSourceConfig
     | NtsSourceConfig
     | NtsPoolSourceConfig
-    | _SockSourceConfig
-    | _PpsSourceConfig
+    | SockSourceConfig
+    | PpsSourceConfig
     | _CsptpSourceConfig,
     Field(discriminator="mode"),
 ]
-SUPPORTED_MODES = ("server", "pool", "ptp", "nts", "nts-pool")
+SUPPORTED_MODES = ("server", "pool", "ptp", "nts", "nts-pool", "sock", "pps")
 # Parsed and validated, but refused by `ntpd-py run` until the NTS workers are wired
 # (`ntpd-py validate` warns); see Config.not_yet_supported().
 NOT_YET_RUNNABLE_MODES = ("nts", "nts-pool")
 # ntpd-rs modes refused as "not supported yet" rather than as unknown.
-UNSUPPORTED_MODES = ("sock", "pps", "csptp")
+UNSUPPORTED_MODES = ("csptp",)
+# Modes whose keys are checked but which no worker runs yet: the whole file is refused
+# with "not supported yet" on the mode (issue #21; emptied when the roles are wired).
+UNWIRED_MODES: tuple[str, ...] = ("sock", "pps")
 
 
 # -- synchronization --------------------------------------------------------------------
@@ -903,6 +978,28 @@ class Config(_Table):
         return self
 
     @model_validator(mode="after")
+    def _unique_refclock_paths(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, source in enumerate(self.source):
+            if isinstance(source, SockSourceConfig | PpsSourceConfig):
+                key = posixpath.normpath(source.path)
+                if key in seen:
+                    raise ValueError(
+                        f"source[{index}].path: {source.path!r} is already used by "
+                        f"source[{seen[key]}]; each socket or PPS device may appear once")
+                seen[key] = index
+        return self
+
+    @model_validator(mode="after")
+    def _unwired_modes(self) -> Config:
+        for index, source in enumerate(self.source):
+            if source.mode in UNWIRED_MODES:
+                raise ValueError(
+                    f'source[{index}].mode: mode = "{source.mode}" is not supported yet by '
+                    "ntpd-py (its keys are valid; the source itself is not implemented yet)")
+        return self
+
+    @model_validator(mode="after")
     def _source_poll_limits(self) -> Config:
         defaults = self.source_defaults.poll_interval_limits
         for index, source in enumerate(self.source):
@@ -925,6 +1022,8 @@ class Config(_Table):
         """How many sources could take part in the vote (a pool counts `count`)."""
         total = 0
         for source in self.source:
+            if isinstance(source, PpsSourceConfig):
+                continue  # a pulse has no whole seconds: it cannot vote (as in ntpd-rs)
             if isinstance(source, PoolSourceConfig | NtsPoolSourceConfig):
                 total += source.count
             else:

@@ -418,7 +418,8 @@ class ClockController:
     def _select_and_combine(self, now_ns: int) -> Combined | None:
         """Judge and mark every source; combine the agreeing ones (None: no consensus)."""
         candidates, estimates, starting = self._judge(now_ns)
-        chosen = select(candidates, self.sync.minimum_agreeing_sources, starting)
+        pulses = frozenset(sid for sid, src in self.sources.items() if src.kind is SourceKind.PPS)
+        chosen = select(candidates, self.sync.minimum_agreeing_sources, starting, pulses)
         if not chosen.consensus:
             why = (
                 f"no majority agrees ({chosen.agreeing} of {len(candidates)} candidates"

@@ -23,6 +23,8 @@ class SourceKind(enum.StrEnum):
 
     NTP = "ntp"
     PTP = "ptp"
+    SOCK = "sock"  # a feeder's samples (gpsd) over a Unix datagram socket
+    PPS = "pps"  # a kernel PPS device, its whole seconds from the other sources
 
 
 class LeapIndicator(enum.IntEnum):

@@ -42,7 +42,7 @@ from .wander import WanderBank
 
 __all__ = ["FilterResult", "SourceFilter", "measurement_variance"]
 
-STARTUP_SAMPLES = {SourceKind.NTP: 4, SourceKind.PTP: 3}
+STARTUP_SAMPLES = {SourceKind.NTP: 4, SourceKind.PTP: 3, SourceKind.SOCK: 3, SourceKind.PPS: 3}
 DELAY_WINDOW = 16
 NTP_EXCESS_BIAS = 0.25  # fraction of the mean delay excess added to every sample's excess
 NTP_NOISE_FLOOR_S = 1e-7  # timestamping noise of an NTP exchange
@@ -71,7 +71,7 @@ def measurement_variance(
 ) -> float:
     """Variance of one sample's offset (see the module docstring for the model)."""
     unc = min(uncertainty_s, MAX_UNCERTAINTY_S)
-    if kind is SourceKind.PTP:
+    if kind is not SourceKind.NTP:  # one-way (PHC, sock, PPS): the configured precision
         sigma = unc if unc > 0.0 else PHC_DEFAULT_PRECISION_S
         return max(sigma, 1e-11) ** 2
     base = min(delays) if delays else delay_s

@@ -66,15 +66,33 @@ def _regions(candidates: Sequence[Candidate]) -> tuple[int, list[tuple[float, fl
 
 
 def select(
-    candidates: Sequence[Candidate], minimum_agreeing: int, abstaining: int = 0
+    candidates: Sequence[Candidate], minimum_agreeing: int, abstaining: int = 0,
+    non_voting: frozenset[str] = frozenset(),
 ) -> Selection:
     """Pick the agreeing sources among ``candidates`` (all usable, radius finite).
 
     ``abstaining`` sources cannot be judged yet (still starting up) but count
     toward the majority: at start, the first source to finish its start-up
     must not decide the time alone when others are about to disagree with it.
+    ``non_voting`` candidates (PPS) take no part in the vote, as ntpd-rs keeps its
+    periodic sources out of it: a pulse's whole seconds come from the voters
+    (core/pps_source.py pairs each pulse with a selected source and refuses an
+    ambiguous one), so it cannot disagree with them about the second, only be
+    more precise within it. When the voters agree, the non-voting candidates are
+    selected with them; the combination weighs each by its precision. Judged
+    against the voters' interval instead, a 1 µs pulse was called a falseticker
+    whenever a 500 µs GPS's filtered estimate strayed past its own 2 σ, and the
+    clock followed the GPS for a while (gps-sock-pps: 6.4 µs RMS instead of 0.2 µs).
     """
-    if not candidates:
+    voters = [c for c in candidates if c.source_id not in non_voting]
+    if voters and len(voters) < len(candidates):
+        agreed = select(voters, minimum_agreeing, abstaining)
+        if not agreed.consensus:
+            return agreed
+        joined = tuple(c.source_id for c in candidates if c.source_id in non_voting)
+        return Selection((*agreed.selected, *joined), agreed.falsetickers, agreed.agreeing,
+                         agreed.low, agreed.high)
+    if not voters:
         return Selection((), (), 0)
     best, regions = _regions(candidates)
     if best < minimum_agreeing or 2 * best <= len(candidates) + abstaining:

@@ -17,7 +17,7 @@ from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Wire forms of the core enums: plain values, converted at the boundary.
-Kind = Literal["ntp", "ptp"]
+Kind = Literal["ntp", "ptp", "sock", "pps"]  # core.events.SourceKind
 Leap = Literal[0, 1, 2, 3]
 
 __all__ = [

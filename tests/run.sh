@@ -29,8 +29,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # groff: tests/supervisor/test_manpages.py renders the man pages with groff -man.
+# gpsd, gpsd-clients: tests/integration/test_pps_guest.py (gpsd feeding a sock source).
 DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static
-      linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db lintian)
+      linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db lintian
+      gpsd gpsd-clients)
 
 apt_install() {
     # Never let a package start its service: a chronyd started by apt would

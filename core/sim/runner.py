@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,19 @@ from ..controller import ClockController
 from ..events import Sample
 from ..phc import PhcReadingRejected, Reading, ReadMethod
 from ..phc_estimate import Estimator, WindowSlope, build_sample, default_estimator, estimate
+from ..pps_abi import PPS_CANWAIT, PPS_CAPTUREBOTH, PpsFetch
+from ..pps_source import PpsSource, whole_seconds_from
+from ..refclock_events import PpsDeviceChecked, PulseFetched
+from ..refclock_sock import encode_sock_sample
+from ..sock_source import SockSource
+from ..source_actions import Publish
 from ..units import NS_PER_S
 from . import rng
 from .metrics import Summary, Trace, summarize
 from .ntp import Exchange, KissOfDeath, ntp_sample
 from .phc import phc_sample
 from .scenario import Scenario
-from .world import PhcSource, ServerSource, World, build_world
+from .world import PhcSource, PpsFeed, ServerSource, SimSourceModel, SockFeed, World, build_world
 
 __all__ = ["Progress", "SimResult", "Simulation"]
 
@@ -67,7 +74,7 @@ class SimResult:
 class _Client:
     """Per-source client state (poll, request counter, reachability)."""
 
-    source: PhcSource | ServerSource
+    source: SimSourceModel
     poll_log2: int = 0
     requests: int = 0
     burst_left: int = 0
@@ -75,6 +82,8 @@ class _Client:
     awaiting: bool = False
     denied: bool = False
     slope: WindowSlope | None = None  # a PHC's window-offset relation, as the worker keeps it
+    # the worker's own state machine of a sock or PPS source (core/sock_source.py, pps_source.py)
+    refclock: SockSource | PpsSource | None = None
 
 
 class Simulation:
@@ -112,9 +121,24 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, (t_ns, self._seq, kind, data))
 
-    def _add(self, src: PhcSource | ServerSource) -> None:
+    def _add(self, src: SimSourceModel) -> None:
         phase = int(rng.uniform(self.seed, src.source_id, "phase", 0) * NS_PER_S)
-        if isinstance(src, PhcSource):
+        if isinstance(src, SockFeed):
+            self.controller.add_source(src.source_id, src.kind, poll_log2=0)
+            sock = SockSource(src.config, src.source_id)
+            sock.start(self.clock.mono_ns(0))
+            client = _Client(src, refclock=sock)
+            self._push(int(src.config.sim.interval * NS_PER_S), "sock", client)
+        elif isinstance(src, PpsFeed):
+            period_ns = round(src.config.period * NS_PER_S)
+            poll = round(math.log2(src.config.period))
+            self.controller.add_source(src.source_id, src.kind, poll_log2=poll)
+            pps = PpsSource(src.config, src.source_id)
+            pps.start(self.clock.mono_ns(0))
+            pps.handle_event(PpsDeviceChecked(PPS_CAPTUREBOTH | PPS_CANWAIT), self.clock.mono_ns(0))
+            client = _Client(src, poll_log2=poll, refclock=pps)
+            self._push(period_ns, "pps", client)
+        elif isinstance(src, PhcSource):
             poll = src.config.interval
             self.controller.add_source(src.source_id, src.kind, poll_log2=poll)
             client = _Client(src, poll_log2=poll)
@@ -149,6 +173,9 @@ class Simulation:
             "deliver": self._on_deliver,
             "timer": self._on_timer,
             "external-step": self._on_external_step,
+            "sock": self._on_sock,
+            "sock-datagram": self._on_sock_datagram,
+            "pps": self._on_pps,
         }
         while self._queue and self.panic is None:
             t, _, kind, data = heapq.heappop(self._queue)
@@ -249,6 +276,53 @@ class Simulation:
                               realtime_ns=est.realtime_ns, poll_log2=cfg.interval)
         sample = dataclasses.replace(sample, reference_id=src.reference_id)
         self._push(t + int(src.latency_s * NS_PER_S) + 1, "deliver", sample)
+
+    def _on_sock(self, t: int, client: Any) -> None:
+        """The feeder learns of true second ``t`` after its delay and sends a SOCK sample."""
+        src: SockFeed = client.source
+        sim = src.config.sim
+        self._push(t + round(sim.interval * NS_PER_S), "sock", client)
+        k = client.requests
+        client.requests += 1
+        if rng.uniform(self.seed, src.source_id, "loss", k) < sim.loss:
+            return
+        late_s = sim.delay + rng.normal(self.seed, src.source_id, "jitter", k, sim.jitter)
+        # the feeder's local timestamp of the moment it learns of second t (jitter both
+        # ways around the mean delay: no clamping, which would bias the mean)
+        stamp = self.clock.realtime_ns(t + round(late_s * NS_PER_S))
+        offset_s = (self.clock.real_epoch_ns + t - stamp) / NS_PER_S  # reference - local
+        arrive = t + max(0, round(late_s * NS_PER_S)) + round(sim.latency * NS_PER_S)
+        self._push(arrive, "sock-datagram", (client, encode_sock_sample(stamp, offset_s)))
+
+    def _on_sock_datagram(self, t: int, data: Any) -> None:
+        client, datagram = data
+        sock: SockSource = client.refclock
+        for action in sock.handle_datagram(datagram, self.clock.mono_ns(t),
+                                           self.clock.realtime_ns(t)):
+            if isinstance(action, Publish):
+                self._call(t, self.controller.handle_sample(action.sample, **self._now(t)))
+
+    def _on_pps(self, t: int, client: Any) -> None:
+        """A pulse at true period boundary ``t``, stamped by the kernel on the local clock."""
+        src: PpsFeed = client.source
+        sim = src.config.sim
+        pps: PpsSource = client.refclock
+        self._push(t + pps.period_ns, "pps", client)
+        k = client.requests
+        client.requests += 1
+        if rng.uniform(self.seed, src.source_id, "loss", k) < sim.loss:
+            return
+        noise_s = sim.bias + rng.normal(self.seed, src.source_id, "jitter", k, sim.jitter)
+        stamp = self.clock.realtime_ns(t) + round(noise_s * NS_PER_S)
+        seen = t + round(sim.latency * NS_PER_S)
+        # the worker's view of the clock algorithm: who knows the whole seconds
+        pps.update_whole_seconds(whole_seconds_from(
+            self.controller.source_snapshots(now_mono_ns=self.clock.mono_ns(seen))))
+        event = PulseFetched(PpsFetch(k + 1, 0, stamp, 0, PPS_CAPTUREBOTH),
+                             self.clock.mono_ns(seen), self.clock.realtime_ns(seen))
+        for action in pps.handle_event(event, self.clock.mono_ns(seen)):
+            if isinstance(action, Publish):
+                self._push(seen, "deliver", action.sample)
 
     def _on_send(self, t: int, client: Any) -> None:
         src: ServerSource = client.source

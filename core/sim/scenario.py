@@ -23,8 +23,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import (
+    PpsSourceConfig,
     PtpSourceConfig,
     ServerSourceConfig,
+    SockSourceConfig,
     SourceDefaultsConfig,
     SynchronizationConfig,
 )
@@ -34,11 +36,15 @@ from ..toml_lines import line_of, scan_key_lines
 __all__ = [
     "LocalClockSim",
     "PhcSim",
+    "PpsSim",
     "Scenario",
     "ScenarioInfo",
     "ServerSim",
+    "SimPpsSource",
     "SimPtpSource",
     "SimServerSource",
+    "SimSockSource",
+    "SockSim",
     "load_scenario_text",
 ]
 
@@ -167,6 +173,46 @@ class ServerSim(_Table):
         return self
 
 
+class SockSim(_Table):
+    """`[source.sim]` of a sock source: a GPS receiver's time messages as gpsd sends them.
+
+    Each `interval` the feeder learns the time of a true second `delay` (mean, plus
+    `jitter`, 1 σ) after it happened, stamps that moment on the local clock and sends
+    the offset; the datagram reaches the worker `latency` later, or is lost.
+    """
+
+    delay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    jitter: _NonNeg = 500e-6
+    interval: Annotated[float, Field(ge=0.05, le=64.0)] = 1.0
+    latency: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-3
+    loss: _Probability = 0.0
+
+
+class PpsSim(_Table):
+    """`[source.sim]` of a PPS source: pulses at true period boundaries.
+
+    The kernel stamps each pulse on the local clock `bias` late (a cable, an
+    interrupt latency) plus `jitter` (1 σ); the worker sees it `latency` after it.
+    """
+
+    bias: _Finite = 0.0
+    jitter: _NonNeg = 1e-6
+    latency: Annotated[float, Field(ge=0.0, le=0.5)] = 50e-6
+    loss: _Probability = 0.0
+
+
+class SimSockSource(SockSourceConfig):
+    """An ntpd-py `mode = "sock"` source with its simulated feeder."""
+
+    sim: SockSim = Field(default_factory=SockSim)
+
+
+class SimPpsSource(PpsSourceConfig):
+    """An ntpd-py `mode = "pps"` source with its simulated pulse."""
+
+    sim: PpsSim = Field(default_factory=PpsSim)
+
+
 class SimPtpSource(PtpSourceConfig):
     """An ntpd-py `mode = "ptp"` source with its simulated device."""
 
@@ -179,7 +225,8 @@ class SimServerSource(ServerSourceConfig):
     sim: ServerSim = Field(default_factory=ServerSim)
 
 
-SimSource = Annotated[SimPtpSource | SimServerSource, Field(discriminator="mode")]
+SimSource = Annotated[SimPtpSource | SimServerSource | SimSockSource | SimPpsSource,
+                      Field(discriminator="mode")]
 
 
 class Scenario(_Table):
@@ -206,8 +253,11 @@ class Scenario(_Table):
         return after if after is not None and after < duration_s else duration_s / 2
 
 
-def source_id(src: SimPtpSource | SimServerSource) -> str:
-    return src.path if isinstance(src, SimPtpSource) else src.address
+def source_id(src: SimPtpSource | SimServerSource | SimSockSource | SimPpsSource) -> str:
+    return src.address if isinstance(src, SimServerSource) else src.path
+
+
+_MODES = ("ptp", "server", "sock", "pps")
 
 
 def _render(path: tuple[Any, ...]) -> str:
@@ -225,7 +275,8 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "missing mandatory key"
     if kind == "union_tag_invalid":
-        return 'unknown mode; a scenario simulates mode = "ptp" or mode = "server" sources'
+        return ('unknown mode; a scenario simulates mode = "ptp", "server", "sock" or "pps" '
+                "sources")
     return str(err["msg"]).removeprefix("Value error, ")
 
 
@@ -245,7 +296,7 @@ def load_scenario_text(text: str, filename: str = "<scenario>") -> Scenario:
         issues = []
         for err in exc.errors():
             path = list(err["loc"])
-            if len(path) >= 3 and path[0] == "source" and path[2] in ("ptp", "server"):
+            if len(path) >= 3 and path[0] == "source" and path[2] in _MODES:
                 del path[2]  # pydantic's union tag
             key = tuple(path)
             issues.append(

@@ -14,9 +14,19 @@ from ..events import LeapIndicator, SourceKind
 from .clock import LocalClockModel, LocalClockParams, SimClock
 from .ntp import NtpServerModel, ServerParams
 from .phc import PhcModel, PhcParams
-from .scenario import PhcSim, Scenario, SimPtpSource, SimServerSource, source_id
+from .scenario import (
+    PhcSim,
+    Scenario,
+    SimPpsSource,
+    SimPtpSource,
+    SimServerSource,
+    SimSockSource,
+    source_id,
+)
 
-__all__ = ["MONO_EPOCH_NS", "PhcSource", "ServerSource", "World", "build_world", "phc_params"]
+__all__ = ["MONO_EPOCH_NS", "PhcSource", "PpsFeed", "ServerSource", "SimSourceModel", "SockFeed",
+           "World",
+           "build_world", "phc_params"]
 
 MONO_EPOCH_NS = 1_000 * 1_000_000_000  # CLOCK_MONOTONIC at the start: booted 1000 s ago
 _LEAP = {
@@ -58,9 +68,41 @@ class ServerSource:
 
 
 @dataclass(frozen=True, slots=True)
+class SockFeed:
+    """A GPS receiver behind gpsd, writing SOCK samples (the sample is core's own codec)."""
+
+    source_id: str
+    config: SimSockSource
+
+    kind = SourceKind.SOCK
+
+    def time_error(self, t_ns: int) -> float:
+        # what a sample says minus the truth, on average: the message's mean delay
+        del t_ns
+        return -self.config.sim.delay
+
+
+@dataclass(frozen=True, slots=True)
+class PpsFeed:
+    """A 1PPS signal into a kernel PPS device."""
+
+    source_id: str
+    config: SimPpsSource
+
+    kind = SourceKind.PPS
+
+    def time_error(self, t_ns: int) -> float:
+        del t_ns
+        return -self.config.sim.bias
+
+
+SimSourceModel = PhcSource | ServerSource | SockFeed | PpsFeed
+
+
+@dataclass(frozen=True, slots=True)
 class World:
     clock: SimClock
-    sources: tuple[PhcSource | ServerSource, ...]
+    sources: tuple[SimSourceModel, ...]
     seed: int
 
 
@@ -155,12 +197,16 @@ def build_world(scenario: Scenario, seed: int) -> World:
         real_epoch_ns=scenario.scenario.start_ns(),
         mono_epoch_ns=MONO_EPOCH_NS,
     )
-    sources: list[PhcSource | ServerSource] = []
+    sources: list[SimSourceModel] = []
     phcs = 0
     for src in scenario.source:
         if isinstance(src, SimPtpSource):
             sources.append(_phc(src, seed, phcs))
             phcs += 1
+        elif isinstance(src, SimSockSource):
+            sources.append(SockFeed(source_id(src), src))
+        elif isinstance(src, SimPpsSource):
+            sources.append(PpsFeed(source_id(src), src))
         else:
             sources.append(_server(src, scenario, seed))
     return World(clock, tuple(sources), seed)

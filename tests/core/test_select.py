@@ -88,3 +88,18 @@ def test_selection_never_leaves_the_agreeing_set(
         assert x.offset - x.radius <= result.low <= result.high <= x.offset + x.radius
     # nobody outside the set agrees with all of it: the set is the largest overlap
     assert len(result.selected) == result.agreeing
+
+
+def test_non_voting_sources_join_the_voters_without_voting() -> None:
+    gps = Candidate("gps", 0.0, 1e-4)
+    ntp_far = Candidate("ntp", 0.5, 1e-4)
+    pps = Candidate("pps", 5e-4, 1e-6)  # outside the GPS's interval: still no vote against
+    chosen = select([gps, pps], 1, non_voting=frozenset({"pps"}))
+    assert chosen.selected == ("gps", "pps") and chosen.falsetickers == ()
+    assert (chosen.low, chosen.high) == (-1e-4, 1e-4)
+    # without the exemption two disagreeing sources have no majority at all
+    assert not select([gps, pps], 1).consensus
+    # the pulse does not break a tie between voters either
+    assert not select([gps, ntp_far, pps], 1, non_voting=frozenset({"pps"})).consensus
+    # a non-voting source alone never makes a consensus
+    assert not select([pps], 1, non_voting=frozenset({"pps"})).consensus

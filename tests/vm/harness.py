@@ -219,14 +219,16 @@ def _new_run_dir() -> Path:
 
 def run_in_guest(command: str, *, timeout_s: float = 600.0, cwd: Path | None = None,
                  nics: bool = True, memory_mb: int = 1024, env: dict[str, str] | None = None,
-                 echo: bool = False, kernel_args: str = "") -> GuestResult:
+                 echo: bool = False, kernel_args: str = "",
+                 qemu_args: tuple[str, ...] = ()) -> GuestResult:
     """Boot the guest, run ``command`` (a shell command line) in it, power off.
 
     The QEMU process is always killed by its PID on the way out (timeout,
     exception or normal end). With ``echo`` the command's output is copied to
     our stdout as it arrives. ``kernel_args`` are appended to the kernel
     command line (``ntpdpy.systemd=STAGE`` boots systemd instead of running
-    ``command``: see init.sh and tests/deploy/).
+    ``command``: see init.sh and tests/deploy/). ``qemu_args`` are appended to
+    QEMU's (more devices, e.g. a parallel port for a PPS test).
     """
     ensure_host_ready()
     compile_for_guest()
@@ -234,7 +236,7 @@ def run_in_guest(command: str, *, timeout_s: float = 600.0, cwd: Path | None = N
     run_dir = _new_run_dir()
     cwd = (cwd or Path.cwd()).resolve()
     (run_dir / "guest.sh").write_text(_guest_script(command, cwd, run_dir, nics, env or {}))
-    argv = _qemu_argv(kernel, initrd, run_dir, nics, memory_mb, kernel_args)
+    argv = [*_qemu_argv(kernel, initrd, run_dir, nics, memory_mb, kernel_args), *qemu_args]
     started = time.monotonic()
     console: list[str] = []
     timed_out = False

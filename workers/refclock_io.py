@@ -1,0 +1,223 @@
+"""I/O behind the sock and PPS sources: the feeder's socket and the PPS device's ioctls.
+
+No role wiring lives here (issue #21, first stage): these are the pieces a sock
+or pps worker and the supervisor call.
+
+- :func:`create_sock_socket` is what the supervisor calls for a `mode = "sock"`
+  source: it makes the Unix datagram socket the feeder (gpsd) writes to, removing a
+  stale one only if it *is* a socket (never a file someone put there), binding
+  under a restrictive umask so the socket is never reachable with wider
+  permissions than asked for, then setting its mode and group.
+- :class:`SockReceiver` drains that socket with bounded work per wake-up and feeds
+  core/sock_source.py; what the source refuses is counted there, per reason.
+- :class:`PpsDevice` answers core/pps_source.py's device actions with PPS_GETCAP
+  and PPS_FETCH (with a timeout) on an fd passed in; buffers are core/pps_abi.py's.
+  :func:`set_pps_capture` is for the supervisor: PPS_SETPARAMS needs CAP_SYS_TIME.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+
+from ntpd_py.core import pps_abi
+from ntpd_py.core.pps_abi import PpsParams, PpsTimeInvalid
+from ntpd_py.core.refclock_events import (
+    CheckDevice,
+    FetchPulse,
+    FetchTimedOut,
+    PpsDeviceChecked,
+    PpsDeviceFailed,
+    PpsErrorKind,
+    PpsEvent,
+    PulseFetched,
+    SockAction,
+)
+from ntpd_py.core.sock_source import SockSource
+
+__all__ = [
+    "DISCARD_PER_WAKEUP",
+    "RECEIVE_PER_WAKEUP",
+    "IoctlFn",
+    "PpsDevice",
+    "SockReceiver",
+    "create_sock_socket",
+    "set_pps_capture",
+]
+
+RECEIVE_PER_WAKEUP = 16  # datagrams decoded per wake-up (gpsd sends one or two a second)
+DISCARD_PER_WAKEUP = 256  # beyond them, at most this many are read and thrown away
+_RECV_BUFFER = 128  # larger than any SOCK sample: a longer datagram shows as wrong-size
+_SOCKET_BINDING_UMASK = 0o177  # the socket exists with at most 0600 until chmod
+
+
+def create_sock_socket(path: str, *, mode: int = 0o660, gid: int | None = None) -> socket.socket:
+    """Bind a Unix datagram socket at ``path`` for a feeder, with ``mode`` (and group ``gid``).
+
+    A socket left at ``path`` by an earlier run is removed; anything else there
+    (a file, a directory, a symlink) is refused with FileExistsError, so a
+    misconfigured path cannot delete what is not ours. The process umask is
+    tightened only around bind (the supervisor is single-threaded when it calls this).
+    """
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; not "
+                                  "removing it", path)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        old_umask = os.umask(_SOCKET_BINDING_UMASK)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SockReceiver:
+    """Reads a feeder's datagrams into a :class:`SockSource`, a bounded amount per wake-up.
+
+    Up to RECEIVE_PER_WAKEUP datagrams are decoded; if more are queued, up to
+    DISCARD_PER_WAKEUP more are read and thrown away unread (``overflow``), so
+    a flood can neither keep the loop busy nor leave good samples to go stale
+    behind it. Clocks are read once per wake-up: the source maps each sample's
+    own stamp to CLOCK_MONOTONIC through that pair.
+    """
+
+    def __init__(self, sock: socket.socket, source: SockSource, *,
+                 per_wakeup: int = RECEIVE_PER_WAKEUP,
+                 discard: int = DISCARD_PER_WAKEUP) -> None:
+        self.sock = sock
+        self.source = source
+        self.per_wakeup = per_wakeup
+        self.discard = discard
+        self.overflow = 0  # datagrams read and thrown away undecoded
+
+    def on_readable(self) -> list[SockAction]:
+        mono_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        actions: list[SockAction] = []
+        for _ in range(self.per_wakeup):
+            data = self._recv()
+            if data is None:
+                return actions
+            actions += self.source.handle_datagram(data, mono_ns, real_ns)
+        for _ in range(self.discard):
+            if self._recv() is None:
+                break
+            self.overflow += 1
+        return actions
+
+    def _recv(self) -> bytes | None:
+        try:
+            return self.sock.recv(_RECV_BUFFER)
+        except (BlockingIOError, InterruptedError):
+            return None
+
+
+IoctlFn = Callable[[int, int, bytearray, bool], int]
+
+_ERRNO_KINDS = {
+    errno.ENOTTY: PpsErrorKind.NOT_PPS,
+    errno.EINVAL: PpsErrorKind.NOT_PPS,
+    errno.ENODEV: PpsErrorKind.VANISHED,
+    errno.ENXIO: PpsErrorKind.VANISHED,
+}
+
+
+def _real_ioctl(fd: int, request: int, buf: bytearray, mutate: bool) -> int:
+    return int(fcntl.ioctl(fd, request, buf, mutate))
+
+
+class PpsDevice:
+    """A PPS device on an fd the caller owns; ``execute`` turns one action into one event.
+
+    ``ioctl`` is the system call (unit tests pass a double that answers as the kernel
+    does; tests/integration/test_pps_guest.py reads a real device in the QEMU guest).
+    """
+
+    def __init__(self, fd: int, path: str, *, ioctl: IoctlFn = _real_ioctl) -> None:
+        self.fd = fd
+        self.path = path
+        self._ioctl = ioctl
+
+    def getcap(self) -> int:
+        buf = bytearray(pps_abi.GETCAP_SIZE)
+        self._ioctl(self.fd, pps_abi.PPS_GETCAP, buf, True)
+        return pps_abi.decode_getcap(buf)
+
+    def getparams(self) -> PpsParams:
+        buf = bytearray(pps_abi.KPARAMS_SIZE)
+        self._ioctl(self.fd, pps_abi.PPS_GETPARAMS, buf, True)
+        return pps_abi.decode_params(buf)
+
+    def fetch(self, timeout_ns: int) -> pps_abi.PpsFetch:
+        """Wait up to ``timeout_ns`` for the next edge (TimeoutError if none came)."""
+        buf = pps_abi.encode_fetch(timeout_ns)
+        while True:
+            try:
+                self._ioctl(self.fd, pps_abi.PPS_FETCH, buf, True)
+            except InterruptedError:  # a signal, not the device: wait again
+                continue
+            return pps_abi.decode_fetch(buf)
+
+    def execute(self, action: CheckDevice | FetchPulse) -> PpsEvent:
+        """Carry out one device action of core/pps_source.py and return its answer."""
+        try:
+            if isinstance(action, CheckDevice):
+                caps = self.getcap()
+                mode = self.getparams().mode
+                # the capture mode is set by the supervisor (PPS_SETPARAMS needs
+                # CAP_SYS_TIME): report the edges actually being captured
+                captured = mode & pps_abi.PPS_CAPTUREBOTH
+                return PpsDeviceChecked((caps & ~pps_abi.PPS_CAPTUREBOTH) | (caps & captured))
+            fetched = self.fetch(action.timeout_ns)
+            mono_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            real_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+            return PulseFetched(fetched, mono_ns, real_ns)
+        except TimeoutError:
+            return FetchTimedOut()
+        except PpsTimeInvalid as exc:
+            return PpsDeviceFailed(PpsErrorKind.NONSENSE, f"{self.path}: {exc}")
+        except OSError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                return FetchTimedOut()
+            kind = _ERRNO_KINDS.get(exc.errno or 0, PpsErrorKind.IO)
+            what = "PPS_GETCAP" if isinstance(action, CheckDevice) else "PPS_FETCH"
+            text = f"{what} on {self.path}: {os.strerror(exc.errno or 0)}"
+            if kind is PpsErrorKind.NOT_PPS:
+                text = f"{self.path} is not a PPS device ({what}: {os.strerror(exc.errno or 0)})"
+            return PpsDeviceFailed(kind, text)
+
+
+def set_pps_capture(fd: int, edge: str, *, ioctl: IoctlFn = _real_ioctl) -> PpsParams:
+    """Make the device capture ``edge`` ("assert" or "clear"), keeping its other mode bits.
+
+    PPS_SETPARAMS needs CAP_SYS_TIME: the supervisor calls this before it hands the fd
+    to the unprivileged worker. Returns the parameters now in force.
+    """
+    bit = pps_abi.PPS_CAPTUREASSERT if edge == "assert" else pps_abi.PPS_CAPTURECLEAR
+    device = PpsDevice(fd, "", ioctl=ioctl)
+    params = device.getparams()
+    if params.mode & bit:
+        return params
+    wanted = PpsParams(pps_abi.PPS_API_VERS_1, params.mode | bit | pps_abi.PPS_TSFMT_TSPEC,
+                       params.assert_offset_ns, params.clear_offset_ns)
+    ioctl(fd, pps_abi.PPS_SETPARAMS, pps_abi.encode_params(wanted), False)
+    return device.getparams()
