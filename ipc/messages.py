@@ -19,12 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # Wire forms of the core enums: plain values, converted at the boundary.
 Kind = Literal["ntp", "ptp", "sock", "pps"]  # core.events.SourceKind
 Leap = Literal[0, 1, 2, 3]
+SourceStateName = Literal["starting", "running", "rejecting", "waiting", "unreachable", "failed"]
+ClockBackendName = Literal["system", "observe", "simulated"]
+LogLevelName = Literal["trace", "debug", "info", "warn", "error"]
 
 __all__ = [
     "HEARTBEAT_INTERVAL_NS",
     "REGISTRY",
     "SCHEMA_VERSION",
     "BusSlot",
+    "ClockBackendName",
     "ClockStateMsg",
     "CtlReply",
     "CtlRequest",
@@ -32,6 +36,7 @@ __all__ = [
     "DeviceRequest",
     "Heartbeat",
     "LogControl",
+    "LogLevelName",
     "Message",
     "MsgType",
     "PeerFailReason",
@@ -43,6 +48,7 @@ __all__ = [
     "ServerStats",
     "SourceEntry",
     "SourceSet",
+    "SourceStateName",
     "SourceStatus",
     "SourceView",
     "SteeringBounds",
@@ -145,7 +151,7 @@ class SourceStatus(Message):
     kind: Kind
     name: Text  # the configured path or address
     resolved: Text | None = None  # /dev/ptp0 for a symlink, the IP for a host name
-    state: Literal["starting", "running", "rejecting", "waiting", "unreachable", "failed"]
+    state: SourceStateName
     detail: Text = ""
     method: Text | None = None  # PHC read method in use
     last_window_s: Seconds | None = None  # PHC reading window of the last sample
@@ -180,7 +186,7 @@ class PollAdvice(Message):
 class SystemView(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     synchronized: bool
-    clock_backend: Literal["system", "observe", "simulated"]
+    clock_backend: ClockBackendName
     offset_s: float | None  # None until there is an estimate
     offset_uncertainty_s: float | None
     frequency_ppm: float
@@ -331,7 +337,7 @@ class LogControl(Message):
     """
 
     TYPE: ClassVar[MsgType] = MsgType.LOG_CONTROL
-    level: Literal["trace", "debug", "info", "warn", "error"]
+    level: LogLevelName
     timestamps: bool = True
 
 

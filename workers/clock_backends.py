@@ -27,6 +27,7 @@ from ntpd_py.core.actions import (
 )
 from ntpd_py.core.events import LeapIndicator, Sample
 from ntpd_py.core.units import PPM
+from ntpd_py.ipc.messages import ClockBackendName
 from ntpd_py.plumbing.clock_guard import FORBID_ENV, SystemClockForbidden, system_clock_refusal
 from ntpd_py.plumbing.simclock import SimClock
 
@@ -44,7 +45,7 @@ MAX_FREQ = 500e-6  # the kernel's limit, s/s
 
 
 class ClockBackend(Protocol):
-    name: str
+    name: ClockBackendName
 
     def take_control(self) -> None: ...
 
@@ -111,7 +112,7 @@ class Timex(ctypes.Structure):
 class SystemClock:
     """clock_adjtime on CLOCK_REALTIME (or on a PHC's dynamic clock id)."""
 
-    name = "system"
+    name: ClockBackendName = "system"
 
     def __init__(self, clock_id: int = time.CLOCK_REALTIME) -> None:
         refusal = system_clock_refusal()
@@ -178,7 +179,7 @@ class SystemClock:
 class ObserveClock:
     """Steers nothing: keeps a virtual correction over the free-running real clock."""
 
-    name = "observe"
+    name: ClockBackendName = "observe"
 
     def __init__(self) -> None:
         self._base_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -248,7 +249,7 @@ class ObserveClock:
 class SimulatedClock:
     """Steers the shared simulated clock of `clock = "simulated"`."""
 
-    name = "simulated"
+    name: ClockBackendName = "simulated"
 
     def __init__(self, sim: SimClock) -> None:
         self._sim = sim

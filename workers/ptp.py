@@ -30,7 +30,14 @@ from ntpd_py.core.ptp_events import (
     SetTimer,
 )
 from ntpd_py.core.ptp_source import PtpSource
-from ntpd_py.ipc.messages import DeviceReply, DeviceRequest, Message, SampleMsg, SourceStatus
+from ntpd_py.ipc.messages import (
+    DeviceReply,
+    DeviceRequest,
+    Message,
+    SampleMsg,
+    SourceStateName,
+    SourceStatus,
+)
 from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
 from ntpd_py.plumbing.logutil import RateLimitedLog
 from ntpd_py.plumbing.scheduler import Now
@@ -43,7 +50,7 @@ __all__ = ["PtpTask"]
 STATE_LOG_BURST = 4  # state changes logged at once per window (start-up, recovery)
 REJECTING_STATUS_NS = 1_000_000_000  # status refresh while every poll is rejected
 
-_STATE = {
+_STATE: dict[PtpSourceState, SourceStateName] = {
     PtpSourceState.STARTING: "starting",
     PtpSourceState.RUNNING: "running",
     PtpSourceState.REJECTING: "rejecting",
@@ -231,7 +238,7 @@ class PtpTask(WorkerBase):
             kind="ptp",
             name=self.config.path,
             resolved=status.resolved_path,
-            state=_STATE[status.state],  # type: ignore[arg-type]
+            state=_STATE[status.state],
             detail=detail,
             method=status.method.value if status.method else None,
             last_window_s=None if status.last_window_ns is None else status.last_window_ns / 1e9,

@@ -6,6 +6,7 @@ import math
 
 from ntpd_py.core.snapshots import SourceSnapshot, SystemSnapshot
 from ntpd_py.ipc.messages import (
+    ClockBackendName,
     ClockStateMsg,
     SourceEntry,
     SourceStatus,
@@ -24,13 +25,14 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _system_view(snap: SystemSnapshot, backend: str, now_mono_ns: int) -> SystemView:
+def _system_view(snap: SystemSnapshot, backend: ClockBackendName,
+                 now_mono_ns: int) -> SystemView:
     age = None
     if snap.last_update_mono_ns is not None:
         age = max(0.0, (now_mono_ns - snap.last_update_mono_ns) / 1e9)
     return SystemView(
         synchronized=snap.synchronized,
-        clock_backend=backend,  # type: ignore[arg-type]
+        clock_backend=backend,
         offset_s=_finite(snap.offset_s) if snap.last_update_mono_ns is not None else None,
         offset_uncertainty_s=_finite(snap.offset_uncertainty_s)
         if snap.last_update_mono_ns is not None
@@ -94,7 +96,7 @@ def build_clock_state(
     entries: list[SourceEntry],
     statuses: dict[str, SourceStatus],
     guard: BusGuard,
-    backend: str,
+    backend: ClockBackendName,
     now_mono_ns: int,
     now_real_ns: int,
 ) -> ClockStateMsg:
