@@ -81,6 +81,39 @@ def test_ntp_exchange_and_client_arithmetic() -> None:
     assert statistics.pstdev(offsets) == pytest.approx(70.7e-6, rel=0.1)
 
 
+def _round_trips(params: ServerParams, n: int = 4000) -> list[float]:
+    c = clock()
+    server = NtpServerModel("d", params, seed=2)
+    trips = []
+    for k in range(n):
+        x = server.exchange(k * S, k, c)
+        assert isinstance(x, Exchange)
+        trips.append((x.arrival_ns - k * S) / S - params.processing_s)
+    return trips
+
+
+def test_gamma_delays_keep_the_mean_and_narrow_the_spread() -> None:
+    expo = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6))
+    gamma = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6,
+                                      delay_dist="gamma", delay_shape=4.0))
+    assert statistics.fmean(gamma) == pytest.approx(400e-6, rel=0.03)
+    assert statistics.fmean(expo) == pytest.approx(400e-6, rel=0.03)
+    # per direction: sd = mean for the exponential, mean / 2 for gamma(4)
+    assert statistics.pstdev(expo) == pytest.approx(141e-6, rel=0.1)
+    assert statistics.pstdev(gamma) == pytest.approx(70.7e-6, rel=0.1)
+    # a minimum-delay exchange (both ways < 10 µs of queueing) is rare under gamma
+    assert sum(t < 220e-6 for t in gamma) < sum(t < 220e-6 for t in expo) / 10
+
+
+def test_delay_spikes_hit_about_their_share_of_transits() -> None:
+    trips = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6,
+                                      spike_probability=0.02, spike_min_s=1e-3,
+                                      spike_max_s=10e-3))
+    spiked = sum(t > 1.2e-3 for t in trips) / len(trips)
+    assert spiked == pytest.approx(1 - 0.98**2, abs=0.01)
+    assert max(trips) < 20.2e-3 + 3e-3
+
+
 def test_asymmetry_biases_the_offset_by_half() -> None:
     c = clock()
     server = NtpServerModel("s", ServerParams(delay_s=1e-3, delay_jitter_s=0.0, asymmetry_s=2e-4),
