@@ -124,6 +124,11 @@ class PhcModel:
             start += window_ns + 1000  # the next triplet follows a microsecond later
         return out
 
+    def transit_ns(self, key: int, direction: str) -> int:
+        """One reading's ``up`` or ``down`` transit delay, ns (for workers/sim_phc.py)."""
+        p = self.params
+        return self._delay_ns(key, direction, p.delay_up_s if direction == "up" else p.delay_down_s)
+
     def _delay_ns(self, key: int, direction: str, mean_s: float) -> int:
         """One transit delay, ns: the body from ``delay-dist`` plus a rare spike."""
         p = self.params
