@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_basic_reads_share_their_system_stamps(tmp_path: Path) -> None:
     clock = FakeClock()
     device, _ = _device(tmp_path, clock, **{"phc-noise": 0.0})
     readings = device.read(ReadMethod.BASIC, 4)
-    assert all(a.sys_after_ns == b.sys_before_ns for a, b in zip(readings, readings[1:]))
+    assert all(a.sys_after_ns == b.sys_before_ns for a, b in itertools.pairwise(readings))
     assert all(r.sys_after_ns - r.sys_before_ns == READ_WINDOW_NS for r in readings)
 
 
@@ -91,7 +92,7 @@ def test_reading_level_basic_device_honours_the_method(tmp_path: Path) -> None:
     assert device.caps().cross_timestamping is False
     readings = device.read(ReadMethod.BASIC, 25)
     assert len(readings) == 10  # max-reads-per-s
-    assert all(a.sys_after_ns == b.sys_before_ns for a, b in zip(readings, readings[1:]))
+    assert all(a.sys_after_ns == b.sys_before_ns for a, b in itertools.pairwise(readings))
     windows = {r.sys_after_ns - r.sys_before_ns for r in readings}
     assert len(windows) > 1  # each reading's own transits
     for r in readings:  # the latch lies inside its window: |error| <= window / 2
@@ -104,7 +105,7 @@ def test_reading_level_extended_and_precise_devices(tmp_path: Path) -> None:
     extended = _model_device(tmp_path, clock, method="extended", delay_up_s=200e-9,
                              delay_down_s=200e-9, gap_s=1e-6)
     readings = extended.read(ReadMethod.EXTENDED, 5)
-    assert all(b.sys_before_ns - a.sys_after_ns >= 1000 for a, b in zip(readings, readings[1:]))
+    assert all(b.sys_before_ns - a.sys_after_ns >= 1000 for a, b in itertools.pairwise(readings))
     assert len(extended.read(ReadMethod.BASIC, 5)) == 5  # a later method works too
     precise = _model_device(tmp_path, clock, method="precise", bias_s=1e-6)
     assert precise.caps().cross_timestamping is True
