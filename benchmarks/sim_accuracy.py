@@ -83,6 +83,7 @@ FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
     *_phc("aws-ena-basic"),
     *_phc("ptp-kvm-precise"),
     *_phc("noisy-host"),
+    *_phc("kvm-guest-tcg"),  # the QEMU guest's igb PHC as measured (phc_sigma_check.py)
     # the white-noise PHC model (one noise figure per reading), issue 5's reference
     ("kvm-guest", "time to \\|offset\\| < 1 µs", lambda s: s.time_to_1us_s, "s", 5.0),
     ("kvm-guest", "RMS offset, last 30 min", lambda s: s.rms_offset_s, "ns", 34e-9),

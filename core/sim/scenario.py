@@ -125,6 +125,7 @@ class PhcSim(_Table):
     spike_max: Annotated[float, Field(ge=0.0, le=0.01)] = 100e-6
     gap: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     precise_noise: _NonNeg = 0.0
+    common_noise: _NonNeg = 0.0  # shared by every reading of one read (core/sim/phc.py)
     granularity: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     max_reads_per_s: _NonNeg = 0.0
     # how the poll's readings become one offset: the worker's choice for the read

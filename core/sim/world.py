@@ -98,6 +98,7 @@ def phc_params(s: PhcSim) -> PhcParams:
         spike_max_s=s.spike_max,
         gap_s=s.gap,
         precise_noise_s=s.precise_noise,
+        common_noise_s=s.common_noise,
         granularity_s=s.granularity,
         max_reads_per_s=s.max_reads_per_s,
     )

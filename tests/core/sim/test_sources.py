@@ -36,6 +36,20 @@ def test_phc_read_gives_kernel_like_triplets() -> None:
     assert s.uncertainty_s == pytest.approx(phc_uncertainty(1e-7, s.delay_s))
 
 
+def test_phc_common_noise_is_shared_within_a_read_and_varies_between_reads() -> None:
+    c = clock()
+    phc = PhcModel("/dev/ptp0", PhcParams(method="extended", readings=5, delay_up_s=0.0,
+                                          delay_down_s=0.0, common_noise_s=20e-9), seed=4)
+    means = []
+    for index in range(400):
+        readings = phc.read(10 * S + index * S, index, c)
+        assert readings is not None
+        errors = {value - before for before, value, _ in readings}
+        assert len(errors) == 1  # no transit delay, no own noise: all five share one error
+        means.append(errors.pop() / S)
+    assert statistics.pstdev(means) == pytest.approx(20e-9, rel=0.15)
+
+
 def test_phc_noise_failures_and_steps() -> None:
     c = clock()
     phc = PhcModel("p", PhcParams(noise_s=50e-9, read_failure=0.25, step_at_s=100.0,
