@@ -65,6 +65,15 @@ def _phc(name: str, rms: float | None = None, mx: float | None = None,
     ]
 
 
+def _ntp_lan(name: str) -> list[tuple[str, str, Getter, str, float | None]]:
+    """ntp-lan-3h's figures for a variant with another delay model (no chrony run)."""
+    return [
+        (name, "RMS offset, from 30 min", lambda s: s.rms_offset_s, "µs", None),
+        (name, "RMS frequency error, from 30 min", lambda s: s.rms_freq_error_ppm, "ppm", None),
+        (name, "max \\|frequency error\\|, from 30 min", _freq_max, "ppm", None),
+    ]
+
+
 # (scenario, figure label, how to read it, unit, chrony's figure or None)
 FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
     # issue 18: reading-level PHC models (chrony 4.3 in the independent simulator)
@@ -74,6 +83,7 @@ FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
     *_phc("aws-ena-basic"),
     *_phc("ptp-kvm-precise"),
     *_phc("noisy-host"),
+    *_phc("kvm-guest-tcg"),  # the QEMU guest's igb PHC as measured (phc_sigma_check.py)
     # the white-noise PHC model (one noise figure per reading), issue 5's reference
     ("kvm-guest", "time to \\|offset\\| < 1 µs", lambda s: s.time_to_1us_s, "s", 5.0),
     ("kvm-guest", "RMS offset, last 30 min", lambda s: s.rms_offset_s, "ns", 34e-9),
@@ -102,6 +112,8 @@ FIGURES: list[tuple[str, str, Getter, str, float | None]] = [
     ("ntp-lan-3h", "max \\|frequency error\\|, from 30 min", lambda s: s.max_abs_freq_error_ppm,
      "ppm", None),
     ("ntp-lan-3h", "seconds with \\|freq. error\\| > 1 ppm", _over_1ppm, "%", None),
+    *_ntp_lan("ntp-lan-3h-gamma"),
+    *_ntp_lan("ntp-lan-3h-spiky"),
     ("aws-ena", "time to \\|offset\\| < 1 µs", lambda s: s.time_to_1us_s, "s", None),
     ("aws-ena", "RMS offset, last 30 min", lambda s: s.rms_offset_s, "ns", None),
     ("aws-ena", "max \\|offset\\|, last 30 min", lambda s: s.max_abs_offset_s, "ns", None),

@@ -393,6 +393,8 @@ class ClockController:
             now_ns,
             self._next_update_ns(now_ns),
             self._poll_interval_s(combined),
+            combined.estimate.offset_sigma,
+            combined.estimate.freq_sigma,
         )
         if decision.panic is not None:
             self.panicked = True

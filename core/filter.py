@@ -17,6 +17,17 @@ showed it better:
   with this.
 * **PHC noise from the sample** (``Sample.uncertainty_s``: the configured
   precision combined with the reading window), never zero.
+* **Noise a PHC poll cannot show** (:class:`CommonNoise`): a poll's σ
+  measured from the scatter of its readings misses an error all of them
+  share. On the igb PHC of the QEMU guest ROBUST claimed 4 ns per poll while
+  successive polls scattered by 23 ns (benchmarks/phc_sigma_check.py); the
+  filter, trusting the 4 ns, read the scatter as clock wander and followed
+  it. So the scatter between polls is measured too (second differences of
+  the offsets, the steering undone), and once it is clearly larger than the
+  polls' own σ say (over 4× in variance, a level 32 second differences do not
+  reach by chance), the difference is added to every poll's variance as a
+  common error. In the simulator the readings' errors are independent and
+  this never triggers.
 * **Start-up** keeps the first few samples (4 for NTP, 3 for a PHC: ntpd-rs
   waits for 8 to estimate a delay variance, which this noise model does not
   need) and then runs the filter over them with the noise computed from all of
@@ -31,6 +42,7 @@ ntpd-rs's ``process_offset_steering``/``process_frequency_steering`` do.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -81,6 +93,69 @@ def measurement_variance(
     return excess * excess / 12.0 + NTP_NOISE_FLOOR_S**2 + unc * unc
 
 
+COMMON_WINDOW = 64  # second differences kept to judge the between-poll scatter
+COMMON_MIN = 32  # ... and needed before any judgement
+COMMON_RATIO = 4.0  # observed / claimed variance beyond which the claim is wrong
+_MEDIAN_CHI1 = 0.4549  # median of a chi-squared variable with one degree of freedom
+
+
+class CommonNoise:
+    """The part of a PHC's poll-to-poll scatter that its per-poll σ does not show.
+
+    Offsets are taken back to an unsteered frame (every step and frequency
+    change clock-control made is added back), where over a few seconds they
+    lie on a line; the second difference of three consecutive ones removes the
+    line, and its variance, divided by what the claimed variances predict,
+    says whether they are right. Medians, so a jump or a delayed poll does
+    not count.
+    """
+
+    def __init__(self) -> None:
+        self.ctl_off = 0.0  # the offset steering has added, at ctl_t_ns
+        self.ctl_freq = 0.0
+        self.ctl_t_ns: int | None = None
+        self.points: deque[tuple[int, float, float]] = deque(maxlen=3)  # (t, u, variance)
+        self.observed: deque[float] = deque(maxlen=COMMON_WINDOW)  # d2² / k
+        self.claimed: deque[float] = deque(maxlen=COMMON_WINDOW)  # predicted d2² / k
+        self.extra_var = 0.0
+
+    def clear(self) -> None:
+        self.points.clear()
+        self.observed.clear()
+        self.claimed.clear()
+        self.extra_var = 0.0
+
+    def _control(self, t_ns: int) -> float:
+        if self.ctl_t_ns is None:
+            return self.ctl_off
+        return self.ctl_off + self.ctl_freq * (t_ns - self.ctl_t_ns) * 1e-9
+
+    def shift(self, step_s: float, freq_change: float, at_ns: int) -> None:
+        """The local clock was stepped by ``step_s`` and/or sped up by ``freq_change``."""
+        self.ctl_off = self._control(at_ns) + step_s
+        self.ctl_t_ns = at_ns
+        self.ctl_freq += freq_change
+
+    def observe(self, t_ns: int, offset_s: float, variance: float) -> None:
+        """One accepted sample's offset (reference - local) and claimed variance."""
+        self.points.append((t_ns, offset_s + self._control(t_ns), variance))
+        if len(self.points) < 3:
+            return
+        (ta, ua, va), (tb, ub, vb), (tc, uc, vc) = self.points
+        if not ta < tb < tc:
+            return
+        w = (tb - ta) / (tc - ta)
+        k = 1.0 + (1.0 - w) ** 2 + w * w
+        d2 = ub - ((1.0 - w) * ua + w * uc)
+        self.observed.append(d2 * d2 / k)
+        self.claimed.append((vb + (1.0 - w) ** 2 * va + w * w * vc) / k)
+        if len(self.observed) < COMMON_MIN:
+            return
+        seen = statistics.median(self.observed) / _MEDIAN_CHI1
+        claimed = statistics.median(self.claimed)
+        self.extra_var = seen - claimed if seen > COMMON_RATIO * claimed else 0.0
+
+
 # A startup/suspect record: ("s", t_ns, offset, delay, uncertainty) or ("c", t_ns, step, dfreq)
 _Event = tuple[str, int, float, float, float]
 
@@ -118,6 +193,7 @@ class SourceFilter:
         self.pending: list[_Event] = []  # start-up samples and steering, in order
         self.suspect: list[_Event] = []  # consecutive jump candidates
         self.bank = WanderBank(WANDER_LIMITS)
+        self.common = CommonNoise()
         self.poll_score = 0
         self.prev_was_outlier = False
         self.samples = 0
@@ -171,6 +247,7 @@ class SourceFilter:
         (s/s, kernel sign) from ``at_ns`` on. The reference minus local offset
         falls by both.
         """
+        self.common.shift(step_s, freq_change, at_ns)
         if self.kalman is not None:
             self.kalman.shift(-step_s, -freq_change, at_ns)
             self.bank.shift(-step_s, -freq_change, at_ns)
@@ -185,6 +262,7 @@ class SourceFilter:
         self.pending, self.suspect = [], []
         self.delays.clear()
         self.bank.clear()
+        self.common.clear()
         self.poll_score = 0
         self.prev_was_outlier = False
         self.last_sample_mono_ns = None
@@ -202,7 +280,8 @@ class SourceFilter:
         return self.prev_was_outlier
 
     def _variance(self, delay: float, uncertainty: float) -> float:
-        return measurement_variance(self.kind, delay, uncertainty, list(self.delays))
+        var = measurement_variance(self.kind, delay, uncertainty, list(self.delays))
+        return var + self.common.extra_var if self.kind is SourceKind.PTP else var
 
     def _replay(self, events: list[_Event]) -> None:
         """Start the filter from buffered samples, noise judged from all their delays."""
@@ -236,6 +315,9 @@ class SourceFilter:
         if abs(nu) > max(JUMP_SIGMA * math.sqrt(s), JUMP_MIN_S):
             return self._jump(event)
         self.suspect = []
+        if self.kind is SourceKind.PTP:
+            self.common.observe(t, z, r - self.common.extra_var)
+            r = self._variance(delay, unc)
         self.kalman.predict(t, self.wander)
         nu, s = self.kalman.update(z, r)
         if not self.kalman.is_sane(MAX_OFFSET_S, MAX_FREQ):

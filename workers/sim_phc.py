@@ -1,9 +1,19 @@
 """A simulated PHC for `clock = "simulated"`: kernel-like readings against the shared clock.
 
-Each reading is a (sys_before, phc, sys_after) triplet as PTP_SYS_OFFSET_EXTENDED
-returns it: the system stamps come from the shared simulated local clock, the
-PHC keeps true time plus its configured bias and white noise. Noise and read
-failures are drawn from an RNG seeded by (seed, path), so a run is repeatable.
+Each reading is a (sys_before, phc, sys_after) triplet: the system stamps come
+from the shared simulated local clock, the PHC keeps true time plus its
+configured bias and white noise. Noise and read failures are drawn from an RNG
+seeded by (seed, path), so a run is repeatable.
+
+The read method the worker asks for shapes the triplets as the kernel's
+ioctls do: EXTENDED (and clock_gettime) give separate triplets; basic
+PTP_SYS_OFFSET interleaves sys, phc, sys, ..., so each reading's closing
+stamp opens the next; PRECISE is one cross-timestamp. A scenario's
+reading-level PHC (``method`` = precise / extended / basic) supports its own
+method and the ones after it in :class:`ReadMethod`'s order (as a device
+without cross-timestamps falls back to EXTENDED, one without gettimex64 to
+basic); an earlier one fails with UNSUPPORTED, and each reading's window is
+its own up and down transit delays, as in ``ntpd-py simulate``.
 """
 
 from __future__ import annotations
@@ -53,6 +63,12 @@ class SimPhcDevice:
         digest = hashlib.sha256(f"{sim.seed}:{path}".encode()).digest()
         self._rng = random.Random(int.from_bytes(digest[:8], "big"))
 
+    def _supports(self, method: ReadMethod) -> bool:
+        if self._model is None or self._model.params.method == "white":
+            return method is not ReadMethod.PRECISE
+        order = list(ReadMethod)
+        return order.index(method) >= order.index(ReadMethod(self._model.params.method))
+
     def caps(self) -> PhcCaps:
         return PhcCaps(
             max_adj_ppb=0,
@@ -61,30 +77,88 @@ class SimPhcDevice:
             n_per_out=0,
             pps=False,
             n_pins=0,
-            cross_timestamping=False,
+            cross_timestamping=self._supports(ReadMethod.PRECISE),
             adjust_phase=False,
             max_phase_adj_ns=0,
         )
 
     def read(self, method: ReadMethod, n: int) -> list[Reading]:
-        if method is ReadMethod.PRECISE:
-            raise PhcError(DeviceErrorKind.UNSUPPORTED, f"{self.path}: no cross-timestamps")
+        if not self._supports(method):
+            raise PhcError(DeviceErrorKind.UNSUPPORTED, f"{self.path}: no {method} reads")
+        if self._model is not None and self._model.params.method != "white":
+            return self._read_level(method, n)
         if self._model is not None:
-            return self._read_model(n)
+            return self._read_model(method, n)
         if self._rng.random() < self._failure_rate:
             raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
         readings = []
         clock, snap = self._clock, self._clock.snapshot()
+        mono = self._monotonic_ns()
         for _ in range(n):
-            mono = self._monotonic_ns()
+            if method is not ReadMethod.BASIC:
+                mono = self._monotonic_ns()
             before = clock.local_ns(mono, snap)
             after = clock.local_ns(mono + READ_WINDOW_NS, snap)
             noise = round(self._rng.gauss(0.0, self._noise_ns)) if self._noise_ns else 0
             phc = clock.true_ns(mono + READ_WINDOW_NS // 2, snap) + self._bias_ns + noise
             readings.append(Reading(before, phc, after))
+            mono += READ_WINDOW_NS  # basic: this reading's closing stamp opens the next
         return readings
 
-    def _read_model(self, n: int) -> list[Reading]:
+    def _read_level(self, method: ReadMethod, n: int) -> list[Reading]:
+        """A reading-level model's read: each reading from its own up and down transits."""
+        from ntpd_py.core.sim import rng
+        from ntpd_py.core.sim.phc import BACKWARDS_NS
+
+        model, index = self._model, self._reads
+        assert model is not None  # read() comes here only with a model
+        self._reads += 1
+        p = model.params
+        if p.read_failure and rng.uniform(model.seed, model.name, "fail", index) < p.read_failure:
+            raise PhcError(DeviceErrorKind.IO, f"{self.path}: simulated read failure")
+        clock, snap = self._clock, self._clock.snapshot()
+        grain = round(p.granularity_s * 1e9)
+
+        def stamp(mono_ns: int) -> int:
+            local = clock.local_ns(mono_ns, snap)
+            return local - local % grain if grain > 1 else local
+
+        def phc_at(mono_ns: int, key: int) -> int:
+            noise = rng.normal(model.seed, model.name, "noise", key, p.noise_s) if p.noise_s \
+                else 0.0
+            error = model.time_error(clock.elapsed_ns(mono_ns, snap)) + noise
+            return clock.true_ns(mono_ns, snap) + round(error * 1e9)
+
+        t = self._monotonic_ns()
+        if method is ReadMethod.PRECISE:
+            noise = rng.normal(model.seed, model.name, "precise", index, p.precise_noise_s)
+            sys = clock.local_ns(t, snap) + round(noise * 1e9)
+            return [Reading(sys, phc_at(t, index * 64), sys)]
+        if p.max_reads_per_s > 0.0:  # a slow bus; the worker's polls are about 1 s apart
+            n = max(1, min(n, int(p.max_reads_per_s)))
+        back = BACKWARDS_NS if model.backwards(index) else 0
+        first_end_ns = 0
+        readings = []
+        before = stamp(t)
+        for i in range(n):
+            key = index * 64 + i
+            latch = t + model.transit_ns(key, "up")
+            t = latch + model.transit_ns(key, "down")
+            after = stamp(t)
+            shift = 0
+            if i == 0:
+                first_end_ns = after
+            elif back:  # the `time-backwards` fault, as in _read_model
+                shift = before - first_end_ns + back
+            readings.append(Reading(before - shift, phc_at(latch, key), after - shift))
+            if method is ReadMethod.BASIC:
+                before = after  # PTP_SYS_OFFSET: this closing stamp opens the next reading
+            else:
+                t += round(p.gap_s * 1e9)
+                before = stamp(t)
+        return readings
+
+    def _read_model(self, method: ReadMethod, n: int) -> list[Reading]:
         from ntpd_py.core.sim import rng
         from ntpd_py.core.sim.phc import BACKWARDS_NS
 
@@ -101,10 +175,14 @@ class SimPhcDevice:
         # (a fixed shift would stop being "backwards" on a loaded machine)
         back = BACKWARDS_NS if model.backwards(index) else 0
         first_end_ns = 0
+        window = max(READ_WINDOW_NS, round(p.window_s * 1e9))
+        mono = self._monotonic_ns()
         for i in range(n):
             key = index * 64 + i
-            mono = self._monotonic_ns()
-            window = max(READ_WINDOW_NS, round(p.window_s * 1e9))
+            if method is not ReadMethod.BASIC:
+                mono = self._monotonic_ns()
+            elif i:
+                mono += window  # basic: this reading opens where the previous one closed
             mid = mono + window // 2
             noise = rng.normal(model.seed, model.name, "noise", key, p.noise_s) if p.noise_s \
                 else 0.0

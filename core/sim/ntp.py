@@ -4,7 +4,13 @@ A server's clock is true time plus ``error`` (a falseticker has a large one),
 optionally stepping by ``step`` at ``step-at``. A request sent at true time t
 travels ``delay + asymmetry/2 + Exp(delay-jitter)`` to the server, which
 answers ``processing`` later; the answer travels
-``delay - asymmetry/2 + Exp(delay-jitter)`` back. A request is lost with
+``delay - asymmetry/2 + Exp(delay-jitter)`` back. The queueing part may
+instead be gamma-distributed with the same mean (``delay-dist = "gamma"``,
+integer shape ``delay-shape``: a sum of that many exponentials, less skewed),
+and either may carry rare spikes (``spike-probability`` per direction, a
+uniform ``spike-min``..``spike-max`` added: a congested switch, a preempted
+server), so that a result can be checked against more than one delay model.
+A request is lost with
 probability ``loss``; from ``kod-at`` on the server answers with a
 kiss-o'-death (RATE or DENY) instead. Every random draw is keyed by (seed,
 server name, request index).
@@ -40,6 +46,11 @@ class ServerParams:
     root_delay_s: float = 0.0
     root_dispersion_s: float = 10e-6
     leap: LeapIndicator = LeapIndicator.NONE
+    delay_dist: Literal["exponential", "gamma"] = "exponential"
+    delay_shape: float = 4.0
+    spike_probability: float = 0.0  # per request and direction
+    spike_min_s: float = 0.0
+    spike_max_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +86,8 @@ class NtpServerModel:
         p = self.params
         if p.loss and rng.uniform(self.seed, self.name, "loss", index) < p.loss:
             return None
-        out = (
-            p.delay_s
-            + p.asymmetry_s / 2
-            + rng.exponential(self.seed, self.name, "out", index, p.delay_jitter_s)
-        )
-        back = (
-            p.delay_s
-            - p.asymmetry_s / 2
-            + rng.exponential(self.seed, self.name, "back", index, p.delay_jitter_s)
-        )
+        out = p.delay_s + p.asymmetry_s / 2 + self._queueing(index, "out")
+        back = p.delay_s - p.asymmetry_s / 2 + self._queueing(index, "back")
         received = send_ns + max(round(out * NS_PER_S), 0)
         sent = received + round(p.processing_s * NS_PER_S)
         arrival = sent + max(round(back * NS_PER_S), 0)
@@ -93,6 +96,24 @@ class NtpServerModel:
         t2 = clock.real_epoch_ns + received + round(self.time_error(received) * NS_PER_S)
         t3 = clock.real_epoch_ns + sent + round(self.time_error(sent) * NS_PER_S)
         return Exchange(t2, t3, arrival)
+
+    def _queueing(self, index: int, direction: str) -> float:
+        """The variable part of one transit: the delay distribution's body plus a rare spike."""
+        p = self.params
+        if p.delay_dist == "gamma" and p.delay_jitter_s > 0.0:
+            k = max(1, round(p.delay_shape))
+            body = sum(
+                rng.exponential(self.seed, self.name, f"{direction}{j}", index,
+                                p.delay_jitter_s / k)
+                for j in range(k)
+            )
+        else:
+            body = rng.exponential(self.seed, self.name, direction, index, p.delay_jitter_s)
+        if p.spike_probability and rng.uniform(
+                self.seed, self.name, f"spike-{direction}", index) < p.spike_probability:
+            u = rng.uniform(self.seed, self.name, f"spike-size-{direction}", index)
+            body += p.spike_min_s + u * (p.spike_max_s - p.spike_min_s)
+        return body
 
 
 def ntp_sample(

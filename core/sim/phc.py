@@ -28,6 +28,10 @@ interleaved sys, phc, sys, ..., sys, so consecutive readings share a system
 stamp; PRECISE is one cross-timestamp with its own small ``precise-noise``.
 System stamps are truncated to ``granularity`` (so consecutive stamps may be
 equal), and ``max-reads-per-s`` caps the readings per poll as a slow bus does.
+``common-noise`` is an error shared by every reading of one read (white from
+read to read), which the readings' scatter cannot show: in the QEMU guest the
+igb PHC's polls scattered by 23 ns while each poll's readings said 4 ns
+(benchmarks/phc_sigma_check.py).
 
 :func:`phc_sample` turns one read into a Sample. The PHC helper's
 ``core/phc.py`` does the same for the real worker; this one exists so the
@@ -73,6 +77,7 @@ class PhcParams:
     spike_max_s: float = 0.0
     gap_s: float = 0.0  # between two EXTENDED readings
     precise_noise_s: float = 0.0  # 1 sigma of a PRECISE cross-timestamp
+    common_noise_s: float = 0.0  # 1 sigma of an error shared by every reading of one read
     granularity_s: float = 0.0  # of the system clock stamps
     max_reads_per_s: float = 0.0  # 0: no limit
 
@@ -117,12 +122,18 @@ class PhcModel:
             window_ns = max(round(window * NS_PER_S), 0)
             mid = start + window_ns // 2
             noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
+            noise += self.common_error(index)
             phc = clock.real_epoch_ns + mid + round((self.time_error(mid) + noise) * NS_PER_S)
             back = BACKWARDS_NS if backwards and i > 0 else 0
             out.append((clock.realtime_ns(start) - back, phc,
                         clock.realtime_ns(start + window_ns) - back))
             start += window_ns + 1000  # the next triplet follows a microsecond later
         return out
+
+    def transit_ns(self, key: int, direction: str) -> int:
+        """One reading's ``up`` or ``down`` transit delay, ns (for workers/sim_phc.py)."""
+        p = self.params
+        return self._delay_ns(key, direction, p.delay_up_s if direction == "up" else p.delay_down_s)
 
     def _delay_ns(self, key: int, direction: str, mean_s: float) -> int:
         """One transit delay, ns: the body from ``delay-dist`` plus a rare spike."""
@@ -146,9 +157,16 @@ class PhcModel:
         g = round(self.params.granularity_s * NS_PER_S)
         return real - real % g if g > 1 else real
 
+    def common_error(self, index: int) -> float:
+        """The error every reading of read ``index`` shares (``common-noise``), s."""
+        p = self.params
+        return rng.normal(self.seed, self.name, "common", index, p.common_noise_s) \
+            if p.common_noise_s else 0.0
+
     def _phc_at(self, clock: SimClock, t_ns: int, key: int) -> int:
         p = self.params
         noise = rng.normal(self.seed, self.name, "noise", key, p.noise_s) if p.noise_s else 0.0
+        noise += self.common_error(key // 64)
         return clock.real_epoch_ns + t_ns + round((self.time_error(t_ns) + noise) * NS_PER_S)
 
     def _read_level(self, t_ns: int, index: int, clock: SimClock, n: int) -> list[Reading]:

@@ -131,6 +131,7 @@ class PhcSim(_Table):
     spike_max: Annotated[float, Field(ge=0.0, le=0.01)] = 100e-6
     gap: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     precise_noise: _NonNeg = 0.0
+    common_noise: _NonNeg = 0.0  # shared by every reading of one read (core/sim/phc.py)
     granularity: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     max_reads_per_s: _NonNeg = 0.0
     # how the poll's readings become one offset: the worker's choice for the read
@@ -163,9 +164,17 @@ class ServerSim(_Table):
     root_dispersion: _NonNeg = 10e-6
     leap: Literal["none", "insert", "delete", "unsynchronized"] = "none"
     iburst: Annotated[int, Field(ge=0, le=8)] = 4  # first requests 2 s apart
+    # the queueing delay's distribution and rare spikes (core/sim/ntp.py)
+    delay_dist: Literal["exponential", "gamma"] = "exponential"
+    delay_shape: Annotated[float, Field(ge=1.0, le=64.0)] = 4.0
+    spike_probability: _Probability = 0.0
+    spike_min: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-3
+    spike_max: Annotated[float, Field(ge=0.0, le=1.0)] = 10e-3
 
     @model_validator(mode="after")
     def _path(self) -> ServerSim:
+        if self.spike_max < self.spike_min:
+            raise ValueError("spike-max must not be below spike-min")
         if abs(self.asymmetry) / 2 > self.delay:
             raise ValueError(
                 "|asymmetry| / 2 must not exceed delay (a one-way delay would be negative)"

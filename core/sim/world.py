@@ -140,6 +140,7 @@ def phc_params(s: PhcSim) -> PhcParams:
         spike_max_s=s.spike_max,
         gap_s=s.gap,
         precise_noise_s=s.precise_noise,
+        common_noise_s=s.common_noise,
         granularity_s=s.granularity,
         max_reads_per_s=s.max_reads_per_s,
     )
@@ -169,6 +170,11 @@ def _server(src: SimServerSource, scenario: Scenario, seed: int) -> ServerSource
         root_delay_s=s.root_delay,
         root_dispersion_s=s.root_dispersion,
         leap=_LEAP[s.leap],
+        delay_dist=s.delay_dist,
+        delay_shape=s.delay_shape,
+        spike_probability=s.spike_probability,
+        spike_min_s=s.spike_min,
+        spike_max_s=s.spike_max,
     )
     limits = src.poll_limits(scenario.source_defaults)
     name = source_id(src)

@@ -218,3 +218,47 @@ def test_filter_state_stays_finite(steps: list[tuple[int, float, float, float, S
                 assert math.isfinite(value)
             assert est.p00 >= 0.0 and est.p11 >= 0.0
         assert math.isfinite(f.wander) and f.wander > 0
+
+
+class _Steered:
+    """A PHC's offsets as the steered local clock sees them (the control subtracted)."""
+
+    def __init__(self, f: SourceFilter) -> None:
+        self.f, self.off, self.freq, self.t = f, 0.0, 0.0, 0.0
+
+    def control(self, t: float) -> float:
+        return self.off + self.freq * (t - self.t)
+
+    def steer(self, step: float, dfreq: float, t: float) -> None:
+        self.off, self.freq, self.t = self.control(t) + step, self.freq + dfreq, t
+        self.f.steer(step, dfreq, int(t * S))
+
+    def add(self, t: float, truth: float, unc: float) -> None:
+        self.f.add_sample(sample(t, truth - self.control(t), unc=unc))
+
+
+def test_phc_poll_noise_beyond_the_claimed_sigma_is_learnt() -> None:
+    """Polls claiming 4 ns but scattering by 25 ns: the filter adds the difference."""
+    f = phc_filter()
+    world = _Steered(f)
+    rnd = random.Random(5)
+    for i in range(80):
+        world.add(i, 1e-3 + 2e-6 * i + rnd.gauss(0, 25e-9), 4e-9)
+        if i % 7 == 3:  # steering between samples is taken out before judging the scatter
+            world.steer(0.0, 1e-7, i + 0.5)
+    assert math.sqrt(f.common.extra_var) == pytest.approx(25e-9, rel=0.35)
+    est = f.estimate(80 * S)
+    assert est is not None and est.offset_sigma > 5e-9  # no longer trusting 4 ns a poll
+
+
+def test_phc_poll_noise_as_claimed_adds_nothing() -> None:
+    f = phc_filter()
+    world = _Steered(f)
+    rnd = random.Random(6)
+    for i in range(200):
+        world.add(i, 1e-3 + 2e-6 * i + rnd.gauss(0, 25e-9), 25e-9)
+        if i % 5 == 2:
+            world.steer(1e-6 if i == 52 else 0.0, -3e-7, i + 0.5)
+        assert f.common.extra_var == 0.0
+    f.reset()
+    assert not f.common.observed

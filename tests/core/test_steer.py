@@ -112,3 +112,48 @@ def test_unlimited_thresholds() -> None:
 def test_initial_frequency_is_kept_and_clamped() -> None:
     assert Steerer(SynchronizationConfig(), freq=12e-6).freq_in_force == 12e-6
     assert Steerer(SynchronizationConfig(), freq=1.0).freq_in_force == pytest.approx(495e-6)
+
+
+def _slew_s(d_freq: float, base: float, offset_s: float) -> float:
+    """How long the planned slew takes to remove ``offset_s``."""
+    return offset_s / (d_freq - base)
+
+
+def test_long_poll_noise_estimate_is_spread_over_several_polls() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)
+    base = s.freq_in_force
+    # NTP: poll 64 s; an estimate of 2 µs with sigma 5 µs is mostly noise, the
+    # frequency known to 0.01 ppm (noise time 500 s): spread over 4 polls, not 1
+    d = s.update(2e-6, 0.0, 1 * S, next_update_ns=17 * S, poll_interval_s=64.0,
+                 offset_sigma_s=5e-6, freq_sigma=1e-8)
+    assert _slew_s(d.freq, base, 2e-6) == pytest.approx(4 * 64.0, rel=1e-6)
+
+
+def test_long_poll_noise_time_while_the_frequency_is_poorly_known() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)
+    base = s.freq_in_force
+    # frequency known to 0.05 ppm only: noise time 5 µs / 5e-8 = 100 s
+    d = s.update(2e-6, 0.0, 1 * S, next_update_ns=17 * S, poll_interval_s=64.0,
+                 offset_sigma_s=5e-6, freq_sigma=5e-8)
+    assert _slew_s(d.freq, base, 2e-6) == pytest.approx(100.0, rel=1e-6)
+
+
+def test_long_poll_offset_beyond_its_noise_keeps_the_poll_interval() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)
+    base = s.freq_in_force
+    d = s.update(50e-6, 0.0, 1 * S, next_update_ns=17 * S, poll_interval_s=64.0,
+                 offset_sigma_s=5e-6, freq_sigma=1e-8)  # 10 sigma: a real offset
+    assert _slew_s(d.freq, base, 50e-6) == pytest.approx(64.0, rel=1e-6)
+
+
+def test_short_poll_ignores_the_noise_time() -> None:
+    s = steerer()
+    s.update(1e-3, 0.0, 0)
+    base = s.freq_in_force
+    # PHC: poll 1 s, the slew still ends at the next sample
+    d = s.update(20e-9, 0.0, 1 * S, next_update_ns=2 * S, poll_interval_s=1.0,
+                 offset_sigma_s=30e-9, freq_sigma=1e-9)
+    assert _slew_s(d.freq, base, 20e-9) == pytest.approx(1.0, rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,54 @@ def test_noise_is_repeatable_for_one_seed_and_path(tmp_path: Path) -> None:
     a = [r.phc_ns for r in first.read(ReadMethod.EXTENDED, 5)]
     assert a == [r.phc_ns for r in second.read(ReadMethod.EXTENDED, 5)]
     assert len(set(a)) > 1  # the noise is there
+
+
+def _model_device(tmp_path: Path, clock: FakeClock, **params: object) -> SimPhcDevice:
+    from ntpd_py.core.sim.phc import PhcModel, PhcParams
+
+    _, shared = _device(tmp_path, clock)
+    model = PhcModel("/dev/ptp0", PhcParams(**params), seed=3)  # type: ignore[arg-type]
+    return SimPhcDevice("/dev/ptp0", shared, SimulationConfig(), model,
+                        monotonic_ns=lambda: clock.mono_ns)
+
+
+def test_basic_reads_share_their_system_stamps(tmp_path: Path) -> None:
+    clock = FakeClock()
+    device, _ = _device(tmp_path, clock, **{"phc-noise": 0.0})
+    readings = device.read(ReadMethod.BASIC, 4)
+    assert all(a.sys_after_ns == b.sys_before_ns for a, b in itertools.pairwise(readings))
+    assert all(r.sys_after_ns - r.sys_before_ns == READ_WINDOW_NS for r in readings)
+
+
+def test_reading_level_basic_device_honours_the_method(tmp_path: Path) -> None:
+    clock = FakeClock()
+    device = _model_device(tmp_path, clock, method="basic", delay_up_s=600e-9,
+                           delay_down_s=400e-9, max_reads_per_s=10.0)
+    # a basic-only device: EXTENDED and PRECISE fail as unsupported (the worker falls back)
+    for method in (ReadMethod.PRECISE, ReadMethod.EXTENDED):
+        with pytest.raises(PhcError) as exc:
+            device.read(method, 5)
+        assert exc.value.kind is DeviceErrorKind.UNSUPPORTED
+    assert device.caps().cross_timestamping is False
+    readings = device.read(ReadMethod.BASIC, 25)
+    assert len(readings) == 10  # max-reads-per-s
+    assert all(a.sys_after_ns == b.sys_before_ns for a, b in itertools.pairwise(readings))
+    windows = {r.sys_after_ns - r.sys_before_ns for r in readings}
+    assert len(windows) > 1  # each reading's own transits
+    for r in readings:  # the latch lies inside its window: |error| <= window / 2
+        latch = r.phc_ns - r.sys_before_ns + round(OFFSET_S * 1e9)  # up, ns
+        assert 0 <= latch <= r.sys_after_ns - r.sys_before_ns
+
+
+def test_reading_level_extended_and_precise_devices(tmp_path: Path) -> None:
+    clock = FakeClock()
+    extended = _model_device(tmp_path, clock, method="extended", delay_up_s=200e-9,
+                             delay_down_s=200e-9, gap_s=1e-6)
+    readings = extended.read(ReadMethod.EXTENDED, 5)
+    assert all(b.sys_before_ns - a.sys_after_ns >= 1000 for a, b in itertools.pairwise(readings))
+    assert len(extended.read(ReadMethod.BASIC, 5)) == 5  # a later method works too
+    precise = _model_device(tmp_path, clock, method="precise", bias_s=1e-6)
+    assert precise.caps().cross_timestamping is True
+    [r] = precise.read(ReadMethod.PRECISE, 5)
+    assert r.sys_before_ns == r.sys_after_ns
+    assert r.phc_ns - r.sys_before_ns == round(-OFFSET_S * 1e9) + 1000

@@ -36,6 +36,20 @@ def test_phc_read_gives_kernel_like_triplets() -> None:
     assert s.uncertainty_s == pytest.approx(phc_uncertainty(1e-7, s.delay_s))
 
 
+def test_phc_common_noise_is_shared_within_a_read_and_varies_between_reads() -> None:
+    c = clock()
+    phc = PhcModel("/dev/ptp0", PhcParams(method="extended", readings=5, delay_up_s=0.0,
+                                          delay_down_s=0.0, common_noise_s=20e-9), seed=4)
+    means = []
+    for index in range(400):
+        readings = phc.read(10 * S + index * S, index, c)
+        assert readings is not None
+        errors = {value - before for before, value, _ in readings}
+        assert len(errors) == 1  # no transit delay, no own noise: all five share one error
+        means.append(errors.pop() / S)
+    assert statistics.pstdev(means) == pytest.approx(20e-9, rel=0.15)
+
+
 def test_phc_noise_failures_and_steps() -> None:
     c = clock()
     phc = PhcModel("p", PhcParams(noise_s=50e-9, read_failure=0.25, step_at_s=100.0,
@@ -79,6 +93,39 @@ def test_ntp_exchange_and_client_arithmetic() -> None:
     assert statistics.fmean(offsets) == pytest.approx(3e-3, abs=5e-6)  # server - local
     assert statistics.fmean(delays) == pytest.approx(400e-6, rel=0.05)
     assert statistics.pstdev(offsets) == pytest.approx(70.7e-6, rel=0.1)
+
+
+def _round_trips(params: ServerParams, n: int = 4000) -> list[float]:
+    c = clock()
+    server = NtpServerModel("d", params, seed=2)
+    trips = []
+    for k in range(n):
+        x = server.exchange(k * S, k, c)
+        assert isinstance(x, Exchange)
+        trips.append((x.arrival_ns - k * S) / S - params.processing_s)
+    return trips
+
+
+def test_gamma_delays_keep_the_mean_and_narrow_the_spread() -> None:
+    expo = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6))
+    gamma = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6,
+                                      delay_dist="gamma", delay_shape=4.0))
+    assert statistics.fmean(gamma) == pytest.approx(400e-6, rel=0.03)
+    assert statistics.fmean(expo) == pytest.approx(400e-6, rel=0.03)
+    # per direction: sd = mean for the exponential, mean / 2 for gamma(4)
+    assert statistics.pstdev(expo) == pytest.approx(141e-6, rel=0.1)
+    assert statistics.pstdev(gamma) == pytest.approx(70.7e-6, rel=0.1)
+    # a minimum-delay exchange (both ways < 10 µs of queueing) is rare under gamma
+    assert sum(t < 220e-6 for t in gamma) < sum(t < 220e-6 for t in expo) / 10
+
+
+def test_delay_spikes_hit_about_their_share_of_transits() -> None:
+    trips = _round_trips(ServerParams(delay_s=100e-6, delay_jitter_s=100e-6,
+                                      spike_probability=0.02, spike_min_s=1e-3,
+                                      spike_max_s=10e-3))
+    spiked = sum(t > 1.2e-3 for t in trips) / len(trips)
+    assert spiked == pytest.approx(1 - 0.98**2, abs=0.01)
+    assert max(trips) < 20.2e-3 + 3e-3
 
 
 def test_asymmetry_biases_the_offset_by_half() -> None:
