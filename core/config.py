@@ -412,8 +412,6 @@ class SockSourceConfig(_RefclockSourceBase):
 
     ntpd-py creates the socket at `path` (gpsd writes to /run/chrony.<device>.sock);
     each datagram is the SOCK sample chrony defined (core/refclock_sock.py).
-    Its keys are checked, but the source does not run yet: a file with it is refused
-    with "not supported yet".
     """
 
     mode: Literal["sock"] = Field(description="samples from gpsd (or another feeder) over a socket")
@@ -509,7 +507,7 @@ NOT_YET_RUNNABLE_MODES = ("nts", "nts-pool")
 UNSUPPORTED_MODES = ("csptp",)
 # Modes whose keys are checked but which no worker runs yet: the whole file is refused
 # with "not supported yet" on the mode (issue #21; emptied when the roles are wired).
-UNWIRED_MODES: tuple[str, ...] = ("sock", "pps")
+UNWIRED_MODES: tuple[str, ...] = ("pps",)
 
 
 # -- synchronization --------------------------------------------------------------------

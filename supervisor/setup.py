@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from ntpd_py.core.config import Config, PtpSourceConfig
+from ntpd_py.core.config import Config, PtpSourceConfig, SockSourceConfig
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
 from ntpd_py.core.worker_spec import WorkerSpec, build_specs
 from ntpd_py.ipc.endpoints import Endpoints
@@ -149,6 +149,9 @@ class DaemonSetup:
     started_at: float = field(default_factory=time.time)
     metrics_fd: int | None = None
     slots: SlotTable | None = None  # the workers' uids and bus endpoints (supervisor.slots)
+    # Feeders' sockets (mode = "sock"), by worker id: kept for the daemon's life, so a
+    # restarted worker gets the same socket and the feeder never sees it vanish.
+    sock_fds: dict[str, int] = field(default_factory=dict)
 
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege and
@@ -183,6 +186,8 @@ class DaemonSetup:
             return [] if self.metrics_fd is None else [self.metrics_fd]
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
             return [self.device_fds[spec.worker_id]]
+        if spec.role == "sock" and spec.worker_id in self.sock_fds:
+            return [self.sock_fds[spec.worker_id]]
         if spec.role == "server" and spec.server_index < len(self.server_fds):
             return list(self.server_fds[spec.server_index])
         return []
@@ -256,6 +261,44 @@ class DaemonSetup:
                     continue
                 self.device_fds[spec.worker_id] = fd
 
+    def open_sock_sockets(self) -> None:
+        """Create the Unix datagram socket of every sock source (a feeder writes to it).
+
+        Made here, as root, so the worker never binds: mode 0660 and the daemon's group
+        (a feeder such as gpsd runs as root, or is put in that group); 0660 under the
+        supervisor's own group when not root. Sockets of sources no longer configured
+        are closed and removed.
+        """
+        from ntpd_py.plumbing.feeder_socket import create_sock_socket
+
+        wanted = {spec.worker_id: spec.source for spec in self.specs
+                  if isinstance(spec.source, SockSourceConfig)}
+        for worker_id in [w for w in self.sock_fds if w not in wanted]:
+            os.close(self.sock_fds.pop(worker_id))
+            path = worker_id.removeprefix("sock:")
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        gid = self.identity.gid if self.identity is not None else None
+        for worker_id, source in wanted.items():
+            if worker_id in self.sock_fds:
+                continue
+            assert source is not None
+            try:
+                sock = create_sock_socket(source.path, mode=0o660, gid=gid)
+            except OSError as exc:
+                raise StartupError(f'[[source]] mode = "sock", path = "{source.path}": cannot '
+                                   f"create the socket: {exc.strerror or exc}",
+                                   EX_CANTCREAT) from None
+            self.sock_fds[worker_id] = sock.detach()
+            self.log.info("%s: socket created for the feeder (mode 0660)", source.path)
+
+    def close_sock_sockets(self) -> None:
+        for worker_id, fd in list(self.sock_fds.items()):
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(worker_id.removeprefix("sock:"))
+        self.sock_fds = {}
+
     def bind_servers(self) -> None:
         """Bind every [[server]] address once per server process (SO_REUSEPORT if several)."""
         count = self.config.daemon.server_processes
@@ -288,11 +331,12 @@ class DaemonSetup:
         new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
                           self.endpoints, dict(self.device_fds),
                           [] if servers_changed else self.server_fds, self.started_at,
-                          slots=self.slots)
+                          slots=self.slots, sock_fds=self.sock_fds)
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
         new.open_devices()
+        new.open_sock_sockets()  # raises StartupError if a new one cannot be made
         listen = config.observability.metrics_exporter_listen
         new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
@@ -300,6 +344,7 @@ class DaemonSetup:
     def cleanup(self) -> None:
         if self.slots is not None:
             self.slots.close()
+        self.close_sock_sockets()
         for path in (self.endpoints.state, self.endpoints.control_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -431,6 +476,7 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
         if identity is not None:
             os.chown(path, identity.uid, identity.gid)
     setup.open_devices()
+    setup.open_sock_sockets()
     setup.bind_servers()
     setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    PoolSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+    SockSourceConfig,
+)
+from ntpd_py.core.sock_source import SOCK_POLL_MAX, SOCK_POLL_MIN
 from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SourceEntry, SourceSet
 
@@ -29,6 +36,19 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
                     poll_log2=source.interval,
                     poll_min=source.interval,
                     poll_max=source.interval,
+                )
+            )
+        elif isinstance(source, SockSourceConfig):
+            # The feeder sets the pace (gpsd: once a second); the worker reports the
+            # spacing of its samples as their poll, within core/sock_source.py's bounds.
+            entries.append(
+                SourceEntry(
+                    source_id=spec.worker_id,
+                    kind="sock",
+                    name=source.path,
+                    poll_log2=0,
+                    poll_min=SOCK_POLL_MIN,
+                    poll_max=SOCK_POLL_MAX,
                 )
             )
         elif isinstance(source, ServerSourceConfig | PoolSourceConfig):

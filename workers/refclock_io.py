@@ -1,13 +1,11 @@
 """I/O behind the sock and PPS sources: the feeder's socket and the PPS device's ioctls.
 
-No role wiring lives here (issue #21, first stage): these are the pieces a sock
-or pps worker and the supervisor call.
+These are the pieces the sock worker (workers/sock.py) and the supervisor call.
 
-- :func:`create_sock_socket` is what the supervisor calls for a `mode = "sock"`
-  source: it makes the Unix datagram socket the feeder (gpsd) writes to, removing a
-  stale one only if it *is* a socket (never a file someone put there), binding
-  under a restrictive umask so the socket is never reachable with wider
-  permissions than asked for, then setting its mode and group.
+- :func:`create_sock_socket` (plumbing/feeder_socket.py, re-exported here) is
+  what the supervisor calls for a `mode = "sock"` source: it makes the Unix
+  datagram socket the feeder (gpsd) writes to, removing a stale one only if it
+  *is* a socket, binding under a restrictive umask, then setting mode and group.
 - :class:`SockReceiver` drains that socket with bounded work per wake-up and feeds
   core/sock_source.py; what the source refuses is counted there, per reason.
 - :class:`PpsDevice` answers core/pps_source.py's device actions with PPS_GETCAP
@@ -21,7 +19,6 @@ import errno
 import fcntl
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable
 
@@ -39,6 +36,7 @@ from ntpd_py.core.refclock_events import (
     SockAction,
 )
 from ntpd_py.core.sock_source import SockSource
+from ntpd_py.plumbing.feeder_socket import create_sock_socket
 
 __all__ = [
     "DISCARD_PER_WAKEUP",
@@ -53,41 +51,6 @@ __all__ = [
 RECEIVE_PER_WAKEUP = 16  # datagrams decoded per wake-up (gpsd sends one or two a second)
 DISCARD_PER_WAKEUP = 256  # beyond them, at most this many are read and thrown away
 _RECV_BUFFER = 128  # larger than any SOCK sample: a longer datagram shows as wrong-size
-_SOCKET_BINDING_UMASK = 0o177  # the socket exists with at most 0600 until chmod
-
-
-def create_sock_socket(path: str, *, mode: int = 0o660, gid: int | None = None) -> socket.socket:
-    """Bind a Unix datagram socket at ``path`` for a feeder, with ``mode`` (and group ``gid``).
-
-    A socket left at ``path`` by an earlier run is removed; anything else there
-    (a file, a directory, a symlink) is refused with FileExistsError, so a
-    misconfigured path cannot delete what is not ours. The process umask is
-    tightened only around bind (the supervisor is single-threaded when it calls this).
-    """
-    try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(existing.st_mode):
-            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; not "
-                                  "removing it", path)
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    try:
-        old_umask = os.umask(_SOCKET_BINDING_UMASK)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old_umask)
-        if gid is not None:
-            os.chown(path, -1, gid)
-        os.chmod(path, mode)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class SockReceiver:

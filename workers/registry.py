@@ -25,7 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    PoolSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+    SockSourceConfig,
+)
 from ntpd_py.core.exit_codes import PanicExit
 from ntpd_py.core.worker_spec import Role as RoleName
 from ntpd_py.core.worker_spec import WorkerSpec
@@ -124,6 +130,19 @@ def _build_server(w: Wiring) -> RoleTask:
                       state_feed=w.bus, link=w.link, log=w.log)
 
 
+def _build_sock(w: Wiring) -> RoleTask:
+    from .sock import SockTask
+
+    source = w.spec.source
+    assert isinstance(source, SockSourceConfig)
+    if not w.fds:
+        raise ValueError(f"{w.spec.worker_id}: no socket was handed over (the supervisor "
+                         "creates it)")
+    # The supervisor bound the socket at the configured path (as root, with its mode).
+    return SockTask(source=source, worker_id=w.spec.worker_id, bus=w.bus, link=w.link,
+                    log=w.log, sock=socket.socket(fileno=w.fds[0]))
+
+
 def _build_metrics(w: Wiring) -> RoleTask:
     from .metrics import MetricsTask
 
@@ -142,6 +161,7 @@ ROLES: Mapping[RoleName, Role] = {
     "ptp": Role("ptp", _build_ptp, "ptp"),
     "ntp": Role("ntp", _build_ntp, "ntp"),
     "server": Role("server", _build_server, "server"),
+    "sock": Role("sock", _build_sock, "sock"),
     "metrics": Role("metrics", _build_metrics, "metrics", bus="control", system_clock_only=True,
                     in_single_process=False,
                     why_not_single="the metrics exporter needs its own process (an HTTP thread)"),
