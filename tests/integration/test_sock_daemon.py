@@ -149,3 +149,38 @@ def test_single_process_runs_the_same_sock_task() -> None:
     with daemon:
         wait_for(lambda: os.path.exists(path), 20, "the sock socket")
         _check_daemon(daemon, path)
+
+
+def test_a_restarted_worker_gets_the_same_socket_and_a_reload_adds_and_removes_one() -> None:
+    daemon = Daemon("", clock="observe")
+    first = str(daemon.dir / "gps.sock")
+    second = str(daemon.dir / "gps2.sock")
+    daemon.write_config(_body(first))
+    with daemon:
+        worker_id = f"sock:{first}"
+        document = daemon.wait_running([worker_id])
+        old_pid = next(p["pid"] for p in document["processes"] if p["worker_id"] == worker_id)
+        inode = os.lstat(first).st_ino
+        with Feeder(first):
+            wait_for(lambda: (_sock_source(daemon, worker_id) or {}).get("samples", 0) >= 2,
+                     30, "samples before the kill")
+            os.kill(old_pid, 9)  # the worker only: the supervisor restarts it
+
+            def restarted_with_samples() -> bool:
+                procs = daemon.workers()
+                proc = procs.get(worker_id, {})
+                source = _sock_source(daemon, worker_id) or {}
+                # the new process's own "receiving" line: its status is not the old one's
+                received = daemon.log().count(f"running: receiving samples on {first}")
+                return (proc.get("state") == "running" and proc.get("pid") not in (None, old_pid)
+                        and received >= 2 and source.get("worker_state") == "running")
+
+            wait_for(restarted_with_samples, 40, "the restarted worker receiving samples")
+        # the supervisor kept the socket: the feeder never saw it vanish
+        assert os.lstat(first).st_ino == inode
+        # a reload adds a sock source (its socket made) and removes the first one
+        daemon.write_config(_body(second))
+        daemon.signal(1)  # SIGHUP
+        daemon.wait_running([f"sock:{second}"])
+        assert stat.S_ISSOCK(os.lstat(second).st_mode)
+        wait_for(lambda: not os.path.exists(first), 20, "the removed source's socket gone")
