@@ -3,7 +3,8 @@
 Runs the daemon as root under `strace -ff` with `[daemon] seccomp = "log"`
 (nothing is killed), with every role: a simulated PHC, an NTP peer on loopback
 (our standalone server), the NTP server answering a request, the metrics
-exporter scraped, a sock source fed SOCK samples (good and malformed); then
+exporter scraped, a sock source fed SOCK samples (good and malformed), a pps
+source on /dev/null (no PPS device: it only checks it); then
 SIGHUP (reload and log reopen) and a SIGKILL of clock-control (every worker
 reconnects, clock-control restores its state).
 For each role it prints the calls made after the filter was installed and the
@@ -70,6 +71,12 @@ mode = "sock"
 path = "{sock_path}"
 precision = 1e-3
 
+# no PPS device here: the pps worker checks /dev/null (ENOTTY) and reports it
+[[source]]
+mode = "pps"
+path = "/dev/null"
+precision = 1e-7
+
 [[source]]
 mode = "server"
 address = "127.0.0.1:{peer}"
@@ -94,7 +101,7 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
              str(daemon.config_path)], stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             ids = ["clock-control", "ptp:/dev/ptp0", f"ntp:127.0.0.1:{peer}", "server",
-                   "metrics", f"sock:{sock_path}"]
+                   "metrics", f"sock:{sock_path}", "pps:/dev/null"]
             daemon.wait_running(ids, timeout=60)
             _feed_sock(sock_path)
             wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"),

@@ -7,10 +7,12 @@ from collections.abc import Iterable
 from ntpd_py.core.config import (
     Config,
     PoolSourceConfig,
+    PpsSourceConfig,
     PtpSourceConfig,
     ServerSourceConfig,
     SockSourceConfig,
 )
+from ntpd_py.core.pps_source import pps_poll_log2
 from ntpd_py.core.sock_source import SOCK_POLL_MAX, SOCK_POLL_MIN
 from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SourceEntry, SourceSet
@@ -51,6 +53,10 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
                     poll_max=SOCK_POLL_MAX,
                 )
             )
+        elif isinstance(source, PpsSourceConfig):
+            poll = pps_poll_log2(source.period)  # one sample per pulse
+            entries.append(SourceEntry(source_id=spec.worker_id, kind="pps", name=source.path,
+                                       poll_log2=poll, poll_min=poll, poll_max=poll))
         elif isinstance(source, ServerSourceConfig | PoolSourceConfig):
             limits = source.poll_limits(config.source_defaults)
             name = (

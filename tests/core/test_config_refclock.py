@@ -1,8 +1,7 @@
 """`mode = "sock"` and `mode = "pps"`: ntpd-rs's keys checked with file/line/key errors.
 
-The sock source runs (issue #21 stage 2), so a valid sock table loads; pps does not run
-yet, so a valid one is refused on its mode with "not supported yet". The models
-themselves are checked directly for what a valid table means.
+Both sources run (issue #21 stage 2), so valid tables load; the models themselves are
+checked directly for what a valid table means.
 """
 
 from __future__ import annotations
@@ -36,12 +35,11 @@ def test_valid_sock_tables_load(text: str) -> None:
     assert source.path.endswith(".sock")
 
 
-@pytest.mark.parametrize("text", [GPS_GUIDE_PPS])
-def test_valid_tables_are_refused_only_as_not_supported_yet(text: str) -> None:
-    (issue,) = issues(text)
-    assert issue.key == "source[0].mode"
-    assert issue.line == 2
-    assert "not supported yet" in issue.message and "keys are valid" in issue.message
+def test_a_valid_pps_table_loads() -> None:
+    config = load_config_text(GPS_GUIDE_PPS, "ntp.toml")
+    (source,) = config.source
+    assert isinstance(source, PpsSourceConfig)
+    assert (source.path, source.period) == ("/dev/pps0", 0.1)
 
 
 def test_models_keep_the_values() -> None:
@@ -105,6 +103,6 @@ def test_a_socket_or_device_path_may_appear_once() -> None:
     assert "already used by source[0]" in issue.message
 
 
-def test_unwired_modes_are_the_refclocks_not_yet_run() -> None:
-    assert set(model.UNWIRED_MODES) == {"pps"}
+def test_every_refclock_mode_is_wired() -> None:
+    assert set(model.UNWIRED_MODES) == set()
     assert set(model.UNWIRED_MODES) <= set(model.SUPPORTED_MODES)
