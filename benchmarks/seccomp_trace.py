@@ -3,8 +3,10 @@
 Runs the daemon as root under `strace -ff` with `[daemon] seccomp = "log"`
 (nothing is killed), with every role: a simulated PHC, an NTP peer on loopback
 (our standalone server), the NTP server answering a request, the metrics
-exporter scraped; then SIGHUP (reload and log reopen) and a SIGKILL of
-clock-control (every worker reconnects, clock-control restores its state).
+exporter scraped, a sock source fed SOCK samples (good and malformed), a pps
+source on /dev/null (no PPS device: it only checks it); then
+SIGHUP (reload and log reopen) and a SIGKILL of clock-control (every worker
+reconnects, clock-control restores its state).
 For each role it prints the calls made after the filter was installed and the
 ones its profile lacks — the list to extend `plumbing/seccomp_profiles.py` with.
 
@@ -56,11 +58,24 @@ def _exercise(out_prefix: str) -> None:
     server_port = free_udp_port()
     with started(serve_cmd(f"127.0.0.1:{(peer := free_udp_port())}", "--stratum", "1"),
                  ready="listening on"):
+        sock_dir = tempfile.mkdtemp(prefix="ntpd-sock-", dir="/tmp")
+        sock_path = f"{sock_dir}/gps.sock"
         body = f"""
 [[source]]
 mode = "ptp"
 path = "/dev/ptp0"
 precision = 5e-8
+
+[[source]]
+mode = "sock"
+path = "{sock_path}"
+precision = 1e-3
+
+# no PPS device here: the pps worker checks /dev/null (ENOTTY) and reports it
+[[source]]
+mode = "pps"
+path = "/dev/null"
+precision = 1e-7
 
 [[source]]
 mode = "server"
@@ -86,8 +101,9 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
              str(daemon.config_path)], stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             ids = ["clock-control", "ptp:/dev/ptp0", f"ntp:127.0.0.1:{peer}", "server",
-                   "metrics"]
+                   "metrics", f"sock:{sock_path}", "pps:/dev/null"]
             daemon.wait_running(ids, timeout=60)
+            _feed_sock(sock_path)
             wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"),
                      60, "synchronized")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
@@ -100,6 +116,7 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
             time.sleep(3)
             os.kill(int(daemon.workers()["clock-control"]["pid"]), signal.SIGKILL)
             daemon.wait_running(ids, timeout=30)
+            _feed_sock(sock_path)
             time.sleep(5)
             urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
             os.kill(supervisor, signal.SIGTERM)
@@ -107,6 +124,18 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
         finally:
             daemon.stop()
             daemon.cleanup()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _feed_sock(path: str) -> None:
+    """A few SOCK samples, as gpsd sends them, and a malformed datagram."""
+    from ntpd_py.core.refclock_sock import encode_sock_sample
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as feeder:
+        for _ in range(5):
+            feeder.sendto(encode_sock_sample(time.time_ns(), 0.001), path)
+            time.sleep(0.2)
+        feeder.sendto(b"\x00" * 7, path)
 
 
 def _analyse(directory: Path, prefix: str) -> dict[str, collections.Counter[str]]:

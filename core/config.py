@@ -412,8 +412,6 @@ class SockSourceConfig(_RefclockSourceBase):
 
     ntpd-py creates the socket at `path` (gpsd writes to /run/chrony.<device>.sock);
     each datagram is the SOCK sample chrony defined (core/refclock_sock.py).
-    Its keys are checked, but the source does not run yet: a file with it is refused
-    with "not supported yet".
     """
 
     mode: Literal["sock"] = Field(description="samples from gpsd (or another feeder) over a socket")
@@ -426,8 +424,7 @@ class PpsSourceConfig(_RefclockSourceBase):
 
     A pulse marks the start of a second (of a period) only: the whole seconds come
     from the other sources, so PPS alone cannot set the clock and does not count
-    towards minimum-agreeing-sources (as in ntpd-rs). Its keys are checked, but the
-    source does not run yet: a file with it is refused with "not supported yet".
+    towards minimum-agreeing-sources (as in ntpd-rs).
     """
 
     mode: Literal["pps"] = Field(description="a kernel PPS device; whole seconds come from "
@@ -509,7 +506,7 @@ NOT_YET_RUNNABLE_MODES = ("nts", "nts-pool")
 UNSUPPORTED_MODES = ("csptp",)
 # Modes whose keys are checked but which no worker runs yet: the whole file is refused
 # with "not supported yet" on the mode (issue #21; emptied when the roles are wired).
-UNWIRED_MODES: tuple[str, ...] = ("sock", "pps")
+UNWIRED_MODES: tuple[str, ...] = ()
 
 
 # -- synchronization --------------------------------------------------------------------

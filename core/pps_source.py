@@ -58,6 +58,7 @@ __all__ = [
     "WholeSeconds",
     "fetch_timeout_ns",
     "pair_pulse",
+    "pps_poll_log2",
     "whole_seconds_from",
 ]
 
@@ -126,6 +127,11 @@ def whole_seconds_from(snapshots: Iterable[SourceSnapshot]) -> WholeSeconds | No
     return WholeSeconds(best.offset_s, best.uncertainty_s, best.source_id)
 
 
+def pps_poll_log2(period_s: float) -> int:
+    """The poll a PPS source's samples carry: log2 of its period, within -6..17."""
+    return max(-6, min(17, round(math.log2(period_s))))
+
+
 def fetch_timeout_ns(period_s: float) -> int:
     """How long one PPS_FETCH waits: two periods, at least 1 s, at most 8 s."""
     return int(min(max(2.0 * period_s, 1.0), 8.0) * NS_PER_S)
@@ -190,7 +196,7 @@ class PpsSource:
         self.source_id = source_id
         self.period_ns = round(config.period * NS_PER_S)
         self.timeout_ns = fetch_timeout_ns(config.period)
-        self._poll_log2 = max(-6, min(17, round(math.log2(config.period))))
+        self._poll_log2 = pps_poll_log2(config.period)
         self._state = PpsState.CHECKING
         self._message = f"checking {config.path}"
         self._whole: WholeSeconds | None = None
@@ -209,6 +215,11 @@ class PpsSource:
     @property
     def deadline_ns(self) -> int | None:
         return self._deadline_ns
+
+    @property
+    def status_poll_log2(self) -> int:
+        """The poll its samples carry (log2 of the period)."""
+        return self._poll_log2
 
     def status(self) -> RefclockStatus:
         return RefclockStatus(self.source_id, "pps", self.config.path, self._state.value,

@@ -37,6 +37,8 @@ __all__ = [
     "MIN_SPACING_NS",
     "REJECTIONS_BEFORE_REPORT",
     "SILENCE_NS",
+    "SOCK_POLL_MAX",
+    "SOCK_POLL_MIN",
     "SOCK_REFID",
     "SOCK_TRANSITIONS",
     "SockDrop",
@@ -50,6 +52,7 @@ MAX_AHEAD_NS = 500 * NS_PER_MS  # stamped after we received it: not our clock
 MIN_SPACING_NS = 15 * NS_PER_MS  # above 64 samples per second is a flood, not a receiver
 SILENCE_NS = 16 * NS_PER_S  # no sample for this long: say so
 REJECTIONS_BEFORE_REPORT = 3
+SOCK_POLL_MIN, SOCK_POLL_MAX = -6, 17  # the poll reported: log2 of the feeder's spacing
 SOCK_REFID = int.from_bytes(b"SOCK", "big")
 
 
@@ -117,6 +120,11 @@ class SockSource:
     def deadline_ns(self) -> int | None:
         return self._deadline_ns
 
+    @property
+    def poll_log2(self) -> int:
+        """log2 of the feeder's spacing between the last two accepted samples (0 before)."""
+        return self._poll_log2
+
     def status(self) -> RefclockStatus:
         return RefclockStatus(self.source_id, "sock", self.config.path, self._state.value,
                               self._message, self._samples, dict(self._drops),
@@ -165,7 +173,7 @@ class SockSource:
         if last_time is not None:
             # the feeder's rate, as the poll interval (gpsd: one per second, or per cycle)
             gap_s = (parsed.time_ns - last_time) / NS_PER_S
-            self._poll_log2 = max(-6, min(17, round(math.log2(gap_s))))
+            self._poll_log2 = max(SOCK_POLL_MIN, min(SOCK_POLL_MAX, round(math.log2(gap_s))))
         self._last_time_ns, self._last_mono_ns = parsed.time_ns, recv_mono_ns
         self._last_offset_s = parsed.offset_s
         self._samples += 1

@@ -15,14 +15,16 @@ from typing import Any, Literal
 from ntpd_py.core.config import (
     Config,
     PoolSourceConfig,
+    PpsSourceConfig,
     PtpSourceConfig,
     ServerConfig,
     ServerSourceConfig,
+    SockSourceConfig,
 )
 
 __all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
 
-Role = Literal["clock-control", "ptp", "ntp", "server", "metrics"]
+Role = Literal["clock-control", "ptp", "ntp", "server", "metrics", "sock", "pps"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class WorkerSpec:
     worker_id: str
     role: Role
     fingerprint: str
-    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | None = None
+    source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
+             | PpsSourceConfig | None) = None
     # For an NTP worker: the address it talks to (a pool member's resolved IP).
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
@@ -38,7 +41,7 @@ class WorkerSpec:
 
     @property
     def is_source(self) -> bool:
-        return self.role in ("ptp", "ntp")
+        return self.role in ("ptp", "ntp", "sock", "pps")
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -47,10 +50,16 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def source_id_for(
-    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig, peer: str | None = None
+    source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
+             | PpsSourceConfig),
+    peer: str | None = None,
 ) -> str:
     if isinstance(source, PtpSourceConfig):
         return f"ptp:{source.path}"
+    if isinstance(source, SockSourceConfig):
+        return f"sock:{source.path}"
+    if isinstance(source, PpsSourceConfig):
+        return f"pps:{source.path}"
     if isinstance(source, PoolSourceConfig):
         return f"pool:{source.address}/{peer}"
     return f"ntp:{source.address}"
@@ -76,6 +85,10 @@ def build_specs(
                     source,
                 )
             )
+        elif isinstance(source, SockSourceConfig):
+            specs.append(WorkerSpec(source_id_for(source), "sock", _fingerprint(dumped), source))
+        elif isinstance(source, PpsSourceConfig):
+            specs.append(WorkerSpec(source_id_for(source), "pps", _fingerprint(dumped), source))
         elif isinstance(source, PoolSourceConfig):
             for member in pool_members.get(index, [])[: source.count]:
                 specs.append(

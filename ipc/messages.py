@@ -262,7 +262,8 @@ class Heartbeat(Message):
 class ProcessInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
-    role: Literal["supervisor", "clock-control", "ptp", "ntp", "server", "metrics"]
+    role: Literal["supervisor", "clock-control", "ptp", "ntp", "server", "metrics", "sock",
+                  "pps"]
     pid: int | None
     user: Text
     state: Text
@@ -296,7 +297,7 @@ class BusSlot(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
-    role: Literal["ptp", "ntp", "server"]
+    role: Literal["ptp", "ntp", "server", "sock", "pps"]
     path: Text
 
 

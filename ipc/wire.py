@@ -223,7 +223,7 @@ SYSTEM_VIEW_FIELDS: Fields = {
 }
 SOURCE_VIEW_FIELDS: Fields = {
     "source_id": (_ID, _R),
-    "kind": (_literal("ntp", "ptp"), _R),
+    "kind": (_literal("ntp", "ptp", "sock", "pps"), _R),
     "name": (_TEXT, _R),
     "resolved": (_optional(_TEXT), _R),
     "state": (_str(1), _R),
@@ -254,7 +254,8 @@ CLOCK_STATE_FIELDS: Fields = {
 }
 PROCESS_INFO_FIELDS: Fields = {
     "worker_id": (_ID, _R),
-    "role": (_literal("supervisor", "clock-control", "ptp", "ntp", "server", "metrics"), _R),
+    "role": (_literal("supervisor", "clock-control", "ptp", "ntp", "server", "metrics",
+                      "sock", "pps"), _R),
     "pid": (_optional(_int()), _R),
     "user": (_TEXT, _R),
     "state": (_TEXT, _R),

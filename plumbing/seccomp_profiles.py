@@ -98,6 +98,10 @@ CONDITIONAL: dict[str, dict[str, str]] = {
             "prctl": "name", "sched_setscheduler": "other"},
     "server": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
                "prctl": "name", "sched_setscheduler": "other"},
+    "sock": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
+             "prctl": "name", "sched_setscheduler": "other"},
+    "pps": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
+            "prctl": "name", "sched_setscheduler": "other"},
     "metrics": {"clone": "thread", "openat": "ro", "socket": "inet", "tgkill": "self",
                 "prctl": "name", "sched_setscheduler": "other"},
     # getaddrinfo: reads /etc/hosts, nsswitch.conf, resolv.conf; UDP/TCP to the resolver.
@@ -117,6 +121,11 @@ ROLES: dict[str, tuple[str, ...]] = {
     "ptp": _BASE,
     "ntp": (*_BASE, "udp_client"),
     "server": _BASE,
+    # Receives a feeder's datagrams on the socket the supervisor bound (recvfrom in
+    # _BASE): no bind, no file creation.
+    "sock": _BASE,
+    # PPS_GETCAP/GETPARAMS/FETCH are ioctls on the fd the supervisor opened (in _BASE).
+    "pps": _BASE,
     "metrics": (*_BASE, "tcp_listen"),
     "resolver": ("python", "signals", "time", "fd_io", "lookup", "wait", "socket_io",
                  "udp_client"),

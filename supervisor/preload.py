@@ -53,6 +53,8 @@ SIMULATED_MODULES = (
     "ntpd_py.core.sim.rng",
 )
 ROLE_MODULES = {
+    "sock": ("ntpd_py.workers.sock", "ntpd_py.workers.refclock_io", "ntpd_py.core.sock_source"),
+    "pps": ("ntpd_py.workers.pps", "ntpd_py.workers.refclock_io", "ntpd_py.core.pps_source"),
     "metrics": (
         "http.server",  # the metrics worker's HTTP server and its exporter library
         "prometheus_client",

@@ -10,13 +10,14 @@ so that the children never need a privilege to get them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
 
-from ntpd_py.core.config import Config, PtpSourceConfig
+from ntpd_py.core.config import Config, PpsSourceConfig, PtpSourceConfig, SockSourceConfig
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
 from ntpd_py.core.worker_spec import WorkerSpec, build_specs
 from ntpd_py.ipc.endpoints import Endpoints
@@ -149,6 +150,12 @@ class DaemonSetup:
     started_at: float = field(default_factory=time.time)
     metrics_fd: int | None = None
     slots: SlotTable | None = None  # the workers' uids and bus endpoints (supervisor.slots)
+    # Feeders' sockets (mode = "sock"), by worker id: kept for the daemon's life, so a
+    # restarted worker gets the same socket and the feeder never sees it vanish.
+    sock_fds: dict[str, int] = field(default_factory=dict)
+    # PPS devices (mode = "pps"), by worker id: kept like the feeder sockets, as the
+    # capture edge was set on them with a privilege the supervisor may not keep.
+    pps_fds: dict[str, int] = field(default_factory=dict)
 
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege and
@@ -183,6 +190,10 @@ class DaemonSetup:
             return [] if self.metrics_fd is None else [self.metrics_fd]
         if spec.role == "ptp" and spec.worker_id in self.device_fds:
             return [self.device_fds[spec.worker_id]]
+        if spec.role == "sock" and spec.worker_id in self.sock_fds:
+            return [self.sock_fds[spec.worker_id]]
+        if spec.role == "pps" and spec.worker_id in self.pps_fds:
+            return [self.pps_fds[spec.worker_id]]
         if spec.role == "server" and spec.server_index < len(self.server_fds):
             return list(self.server_fds[spec.server_index])
         return []
@@ -256,6 +267,82 @@ class DaemonSetup:
                     continue
                 self.device_fds[spec.worker_id] = fd
 
+    def open_sock_sockets(self) -> None:
+        """Create the Unix datagram socket of every sock source (a feeder writes to it).
+
+        Made here, as root, so the worker never binds: mode 0660 and the daemon's group
+        (a feeder such as gpsd runs as root, or is put in that group); 0660 under the
+        supervisor's own group when not root. Sockets of sources no longer configured
+        are closed and removed.
+        """
+        from ntpd_py.plumbing.feeder_socket import create_sock_socket
+
+        wanted = {spec.worker_id: spec.source for spec in self.specs
+                  if isinstance(spec.source, SockSourceConfig)}
+        for worker_id in [w for w in self.sock_fds if w not in wanted]:
+            os.close(self.sock_fds.pop(worker_id))
+            path = worker_id.removeprefix("sock:")
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        gid = self.identity.gid if self.identity is not None else None
+        for worker_id, source in wanted.items():
+            if worker_id in self.sock_fds:
+                continue
+            assert source is not None
+            try:
+                sock = create_sock_socket(source.path, mode=0o660, gid=gid)
+            except OSError as exc:
+                raise StartupError(f'[[source]] mode = "sock", path = "{source.path}": cannot '
+                                   f"create the socket: {exc.strerror or exc}",
+                                   EX_CANTCREAT) from None
+            self.sock_fds[worker_id] = sock.detach()
+            self.log.info("%s: socket created for the feeder (mode 0660)", source.path)
+
+    def open_pps_devices(self) -> None:
+        """Open every pps source's device and set its capture edge when we can.
+
+        PPS_SETPARAMS needs CAP_SYS_TIME: without it (a test run under capsh, a unit
+        without the capability) the device is handed over as it is, and the worker's
+        status says why the edge is not captured. A device that cannot be opened is
+        logged; its worker is not started (it has nothing to read).
+        """
+        from ntpd_py.plumbing.pps_capture import set_pps_capture
+
+        wanted = {spec.worker_id: spec.source for spec in self.specs
+                  if isinstance(spec.source, PpsSourceConfig)}
+        for worker_id in [w for w in self.pps_fds if w not in wanted]:
+            os.close(self.pps_fds.pop(worker_id))
+        for worker_id, source in wanted.items():
+            if worker_id in self.pps_fds:
+                continue
+            assert isinstance(source, PpsSourceConfig)
+            try:
+                fd = os.open(source.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                self.log.warning("%s: %s; its pps worker cannot start", source.path,
+                                 exc.strerror)
+                continue
+            try:
+                set_pps_capture(fd, source.edge)
+            except OSError as exc:
+                why = ("PPS_SETPARAMS needs CAP_SYS_TIME" if exc.errno == errno.EPERM
+                       else exc.strerror)
+                self.log.warning("%s: cannot set the %s edge to be captured: %s", source.path,
+                                 source.edge, why)
+            self.pps_fds[worker_id] = fd
+
+    def close_pps_devices(self) -> None:
+        for fd in self.pps_fds.values():
+            os.close(fd)
+        self.pps_fds = {}
+
+    def close_sock_sockets(self) -> None:
+        for worker_id, fd in list(self.sock_fds.items()):
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(worker_id.removeprefix("sock:"))
+        self.sock_fds = {}
+
     def bind_servers(self) -> None:
         """Bind every [[server]] address once per server process (SO_REUSEPORT if several)."""
         count = self.config.daemon.server_processes
@@ -288,11 +375,13 @@ class DaemonSetup:
         new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
                           self.endpoints, dict(self.device_fds),
                           [] if servers_changed else self.server_fds, self.started_at,
-                          slots=self.slots)
+                          slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds)
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
         new.open_devices()
+        new.open_sock_sockets()  # raises StartupError if a new one cannot be made
+        new.open_pps_devices()
         listen = config.observability.metrics_exporter_listen
         new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
@@ -300,6 +389,8 @@ class DaemonSetup:
     def cleanup(self) -> None:
         if self.slots is not None:
             self.slots.close()
+        self.close_sock_sockets()
+        self.close_pps_devices()
         for path in (self.endpoints.state, self.endpoints.control_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -431,6 +522,8 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
         if identity is not None:
             os.chown(path, identity.uid, identity.gid)
     setup.open_devices()
+    setup.open_sock_sockets()
+    setup.open_pps_devices()
     setup.bind_servers()
     setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

@@ -34,7 +34,7 @@ __all__ = [
     "Slot", "SlotTable", "UidClaim", "allocate_uid", "kill_uid", "process_uids", "running_uids",
 ]
 
-BUS_ROLES = ("ptp", "ntp", "server")
+BUS_ROLES = ("ptp", "ntp", "server", "sock", "pps")
 LISTEN_BACKLOG = 16
 
 

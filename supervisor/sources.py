@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    PoolSourceConfig,
+    PpsSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+    SockSourceConfig,
+)
+from ntpd_py.core.pps_source import pps_poll_log2
+from ntpd_py.core.sock_source import SOCK_POLL_MAX, SOCK_POLL_MIN
 from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SourceEntry, SourceSet
 
@@ -31,6 +40,23 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
                     poll_max=source.interval,
                 )
             )
+        elif isinstance(source, SockSourceConfig):
+            # The feeder sets the pace (gpsd: once a second); the worker reports the
+            # spacing of its samples as their poll, within core/sock_source.py's bounds.
+            entries.append(
+                SourceEntry(
+                    source_id=spec.worker_id,
+                    kind="sock",
+                    name=source.path,
+                    poll_log2=0,
+                    poll_min=SOCK_POLL_MIN,
+                    poll_max=SOCK_POLL_MAX,
+                )
+            )
+        elif isinstance(source, PpsSourceConfig):
+            poll = pps_poll_log2(source.period)  # one sample per pulse
+            entries.append(SourceEntry(source_id=spec.worker_id, kind="pps", name=source.path,
+                                       poll_log2=poll, poll_min=poll, poll_max=poll))
         elif isinstance(source, ServerSourceConfig | PoolSourceConfig):
             limits = source.poll_limits(config.source_defaults)
             name = (

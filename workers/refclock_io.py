@@ -1,18 +1,17 @@
 """I/O behind the sock and PPS sources: the feeder's socket and the PPS device's ioctls.
 
-No role wiring lives here (issue #21, first stage): these are the pieces a sock
-or pps worker and the supervisor call.
+These are the pieces the sock worker (workers/sock.py) and the supervisor call.
 
-- :func:`create_sock_socket` is what the supervisor calls for a `mode = "sock"`
-  source: it makes the Unix datagram socket the feeder (gpsd) writes to, removing a
-  stale one only if it *is* a socket (never a file someone put there), binding
-  under a restrictive umask so the socket is never reachable with wider
-  permissions than asked for, then setting its mode and group.
+- :func:`create_sock_socket` (plumbing/feeder_socket.py, re-exported here) is
+  what the supervisor calls for a `mode = "sock"` source: it makes the Unix
+  datagram socket the feeder (gpsd) writes to, removing a stale one only if it
+  *is* a socket, binding under a restrictive umask, then setting mode and group.
 - :class:`SockReceiver` drains that socket with bounded work per wake-up and feeds
   core/sock_source.py; what the source refuses is counted there, per reason.
 - :class:`PpsDevice` answers core/pps_source.py's device actions with PPS_GETCAP
   and PPS_FETCH (with a timeout) on an fd passed in; buffers are core/pps_abi.py's.
   :func:`set_pps_capture` is for the supervisor: PPS_SETPARAMS needs CAP_SYS_TIME.
+- :class:`PpsPoller` carries a fetch out as polls, so the pps worker never blocks.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import errno
 import fcntl
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable
 
@@ -39,12 +37,15 @@ from ntpd_py.core.refclock_events import (
     SockAction,
 )
 from ntpd_py.core.sock_source import SockSource
+from ntpd_py.plumbing.feeder_socket import create_sock_socket
+from ntpd_py.plumbing.pps_capture import set_pps_capture
 
 __all__ = [
     "DISCARD_PER_WAKEUP",
     "RECEIVE_PER_WAKEUP",
     "IoctlFn",
     "PpsDevice",
+    "PpsPoller",
     "SockReceiver",
     "create_sock_socket",
     "set_pps_capture",
@@ -53,41 +54,6 @@ __all__ = [
 RECEIVE_PER_WAKEUP = 16  # datagrams decoded per wake-up (gpsd sends one or two a second)
 DISCARD_PER_WAKEUP = 256  # beyond them, at most this many are read and thrown away
 _RECV_BUFFER = 128  # larger than any SOCK sample: a longer datagram shows as wrong-size
-_SOCKET_BINDING_UMASK = 0o177  # the socket exists with at most 0600 until chmod
-
-
-def create_sock_socket(path: str, *, mode: int = 0o660, gid: int | None = None) -> socket.socket:
-    """Bind a Unix datagram socket at ``path`` for a feeder, with ``mode`` (and group ``gid``).
-
-    A socket left at ``path`` by an earlier run is removed; anything else there
-    (a file, a directory, a symlink) is refused with FileExistsError, so a
-    misconfigured path cannot delete what is not ours. The process umask is
-    tightened only around bind (the supervisor is single-threaded when it calls this).
-    """
-    try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(existing.st_mode):
-            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; not "
-                                  "removing it", path)
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    try:
-        old_umask = os.umask(_SOCKET_BINDING_UMASK)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old_umask)
-        if gid is not None:
-            os.chown(path, -1, gid)
-        os.chmod(path, mode)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class SockReceiver:
@@ -206,18 +172,59 @@ class PpsDevice:
             return PpsDeviceFailed(kind, text)
 
 
-def set_pps_capture(fd: int, edge: str, *, ioctl: IoctlFn = _real_ioctl) -> PpsParams:
-    """Make the device capture ``edge`` ("assert" or "clear"), keeping its other mode bits.
+POLLS_PER_PERIOD = 8  # looks for a new edge this often per period (the kernel stamps it)
+MIN_POLL_NS = 10_000_000
 
-    PPS_SETPARAMS needs CAP_SYS_TIME: the supervisor calls this before it hands the fd
-    to the unprivileged worker. Returns the parameters now in force.
+
+class PpsPoller:
+    """Carries out the source's FetchPulse without blocking the worker's loop.
+
+    The source asks for the next pulse as soon as one is answered, so a blocking
+    PPS_FETCH would keep the worker in the ioctl nearly all the time (no bus, no
+    link, late heartbeats). Instead: :meth:`begin` notes the edge sequence numbers
+    with a zero-timeout PPS_FETCH (drivers/pps/pps.c does not wait when the timeout
+    is zero: it returns the latest edges), then :meth:`poll`, called at
+    ``next_poll_ns``, fetches again: a moved sequence number is the pulse asked for
+    (PulseFetched, its kernel stamp unaffected by when we looked) and the action's
+    timeout passing without one is FetchTimedOut, as a blocking fetch would answer.
     """
-    bit = pps_abi.PPS_CAPTUREASSERT if edge == "assert" else pps_abi.PPS_CAPTURECLEAR
-    device = PpsDevice(fd, "", ioctl=ioctl)
-    params = device.getparams()
-    if params.mode & bit:
-        return params
-    wanted = PpsParams(pps_abi.PPS_API_VERS_1, params.mode | bit | pps_abi.PPS_TSFMT_TSPEC,
-                       params.assert_offset_ns, params.clear_offset_ns)
-    ioctl(fd, pps_abi.PPS_SETPARAMS, pps_abi.encode_params(wanted), False)
-    return device.getparams()
+
+    def __init__(self, device: PpsDevice, period_ns: int) -> None:
+        self.device = device
+        self.poll_ns = max(period_ns // POLLS_PER_PERIOD, MIN_POLL_NS)
+        self._seqs: tuple[int, int] | None = None
+        self._deadline_ns: int | None = None
+        self.next_poll_ns: int | None = None  # None: no fetch outstanding
+
+    def begin(self, action: FetchPulse, now_mono_ns: int) -> PpsEvent | None:
+        """Start waiting for the next edge; an event at once only if the device failed."""
+        self._deadline_ns = now_mono_ns + action.timeout_ns
+        self.next_poll_ns = now_mono_ns + self.poll_ns
+        event = self.device.execute(FetchPulse(0))
+        if isinstance(event, PulseFetched):
+            self._seqs = (event.fetch.assert_sequence, event.fetch.clear_sequence)
+            return None
+        if isinstance(event, FetchTimedOut):
+            self._seqs = None  # nothing captured yet: any edge is new
+            return None
+        self.next_poll_ns = None
+        return event
+
+    def poll(self, now_mono_ns: int) -> PpsEvent | None:
+        """The answer to the outstanding fetch, or None while there is none yet."""
+        if self.next_poll_ns is None or self._deadline_ns is None:
+            return None
+        event = self.device.execute(FetchPulse(0))
+        if isinstance(event, PulseFetched):
+            seqs = (event.fetch.assert_sequence, event.fetch.clear_sequence)
+            if seqs != self._seqs:
+                self.next_poll_ns = None
+                return event
+        elif not isinstance(event, FetchTimedOut):
+            self.next_poll_ns = None
+            return event
+        if now_mono_ns >= self._deadline_ns:
+            self.next_poll_ns = None
+            return FetchTimedOut()
+        self.next_poll_ns = now_mono_ns + self.poll_ns
+        return None

@@ -25,7 +25,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    PoolSourceConfig,
+    PpsSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+    SockSourceConfig,
+)
 from ntpd_py.core.exit_codes import PanicExit
 from ntpd_py.core.worker_spec import Role as RoleName
 from ntpd_py.core.worker_spec import WorkerSpec
@@ -40,6 +47,9 @@ __all__ = ["ROLES", "PanicExit", "Role", "RoleTask", "SlotServer", "Wiring", "bu
            "build_task", "role_main", "worker_main"]
 
 CAP_SYS_TIME = 25
+# Roles clock-control sends its published state to over their slot: the server answers
+# with it, the pps source takes its whole seconds from it.
+STATE_ROLES = ("server", "pps")
 
 
 class RoleTask(Task, Protocol):
@@ -124,6 +134,33 @@ def _build_server(w: Wiring) -> RoleTask:
                       state_feed=w.bus, link=w.link, log=w.log)
 
 
+def _build_sock(w: Wiring) -> RoleTask:
+    from .sock import SockTask
+
+    source = w.spec.source
+    assert isinstance(source, SockSourceConfig)
+    if not w.fds:
+        raise ValueError(f"{w.spec.worker_id}: no socket was handed over (the supervisor "
+                         "creates it)")
+    # The supervisor bound the socket at the configured path (as root, with its mode).
+    return SockTask(source=source, worker_id=w.spec.worker_id, bus=w.bus, link=w.link,
+                    log=w.log, sock=socket.socket(fileno=w.fds[0]))
+
+
+def _build_pps(w: Wiring) -> RoleTask:
+    from .pps import PpsTask
+    from .refclock_io import PpsDevice
+
+    source = w.spec.source
+    assert isinstance(source, PpsSourceConfig)
+    # No fd: the supervisor could not open the device (its log says why); the task
+    # reports the source failed instead of reading.
+    device = PpsDevice(w.fds[0], source.path) if w.fds else None
+    # clock-control sends its published state over the same slot (the whole seconds).
+    return PpsTask(source=source, worker_id=w.spec.worker_id, bus=w.bus, link=w.link,
+                   log=w.log, device=device)
+
+
 def _build_metrics(w: Wiring) -> RoleTask:
     from .metrics import MetricsTask
 
@@ -142,6 +179,8 @@ ROLES: Mapping[RoleName, Role] = {
     "ptp": Role("ptp", _build_ptp, "ptp"),
     "ntp": Role("ntp", _build_ntp, "ntp"),
     "server": Role("server", _build_server, "server"),
+    "sock": Role("sock", _build_sock, "sock"),
+    "pps": Role("pps", _build_pps, "pps"),
     "metrics": Role("metrics", _build_metrics, "metrics", bus="control", system_clock_only=True,
                     in_single_process=False,
                     why_not_single="the metrics exporter needs its own process (an HTTP thread)"),
@@ -207,7 +246,7 @@ class SlotServer:
             self._log.error("cannot serve the bus slot %s of %s: %s", slot.path, slot.worker_id,
                             exc)
             return
-        self.router.add(slot.worker_id, channel, wants_state=slot.role == "server")
+        self.router.add(slot.worker_id, channel, wants_state=slot.role in STATE_ROLES)
 
     def update(self, message: SourceSet, fds: list[int]) -> None:
         wanted = {slot.worker_id: slot for slot in message.slots}

@@ -184,3 +184,25 @@ def test_exporter_answers_503_until_clock_control_answers_and_when_it_stops() ->
     clock.mono += STALE_NS + 1
     code, _, body = task.render("")
     assert code == 503 and b"has not answered for 5 s" in body
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics"])
+def test_a_sock_source_has_ntpd_rs_source_metrics_and_its_drops(openmetrics: bool) -> None:
+    path = "/run/chrony.ttyS0.sock"
+    sock = _view(source_id=f"sock:{path}", kind="sock", name=path, resolved=None, state="*",
+                 offset_s=2e-4, uncertainty_s=1e-3, delay_s=0.0, method=None,
+                 last_window_s=None, poll_log2=0, reach=0,
+                 counters={"samples": 40, "drop:wrong-magic": 2, "drop:stale": 1,
+                           "overflow": 5})
+    reply = REPLY.model_copy(update={"clock": ClockStateMsg(
+        mono_ns=1, realtime_ns=2, system=SYSTEM, sources=[sock])})
+    got = _scrape(reply, openmetrics)
+    labels = _src(f"sock:{path}", path, path)
+    assert got[("ntp_source_offset_seconds", labels)] == pytest.approx(2e-4)
+    assert got[("ntp_source_uncertainty_seconds", labels)] == pytest.approx(1e-3)
+    assert got[("ntp_source_poll_interval_seconds", labels)] == 1
+    assert ("ntp_source_unanswered_polls", labels) not in got  # NTP only
+    for event, count in (("drop:wrong-magic", 2), ("drop:stale", 1), ("overflow", 5),
+                         ("samples", 40)):
+        key = tuple(sorted((*labels, ("event", event))))
+        assert got[("ntpd_py_source_events_total", key)] == count
