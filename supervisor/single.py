@@ -106,7 +106,7 @@ class _Stop:
 
 
 def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any]:
-    from ntpd_py.workers.registry import ROLES, Wiring, build_hub, build_task
+    from ntpd_py.workers.registry import ROLES, STATE_ROLES, Wiring, build_hub, build_task
 
     config = setup.config
     hub = MemoryHub()
@@ -129,7 +129,7 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
         # One in-memory path per worker, as the daemon's per-slot endpoints: the
         # sender of a frame is the path it came by.
         name = f"bus/{spec.worker_id}"
-        bus.add(spec.worker_id, hub.router(name), wants_state=spec.role == "server")
+        bus.add(spec.worker_id, hub.router(name), wants_state=spec.role in STATE_ROLES)
         wiring = Wiring(config=config, spec=spec, log=logging.getLogger(spec.worker_id),
                         clock=clock, bus=hub.dealer(name, spec.worker_id.encode()), link=None,
                         fds=_fds_for(setup, spec))
