@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ntpd_py.core.config import (
     Config,
+    NtsSourceConfig,
     PoolSourceConfig,
     PtpSourceConfig,
     ServerConfig,
@@ -30,7 +31,7 @@ class WorkerSpec:
     worker_id: str
     role: Role
     fingerprint: str
-    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | None = None
+    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | NtsSourceConfig | None = None
     # For an NTP worker: the address it talks to (a pool member's resolved IP).
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
@@ -47,12 +48,15 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def source_id_for(
-    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig, peer: str | None = None
+    source: PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | NtsSourceConfig,
+    peer: str | None = None,
 ) -> str:
     if isinstance(source, PtpSourceConfig):
         return f"ptp:{source.path}"
     if isinstance(source, PoolSourceConfig):
         return f"pool:{source.address}/{peer}"
+    if isinstance(source, NtsSourceConfig):
+        return f"nts:{source.address}"
     return f"ntp:{source.address}"
 
 
@@ -87,7 +91,7 @@ def build_specs(
                         member,
                     )
                 )
-        elif isinstance(source, ServerSourceConfig):
+        elif isinstance(source, ServerSourceConfig | NtsSourceConfig):
             specs.append(
                 WorkerSpec(
                     source_id_for(source),

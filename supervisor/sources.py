@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    NtsSourceConfig,
+    PoolSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+)
 from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.messages import SourceEntry, SourceSet
 
@@ -31,7 +37,7 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
                     poll_max=source.interval,
                 )
             )
-        elif isinstance(source, ServerSourceConfig | PoolSourceConfig):
+        elif isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig):
             limits = source.poll_limits(config.source_defaults)
             name = (
                 source.address

@@ -25,7 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ntpd_py.core.config import Config, PoolSourceConfig, PtpSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    NtsSourceConfig,
+    PoolSourceConfig,
+    PtpSourceConfig,
+    ServerSourceConfig,
+)
 from ntpd_py.core.exit_codes import PanicExit
 from ntpd_py.core.worker_spec import Role as RoleName
 from ntpd_py.core.worker_spec import WorkerSpec
@@ -107,7 +113,7 @@ def _build_ntp(w: Wiring) -> RoleTask:
     from .ntp import NtpTask
 
     source = w.spec.source
-    assert isinstance(source, ServerSourceConfig | PoolSourceConfig)
+    assert isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig)
     sim = w.clock if w.config.daemon.clock == "simulated" else None
     return NtpTask(config=w.config, source=source, worker_id=w.spec.worker_id,
                    peer=w.spec.peer or source.address, bus=w.bus, link=w.link, log=w.log,
