@@ -1032,7 +1032,7 @@ class Config(_Table):
         as (key path, message)."""
         found: list[tuple[tuple[str | int, ...], str]] = []
         for index, source in enumerate(self.source):
-            if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig):
+            if isinstance(source, NtsPoolSourceConfig):  # mode = "nts" is wired
                 found.append((("source", index, "mode"),
                               f'mode = "{source.mode}": NTS sources are not supported yet by '
                               "ntpd-py run"))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ntpd_py.core.config import (
     Config,
+    NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
     PtpSourceConfig,
@@ -33,7 +34,7 @@ class WorkerSpec:
     role: Role
     fingerprint: str
     source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
-             | PpsSourceConfig | None) = None
+             | PpsSourceConfig | NtsSourceConfig | None) = None
     # For an NTP worker: the address it talks to (a pool member's resolved IP).
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
@@ -51,7 +52,7 @@ def _fingerprint(*parts: Any) -> str:
 
 def source_id_for(
     source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
-             | PpsSourceConfig),
+             | PpsSourceConfig | NtsSourceConfig),
     peer: str | None = None,
 ) -> str:
     if isinstance(source, PtpSourceConfig):
@@ -62,6 +63,8 @@ def source_id_for(
         return f"pps:{source.path}"
     if isinstance(source, PoolSourceConfig):
         return f"pool:{source.address}/{peer}"
+    if isinstance(source, NtsSourceConfig):
+        return f"nts:{source.address}"
     return f"ntp:{source.address}"
 
 
@@ -100,7 +103,7 @@ def build_specs(
                         member,
                     )
                 )
-        elif isinstance(source, ServerSourceConfig):
+        elif isinstance(source, ServerSourceConfig | NtsSourceConfig):
             specs.append(
                 WorkerSpec(
                     source_id_for(source),

@@ -158,6 +158,9 @@ class SourceStatus(Message):
     poll_log2: PollLog2
     reach: Annotated[int, Field(ge=0, le=255)] = 0
     counters: Counters = Field(default_factory=dict)
+    nts: bool = False  # an NTS source (RFC 8915)
+    authenticated: Annotated[int, Field(ge=0)] = 0  # NTS replies that passed authentication
+    cookies: Annotated[int, Field(ge=0)] | None = None  # NTS cookies left in the jar
 
 
 class Unreachable(Message):
@@ -231,6 +234,9 @@ class SourceView(BaseModel):
     last_window_s: float | None
     counters: Counters
     ipc_dropped: int = 0
+    nts: bool = False
+    authenticated: int = 0  # NTS replies that passed authentication
+    cookies: int | None = None  # NTS cookies left (None: not an NTS source)
 
 
 class ClockStateMsg(Message):

@@ -245,6 +245,9 @@ SOURCE_VIEW_FIELDS: Fields = {
     "last_window_s": (_optional(_float), _R),
     "counters": (_COUNTERS, _R),
     "ipc_dropped": (_int(), 0),
+    "nts": (_bool, False),
+    "authenticated": (_int(), 0),
+    "cookies": (_optional(_int()), None),
 }
 CLOCK_STATE_FIELDS: Fields = {
     "mono_ns": (_int(), _R),

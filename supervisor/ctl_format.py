@@ -106,6 +106,9 @@ def _source_lines(sources: Sequence[Data | BaseModel]) -> list[str]:
             if src["last_window_s"] is not None:
                 status += f", window {src['last_window_s'] * 1e9:.0f}ns"
             status += "]"
+        if src.get("nts"):
+            status += (f" [nts, {src['authenticated']} authenticated, "
+                       f"{src['cookies']} cookies]")
         if src["ipc_dropped"]:
             status += f" ({src['ipc_dropped']} ipc dropped)"
         lines.append(

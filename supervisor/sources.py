@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from ntpd_py.core.config import (
     Config,
+    NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
     PtpSourceConfig,
@@ -57,7 +58,7 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
             poll = pps_poll_log2(source.period)  # one sample per pulse
             entries.append(SourceEntry(source_id=spec.worker_id, kind="pps", name=source.path,
                                        poll_log2=poll, poll_min=poll, poll_max=poll))
-        elif isinstance(source, ServerSourceConfig | PoolSourceConfig):
+        elif isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig):
             limits = source.poll_limits(config.source_defaults)
             name = (
                 source.address

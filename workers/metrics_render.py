@@ -120,6 +120,8 @@ def _source_gauges(sources: list[SourceView]) -> Iterator[Metric]:
          lambda s: s.root_dispersion_s),
         ("ntp_source_unanswered_polls", "Polls without a reply since the last one answered",
          "", lambda s: s.counters.get("unanswered_polls") if s.kind == "ntp" else None),
+        ("ntp_source_nts_cookies_available", "NTS cookies left for the source", "",
+         lambda s: s.cookies),
         ("ntpd_py_source_reach", "Reachability register (8 bits, last poll in bit 0)", "",
          lambda s: s.reach),
         ("ntpd_py_source_stratum", "Stratum of the source", "", lambda s: s.stratum),

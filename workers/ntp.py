@@ -11,11 +11,12 @@ mapped onto the simulated clock through CLOCK_MONOTONIC.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ntpd_py.core.config import Config, PoolSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import Config, NtsSourceConfig, PoolSourceConfig, ServerSourceConfig
 from ntpd_py.core.fsm import IllegalTransition
 from ntpd_py.core.ntp_client import (
     ClientSettings,
@@ -28,6 +29,7 @@ from ntpd_py.core.ntp_client import (
     SetTimer,
 )
 from ntpd_py.core.ntp_source_state import NtpSourceEvent, NtpSourceState, next_state
+from ntpd_py.core.nts_session import NtsSession, ReplyKind
 from ntpd_py.core.packet import refid_for_address
 from ntpd_py.ipc.messages import (
     Message,
@@ -47,10 +49,17 @@ from .base import WorkerBase
 __all__ = ["NtpTask", "client_settings"]
 
 RESOLVE_RETRY_NS = 30_000_000_000
+# A key exchange runs as one bounded step of the loop (no thread): it blocks the
+# worker for at most this long, which only delays this source's own polls.
+KE_TIMEOUT_S = 5.0
+KE_RETRY_MIN_NS = 10_000_000_000
+KE_RETRY_MAX_NS = 3_600_000_000_000
 
 
 def client_settings(
-    config: Config, source: ServerSourceConfig | PoolSourceConfig, source_id: str
+    config: Config,
+    source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig,
+    source_id: str,
 ) -> ClientSettings:
     defaults = config.source_defaults
     limits = source.poll_limits(defaults)
@@ -70,7 +79,7 @@ class NtpTask(WorkerBase):
         self,
         *,
         config: Config,
-        source: ServerSourceConfig | PoolSourceConfig,
+        source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig,
         worker_id: str,
         peer: str,
         bus: Any,
@@ -88,9 +97,19 @@ class NtpTask(WorkerBase):
         self.resolved: str | None = None
         self._resolve_at = 0
         self._deadline: int | None = None
+        # NTS: the NTP host/port come from the key exchange, which runs before resolving.
+        self.nts: NtsSession | None = None
+        self.ke_ca: str | None = None
+        self._ke_backoff_ns = KE_RETRY_MIN_NS
+        if isinstance(source, NtsSourceConfig):
+            self.nts = NtsSession(os.urandom)
+            self.ke_ca = source.certificate_authority
+            self.ke_host, self.ke_port = self.host, self.port
 
     @staticmethod
-    def _split(source: ServerSourceConfig | PoolSourceConfig, peer: str) -> tuple[str, int]:
+    def _split(
+        source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig, peer: str
+    ) -> tuple[str, int]:
         if isinstance(source, PoolSourceConfig):
             return peer, source.host_port()[1]
         return source.host_port()
@@ -123,10 +142,22 @@ class NtpTask(WorkerBase):
             actions: list[Any] = []
             sent = self.channel.sent
             for data, received in self.channel.receive():
-                if sent is not None:
-                    actions += self.client.handle_reply(
-                        data, self._local(sent), self._local(received)
-                    )
+                if sent is None:
+                    continue
+                if self.nts is not None:
+                    verdict = self.nts.reply(data)
+                    if verdict.kind is ReplyKind.NAK:
+                        self._restart_key_exchange(now, "NTS NAK from the server")
+                        break
+                    if verdict.kind is not ReplyKind.AUTHENTICATED:
+                        continue
+                    data = data[:48]  # the authenticated header; extensions were checked
+                actions += self.client.handle_reply(
+                    data, self._local(sent), self._local(received)
+                )
+            if self.channel is None:  # NAK: a new key exchange comes first
+                self.housekeeping(now, self._status)
+                return
             if self._deadline is not None and now.mono_ns >= self._deadline:
                 self._deadline = None
                 actions += self.client.handle_timer(now.mono_ns)
@@ -140,7 +171,41 @@ class NtpTask(WorkerBase):
             return stamp
         return LocalTime(realtime_ns=self.sim.local_ns(stamp.mono_ns), mono_ns=stamp.mono_ns)
 
+    def _restart_key_exchange(self, now: Now, why: str) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = None
+        self._deadline = None
+        self._resolve_at = now.mono_ns
+        self.detail = why
+        self.limited.log(logging.INFO, "nts-rekey", now.mono_ns, "%s: %s", self.ke_host, why)
+
+    def _key_exchange(self, now: Now) -> bool:
+        """One bounded NTS-KE; False (and a retry scheduled with backoff) on failure."""
+        from .nts_ke_client import KeOutcome, key_exchange
+
+        assert self.nts is not None
+        outcome = key_exchange(self.ke_host, self.ke_port, ca_file=self.ke_ca,
+                               timeout=KE_TIMEOUT_S)
+        if not isinstance(outcome, KeOutcome):
+            detail = f"NTS-KE with {self.ke_host}:{self.ke_port} failed: {outcome.detail}"
+            if self.state in (NtpSourceState.STARTING, NtpSourceState.WAITING):
+                self._fire(NtpSourceEvent.RESOLVE_FAILED, now, detail)
+            else:
+                self.detail = detail
+            self._resolve_at = now.mono_ns + self._ke_backoff_ns
+            self._ke_backoff_ns = min(2 * self._ke_backoff_ns, KE_RETRY_MAX_NS)
+            self.limited.log(logging.WARNING, "nts-ke", now.mono_ns, "%s", detail)
+            self.status_now()
+            return False
+        self._ke_backoff_ns = KE_RETRY_MIN_NS
+        self.nts.install(outcome.keys, tuple(outcome.response.cookies))
+        self.host, self.port = outcome.ntp_host, outcome.ntp_port
+        return True
+
     def _resolve(self, now: Now) -> None:
+        if self.nts is not None and not self._key_exchange(now):
+            return
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
         except OSError as exc:
@@ -153,7 +218,10 @@ class NtpTask(WorkerBase):
         address = str(infos[0][4][0])
         self.resolved = address
         self.channel = ClientChannel(address, self.port)
-        self._fire(NtpSourceEvent.RESOLVED, now, "")
+        if self.state in (NtpSourceState.STARTING, NtpSourceState.WAITING):
+            self._fire(NtpSourceEvent.RESOLVED, now, "")
+        else:
+            self.detail = ""  # a new NTS key exchange while running
         self._deadline = now.mono_ns  # start the burst at once
         self.log.info("polling %s (%s) port %d", self.host, address, self.port)
         self.status_now()
@@ -167,7 +235,13 @@ class NtpTask(WorkerBase):
         assert self.channel is not None
         for action in actions:
             if isinstance(action, Send):
-                self.channel.send(action.data)
+                if self.nts is None:
+                    self.channel.send(action.data)
+                elif self.nts.needs_key_exchange:
+                    self._restart_key_exchange(now, "out of NTS cookies")
+                    return
+                else:
+                    self.channel.send(self.nts.request(action.data))
             elif isinstance(action, SetTimer):
                 self._deadline = action.deadline_mono_ns
             elif isinstance(action, Publish):
@@ -225,4 +299,7 @@ class NtpTask(WorkerBase):
             poll_log2=status.poll_log2,
             reach=status.reach,
             counters=counters,
+            nts=self.nts is not None,
+            authenticated=self.nts.authenticated if self.nts is not None else 0,
+            cookies=self.nts.cookies if self.nts is not None else None,
         )

@@ -87,6 +87,9 @@ def _source_view(
         last_window_s=status.last_window_s if status else None,
         counters=dict(status.counters) if status else {},
         ipc_dropped=dropped,
+        nts=status.nts if status else False,
+        authenticated=status.authenticated if status else 0,
+        cookies=status.cookies if status else None,
     )
 
 

@@ -204,7 +204,12 @@ def test_ipv6_addresses() -> None:
     assert [s.host_port() for s in config.source] == [("::1", 1234), ("::1", 123)]
 
 
-@pytest.mark.parametrize("mode", ["nts", "nts-pool"])
+def test_nts_source_is_accepted_by_run() -> None:
+    config = load('[[source]]\nmode = "nts"\naddress = "nts.example.com"\n')
+    assert config.source[0].mode == "nts"
+
+
+@pytest.mark.parametrize("mode", ["nts-pool"])
 def test_nts_is_a_clear_not_supported_error(mode: str) -> None:
     issue = one_error(f'[[source]]\nmode = "{mode}"\naddress = "nts.example.com"\n')
     assert issue.key == "source[0].mode"

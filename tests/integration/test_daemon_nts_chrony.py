@@ -1,0 +1,54 @@
+"""The real daemon with an NTS source (`mode = "nts"`) against chronyd 4.3 as NTS
+server: the key exchange runs in the source's own unprivileged worker, and
+`ntpctl status` shows authenticated samples and the cookies left. Loopback only;
+chronyd runs with -x (never steers) and is stopped by PID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon import Daemon, wait_for
+from tests.integration.test_nts_chrony import chronyd_nts, pki, shared_dir, wait_for_ke
+from tests.ntp_helpers import free_udp_port, have, is_root
+from tests.nts_helpers import Pki, free_tcp_port
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (have("chronyd") and is_root()), reason="needs chronyd and root"),
+]
+
+__all__ = ["pki", "shared_dir"]  # fixtures reused from test_nts_chrony
+
+
+def test_daemon_nts_source_authenticates_against_chronyd(shared_dir: Path, pki: Pki) -> None:
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    body = f"""
+[[source]]
+mode = "nts"
+address = "127.0.0.1:{ke_port}"
+certificate-authority = "{pki.ca_cert}"
+poll-interval-limits = {{ min = 0, max = 6 }}
+initial-poll-interval = 0
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+    with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
+        wait_for_ke(ke_port, pki)
+        with Daemon(body, clock="observe") as daemon:
+            def authenticated() -> dict | None:  # type: ignore[type-arg]
+                document = daemon.status()
+                if not document or not document["sources"]:
+                    return None
+                source = document["sources"][0]
+                return source if source.get("authenticated", 0) >= 3 else None
+
+            source = wait_for(authenticated, 40, "authenticated NTS samples")
+            assert source["nts"] is True
+            assert source["reach"] > 0 and source["samples"] >= 1
+            # every reply carries a fresh cookie: the jar stays (nearly) full
+            assert source["cookies"] is not None and 1 <= source["cookies"] <= 8
+            text = daemon.ctl("status").stdout
+            assert "[nts, " in text and " cookies]" in text
