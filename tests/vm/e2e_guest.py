@@ -1,14 +1,18 @@
-"""Guest side of the e2e scenario: one daemon (ntpd-py or chrony) in one fresh guest.
+"""Guest side of the e2e scenario: the daemons (ntpd-py, chrony) one after the other in one guest.
 
 Run by :mod:`tests.vm.e2e` as root inside the QEMU guest, whose clock is its
-own. In order: start the independent truth recorder (:mod:`tests.vm.phc_truth`);
-measure the floor with no daemon (the spread of PHC − CLOCK_REALTIME) and fit
-the PHC timeline against MONOTONIC_RAW; start the raw-clock NTP server on
-loopback (the second source); detune the guest clock; start the daemon; let it
-run; for ntpd-py also check privileges and inject the faults
-(:mod:`tests.vm.e2e_ntpd`); stop everything by PID. Everything goes to the
-run directory shared with the host: ``truth.jsonl`` (one record a second and
-one per clock step), ``events.jsonl``, ``summary.json`` and the daemon's log.
+own. The independent truth recorder (:mod:`tests.vm.phc_truth`) runs for the
+whole boot, so both daemons are measured by the same reader on the same boot's
+floor. Then, per daemon in the order given: put the kernel clock back to
+nominal (after the first), measure the floor with no daemon (the spread of
+PHC − CLOCK_REALTIME) and fit the PHC timeline against MONOTONIC_RAW; start
+the raw-clock NTP server on loopback (the second source, once, from the first
+floor); detune the guest clock; start the daemon; let it run; for ntpd-py also
+check privileges and inject the faults (:mod:`tests.vm.e2e_ntpd`); stop its
+processes by PID. Everything goes to the run directory shared with the host:
+``truth.jsonl`` (one record a second and one per clock step) at its top, and
+per daemon a subdirectory with ``events.jsonl``, ``summary.json`` and the
+daemon's log.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 from .guest_tools import CtlCodes, KernelClock
 from .phc_truth import fit_line, spread
 
-__all__ = ["Driver", "Plan"]
+__all__ = ["Driver", "Plan", "run_boot"]
 
 NTP_PORT = 11123
 PHC = "/dev/ptp0"
@@ -55,8 +59,10 @@ def mono_ns() -> int:
 
 
 class Driver:
-    def __init__(self, out: Path, plan: Plan, daemon: str) -> None:
+    def __init__(self, out: Path, plan: Plan, daemon: str, truth: Path | None = None) -> None:
+        out.mkdir(parents=True, exist_ok=True)
         self.out = out
+        self.truth = truth or out / "truth.jsonl"
         self.plan = plan
         self.daemon = daemon
         self.kernel = KernelClock()
@@ -104,7 +110,7 @@ class Driver:
 
     def truth_records(self, since_ns: int) -> list[dict[str, Any]]:
         records = []
-        for line in (self.out / "truth.jsonl").read_text().splitlines():
+        for line in self.truth.read_text().splitlines():
             rec = json.loads(line)
             if rec.get("k") == "s" and rec["mono"] >= since_ns:
                 records.append(rec)
@@ -159,54 +165,89 @@ class Driver:
         self.summary["kernel_end"] = self.kernel.state()
         self.stop("chronyd")
 
-    def run(self, codes: CtlCodes | None) -> int:
-        python = sys.executable
-        try:
-            # the guest's init leaves loopback down; the NTP source lives on it
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
-            self.spawn("truth", [python, "-m", "tests.vm.phc_truth", "record",
-                                 "--out", str(self.out / "truth.jsonl"), "--device", PHC])
-            time.sleep(2.0)  # its first reading, before the floor window opens
-            floor = self.measure_floor()
-            self.spawn("ntp-server", [python, "-m", "tests.vm.raw_ntp_server", "--listen",
-                                      f"127.0.0.1:{NTP_PORT}", "--line",
-                                      ",".join(str(v) for v in floor["line"])])
-            time.sleep(1.0)
-            self.detune()
-            if self.daemon == "chrony":
-                self.run_chrony()
-            else:
-                from .e2e_ntpd import NtpdRun
+    def run_daemon(self, codes: CtlCodes | None) -> None:
+        if self.daemon == "chrony":
+            self.run_chrony()
+        else:
+            from .e2e_ntpd import NtpdRun
 
-                assert codes is not None
-                NtpdRun(self, codes).run()
-            return 0
-        except Exception as exc:
-            self.event("error", message=f"{type(exc).__name__}: {exc}")
-            self.summary["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            for name in list(self.procs)[::-1]:
-                self.stop(name)
-            (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1))
-            self._events.close()
+            assert codes is not None
+            NtpdRun(self, codes).run()
+
+    def finish(self) -> None:
+        for name in list(self.procs)[::-1]:
+            self.stop(name)
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1))
+        self._events.close()
+
+    def fail(self, exc: BaseException) -> None:
+        self.event("error", message=f"{type(exc).__name__}: {exc}")
+        self.summary["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def run_boot(out: Path, plans: dict[str, Plan], order: list[str], codes: CtlCodes | None) -> int:
+    """Every daemon of `order` in this boot, one after the other, against one truth record."""
+    truth = out / "truth.jsonl"
+    boot = Driver(out, plans[order[0]], "boot", truth)
+    boot.summary = {"order": order}
+    python = sys.executable
+    try:
+        # the guest's init leaves loopback down; the NTP source lives on it
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+        boot.spawn("truth", [python, "-m", "tests.vm.phc_truth", "record",
+                             "--out", str(truth), "--device", PHC])
+        time.sleep(2.0)  # its first reading, before the floor window opens
+        for index, daemon in enumerate(order):
+            seg = Driver(out / daemon, plans[daemon], daemon, truth)
+            seg.summary.update(order=order, segment=index)
+            try:
+                if index:
+                    # the previous daemon's frequency, tick and PLL state must not
+                    # carry over: this one starts where the first one started
+                    seg.summary["reset"] = seg.kernel.reset()
+                    seg.event("clock-reset", **seg.summary["reset"])
+                floor = seg.measure_floor()
+                if "ntp-server" not in boot.procs:
+                    boot.spawn("ntp-server", [python, "-m", "tests.vm.raw_ntp_server",
+                                              "--listen", f"127.0.0.1:{NTP_PORT}", "--line",
+                                              ",".join(str(v) for v in floor["line"])])
+                time.sleep(1.0)
+                seg.detune()
+                seg.run_daemon(codes)
+            except Exception as exc:
+                seg.fail(exc)
+                raise
+            finally:
+                seg.finish()
+        return 0
+    except Exception as exc:
+        boot.fail(exc)
+        raise
+    finally:
+        boot.finish()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.vm.e2e_guest",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--daemon", choices=("ntpd-py", "chrony"), required=True)
+    parser.add_argument("--daemons", required=True,
+                        help="comma-separated, in the order they run: ntpd-py,chrony")
     parser.add_argument("--out", required=True, help="the run directory shared with the host")
-    parser.add_argument("--plan", default="{}", help="JSON object of Plan fields")
+    parser.add_argument("--plans", default="{}",
+                        help="JSON object: daemon -> object of Plan fields")
     parser.add_argument("--ctl", help="SCHEMA,REQUEST,REPLY codes of the control protocol")
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or os.environ.get("NTPDPY_IN_VM") != "1":
         print("e2e_guest: runs only as root inside the QEMU guest (python -m tests.vm e2e)",
               file=sys.stderr)
         return 2
-    plan = Plan(**json.loads(args.plan))
+    order = args.daemons.split(",")
+    if not order or not set(order) <= {"ntpd-py", "chrony"} or len(set(order)) != len(order):
+        parser.error(f"--daemons {args.daemons!r}: ntpd-py and/or chrony, each once")
+    given = json.loads(args.plans)
+    plans = {d: Plan(**given.get(d, {})) for d in order}
     codes = CtlCodes.parse(args.ctl) if args.ctl else None
-    return Driver(Path(args.out), plan, args.daemon).run(codes)
+    return run_boot(Path(args.out), plans, order, codes)
 
 
 if __name__ == "__main__":

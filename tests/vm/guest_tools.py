@@ -27,10 +27,16 @@ __all__ = [
 ]
 
 CAP_SYS_TIME = 25
+ADJ_OFFSET = 0x0001
 ADJ_FREQUENCY = 0x0002
+ADJ_MAXERROR = 0x0004
+ADJ_ESTERROR = 0x0008
+ADJ_STATUS = 0x0010
+ADJ_OFFSET_SINGLESHOT = 0x8001
 ADJ_SETOFFSET = 0x0100
 ADJ_NANO = 0x2000
 ADJ_TICK = 0x4000
+STA_PLL = 0x0001
 STA_UNSYNC = 0x0040
 NOMINAL_TICK_US = 10_000  # 1e6 / USER_HZ; one µs of tick is 100 ppm
 
@@ -86,6 +92,20 @@ class KernelClock:
         step = _Timex(modes=ADJ_SETOFFSET | ADJ_NANO)
         step.time.tv_sec, step.time.tv_usec = divmod(offset_ns, 1_000_000_000)
         self._adj(step)
+
+    def reset(self) -> dict[str, Any]:
+        """Undo whatever a daemon left: no pending PLL offset or adjtime slew, nominal
+        tick, zero freq, unsynchronized. Lets a second daemon start in the same boot
+        from the state the first one started from."""
+        # the kernel only takes ADJ_OFFSET while STA_PLL is set: set it, zero the
+        # PLL's remaining offset, then clear everything
+        self._adj(_Timex(modes=ADJ_STATUS, status=STA_PLL))
+        self._adj(_Timex(modes=ADJ_OFFSET | ADJ_NANO, offset=0))
+        self._adj(_Timex(modes=ADJ_OFFSET_SINGLESHOT, offset=0))
+        self._adj(_Timex(modes=ADJ_STATUS | ADJ_FREQUENCY | ADJ_TICK | ADJ_MAXERROR
+                         | ADJ_ESTERROR, status=STA_UNSYNC, freq=0, tick=NOMINAL_TICK_US,
+                         maxerror=16_000_000, esterror=16_000_000))
+        return self.state()
 
     def detune(self, offset_ns: int, ppm: float, via: str) -> dict[str, Any]:
         """Step by `offset_ns` and make the clock run `ppm` fast (via `tick` or `freq`)."""
