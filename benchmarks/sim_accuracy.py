@@ -1,6 +1,7 @@
 """Accuracy of the clock algorithm per shipped scenario, next to chrony's in the same conditions.
 
     .venv/bin/python benchmarks/sim_accuracy.py [--seeds N] [--only NAME ...] [--json]
+                                                [--estimator NAME]
 
 Runs the scenarios of deploy/scenarios/ for their full duration with seeds
 1..N (default 3, as the issue-18 comparison) through the same code as
@@ -19,7 +20,9 @@ For every reading-level PHC scenario (``method`` other than ``white``) the
 issue 18 (window-corrected for EXTENDED, low-quartile mean for basic,
 min-window for PRECISE): the calibration check of the model (kvm-guest-rl
 must come out near the 21.3 ns the independent simulator gave that
-estimator) and what the ROBUST estimator changed.
+estimator) and what the ROBUST estimator changed. ``--estimator NAME`` puts
+every reading-level PHC on that estimator instead of the worker's default for
+its read path (e.g. ``--only aws-ena-basic --estimator robust``).
 """
 
 from __future__ import annotations
@@ -137,20 +140,22 @@ LEGACY = {m: legacy_estimator(ReadMethod(m)).value for m in ("extended", "basic"
 Results = dict[str, list[Summary]]
 
 
-def _legacy(scenario: Scenario) -> Scenario | None:
-    """The scenario with its reading-level PHCs on the pre-issue-18 estimator (else None)."""
+def _legacy(scenario: Scenario, estimator: str | None = None) -> Scenario | None:
+    """The scenario with its reading-level PHCs on the pre-issue-18 estimator, or on
+    ``estimator`` if given (None: no reading-level PHC in it)."""
     sources = []
     changed = False
     for src in scenario.source:
         if isinstance(src, SimPtpSource) and src.sim.method in LEGACY:
-            sim = src.sim.model_copy(update={"estimator": LEGACY[src.sim.method]})
+            sim = src.sim.model_copy(update={"estimator": estimator or LEGACY[src.sim.method]})
             src = src.model_copy(update={"sim": sim})
             changed = True
         sources.append(src)
     return scenario.model_copy(update={"source": sources}) if changed else None
 
 
-def run_all(seeds: int, only: list[str] | None = None) -> tuple[Results, Results, dict[str, float]]:
+def run_all(seeds: int, only: list[str] | None = None,
+            estimator: str | None = None) -> tuple[Results, Results, dict[str, float]]:
     results: Results = {}
     before: Results = {}
     cpu: dict[str, float] = {}
@@ -159,13 +164,15 @@ def run_all(seeds: int, only: list[str] | None = None) -> tuple[Results, Results
             continue
         path = SCENARIOS / f"{name}.toml"
         scenario = load_scenario_text(path.read_text(), str(path))
+        if estimator is not None:
+            scenario = _legacy(scenario, estimator) or scenario
         results[name] = []
         started = time.process_time()
         for seed in range(1, seeds + 1):
             results[name].append(Simulation(scenario, seed=seed).run().summary)
             print(f"  {name} seed {seed} done", file=sys.stderr, flush=True)
         cpu[name] = (time.process_time() - started) / seeds
-        legacy = _legacy(scenario)
+        legacy = _legacy(load_scenario_text(path.read_text(), str(path)))
         if legacy is not None:
             before[name] = [Simulation(legacy, seed=seed).run().summary
                             for seed in range(1, seeds + 1)]
@@ -215,8 +222,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="these scenarios only")
     parser.add_argument("--json", action="store_true", help="print the per-seed summaries")
+    parser.add_argument("--estimator", choices=("min-window", "low-quartile-mean",
+                                                "window-corrected", "robust"),
+                        help="every reading-level PHC on this estimator (default: the "
+                             "worker's choice for its read path)")
     args = parser.parse_args()
-    results, before, cpu = run_all(args.seeds, args.only)
+    results, before, cpu = run_all(args.seeds, args.only, args.estimator)
     if args.json:
         doc: dict[str, Any] = {n: [s.to_json() for s in r] for n, r in results.items()}
         doc["before-issue-18"] = {n: [s.to_json() for s in r] for n, r in before.items()}

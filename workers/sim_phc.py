@@ -144,7 +144,12 @@ class SimPhcDevice:
             key = index * 64 + i
             latch = t + model.transit_ns(key, "up")
             t = latch + model.transit_ns(key, "down")
-            after = stamp(t)
+            at = t
+            if method is ReadMethod.BASIC and i < n - 1 and p.stamp_jitter_s:
+                # the shared stamp lands early or late, never past either latch
+                at = min(max(t + model.stamp_jitter_ns(key), latch),
+                         t + model.transit_ns(key + 1, "up"))
+            after = stamp(at)
             shift = 0
             if i == 0:
                 first_end_ns = after

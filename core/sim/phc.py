@@ -25,7 +25,9 @@ Poisson-like count of small steps; both with rare ``spike`` delays of
 SMI does) with their own means (asymmetry). EXTENDED readings are separate
 (before, PHC, after) triplets ``gap`` apart; basic PTP_SYS_OFFSET stamps are
 interleaved sys, phc, sys, ..., sys, so consecutive readings share a system
-stamp; PRECISE is one cross-timestamp with its own small ``precise-noise``.
+stamp (and with ``stamp-jitter`` that shared stamp lands early or late, widening
+one reading and narrowing its neighbour: :meth:`PhcModel.stamp_jitter_ns`);
+PRECISE is one cross-timestamp with its own small ``precise-noise``.
 System stamps are truncated to ``granularity`` (so consecutive stamps may be
 equal), and ``max-reads-per-s`` caps the readings per poll as a slow bus does.
 ``common-noise`` is an error shared by every reading of one read (white from
@@ -80,6 +82,10 @@ class PhcParams:
     common_noise_s: float = 0.0  # 1 sigma of an error shared by every reading of one read
     granularity_s: float = 0.0  # of the system clock stamps
     max_reads_per_s: float = 0.0  # 0: no limit
+    # basic only: the shared system stamp lands up to this far (uniform, either way)
+    # from where the transits put it, so a late stamp widens one reading and narrows
+    # the next (see stamp_jitter_ns)
+    stamp_jitter_s: float = 0.0
 
 
 class PhcModel:
@@ -151,6 +157,24 @@ class PhcModel:
             body += p.spike_min_s + u * (p.spike_max_s - p.spike_min_s)
         return round(body * NS_PER_S)
 
+    def stamp_jitter_ns(self, key: int) -> int:
+        """Where the shared system stamp after reading ``key`` lands, relative to where
+        its transits put it, ns (PTP_SYS_OFFSET only; 0 without ``stamp-jitter``).
+
+        The CPU reads its clock (the TSC) for the stamp without waiting for the
+        device read before it to retire, nor the next one to wait for it, so the
+        stamp lands early or late within the interval between two latches. In
+        PTP_SYS_OFFSET that stamp closes one reading and opens the next, so its
+        error is shared: it widens one window and narrows its neighbour by the
+        same amount, and moves both midpoints the same way. The windows of
+        neighbouring readings are then anticorrelated and their offsets
+        correlated; a narrow window no longer says that reading was a good one.
+        """
+        j = self.params.stamp_jitter_s
+        if not j:
+            return 0
+        return round((2.0 * rng.uniform(self.seed, self.name, "stamp", key) - 1.0) * j * NS_PER_S)
+
     def _stamp(self, clock: SimClock, t_ns: int) -> int:
         """CLOCK_REALTIME at true ``t_ns`` as the kernel returns it (truncated to granularity)."""
         real = clock.realtime_ns(t_ns)
@@ -184,7 +208,13 @@ class PhcModel:
             key = index * 64 + i
             latch = t + self._delay_ns(key, "up", p.delay_up_s)
             t = latch + self._delay_ns(key, "down", p.delay_down_s)
-            after = self._stamp(clock, t) - (back if i > 0 or n == 1 else 0)
+            if p.method == "basic" and i < n - 1 and p.stamp_jitter_s:
+                # the shared stamp lands early or late, but never past either latch
+                nxt = self._delay_ns(key + 1, "up", p.delay_up_s)
+                at = min(max(t + self.stamp_jitter_ns(key), latch), t + nxt)
+            else:
+                at = t
+            after = self._stamp(clock, at) - (back if i > 0 or n == 1 else 0)
             out.append((before, self._phc_at(clock, latch, key), after))
             if p.method == "basic":
                 before = after  # PTP_SYS_OFFSET: this closing stamp opens the next reading

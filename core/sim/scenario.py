@@ -134,6 +134,9 @@ class PhcSim(_Table):
     common_noise: _NonNeg = 0.0  # shared by every reading of one read (core/sim/phc.py)
     granularity: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     max_reads_per_s: _NonNeg = 0.0
+    # basic only: how far (uniform, either way) the shared system stamp lands from where
+    # the transits put it (core/sim/phc.py, PhcModel.stamp_jitter_ns)
+    stamp_jitter: Annotated[float, Field(ge=0.0, le=0.01)] = 0.0
     # how the poll's readings become one offset: the worker's choice for the read
     # method ("default"), or one named estimator (core/phc_estimate.py)
     estimator: Literal["default", "min-window", "low-quartile-mean", "window-corrected",

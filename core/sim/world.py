@@ -143,6 +143,7 @@ def phc_params(s: PhcSim) -> PhcParams:
         common_noise_s=s.common_noise,
         granularity_s=s.granularity,
         max_reads_per_s=s.max_reads_per_s,
+        stamp_jitter_s=s.stamp_jitter,
     )
 
 

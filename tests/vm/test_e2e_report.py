@@ -1,0 +1,75 @@
+"""Host-side checks of the e2e report: the two truth definitions and the figures built on them.
+
+No guest is booted: the records are written here the way tests/vm/phc_truth.py
+writes them in the guest, so what is checked is the arithmetic the e2e verdict
+rests on (which truth record counts, how the second definition is formed, and
+that a daemon's figures come from its own window of a shared boot record).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from .e2e_report import load, steady_figures
+from .phc_truth import narrow_quarter_median, narrowest
+
+NS = 1_000_000_000
+
+
+def test_narrowest_is_the_smallest_window_and_the_first_of_equals() -> None:
+    readings = [(100, 90, 50), (200, 195, 20), (300, 280, 20), (400, 300, 90)]
+    assert narrowest(readings) == (200, 195, 20)
+
+
+def test_narrow_quarter_median_takes_the_median_offset_of_the_narrowest_quarter() -> None:
+    # 8 readings: the narrowest quarter is the 2 with windows 10 and 11, offsets 4 and 8
+    readings = [(1000 + i, 1000 + i - off, w) for i, (off, w) in enumerate(
+        [(4, 10), (100, 40), (8, 11), (-50, 30), (70, 25), (3, 12), (60, 50), (9, 13)])]
+    assert narrow_quarter_median(readings) == 6  # (4 + 8) // 2
+    # 25 readings: the quarter is 7; an odd count gives its middle value
+    many = [(0, -(k * 10), 100 + k) for k in range(25)]
+    assert narrow_quarter_median(many) == 30  # offsets 0, 10, …, 60
+
+
+def _boot(tmp_path: Path) -> Path:
+    """A boot with two daemons one after the other, each with its own events and summary."""
+    truth = []
+    for t in range(0, 200):
+        mono = t * NS
+        # first daemon (0..100 s): narrowest-midpoint error 10 ns, quarter median 4 ns;
+        # second (100..200 s): −20 and −14 ns
+        err, err_q = (10, 4) if t < 100 else (-20, -14)
+        truth.append({"k": "s", "mono": mono, "raw": mono, "rr": 0, "rrw": 10, "epoch": 1,
+                      "kernel": [0.0, 10001, 64], "real": mono, "err": err, "w": 300,
+                      "err_q": err_q, "rd": [[0, 300], [err_q - err, 320]]})
+    (tmp_path / "truth.jsonl").write_text("\n".join(json.dumps(r) for r in truth) + "\n")
+    plan = {"window_s": 40.0}
+    for daemon, launch in (("chrony", 0), ("ntpd-py", 100)):
+        sub = tmp_path / daemon
+        sub.mkdir()
+        end = (launch + 90) * NS
+        (sub / "events.jsonl").write_text(json.dumps({"mono": end, "what": "steady-end"}) + "\n")
+        (sub / "summary.json").write_text(json.dumps(
+            {"plan": plan, "launch_mono": launch * NS, "floor": {"sd_ns": 5.0}}))
+    return tmp_path
+
+
+def test_each_daemon_is_measured_on_its_own_window_of_the_shared_truth(tmp_path: Path) -> None:
+    boot = _boot(tmp_path)
+    first = load("chrony", boot / "chrony", 0.0, boot / "truth.jsonl")
+    second = load("ntpd-py", boot / "ntpd-py", 0.0, boot / "truth.jsonl")
+    a, b = steady_figures(first), steady_figures(second)
+    assert a["complete"] and b["complete"]
+    assert a["n_window"] == 41 and b["n_window"] == 41  # 50..90 s and 150..190 s, inclusive
+    assert a["rms_ns"] == pytest.approx(10.0) and a["mean_ns"] == pytest.approx(10.0)
+    assert b["rms_ns"] == pytest.approx(20.0) and b["mean_ns"] == pytest.approx(-20.0)
+    # the second definition and the gap between the two, per daemon
+    assert a["quarter"]["rms_ns"] == pytest.approx(4.0)
+    assert b["quarter"]["mean_ns"] == pytest.approx(-14.0)
+    assert a["definition_gap"]["mean_ns"] == pytest.approx(6.0)
+    assert b["definition_gap"]["mean_ns"] == pytest.approx(-6.0)
+    assert math.isclose(b["quarter"]["sd_ns"] or 0.0, 0.0, abs_tol=1e-9)
