@@ -100,6 +100,28 @@ def test_reading_level_basic_device_honours_the_method(tmp_path: Path) -> None:
         assert 0 <= latch <= r.sys_after_ns - r.sys_before_ns
 
 
+def test_reading_level_basic_stamp_jitter_matches_the_simulator(tmp_path: Path) -> None:
+    from ntpd_py.core.sim.phc import PhcModel, PhcParams
+
+    clock = FakeClock()
+    params = dict(method="basic", delay_up_s=600e-9, delay_down_s=400e-9, stamp_jitter_s=300e-9)
+    device = _model_device(tmp_path, clock, **params)
+    readings = device.read(ReadMethod.BASIC, 25)
+    assert all(a.sys_after_ns == b.sys_before_ns for a, b in itertools.pairwise(readings))
+    for r in readings:  # a jittered stamp never passes a latch
+        latch = r.phc_ns - r.sys_before_ns + round(OFFSET_S * 1e9)
+        assert 0 <= latch <= r.sys_after_ns - r.sys_before_ns
+    # against the same device without jitter: every shared stamp moved, the last one
+    # (which opens no reading) did not
+    model = PhcModel("/dev/ptp0", PhcParams(**params), seed=3)  # type: ignore[arg-type]
+    jitter = [model.stamp_jitter_ns(k) for k in range(24)]
+    assert any(j != 0 for j in jitter)
+    plain = _model_device(tmp_path, clock, **{**params, "stamp_jitter_s": 0.0})
+    base = plain.read(ReadMethod.BASIC, 25)
+    moved = [a.sys_after_ns - b.sys_after_ns for a, b in zip(readings, base, strict=True)]
+    assert moved[:-1] != [0] * 24 and moved[-1] == 0  # the final stamp is nobody's opener
+
+
 def test_reading_level_extended_and_precise_devices(tmp_path: Path) -> None:
     clock = FakeClock()
     extended = _model_device(tmp_path, clock, method="extended", delay_up_s=200e-9,

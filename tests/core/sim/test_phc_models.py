@@ -34,6 +34,29 @@ def test_basic_readings_share_their_system_stamps() -> None:
     assert all(b <= p <= a for b, p, a in raw)  # the PHC (true time here) latched inside
 
 
+def _neighbour_window_correlation(m: PhcModel) -> float:
+    pairs = []
+    for i in range(300):
+        raw = m.read(i * NS, i, clock()) or []
+        windows = [a - b for b, _, a in raw]
+        pairs += list(itertools.pairwise(windows))
+    return statistics.correlation([a for a, _ in pairs], [b for _, b in pairs])
+
+
+def test_basic_stamp_jitter_widens_one_reading_and_narrows_the_next() -> None:
+    basic = {**EXT, "method": "basic", "delay_dist": "gamma", "delay_shape": 4.0,
+             "delay_up_s": 600e-9, "delay_down_s": 400e-9}
+    jittery = model(**basic, stamp_jitter_s=300e-9)
+    raw = jittery.read(5 * NS, 0, clock())
+    assert raw is not None and len(raw) == 25
+    assert all(a[2] == b[0] for a, b in itertools.pairwise(raw))  # still shared stamps
+    assert all(b <= p <= a for b, p, a in raw)  # a stamp never passes a latch
+    # independent transits: neighbouring windows unrelated; a shared stamp that lands
+    # early or late makes them anticorrelated
+    assert abs(_neighbour_window_correlation(model(**basic))) < 0.05
+    assert _neighbour_window_correlation(jittery) < -0.1  # about -0.16 expected
+
+
 def test_extended_readings_are_separate_triplets() -> None:
     raw = model(**EXT).read(5 * NS, 0, clock())
     assert raw is not None
