@@ -251,6 +251,24 @@ def test_phc_poll_noise_beyond_the_claimed_sigma_is_learnt() -> None:
     assert est is not None and est.offset_sigma > 5e-9  # no longer trusting 4 ns a poll
 
 
+def test_learning_the_poll_noise_puts_the_wander_back_to_its_start() -> None:
+    """Until the poll noise is learnt, the filter explains the scatter as clock wander and
+    raises it; once it is learnt, that wander was fitted to the wrong noise and goes back."""
+    f = phc_filter()
+    start = f.algo.initial_wander ** 2
+    world = _Steered(f)
+    rnd = random.Random(5)
+    raised = 0.0
+    for i in range(80):
+        world.add(i, 1e-3 + 2e-6 * i + rnd.gauss(0, 25e-9), 4e-9)
+        if f.common.extra_var == 0.0:
+            raised = max(raised, f.wander)
+        else:
+            assert f.wander <= start
+    assert f.common.extra_var > 0.0
+    assert raised > start  # the case this is about: the wander had gone up meanwhile
+
+
 def test_phc_poll_noise_as_claimed_adds_nothing() -> None:
     f = phc_filter()
     world = _Steered(f)
