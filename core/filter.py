@@ -28,8 +28,9 @@ showed it better:
   reach by chance), the difference is added to every poll's variance as a
   common error. In the simulator the readings' errors are independent and
   this never triggers. When it first triggers, the wander learnt until then
-  was fitted to the wrong noise (it had risen to explain the scatter: 4× in
-  kvm-guest-tcg's first 40 s) and goes back to its initial value; in that
+  was fitted to the wrong noise (it had risen to explain the scatter: its
+  square root 4× in kvm-guest-tcg's first 40 s) and goes back to its initial
+  value; in that
   scenario's minute 2-3, the QEMU e2e's steady window, RMS 16.9 -> 14.2 ns
   (5 seeds), and the same after 30 min.
 * **Start-up** keeps the first few samples (4 for NTP, 3 for a PHC: ntpd-rs
