@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from .e2e_guest import Plan
-from .e2e_report import RunData, fault_figures, load, plot, steady_figures, table
+from .e2e_report import (
+    RunData,
+    fault_figures,
+    load,
+    plot,
+    steady_figures,
+    table,
+    window_calibration,
+)
 from .harness import CACHE, REPO, HarnessUnavailable, run_in_guest
 
 __all__ = ["PLANS", "main", "run_e2e"]
@@ -69,13 +77,22 @@ def run_boot(plans: dict[str, Plan], order: list[str]) -> dict[str, RunData]:
     (result.run_dir / "console.txt").write_text(result.console)
     for note in result.notes:
         print(f"e2e: {note}", file=sys.stderr)
+    return analyse(result.run_dir, order, result.wall_s, result.returncode)
+
+
+def analyse(run_dir: Path, order: list[str], wall_s: float,
+            returncode: int | None) -> dict[str, RunData]:
+    """Every daemon's figures from a boot's run directory (also for an old run, --reanalyse)."""
     runs = {}
     for daemon in order:
-        run = load(daemon, result.run_dir / daemon, result.wall_s, result.run_dir / "truth.jsonl")
-        run.summary.setdefault("guest_returncode", result.returncode)
-        run.figures["steady"] = steady_figures(run)
-        run.figures["faults"] = fault_figures(run) if daemon == "ntpd-py" else []
+        run = load(daemon, run_dir / daemon, wall_s, run_dir / "truth.jsonl")
+        run.summary.setdefault("guest_returncode", returncode)
         runs[daemon] = run
+    # one calibration for the boot, from its first floor phase (no daemon yet)
+    calibration = window_calibration(runs[order[0]]) if order else None
+    for daemon, run in runs.items():
+        run.figures["steady"] = steady_figures(run, calibration)
+        run.figures["faults"] = fault_figures(run) if daemon == "ntpd-py" else []
     return runs
 
 
@@ -170,11 +187,17 @@ def _fmt_ns(value: float | None) -> str:
 
 
 def run_e2e(plans: dict[str, Plan], quick: bool, out: Path, command: str,
-            order: list[str] | None = None) -> dict[str, Any]:
+            order: list[str] | None = None, reanalyse: Path | None = None) -> dict[str, Any]:
     started = time.monotonic()
     order = [d for d in (order or ["ntpd-py", "chrony"]) if d in plans]
-    runs = run_boot(plans, order)
-    total = time.monotonic() - started
+    if reanalyse is not None:
+        boot = json.loads((reanalyse / "summary.json").read_text())
+        order = boot["order"]
+        runs = analyse(reanalyse, order, 0.0, 0)
+        total = 0.0
+    else:
+        runs = run_boot(plans, order)
+        total = time.monotonic() - started
     ours, chrony = runs.get("ntpd-py"), runs.get("chrony")
     out.mkdir(parents=True, exist_ok=True)
     report: list[str] = []
@@ -209,6 +232,8 @@ def main(argv: list[str]) -> int:
                         default="ntpd-py-first",
                         help="which daemon runs first in the boot (swap it between runs)")
     parser.add_argument("--out", type=Path, help="report directory (default under tests/vm/.cache)")
+    parser.add_argument("--reanalyse", type=Path, metavar="RUN_DIR",
+                        help="no guest: the report of an earlier boot's run directory")
     args = parser.parse_args(argv)
     plans = dict(PLANS["quick" if args.quick else "default"])
     for daemon, plan in plans.items():
@@ -224,7 +249,7 @@ def main(argv: list[str]) -> int:
     try:
         order = (["ntpd-py", "chrony"] if args.order == "ntpd-py-first"
                  else ["chrony", "ntpd-py"])
-        document = run_e2e(plans, args.quick, out, command, order)
+        document = run_e2e(plans, args.quick, out, command, order, args.reanalyse)
     except HarnessUnavailable as exc:
         print(f"tests.vm e2e: {exc}", file=sys.stderr)
         return 3

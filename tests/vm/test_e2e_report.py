@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 
-from .e2e_report import load, steady_figures
+from .e2e_report import load, steady_figures, window_calibration
 from .phc_truth import narrow_quarter_median, narrowest
 
 NS = 1_000_000_000
@@ -73,3 +74,35 @@ def test_each_daemon_is_measured_on_its_own_window_of_the_shared_truth(tmp_path:
     assert a["definition_gap"]["mean_ns"] == pytest.approx(6.0)
     assert b["definition_gap"]["mean_ns"] == pytest.approx(-6.0)
     assert math.isclose(b["quarter"]["sd_ns"] or 0.0, 0.0, abs_tol=1e-9)
+
+
+def test_window_calibration_takes_the_floor_phase_slope_and_corrects_every_daemon_alike(
+        tmp_path: Path) -> None:
+    """Floor phase: error = line + (−0.2)·(window − 500) + small noise; the calibration finds
+    the slope with the clock's line removed, and a daemon's corrected errors refer to the
+    floor's median window."""
+    rnd = random.Random(3)
+    truth = []
+    for t in range(40):
+        w = 500 + rnd.choice((-80, -40, 0, 40, 80))
+        err = 1000 + 50 * t - 0.2 * (w - 500) + rnd.gauss(0, 1)  # drifting 50 ns/s
+        truth.append({"k": "s", "mono": t * NS, "err": round(err), "w": w, "epoch": 1})
+    for t in range(40, 80):  # the daemon's steady window: error 7 ns at a 580 ns window
+        truth.append({"k": "s", "mono": t * NS, "err": 7, "w": 580, "err_q": 7, "epoch": 1})
+    (tmp_path / "truth.jsonl").write_text("\n".join(json.dumps(r) for r in truth) + "\n")
+    sub = tmp_path / "ntpd-py"
+    sub.mkdir()
+    (sub / "events.jsonl").write_text("\n".join(json.dumps(e) for e in (
+        {"mono": 0, "what": "floor-start"}, {"mono": 79 * NS, "what": "steady-end"})) + "\n")
+    (sub / "summary.json").write_text(json.dumps(
+        {"plan": {"floor_s": 39.0, "window_s": 30.0}, "launch_mono": 40 * NS}))
+    run = load("ntpd-py", sub, 0.0, tmp_path / "truth.jsonl")
+    cal = window_calibration(run)
+    assert cal is not None and cal.n == 40
+    assert cal.slope == pytest.approx(-0.2, abs=0.02)
+    assert cal.ref_window_ns == 500
+    assert cal.floor_sd_ns < 2.0 < cal.floor_raw_sd_ns
+    fig = steady_figures(run, cal)["window_corrected"]
+    # 7 − slope·(580 − 500): the narrower-than-usual reading's error taken to the reference
+    assert fig["mean_ns"] == pytest.approx(7 - cal.slope * 80, abs=1e-6)
+    assert fig["sd_ns"] == pytest.approx(0.0, abs=1e-9)
