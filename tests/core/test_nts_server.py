@@ -101,3 +101,27 @@ def test_no_single_bit_flip_of_a_request_authenticates() -> None:
             flipped[index] ^= 1 << bit
             assert judge_request(bytes(flipped), keyset).verdict is not Verdict.AUTHENTICATED, \
                 (index, bit)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)),
+                min_size=1, max_size=6), st.integers(0, 5))
+def test_cached_aeads_round_trip_for_many_and_repeated_clients(pairs: list[tuple[bytes, bytes]],
+                                                               repeat: int) -> None:
+    """The per-key AEAD cache must not mix clients up: each client's reply opens with its
+    own S2C key (also when its keys were seen before) and a wrong C2S still drops."""
+    from ntpd_py.core.nts_extensions import AesSivCmac256, build_client_request, open_server_reply
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    for c2s, s2c in pairs + pairs[: repeat % (len(pairs) + 1)]:
+        keys = NtsKeys(c2s, s2c)
+        uid = os.urandom(32)
+        req = build_client_request(client_request(7, 4), uid, keyset.make_cookie(keys, os.urandom(16)),
+                                   0, AesSivCmac256(c2s), os.urandom(16))
+        verdict = judge_request(req, keyset)
+        assert verdict.verdict is Verdict.AUTHENTICATED
+        reply = authenticated_reply(req[:48], verdict, keyset, os.urandom, len(req))
+        assert open_server_reply(reply, uid, AesSivCmac256(s2c)).cookies
+        forged = build_client_request(client_request(7, 4), uid,
+                                      keyset.make_cookie(keys, os.urandom(16)), 0,
+                                      AesSivCmac256(bytes(b ^ 1 for b in c2s)), os.urandom(16))
+        assert judge_request(forged, keyset).verdict is Verdict.DROP
