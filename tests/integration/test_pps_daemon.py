@@ -10,6 +10,7 @@ the sock source next to it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -68,10 +69,8 @@ minimum-agreeing-sources = 1
 def _open_paths(pid: int) -> set[str]:
     paths = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
+        with contextlib.suppress(OSError):  # closed while we looked
             paths.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass  # closed while we looked
     return paths
 
 
