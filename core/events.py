@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["LeapIndicator", "Sample", "SourceKind"]
 
@@ -78,3 +78,15 @@ class Sample:
         _require(0 <= self.stratum <= 16, "stratum must be 0..16")
         _require(0 <= self.reference_id < 2**32, "reference_id must fit 32 bits")
         _require(-32 <= self.poll_log2 <= 32, "poll_log2 out of range")
+
+
+def on_local_clock(sample: Sample, local_realtime_ns: int) -> Sample:
+    """The same measurement against another local clock, one that read
+    ``local_realtime_ns`` at the sample's instant.
+
+    A feeder (gpsd) or the kernel (PPS) stamps with the host's CLOCK_REALTIME; under
+    ``clock = "simulated"`` the daemon's local clock is the simulated one, so the
+    offset (reference - local) moves by what the two clocks differ by then.
+    """
+    shift_s = (sample.realtime_ns - local_realtime_ns) / 1e9
+    return replace(sample, offset_s=sample.offset_s + shift_s, realtime_ns=local_realtime_ns)

@@ -9,7 +9,8 @@ wait for a pulse (:class:`FetchPulse`); the worker answers with exactly one even
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from .pps_abi import PpsFetch
 from .source_actions import Publish, SetTimer
@@ -106,3 +107,18 @@ class PpsDeviceFailed:
 SockAction = Publish | SetTimer | Report
 PpsAction = Publish | SetTimer | Report | CheckDevice | FetchPulse
 PpsEvent = PpsDeviceChecked | PulseFetched | FetchTimedOut | PpsDeviceFailed
+
+
+def pulse_on_local_clock(event: PulseFetched, local_ns: Callable[[int], int]) -> PulseFetched:
+    """The fetched pulse with its CLOCK_REALTIME stamps moved onto another local clock
+    (``local_ns`` maps a CLOCK_MONOTONIC instant to it): the simulated clock of
+    ``clock = "simulated"``. Each stamp is mapped at its own instant, so the pairing of
+    a pulse with whole seconds happens in the frame the rest of the daemon uses."""
+    def moved(stamp_ns: int) -> int:
+        if stamp_ns == 0:
+            return 0  # no edge of this kind yet
+        return local_ns(event.mono_ns - (event.realtime_ns - stamp_ns))
+
+    fetch = replace(event.fetch, assert_ns=moved(event.fetch.assert_ns),
+                    clear_ns=moved(event.fetch.clear_ns))
+    return PulseFetched(fetch, event.mono_ns, local_ns(event.mono_ns))

@@ -32,8 +32,10 @@ from ntpd_py.core.refclock_events import (
     PpsAction,
     PpsEvent,
     Publish,
+    PulseFetched,
     Report,
     SetTimer,
+    pulse_on_local_clock,
 )
 from ntpd_py.core.snapshots import SelectionState, SourceSnapshot
 from ntpd_py.ipc.framing import MalformedMessage, decode
@@ -96,9 +98,13 @@ class PpsTask(WorkerBase):
         link: Any,
         log: logging.Logger,
         device: PpsDevice | None,
+        sim: Any = None,
     ) -> None:
         super().__init__(worker_id, bus, link, log)
         self.config = source
+        # clock = "simulated": the kernel stamps pulses with the host's clock; they are
+        # moved onto the simulated clock before pairing (the whole seconds are in its frame)
+        self.sim = sim
         self.source = PpsSource(source, worker_id)
         self.device = device
         self.poller = PpsPoller(device, self.source.period_ns) if device is not None else None
@@ -158,7 +164,12 @@ class PpsTask(WorkerBase):
         self.source.update_whole_seconds(whole_seconds_in(message.sources))
 
     def _answer(self, event: PpsEvent, now: Now) -> None:
-        self._run(self.source.handle_event(event, now.mono_ns), now)
+        self._run(self.source.handle_event(self._framed(event), now.mono_ns), now)
+
+    def _framed(self, event: PpsEvent) -> PpsEvent:
+        if self.sim is not None and isinstance(event, PulseFetched):
+            return pulse_on_local_clock(event, self.sim.local_ns)
+        return event
 
     def _run(self, actions: list[PpsAction], now: Now) -> None:
         pending = list(actions)
@@ -172,7 +183,7 @@ class PpsTask(WorkerBase):
                 assert self.poller is not None
                 event = self.poller.begin(action, now.mono_ns)
                 if event is not None:
-                    pending += self.source.handle_event(event, now.mono_ns)
+                    pending += self.source.handle_event(self._framed(event), now.mono_ns)
             elif isinstance(action, Publish):
                 self.send(SampleMsg.from_sample(action.sample))
             elif isinstance(action, Report):

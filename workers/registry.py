@@ -145,7 +145,8 @@ def _build_sock(w: Wiring) -> RoleTask:
                          "creates it)")
     # The supervisor bound the socket at the configured path (as root, with its mode).
     return SockTask(source=source, worker_id=w.spec.worker_id, bus=w.bus, link=w.link,
-                    log=w.log, sock=socket.socket(fileno=w.fds[0]))
+                    log=w.log, sock=socket.socket(fileno=w.fds[0]),
+                    sim=w.clock if w.config.daemon.clock == "simulated" else None)
 
 
 def _build_pps(w: Wiring) -> RoleTask:
@@ -159,7 +160,8 @@ def _build_pps(w: Wiring) -> RoleTask:
     device = PpsDevice(w.fds[0], source.path) if w.fds else None
     # clock-control sends its published state over the same slot (the whole seconds).
     return PpsTask(source=source, worker_id=w.spec.worker_id, bus=w.bus, link=w.link,
-                   log=w.log, device=device)
+                   log=w.log, device=device,
+                   sim=w.clock if w.config.daemon.clock == "simulated" else None)
 
 
 def _build_metrics(w: Wiring) -> RoleTask:

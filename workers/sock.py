@@ -9,9 +9,10 @@ bus like PTP samples, and what the source drops is counted per reason in the
 status counters (``drop:<reason>``; ``overflow`` for datagrams thrown away
 unread in a flood).
 
-The receive instants are the host's CLOCK_MONOTONIC and CLOCK_REALTIME: the
-feeder stamps with the host's clock, so with ``clock = "simulated"`` the offsets
-are still those of the host clock (the simulator has its own sock model).
+The receive instants are the host's CLOCK_MONOTONIC and CLOCK_REALTIME, as the
+feeder's stamps are; with ``clock = "simulated"`` each accepted sample is moved
+onto the simulated clock (through its CLOCK_MONOTONIC instant) before it is
+published, as the NTP worker does with its timestamps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ntpd_py.core.config import SockSourceConfig
+from ntpd_py.core.events import on_local_clock
 from ntpd_py.core.refclock_events import Publish, Report, SetTimer, SockAction
 from ntpd_py.core.sock_source import SockSource, SockState
 from ntpd_py.ipc.messages import Message, SampleMsg, SourceStateName, SourceStatus
@@ -55,8 +57,10 @@ class SockTask(WorkerBase):
         link: Any,
         log: logging.Logger,
         sock: socket.socket,
+        sim: Any = None,
     ) -> None:
         super().__init__(worker_id, bus, link, log)
+        self.sim = sim
         self.config = source
         self.source = SockSource(source, worker_id)
         self.sock = sock
@@ -98,7 +102,10 @@ class SockTask(WorkerBase):
     def _run(self, actions: list[SockAction], now: Now) -> None:
         for action in actions:
             if isinstance(action, Publish):
-                self.send(SampleMsg.from_sample(action.sample))
+                sample = action.sample
+                if self.sim is not None:
+                    sample = on_local_clock(sample, self.sim.local_ns(sample.mono_ns))
+                self.send(SampleMsg.from_sample(sample))
             elif isinstance(action, Report):
                 status = action.status
                 level = logging.INFO if status.state == SockState.RUNNING else logging.WARNING

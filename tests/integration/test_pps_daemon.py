@@ -10,6 +10,10 @@ the sock source next to it runs.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
 import pytest
 
 from tests.integration.daemon import Daemon, wait_for
@@ -60,3 +64,50 @@ minimum-agreeing-sources = 1
         assert sources[f"sock:{sock}"]["worker_state"] in ("starting", "waiting")
         table = daemon.ctl("sources")
         assert table.returncode == 0 and " pps " in table.stdout, table.stdout
+
+
+def _open_paths(pid: int) -> set[str]:
+    paths = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while we looked
+            paths.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return paths
+
+
+def test_a_reload_that_drops_a_pps_source_closes_its_device() -> None:
+    """The supervisor holds each pps device open for the daemon's life; a reload that
+    removes the source must release it (no fd leak, the device free for others)."""
+    daemon = Daemon("", clock="observe")
+    sock = str(daemon.dir / "gps.sock")
+    first, second = str(daemon.dir / "ppsA"), str(daemon.dir / "ppsB")
+    for path in (first, second):
+        with open(path, "wb"):
+            pass  # a regular file opens like a device; the worker says "not a PPS device"
+
+    def body(pps: str) -> str:
+        return f"""
+[[source]]
+mode = "sock"
+path = "{sock}"
+precision = 1e-3
+
+[[source]]
+mode = "pps"
+path = "{pps}"
+precision = 1e-7
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+
+    daemon.write_config(body(first))
+    with daemon:
+        daemon.wait_running([f"pps:{first}"])
+        assert first in _open_paths(daemon.pid)
+        daemon.write_config(body(second))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_running([f"pps:{second}"])
+        opened = wait_for(lambda: (lambda p: p if first not in p else None)(
+            _open_paths(daemon.pid)), 20, "the dropped pps device closed by the supervisor")
+        assert second in opened
+        assert f"pps:{first}" not in daemon.workers()

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 NS = 1_000_000_000
 # TCG interrupt latency: the kernel's stamp follows our register write by this much at most
 IRQ_LATENCY_BOUND_NS = 50_000_000
+SOCK_ID = "sock:/run/chrony.pps0.sock"
+PPS_ID = "pps:/dev/pps0"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def guest() -> dict[str, Any]:
         pytest.skip("boots its own guest: run on the host")
     try:
         result = run_in_guest(
-            ".venv/bin/python tests/vm/pps_guest.py",
-            cwd=REPO, nics=False, timeout_s=240,
+            ".venv/bin/python -m tests.vm.pps_guest",
+            cwd=REPO, nics=False, timeout_s=600,
             qemu_args=("-chardev", "null,id=lp0", "-device", "isa-parallel,chardev=lp0",
                        "-chardev", "null,id=s1", "-device", "isa-serial,chardev=s1"))
     except HarnessUnavailable as exc:
@@ -108,3 +110,34 @@ def test_gpsd_writes_sock_samples_that_the_sock_source_accepts(guest: dict[str, 
         # the NMEA feed gave the pulse its second: the offset is minus the IRQ latency
         assert -IRQ_LATENCY_BOUND_NS / NS <= sample["offset_s"] <= 0.0
     assert matched >= 2
+
+
+@pytest.mark.parametrize("mode", ["daemon", "single"])
+def test_the_daemons_pps_and_sock_sources_on_the_real_device(guest: dict[str, Any],
+                                                             mode: str) -> None:
+    """`ntpd-py run` in the guest (and `--single-process`): gpsd -> the daemon's own socket
+    (sock), /dev/pps0 (pps)."""
+    if "gpsd-missing" in guest:
+        pytest.skip("gpsd or gpspipe is not installed (Debian gpsd, gpsd-clients: tests/run.sh)")
+    (log,) = guest[mode + "-log"]
+    assert mode in guest, log["log"]
+    (run,) = guest[mode]
+    pps, sock = run["pps"], run["sock"]
+    assert pps and sock, (run["history"], log["log"])
+    # the sock source: gpsd's PPS-timed samples, every one accepted
+    assert sock["samples"] >= 3, (sock, run["history"])
+    assert not [k for k in sock["counters"] if k.startswith("drop:")], sock["counters"]
+    # the pps source: the unprivileged worker's zero-timeout PPS_FETCH polls saw the pulses
+    assert pps["worker_state"] == "running", (pps, run["history"], log["log"])
+    assert pps["samples"] >= 8, (pps, run["history"])
+    assert pps["state"] in ("*", "+"), (pps, run["history"])
+    assert f"whole seconds from {SOCK_ID}" in pps["detail"], pps
+    if mode == "daemon":  # each source in its own unprivileged process
+        assert run["uids"].get(PPS_ID) not in (None, 0), run["uids"]
+        assert run["uids"].get(SOCK_ID) not in (None, 0), run["uids"]
+    # its offset is the kernel's stamp of a real pulse: minus the interrupt latency (in
+    # observe mode less the virtual correction, which is as small as that latency)
+    assert -IRQ_LATENCY_BOUND_NS / NS <= pps["last_offset_s"] <= IRQ_LATENCY_BOUND_NS / NS, pps
+    # one sample per real pulse at most: nothing invented, and the worker kept up
+    written = len(run["stamps"])
+    assert pps["samples"] <= written, (pps["samples"], written)

@@ -14,6 +14,7 @@ workers/refclock_io.py, read back with the sock source (gpsd_phase).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -58,11 +59,11 @@ def modprobe(*argv: str) -> None:
     emit(step="modprobe", argv=list(argv), rc=result.returncode, err=result.stderr.strip())
 
 
-def pulse_train(stamps: list[int], stop: threading.Event) -> None:
+def pulse_train(stamps: list[int], stop: threading.Event, count: int = PULSES) -> None:
     port = os.open("/dev/port", os.O_RDWR)
     try:
         control = os.pread(port, 1, CONTROL)[0]
-        for _ in range(PULSES):
+        for _ in range(count):
             if stop.wait(1.0 - time.time() % 1.0):  # near the top of each local second
                 return
             stamps.append(time.clock_gettime_ns(time.CLOCK_REALTIME))
@@ -177,6 +178,126 @@ def gpsd_phase(device: PpsDevice, run_dir: str) -> None:
                              if "ttyS1" in line or "chrony" in line or "NTP" in line][:80]), gpspipe_lines=len(gpspipe_out.splitlines()))
 
 
+DAEMON_CONFIG = """
+[[source]]
+mode = "sock"
+path = "/run/chrony.pps0.sock"
+precision = 1e-5
+
+[[source]]
+mode = "pps"
+path = "/dev/pps0"
+precision = 1e-6
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+SOCK_ID = "sock:/run/chrony.pps0.sock"
+PPS_ID = "pps:/dev/pps0"
+DAEMON_PULSES = 150  # the daemon's start alone is ~25 s of CPU under TCG
+DAEMON_START_S = 150.0
+
+
+def _status(runtime: str) -> dict[str, Any] | None:
+    """`ntpctl status --json`'s document, asked in-process (an ntpctl process costs ~10 s
+    of CPU under TCG)."""
+    from ntpd_py.supervisor.ctl_client import CtlError, request
+    from ntpd_py.supervisor.ctl_format import reply_json
+
+    try:
+        return reply_json(request(os.path.join(runtime, "observe"), "status"), "status")
+    except CtlError:
+        return None
+
+
+def daemon_phase(device: PpsDevice, run_dir: str, step: str,
+                 extra_args: tuple[str, ...] = ()) -> None:
+    """The running daemon (`ntpd-py run`, observe clock, workers as nobody) with gpsd's
+    socket as a sock source and /dev/pps0 as a pps source, as ntpd-rs's GPS guide sets
+    them up: the supervisor creates the socket (before gpsd starts) and opens the PPS
+    device; the unprivileged pps worker reads the kernel's pulse stamps with zero-timeout
+    PPS_FETCH polls and takes the whole seconds from the sock source. We fetch the same
+    pulses through our own fd to know the kernel's stamps. `step` names the JSON lines;
+    ``--single-process`` runs every role in one process."""
+    from tests.integration.daemon import Daemon
+
+    port = "29471"
+    stamps: list[int] = []
+    fetched: list[tuple[int, int]] = []
+    history: list[dict[str, Any]] = []
+    stop = threading.Event()
+    feed_stop = threading.Event()
+    train = threading.Thread(target=pulse_train, args=(stamps, stop, DAEMON_PULSES), daemon=True)
+    feed = threading.Thread(target=nmea_feed, args=(feed_stop,), daemon=True)
+    gpsd = pipe = None
+    daemon = Daemon(DAEMON_CONFIG, clock="observe", user="nobody", extra_args=extra_args)
+    runtime = str(daemon.runtime)
+    final: dict[str, Any] | None = None
+    started = time.monotonic()
+    try:
+        daemon.start()
+        deadline = started + DAEMON_START_S
+        while not os.path.exists("/run/chrony.pps0.sock") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        socket_s = time.monotonic() - started
+        # gpsd connects to the chrony socket only if it exists when the device activates
+        gpsd = subprocess.Popen(["gpsd", "-b", "-n", "-N", "-D", "3", "-S", port,
+                                 "-F", os.path.join(run_dir, "gpsd.sock"),
+                                 "/dev/ttyS1", "/dev/pps0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        feed.start()
+        time.sleep(3.0)
+        pipe = subprocess.Popen(["gpspipe", "-w", "-P", f"127.0.0.1:{port}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        train.start()
+        seq = None
+        next_status = 0.0
+        while time.monotonic() < deadline and train.is_alive():
+            event = device.execute(FetchPulse(1_100_000_000))
+            if isinstance(event, PulseFetched) and event.fetch.assert_sequence != seq:
+                seq = event.fetch.assert_sequence
+                fetched.append((seq, event.fetch.assert_ns))
+            if time.monotonic() < next_status:
+                continue
+            next_status = time.monotonic() + 3.0
+            doc = _status(runtime)
+            if doc is None:
+                continue
+            views = {s["source_id"]: s for s in doc.get("sources", [])}
+            pps = views.get(PPS_ID, {})
+            history.append({"t": round(time.monotonic() - started, 1),
+                            **{k: pps.get(k) for k in ("state", "worker_state", "samples",
+                                                       "last_offset_s", "detail")},
+                            "sock_samples": views.get(SOCK_ID, {}).get("samples")})
+            final = doc
+            if pps.get("state") in ("*", "+") and (pps.get("samples") or 0) >= 8:
+                break
+        procs = {p["worker_id"]: p["pid"] for p in (final or {}).get("processes", [])}
+        uids = {}
+        for worker, pid in procs.items():
+            with contextlib.suppress(OSError):
+                uids[worker] = os.stat(f"/proc/{pid}").st_uid
+        views = {s["source_id"]: s for s in (final or {}).get("sources", [])}
+        emit(step=step, socket_s=socket_s, stamps=stamps, fetched=fetched,
+             history=history, pps=views.get(PPS_ID), sock=views.get(SOCK_ID),
+             clock=(final or {}).get("clock"), uids=uids,
+             elapsed_s=time.monotonic() - started)
+    finally:
+        stop.set()
+        feed_stop.set()
+        gpspipe_out = ""
+        if pipe is not None:
+            gpspipe_out = _stop(pipe)[0] or ""
+        if gpsd is not None:
+            _stop(gpsd)
+        code = daemon.stop()
+        log = daemon.log()
+        emit(step=step + "-log", exit=code, log=log[-6000:],
+             gpsd_pps=[json.loads(line) for line in gpspipe_out.splitlines()
+                       if '"class":"PPS"' in line])
+
+
 def main() -> int:
     modprobe("parport_pc", "io=0x378", "irq=7")
     modprobe("pps_parport", "clear_wait=0")
@@ -225,6 +346,9 @@ def main() -> int:
          message=source.status().message, drops=source.status().drops)
     if shutil.which("gpsd") and shutil.which("gpspipe"):
         gpsd_phase(device, tempfile.mkdtemp(prefix="gpsd-"))
+        daemon_phase(device, tempfile.mkdtemp(prefix="gpsd-"), "daemon")
+        daemon_phase(device, tempfile.mkdtemp(prefix="gpsd-"), "single",
+                     ("--single-process",))
     else:
         emit(step="gpsd-missing")
     os.close(fd)

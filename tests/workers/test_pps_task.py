@@ -76,14 +76,15 @@ def _gps_view(state: str = "*") -> SourceView:
                       last_window_s=None, counters={})
 
 
-def _task(kernel: LatestEdge) -> tuple[PpsTask, object, object, int]:
+def _task(kernel: LatestEdge, sim: object = None) -> tuple[PpsTask, object, object, int]:
     from ntpd_py.core.config import PpsSourceConfig
 
     fd = os.open("/dev/null", os.O_RDONLY)
     config = PpsSourceConfig.model_validate({"mode": "pps", "path": PATH, "precision": 1e-7})
     bus, clock_control = channel_pair()
     task = PpsTask(source=config, worker_id=f"pps:{PATH}", bus=bus, link=FakeLink(),
-                   log=LogCapture("pps").logger, device=PpsDevice(fd, PATH, ioctl=kernel))
+                   log=LogCapture("pps").logger, device=PpsDevice(fd, PATH, ioctl=kernel),
+                   sim=sim)
     return task, bus, clock_control, fd
 
 
@@ -106,10 +107,25 @@ def test_spec_role_and_source_entry(tmp_path: Path) -> None:
     assert (entry.kind, entry.poll_log2, entry.poll_min, entry.poll_max) == ("pps", -1, -1, -1)
 
 
-def test_pulses_paired_with_clock_controls_whole_seconds_are_published() -> None:
+class AheadSimClock:
+    """A simulated clock `ahead_ns` ahead of the host's CLOCK_REALTIME."""
+
+    def __init__(self, ahead_ns: int) -> None:
+        self.base = time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) + ahead_ns
+
+    def local_ns(self, mono_ns: int) -> int:
+        return mono_ns + self.base
+
+
+@pytest.mark.parametrize(("sim", "expected_s"), [(None, -30e-6),
+                                                 (AheadSimClock(200_010_000), -0.20004)])
+def test_pulses_paired_with_clock_controls_whole_seconds_are_published(
+        sim: AheadSimClock | None, expected_s: float) -> None:
+    # With clock = "simulated" (sim) the kernel's host-clock stamps are moved onto the
+    # simulated clock before pairing: the whole seconds are in its frame.
     kernel = LatestEdge(pps_abi.PPS_CAPTUREBOTH | pps_abi.PPS_CANWAIT, pps_abi.PPS_CAPTUREASSERT)
     kernel.pulse(time.time_ns() - 3 * NS)  # an old edge, captured before we started
-    task, bus, clock_control, _fd = _task(kernel)
+    task, bus, clock_control, _fd = _task(kernel, sim)
     try:
         task.step(_now())  # check the device, begin the first fetch
         assert task.poller is not None and task.poller.next_poll_ns is not None
@@ -135,7 +151,9 @@ def test_pulses_paired_with_clock_controls_whole_seconds_are_published() -> None
         task.close()
     samples = [m for m in bus.sent_messages() if isinstance(m, SampleMsg)]  # type: ignore[attr-defined]
     assert len(samples) == 1  # the old edge and the unpaired one were not published
-    assert samples[0].kind == "pps" and samples[0].offset_s == pytest.approx(-30e-6)
+    assert samples[0].kind == "pps"
+    # (the clocks are read a few µs apart: the host pair and the fake's own base)
+    assert samples[0].offset_s == pytest.approx(expected_s, abs=2e-5)
     status = _statuses(bus)[-1]
     assert status.state == "running" and "sock:/run/gps.sock" in status.detail
     assert status.counters["samples"] == 1 and status.counters["drop:unpaired"] == 1

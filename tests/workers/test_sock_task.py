@@ -124,3 +124,34 @@ def test_the_builder_refuses_to_run_without_the_socket(tmp_path: Path) -> None:
                     clock=FakeClock(), bus=bus, link=FakeLink(), fds=[])
     with pytest.raises(ValueError, match="no socket"):
         build_task(ROLES["sock"], wiring)
+
+
+def test_under_the_simulated_clock_samples_are_against_it(tmp_path: Path) -> None:
+    """gpsd stamps with the host's clock; with clock = "simulated" the daemon's local
+    clock is the simulated one, so the worker moves each sample onto it."""
+    from ntpd_py.plumbing.simclock import SimClock
+
+    path = str(tmp_path / "gps.sock")
+    config = load_config_text(f'[daemon]\nclock = "simulated"\nruntime-dir = "{tmp_path}"\n'
+                              f'[[source]]\nmode = "sock"\npath = "{path}"\n'
+                              "precision = 1e-3\n")
+    (spec,) = [s for s in build_specs(config) if s.role == "sock"]
+    clock_file = str(tmp_path / "simclock")
+    SimClock.create(clock_file, 0.3, 0.0)  # the simulated clock is 0.3 s ahead of the host's
+    sock = create_sock_socket(path)
+    bus, _clock_control = channel_pair()
+    wiring = Wiring(config=config, spec=spec, log=LogCapture(spec.worker_id).logger,
+                    clock=SimClock(clock_file), bus=bus, link=FakeLink(), fds=[sock.detach()])
+    task = build_task(ROLES["sock"], wiring)
+    feeder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        task.step(_now())
+        feeder.sendto(encode_sock_sample(time.time_ns() - 1_000_000, 0.25), path)
+        task.step(_now())
+    finally:
+        feeder.close()
+        task.close()
+    (sample,) = [m for m in bus.sent_messages() if isinstance(m, SampleMsg)]  # type: ignore[attr-defined]
+    # reference = host + 0.25 s = simulated - 0.3 s + 0.25 s (timeval: 1 µs rounding)
+    assert sample.offset_s == pytest.approx(-0.05, abs=2e-6)
+    assert abs(sample.realtime_ns - (time.time_ns() + 300_000_000)) < 1_000_000_000
