@@ -15,7 +15,6 @@ never longer than the request. :func:`nak_reply` is the kiss-o'-death NTSN.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +24,6 @@ from .nts_cookies import COOKIE_NONCE_BYTES, NtsKeys, ServerKeySet
 from .nts_extensions import (
     MIN_NONCE_BYTES,
     NTSN,
-    AesSivCmac256,
     NtsClientRequest,
     NtsError,
     build_server_reply,
@@ -59,26 +57,6 @@ class NtsVerdict:
     reason: str = ""
 
 
-# Building an AESSIV object costs ~5 us, more than one seal or open of a request;
-# every cookie from one key exchange carries the same C2S/S2C keys, so a client that
-# polls again reuses them. A small LRU of AEADs by key skips the rebuild; bounded so
-# that many clients cannot grow it.
-_AEAD_CACHE_SIZE = 4096
-_aead_cache: OrderedDict[bytes, AesSivCmac256] = OrderedDict()
-
-
-def _aead_for(key: bytes) -> AesSivCmac256:
-    aead = _aead_cache.get(key)
-    if aead is not None:
-        _aead_cache.move_to_end(key)
-        return aead
-    aead = AesSivCmac256(key)
-    _aead_cache[key] = aead
-    if len(_aead_cache) > _AEAD_CACHE_SIZE:
-        _aead_cache.popitem(last=False)
-    return aead
-
-
 def judge_request(data: bytes, keyset: ServerKeySet) -> NtsVerdict:
     """What to do with one request (see the module docstring)."""
     try:
@@ -95,7 +73,7 @@ def judge_request(data: bytes, keyset: ServerKeySet) -> NtsVerdict:
     if keys is None:
         return NtsVerdict(Verdict.NAK, request, reason="cookie unknown or stale")
     try:
-        open_client_request(data, request, _aead_for(keys.c2s))
+        open_client_request(data, request, keyset.session_aead(keys.c2s))
     except NtsError as exc:
         return NtsVerdict(Verdict.DROP, request, reason=str(exc))
     return NtsVerdict(Verdict.AUTHENTICATED, request, keys)
@@ -112,7 +90,7 @@ def authenticated_reply(
     cookies = [keyset.make_cookie(verdict.keys, random(COOKIE_NONCE_BYTES))
                for _ in range(wanted)]
     return build_server_reply(header, verdict.request.uid, cookies,
-                              _aead_for(verdict.keys.s2c), random(MIN_NONCE_BYTES),
+                              keyset.session_aead(verdict.keys.s2c), random(MIN_NONCE_BYTES),
                               request_length)
 
 
