@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntpd_py.core.nts_cookies import CookieJar, NtsKeys, ServerKeySet
