@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ntpd_py.core.config import Config, PpsSourceConfig, PtpSourceConfig, SockSourceConfig
 from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
@@ -35,6 +36,9 @@ from .config_file import load_config_file
 from .dirs import DirectoryError, ensure_dir, is_shared_sticky
 from .metrics_listen import metrics_listener
 from .slots import SlotError, SlotTable, make_bus_dir
+
+if TYPE_CHECKING:
+    from .nts_keys import KeysetOwner
 
 __all__ = ["DaemonSetup", "StartupError", "prepare"]
 
@@ -156,6 +160,14 @@ class DaemonSetup:
     # PPS devices (mode = "pps"), by worker id: kept like the feeder sockets, as the
     # capture edge was set on them with a privilege the supervisor may not keep.
     pps_fds: dict[str, int] = field(default_factory=dict)
+    # The NTS cookie keyset (supervisor/nts_keys.py) when a server or NTS-KE server runs.
+    nts_keys: KeysetOwner | None = None
+
+    def open_nts_keys(self) -> None:
+        from .nts_keys import KeysetOwner, needs_keyset
+
+        if self.nts_keys is None and needs_keyset(self.config):
+            self.nts_keys = KeysetOwner(self.config.keyset, self.log)
 
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege and
@@ -375,13 +387,15 @@ class DaemonSetup:
         new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
                           self.endpoints, dict(self.device_fds),
                           [] if servers_changed else self.server_fds, self.started_at,
-                          slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds)
+                          slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds,
+                          nts_keys=self.nts_keys)
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
         new.open_devices()
         new.open_sock_sockets()  # raises StartupError if a new one cannot be made
         new.open_pps_devices()
+        new.open_nts_keys()
         listen = config.observability.metrics_exporter_listen
         new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
@@ -524,6 +538,7 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     setup.open_devices()
     setup.open_sock_sockets()
     setup.open_pps_devices()
+    setup.open_nts_keys()
     setup.bind_servers()
     setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup
