@@ -1,6 +1,7 @@
 """NTS configuration: `mode = "nts"`/`"nts-pool"`, `[[nts-ke-server]]`, `[keyset]` and
-`require-nts` pass the schema (validate accepts ntpd-rs's NTS examples and warns) but
-`ntpd-py run`'s loader refuses them as not supported yet until NTS is wired."""
+`require-nts` pass the schema. `mode = "nts"`, `[keyset]` and `require-nts` run;
+validate accepts the others (ntpd-rs's examples) with a warning, and `ntpd-py run`'s
+loader refuses them as not supported yet."""
 
 from __future__ import annotations
 
@@ -122,12 +123,16 @@ def test_ntpd_rs_nts_source_example_is_run_by_the_daemon(
     for name in CLIENT_ONLY:
         config = load_config_text(ntpd_rs_files[name].read_text(), name)
         assert [source.mode for source in config.source] == ["nts"]
+    # [keyset] and NTS on [[server]] are wired (stage 3): ntpd-rs's ntp.server.toml runs
+    config = load_config_text(ntpd_rs_files["ntp.server.toml"].read_text(), "ntp.server.toml")
+    assert config.keyset is not None and config.keyset.key_storage_path is not None
 
 
 CLIENT_ONLY = ("nts-source.toml", "nts.client.toml")
+RUNNABLE = (*CLIENT_ONLY, "ntp.server.toml")
 
 
-@pytest.mark.parametrize("name", sorted(set(NTPD_RS_NTS) - set(CLIENT_ONLY)))
+@pytest.mark.parametrize("name", sorted(set(NTPD_RS_NTS) - set(RUNNABLE)))
 def test_ntpd_rs_nts_examples_validate_with_a_warning(name: str,
                                                       ntpd_rs_files: dict[str, Path]) -> None:
     exe = shutil.which("ntpd-py", path=str(BIN)) or "ntpd-py"
