@@ -1036,9 +1036,6 @@ class Config(_Table):
                 found.append((("source", index, "mode"),
                               f'mode = "{source.mode}": NTS sources are not supported yet by '
                               "ntpd-py run"))
-        for index, _ in enumerate(self.nts_ke_server):
-            found.append((("nts-ke-server", index), "NTS-KE servers are not supported yet by "
-                          "ntpd-py run"))
         return found
 
     def control_socket_path(self) -> str:

@@ -270,7 +270,7 @@ class ProcessInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
     role: Literal["supervisor", "clock-control", "ptp", "ntp", "server", "metrics", "sock",
-                  "pps"]
+                  "pps", "nts-ke"]
     pid: int | None
     user: Text
     state: Text
@@ -304,7 +304,7 @@ class BusSlot(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
-    role: Literal["ptp", "ntp", "server", "sock", "pps"]
+    role: Literal["ptp", "ntp", "server", "sock", "pps", "nts-ke"]
     path: Text
 
 

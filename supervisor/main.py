@@ -182,7 +182,8 @@ class Supervisor:
     def _nts_body(self, spec: WorkerSpec, keep: list[int]) -> Callable[[int], None]:
         """A forked NTP-server or NTS-KE worker's first act: take the current keyset."""
         assert self.setup.nts_keys is not None
-        handover = NtsHandover(self.setup.nts_keys.current())
+        chain, key = self.setup.ke_tls.get(spec.worker_id, (b"", b""))
+        handover = NtsHandover(self.setup.nts_keys.current(), chain, key)
 
         def body(link_fd: int) -> None:
             give_nts(handover)

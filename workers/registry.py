@@ -136,6 +136,23 @@ def _build_server(w: Wiring) -> RoleTask:
                       state_feed=w.bus, link=w.link, log=w.log, keyset=_handed_keyset(w))
 
 
+def _build_nts_ke(w: Wiring) -> RoleTask:
+    from ntpd_py.core.config import KeysetConfig
+    from ntpd_py.plumbing.nts_handover import take
+
+    from .nts_ke import NtsKeTask
+
+    ke = w.spec.nts_ke
+    handover = take()
+    keyset = _handed_keyset(w)
+    if ke is None or not w.fds or handover is None or keyset is None:
+        raise ValueError(f"{w.spec.worker_id}: the supervisor handed over no listener, "
+                         "certificate or keyset")
+    return NtsKeTask(ke=ke, keys=w.config.keyset or KeysetConfig(), worker_id=w.spec.worker_id,
+                     bus=w.bus, link=w.link, log=w.log, listener=socket.socket(fileno=w.fds[0]),
+                     chain_pem=handover.chain_pem, key_pem=handover.key_pem, keyset=keyset)
+
+
 def _handed_keyset(w: Wiring) -> ServerKeySet | None:
     """The NTS cookie keyset the supervisor handed over at fork (plumbing/nts_handover);
     in --single-process mode, the one supervisor/single.py made."""
@@ -199,6 +216,8 @@ ROLES: Mapping[RoleName, Role] = {
     "server": Role("server", _build_server, "server"),
     "sock": Role("sock", _build_sock, "sock"),
     "pps": Role("pps", _build_pps, "pps"),
+    "nts-ke": Role("nts-ke", _build_nts_ke, "nts-ke", in_single_process=False,
+                   why_not_single="the NTS-KE server runs in its own process only"),
     "metrics": Role("metrics", _build_metrics, "metrics", bus="control", system_clock_only=True,
                     in_single_process=False,
                     why_not_single="the metrics exporter needs its own process (an HTTP thread)"),
