@@ -1036,15 +1036,6 @@ class Config(_Table):
                 found.append((("source", index, "mode"),
                               f'mode = "{source.mode}": NTS sources are not supported yet by '
                               "ntpd-py run"))
-        for index, _ in enumerate(self.nts_ke_server):
-            found.append((("nts-ke-server", index), "NTS-KE servers are not supported yet by "
-                          "ntpd-py run"))
-        if self.keyset is not None:
-            found.append((("keyset",), "the NTS keyset is not used yet by ntpd-py run"))
-        for index, server in enumerate(self.server):
-            if server.require_nts not in (None, False):
-                found.append((("server", index, "require-nts"),
-                              "require-nts is not supported yet by ntpd-py run"))
         return found
 
     def control_socket_path(self) -> str:

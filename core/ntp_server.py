@@ -145,6 +145,10 @@ class Responder:
         self.access = AccessPolicy(config.allowlist, config.denylist)
         self.rate_limiter = RateLimiter(config.rate_limiting_cache_size,
                                         config.rate_limiting_cutoff_ms)
+        # `require-nts`: true and "ignore" drop unauthenticated requests, "deny" kisses them
+        self.require_nts: str | None = (
+            None if config.require_nts in (None, False)
+            else "ignore" if config.require_nts is True else str(config.require_nts))
         # The I/O layer may skip extracting the client address when nothing uses it.
         self.needs_client_address = self.access.active or self.rate_limiter.active
         self.received = self.accepted = self.denied = self.ignored = 0
@@ -165,6 +169,12 @@ class Responder:
     def set_clock_state(self, state: ServerClockState) -> None:
         self._state = state
         self._template_expiry = 0
+
+    def count_dropped(self) -> None:
+        """A request the caller dropped before :meth:`respond` (a malformed NTS request)."""
+        self.received += 1
+        self.ignored += 1
+        self.malformed += 1
 
     def counters(self) -> dict[str, int]:
         return {
@@ -227,11 +237,14 @@ class Responder:
         now_mono_ns: int,
         out: bytearray | memoryview,
         offset: int = 0,
+        nts: bool = False,
     ) -> int:
         """Handle one request; return the reply length written at ``out[offset:]`` or 0.
 
         ``request[:length]`` is the datagram, ``client`` the packed source IP
-        (4 or 16 bytes), ``rx_ntp`` the kernel receive time in NTP format.
+        (4 or 16 bytes), ``rx_ntp`` the kernel receive time in NTP format. ``nts``: the
+        caller found a well-formed NTS request (core/nts_server.py), which passes
+        ``require-nts``; access lists and rate limits apply to it as to any request.
         """
         self.received += 1
         if length != HEADER_BYTES and (length < HEADER_BYTES or length > MAX_PACKET_BYTES):
@@ -272,6 +285,13 @@ class Responder:
                     return 0
                 poll = max(self.rate_limiter.kiss_poll, _signed_byte(request[2]))
                 return self._kiss(KISS_RATE, poll, version, request, rx_ntp, out, offset)
+        if self.require_nts is not None and not nts:
+            if self.require_nts == "ignore":
+                self.ignored += 1
+                return 0
+            self.denied += 1
+            return self._kiss(KISS_DENY, _signed_byte(request[2]), version, request, rx_ntp,
+                              out, offset)
         if not self._template_start <= rx_ntp < self._template_expiry:
             self._build_templates(rx_ntp, rx_ntp)
         out[offset : offset + 48] = self._templates[version]
@@ -306,7 +326,7 @@ class Responder:
         if not (self._template_start <= lo and hi < self._template_expiry):
             self._build_templates(lo, hi)
         table = self._by_first_byte
-        if self.needs_client_address:
+        if self.needs_client_address or self.require_nts:
             table = _NO_FAST_PATH
         elif isinstance(out, bytearray) and isinstance(data, bytearray) and stride >= 48:
             firsts = data[0 : n * stride : stride]
@@ -324,6 +344,8 @@ class Responder:
         # Written for CPython's speed: this loop is the server's hot path.
         for k, base, length, rx in zip(range(n), range(0, n * stride, stride), lengths, rx_ntp,
                                        strict=False):
+            if length < 0:
+                continue  # taken out of the batch by the caller (NTS, answered on its own)
             if length == HEADER_BYTES:
                 template = table[data[base]]
                 if template is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ _KEY_ID = struct.Struct(">I")
 _NS = 1_000_000_000
 _FORMAT = "ntpd-py-nts-keyset"
 MAX_STALE_KEYS = 1024  # a stored file claiming more keys is corrupt, not a keyset
+SESSION_CACHE_SIZE = 4096  # client AEADs kept by ServerKeySet.session_aead
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class ServerKeySet:
             raise ValueError("a keyset has at least one key")
         self._keys = list(keys)
         self._by_id = {k.key_id: AesSivCmac256(k.key) for k in keys}
+        self._sessions: OrderedDict[bytes, AesSivCmac256] = OrderedDict()
         self.rotated_at_ns = rotated_at_ns
         self.rotation_interval_ns = int(rotation_interval_s * _NS)
         self.stale_key_count = stale_key_count
@@ -161,6 +164,25 @@ class ServerKeySet:
     def primary(self) -> CookieKey:
         return self._keys[-1]
 
+    def session_aead(self, key: bytes) -> AesSivCmac256:
+        """The AEAD for a client's C2S or S2C key from one of our cookies, cached.
+
+        Building an AESSIV object costs ~5 us, more than one seal or open of a request;
+        every cookie from one key exchange carries the same keys, so a client that polls
+        again reuses them. The cache is this keyset's (emptied when it rotates, so keys
+        from cookies of retired keys do not linger) and bounded (least recently used
+        goes first), so many clients cannot grow it.
+        """
+        aead = self._sessions.get(key)
+        if aead is not None:
+            self._sessions.move_to_end(key)
+            return aead
+        aead = AesSivCmac256(key)
+        self._sessions[key] = aead
+        if len(self._sessions) > SESSION_CACHE_SIZE:
+            self._sessions.popitem(last=False)
+        return aead
+
     def rotate_if_due(self, now_ns: int, random: Callable[[int], bytes]) -> bool:
         """Make a new primary key if the interval has passed; True if it did.
 
@@ -177,6 +199,7 @@ class ServerKeySet:
         while len(self._keys) > self.stale_key_count + 1:
             old = self._keys.pop(0)
             del self._by_id[old.key_id]
+        self._sessions.clear()
         self.rotated_at_ns = now_ns
         return True
 

@@ -15,17 +15,17 @@ never longer than the request. :func:`nak_reply` is the kiss-o'-death NTSN.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import PacketError
 from .events import LeapIndicator
+from .ntp_server import Responder
 from .nts_cookies import COOKIE_NONCE_BYTES, NtsKeys, ServerKeySet
 from .nts_extensions import (
     MIN_NONCE_BYTES,
     NTSN,
-    AesSivCmac256,
     NtsClientRequest,
     NtsError,
     build_server_reply,
@@ -33,9 +33,13 @@ from .nts_extensions import (
     open_client_request,
     parse_client_request,
 )
-from .packet import HEADER_STRUCT, Mode
+from .packet import HEADER_BYTES, HEADER_STRUCT, Mode
+
+_TRANSMIT = struct.Struct(">Q")
 
 __all__ = [
+    "NTS_COUNTERS",
+    "NtsResponder",
     "NtsVerdict",
     "Verdict",
     "authenticated_reply",
@@ -59,26 +63,6 @@ class NtsVerdict:
     reason: str = ""
 
 
-# Building an AESSIV object costs ~5 us, more than one seal or open of a request;
-# every cookie from one key exchange carries the same C2S/S2C keys, so a client that
-# polls again reuses them. A small LRU of AEADs by key skips the rebuild; bounded so
-# that many clients cannot grow it.
-_AEAD_CACHE_SIZE = 4096
-_aead_cache: OrderedDict[bytes, AesSivCmac256] = OrderedDict()
-
-
-def _aead_for(key: bytes) -> AesSivCmac256:
-    aead = _aead_cache.get(key)
-    if aead is not None:
-        _aead_cache.move_to_end(key)
-        return aead
-    aead = AesSivCmac256(key)
-    _aead_cache[key] = aead
-    if len(_aead_cache) > _AEAD_CACHE_SIZE:
-        _aead_cache.popitem(last=False)
-    return aead
-
-
 def judge_request(data: bytes, keyset: ServerKeySet) -> NtsVerdict:
     """What to do with one request (see the module docstring)."""
     try:
@@ -95,7 +79,7 @@ def judge_request(data: bytes, keyset: ServerKeySet) -> NtsVerdict:
     if keys is None:
         return NtsVerdict(Verdict.NAK, request, reason="cookie unknown or stale")
     try:
-        open_client_request(data, request, _aead_for(keys.c2s))
+        open_client_request(data, request, keyset.session_aead(keys.c2s))
     except NtsError as exc:
         return NtsVerdict(Verdict.DROP, request, reason=str(exc))
     return NtsVerdict(Verdict.AUTHENTICATED, request, keys)
@@ -112,7 +96,7 @@ def authenticated_reply(
     cookies = [keyset.make_cookie(verdict.keys, random(COOKIE_NONCE_BYTES))
                for _ in range(wanted)]
     return build_server_reply(header, verdict.request.uid, cookies,
-                              _aead_for(verdict.keys.s2c), random(MIN_NONCE_BYTES),
+                              keyset.session_aead(verdict.keys.s2c), random(MIN_NONCE_BYTES),
                               request_length)
 
 
@@ -124,3 +108,65 @@ def nak_reply(verdict: NtsVerdict) -> bytes:
         (int(LeapIndicator.UNSYNCHRONIZED) << 6) | (packet.version << 3) | Mode.SERVER,
         0, packet.poll, 0, 0, 0, NTSN, 0, packet.transmit_ts, 0, 0)
     return nts_nak(header, verdict.request.uid)
+
+
+NTS_COUNTERS = ("received", "accepted", "denied", "rate_limited", "nak", "dropped")
+
+
+class NtsResponder:
+    """NTS on one server socket, beside its plain :class:`~ntpd_py.core.ntp_server.Responder`.
+
+    The I/O layer gives it each request longer than 48 bytes (only those can carry NTS
+    fields). :meth:`respond` returns the whole reply or None. A request with no NTS
+    fields is answered as plain NTP (``require-nts`` applies); an NTS request passes the
+    same access lists and rate limit as plain NTP (the plain responder decides, and its
+    kiss-o'-death, unauthenticated, is the answer: RFC 8915 §5.7 lets a client ignore
+    it but not be harmed by it), then gets an authenticated reply with fresh cookies,
+    an NTS NAK (cookie unknown or stale) or nothing (malformed, or an authenticator that
+    does not verify). Counters as ntpd-rs names its ``ntp_server_nts_*`` metrics, plus
+    ``dropped``. The keyset is replaced whole when the supervisor rotates it.
+    """
+
+    def __init__(self, plain: Responder, keyset: ServerKeySet,
+                 random: Callable[[int], bytes]) -> None:
+        self.plain = plain
+        self.keyset = keyset
+        self.random = random
+        self.counts = dict.fromkeys(NTS_COUNTERS, 0)
+        self._header = bytearray(HEADER_BYTES)
+
+    def counters(self) -> dict[str, int]:
+        return {f"nts_{name}": value for name, value in self.counts.items()}
+
+    def respond(self, request: bytes, client: bytes, rx_ntp: int, now_mono_ns: int,
+                transmit_ntp: Callable[[], int]) -> bytes | None:
+        """The reply to ``request`` (``client``: the packed source address; ``rx_ntp``:
+        its receive time). ``transmit_ntp`` is read just before an authenticated reply
+        is sealed: its transmit timestamp is inside the authenticated data."""
+        verdict = judge_request(request, self.keyset)
+        header = self._header
+        if verdict.verdict is Verdict.NOT_NTS:
+            size = self.plain.respond(request, len(request), client, rx_ntp, now_mono_ns,
+                                      header)
+            return bytes(header) if size else None
+        self.counts["received"] += 1
+        if verdict.verdict is Verdict.DROP:
+            self.counts["dropped"] += 1
+            self.plain.count_dropped()
+            return None
+        denied, limited = self.plain.denied, self.plain.rate_limited
+        size = self.plain.respond(request, len(request), client, rx_ntp, now_mono_ns, header,
+                                  nts=True)
+        if self.plain.denied != denied or self.plain.rate_limited != limited:
+            self.counts["denied" if self.plain.denied != denied else "rate_limited"] += 1
+            return bytes(header) if size else None  # the plain kiss, or nothing
+        if not size:
+            self.counts["dropped"] += 1  # an access list said "ignore"
+            return None
+        if verdict.verdict is Verdict.NAK:
+            self.counts["nak"] += 1
+            return nak_reply(verdict)
+        _TRANSMIT.pack_into(header, 40, transmit_ntp())
+        self.counts["accepted"] += 1
+        return authenticated_reply(bytes(header), verdict, self.keyset, self.random,
+                                   len(request))

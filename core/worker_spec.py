@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ntpd_py.core.config import (
     Config,
+    NtsKeServerConfig,
     NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
@@ -25,7 +26,7 @@ from ntpd_py.core.config import (
 
 __all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
 
-Role = Literal["clock-control", "ptp", "ntp", "server", "metrics", "sock", "pps"]
+Role = Literal["clock-control", "ptp", "ntp", "server", "metrics", "sock", "pps", "nts-ke"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class WorkerSpec:
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
     server_index: int = 0  # which set of SO_REUSEPORT sockets a server process gets
+    nts_ke: NtsKeServerConfig | None = None  # the [[nts-ke-server]] an nts-ke worker serves
 
     @property
     def is_source(self) -> bool:
@@ -121,6 +123,9 @@ def build_specs(
             worker_id = "server" if count == 1 else f"server#{index + 1}"
             specs.append(WorkerSpec(worker_id, "server", fingerprint, servers=servers,
                                     server_index=index))
+    for ke in config.nts_ke_server:
+        specs.append(WorkerSpec(f"nts-ke:{ke.listen}", "nts-ke",
+                                _fingerprint(ke.model_dump()), nts_ke=ke))
     listen = config.observability.metrics_exporter_listen
     if listen is not None:
         inputs = (listen, config.control_socket_path(), sync["accumulated_step_panic_threshold"])

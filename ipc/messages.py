@@ -89,6 +89,7 @@ class MsgType(enum.IntEnum):
     PEER_FAILED = 14
     LOG_CONTROL = 15
     STEERING_BOUNDS = 16
+    NTS_KEYSET = 17
 
 
 class Message(BaseModel):
@@ -269,7 +270,7 @@ class ProcessInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
     role: Literal["supervisor", "clock-control", "ptp", "ntp", "server", "metrics", "sock",
-                  "pps"]
+                  "pps", "nts-ke"]
     pid: int | None
     user: Text
     state: Text
@@ -303,7 +304,7 @@ class BusSlot(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     worker_id: Id
-    role: Literal["ptp", "ntp", "server", "sock", "pps"]
+    role: Literal["ptp", "ntp", "server", "sock", "pps", "nts-ke"]
     path: Text
 
 
@@ -381,6 +382,24 @@ class DeviceReply(Message):
     resolved: Text | None = None
 
 
+# The keyset's storage format (ServerKeySet.to_bytes) with the most keys a configuration
+# allows (stale-key-count <= 1024): ~80 KiB; a frame beyond this is not a keyset.
+MAX_KEYSET_BYTES = 1 << 17
+
+
+class NtsKeyset(Message):
+    """Supervisor -> each NTP server and NTS-KE worker, when the cookie keys rotate.
+
+    The supervisor owns the keyset (it alone reads and writes `key-storage-path`); a
+    worker gets the current one at fork and every rotation over its own link, so every
+    server process opens the cookies every other one made. The bytes are
+    ServerKeySet.to_bytes(), parsed strictly by the worker.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.NTS_KEYSET
+    keyset: Annotated[bytes, Field(min_length=1, max_length=MAX_KEYSET_BYTES)]
+
+
 # -- ntpctl <-> clock-control ------------------------------------------------------------------
 
 
@@ -419,5 +438,6 @@ REGISTRY: dict[MsgType, type[Message]] = {
         PeerFailed,
         LogControl,
         SteeringBounds,
+        NtsKeyset,
     )
 }

@@ -258,7 +258,7 @@ CLOCK_STATE_FIELDS: Fields = {
 PROCESS_INFO_FIELDS: Fields = {
     "worker_id": (_ID, _R),
     "role": (_literal("supervisor", "clock-control", "ptp", "ntp", "server", "metrics",
-                      "sock", "pps"), _R),
+                      "sock", "pps", "nts-ke"), _R),
     "pid": (_optional(_int()), _R),
     "user": (_TEXT, _R),
     "state": (_TEXT, _R),

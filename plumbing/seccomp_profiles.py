@@ -70,6 +70,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     # The metrics exporter: accept on the socket the supervisor opened, or bind its own
     # (it retries every 10 s when the port was busy at start; ports >= 1024 only then).
     "tcp_listen": ("accept", "accept4", "bind", "listen"),
+    # The NTS-KE worker accepts on the TCP listener the supervisor bound (no bind).
+    "tcp_accept": ("accept", "accept4"),
     # NTP client sockets are unprivileged: the ntp worker makes its own UDP socket.
     "udp_client": ("bind", "connect"),
     # Atomic state and drift files: temporary file, fsync, rename, directory fsync;
@@ -102,6 +104,8 @@ CONDITIONAL: dict[str, dict[str, str]] = {
              "prctl": "name", "sched_setscheduler": "other"},
     "pps": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
             "prctl": "name", "sched_setscheduler": "other"},
+    "nts-ke": {"clone": "thread", "openat": "ro", "socket": "unix", "tgkill": "self",
+               "prctl": "name", "sched_setscheduler": "other"},
     "metrics": {"clone": "thread", "openat": "ro", "socket": "inet", "tgkill": "self",
                 "prctl": "name", "sched_setscheduler": "other"},
     # getaddrinfo: reads /etc/hosts, nsswitch.conf, resolv.conf; UDP/TCP to the resolver.
@@ -126,6 +130,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "sock": _BASE,
     # PPS_GETCAP/GETPARAMS/FETCH are ioctls on the fd the supervisor opened (in _BASE).
     "pps": _BASE,
+    # TLS on connections accepted from the listener the supervisor bound: accept only.
+    "nts-ke": (*_BASE, "tcp_accept"),
     "metrics": (*_BASE, "tcp_listen"),
     "resolver": ("python", "signals", "time", "fd_io", "lookup", "wait", "socket_io",
                  "udp_client"),

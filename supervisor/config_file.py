@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ntpd_py.core.config_paths import (
     DEFAULT_CONFIG_PATH,
@@ -25,7 +25,10 @@ from ntpd_py.core.errors import ConfigError, ConfigIssue
 from ntpd_py.core.exit_codes import EX_CONFIG
 
 if TYPE_CHECKING:  # the pydantic models cost a quarter of a second to build: `ntpctl status`
-    from ntpd_py.core.config import Config  # only peeks at two keys (peek_control_paths)
+    from ntpd_py.core.config import (
+        Config,  # only peeks at two keys (peek_control_paths)
+        NtsKeServerConfig,
+    )
 
 __all__ = [
     "EX_CONFIG",
@@ -35,6 +38,7 @@ __all__ = [
     "file_warnings",
     "load_config_file",
     "peek_control_paths",
+    "read_nts_ke_files",
     "shown_issues",
 ]
 
@@ -219,58 +223,76 @@ def directory_warnings(config: Config) -> list[str]:
     return notes
 
 
-def nts_file_warnings(config: Config) -> list[str]:
-    """What the NTS files named by the configuration lack: a CA file or certificate chain
-    without a PEM certificate, a private key that does not load or does not match its
-    certificate, a key-storage-path whose directory is missing. Read only by `validate`
-    (as root it can read what the daemon's supervisor will)."""
+def _read_regular(path: str) -> bytes:
+    # O_NONBLOCK and a regular-file check: a FIFO or a device named here must not
+    # make validate (or the supervisor) hang or read forever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+def _certificates(key: str, path: str) -> tuple[bytes, list[Any]]:
     from cryptography import x509
+
+    try:
+        data = _read_regular(path)
+        return data, x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f'{key} = "{path}": no PEM certificate can be read ({exc})') from None
+
+
+def read_nts_ke_files(index: int, server: NtsKeServerConfig) -> tuple[bytes, bytes]:
+    """One `[[nts-ke-server]]`'s certificate chain and private key (PEM), checked: the
+    chain holds certificates, the key loads unencrypted and matches the chain's first
+    certificate. ValueError names the key and the file. Read by the supervisor (root)
+    for its NTS-KE worker, which cannot read them itself, and by `validate`."""
     from cryptography.hazmat.primitives.serialization import (
         Encoding,
         PublicFormat,
         load_pem_private_key,
     )
+
+    chain_pem, chain = _certificates(f"nts-ke-server[{index}].certificate-chain-path",
+                                     server.certificate_chain_path)
+    key_name = f'nts-ke-server[{index}].private-key-path = "{server.private_key_path}"'
+    try:
+        key_pem = _read_regular(server.private_key_path)
+        key = load_pem_private_key(key_pem, password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{key_name}: no unencrypted PEM private key can be read ({exc})"
+                         ) from None
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise ValueError(f"{key_name}: does not match the first certificate of the chain")
+    return chain_pem, key_pem
+
+
+def nts_file_warnings(config: Config) -> list[str]:
+    """What the NTS files named by the configuration lack: a CA file or certificate chain
+    without a PEM certificate, a private key that does not load or does not match its
+    certificate, a key-storage-path whose directory is missing. Read only by `validate`
+    (as root it can read what the daemon's supervisor will)."""
     from ntpd_py.core.config import NtsPoolSourceConfig, NtsSourceConfig
-
-    def read_regular(path: str) -> bytes:
-        # O_NONBLOCK and a regular-file check: a FIFO or a device named here must not
-        # make validate hang or read forever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(f"{path} is not a regular file")
-            return os.read(fd, 1 << 20)
-        finally:
-            os.close(fd)
-
-    def certificates(key: str, path: str) -> list[x509.Certificate]:
-        try:
-            certs = x509.load_pem_x509_certificates(read_regular(path))
-        except (OSError, ValueError) as exc:
-            notes.append(f'{key} = "{path}": no PEM certificate can be read ({exc})')
-            return []
-        return certs
 
     notes: list[str] = []
     for index, source in enumerate(config.source):
         if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig) and (
             source.certificate_authority is not None
         ):
-            certificates(f"source[{index}].certificate-authority", source.certificate_authority)
+            try:
+                _certificates(f"source[{index}].certificate-authority",
+                              source.certificate_authority)
+            except ValueError as exc:
+                notes.append(str(exc))
     for index, server in enumerate(config.nts_ke_server):
-        chain = certificates(f"nts-ke-server[{index}].certificate-chain-path",
-                             server.certificate_chain_path)
-        key_name = f'nts-ke-server[{index}].private-key-path = "{server.private_key_path}"'
         try:
-            key = load_pem_private_key(read_regular(server.private_key_path), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            notes.append(f"{key_name}: no unencrypted PEM private key can be read ({exc})")
-            continue
-        spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        if chain and chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(
-            *spki
-        ):
-            notes.append(f"{key_name}: does not match the first certificate of the chain")
+            read_nts_ke_files(index, server)
+        except ValueError as exc:
+            notes.append(str(exc))
     if config.keyset is not None and config.keyset.key_storage_path is not None:
         parent = os.path.dirname(config.keyset.key_storage_path) or "/"
         if not os.path.isdir(parent):

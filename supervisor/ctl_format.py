@@ -158,7 +158,11 @@ def text_output(reply: CtlReply | Data, command: str) -> str:
                 f"Server {listen}: received {c.get('received', 0)}, accepted "
                 f"{c.get('accepted', 0)}, denied {c.get('denied', 0)}, ignored "
                 f"{c.get('ignored', 0)}, rate-limited {c.get('rate_limited', 0)}, send errors "
-                f"{c.get('response_send_errors', 0)}")
+                f"{c.get('response_send_errors', 0)}"
+                + (f"; NTS received {c['nts_received']}, authenticated "
+                   f"{c.get('nts_accepted', 0)}, NAK {c.get('nts_nak', 0)}, denied "
+                   f"{c.get('nts_denied', 0)}, rate-limited {c.get('nts_rate_limited', 0)}, "
+                   f"dropped {c.get('nts_dropped', 0)}" if "nts_received" in c else ""))
         if data["ipc"] and command == "status":
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(data["ipc"].items()))
             parts += [f"IPC frames dropped: {dropped}"]

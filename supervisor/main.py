@@ -32,11 +32,14 @@ from ntpd_py.ipc.messages import (
     DeviceReply,
     DeviceRequest,
     Heartbeat,
+    NtsKeyset,
     PeerFailed,
     ProcessTable,
     SteeringBounds,
 )
 from ntpd_py.plumbing.handover import Handover, give
+from ntpd_py.plumbing.nts_handover import NtsHandover
+from ntpd_py.plumbing.nts_handover import give as give_nts
 from ntpd_py.plumbing.scheduler import drain
 from ntpd_py.plumbing.seccomp import prepare as prepare_seccomp
 
@@ -44,6 +47,7 @@ from .children import Child, ChildEvent, ChildMessage, ChildState
 from .config_file import shown_issues
 from .logs import reopen_and_share_logs
 from .notify import SystemdNotifier
+from .nts_keys import NTS_ROLES
 from .pidfile import remove_pidfile, write_pidfile
 from .policy import HEARTBEAT_TIMEOUT_NS, STOP_GRACE_NS
 from .pools import Pools
@@ -149,6 +153,8 @@ class Supervisor:
         body = lambda link_fd: self.setup.run_child(spec, link_fd, keep)  # noqa: E731
         if spec.role == "clock-control":
             body = self._clock_control_body(spec, keep)
+        elif spec.role in NTS_ROLES and self.setup.nts_keys is not None:
+            body = self._nts_body(spec, keep)
         try:
             child.spawn(now, body, keep)
         except IllegalTransition as exc:  # a supervisor bug: nothing was forked
@@ -172,6 +178,30 @@ class Supervisor:
             self.setup.run_child(spec, link_fd, keep)
 
         return body
+
+    def _nts_body(self, spec: WorkerSpec, keep: list[int]) -> Callable[[int], None]:
+        """A forked NTP-server or NTS-KE worker's first act: take the current keyset."""
+        assert self.setup.nts_keys is not None
+        chain, key = self.setup.ke_tls.get(spec.worker_id, (b"", b""))
+        handover = NtsHandover(self.setup.nts_keys.current(), chain, key)
+
+        def body(link_fd: int) -> None:
+            give_nts(handover)
+            self.setup.run_child(spec, link_fd, keep)
+
+        return body
+
+    def _rotate_nts_keys(self) -> None:
+        """Rotate the cookie keys when due and send them to every server and NTS-KE worker
+        (a worker that misses them, being restarted, takes them at its fork)."""
+        keys = self.setup.nts_keys
+        if keys is None or not keys.rotate_if_due():
+            return
+        message = NtsKeyset(keyset=keys.current())
+        told = [c.spec.worker_id for c in self.children.values()
+                if c.spec.role in NTS_ROLES and c.link is not None and c.link.send(message)]
+        self.log.info("NTS cookie keys rotated (key id %d); sent to %s",
+                      keys.keyset.primary.key_id, ", ".join(told) or "no running server")
 
     def _note_bounds(self, child: Child, message: SteeringBounds) -> None:
         if child.spec.role != "clock-control":
@@ -362,6 +392,7 @@ class Supervisor:
             os.close(fd)
 
     def _check(self, now: int) -> None:
+        self._rotate_nts_keys()
         for child in self.children.values():
             if (
                 child.state is ChildState.BACKOFF

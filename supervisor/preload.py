@@ -55,6 +55,7 @@ SIMULATED_MODULES = (
 ROLE_MODULES = {
     "sock": ("ntpd_py.workers.sock", "ntpd_py.workers.refclock_io", "ntpd_py.core.sock_source"),
     "pps": ("ntpd_py.workers.pps", "ntpd_py.workers.refclock_io", "ntpd_py.core.pps_source"),
+    "nts-ke": ("ntpd_py.workers.nts_ke", "ntpd_py.workers.nts_ke_server", "OpenSSL.SSL"),
     "metrics": (
         "http.server",  # the metrics worker's HTTP server and its exporter library
         "prometheus_client",

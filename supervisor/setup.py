@@ -16,9 +16,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ntpd_py.core.config import Config, PpsSourceConfig, PtpSourceConfig, SockSourceConfig
-from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_NOPERM
+from ntpd_py.core.exit_codes import EX_CANTCREAT, EX_CONFIG, EX_NOPERM
 from ntpd_py.core.worker_spec import WorkerSpec, build_specs
 from ntpd_py.ipc.endpoints import Endpoints
 from ntpd_py.ipc.messages import ProcessInfo
@@ -35,6 +36,9 @@ from .config_file import load_config_file
 from .dirs import DirectoryError, ensure_dir, is_shared_sticky
 from .metrics_listen import metrics_listener
 from .slots import SlotError, SlotTable, make_bus_dir
+
+if TYPE_CHECKING:
+    from .nts_keys import KeysetOwner
 
 __all__ = ["DaemonSetup", "StartupError", "prepare"]
 
@@ -156,6 +160,50 @@ class DaemonSetup:
     # PPS devices (mode = "pps"), by worker id: kept like the feeder sockets, as the
     # capture edge was set on them with a privilege the supervisor may not keep.
     pps_fds: dict[str, int] = field(default_factory=dict)
+    # The NTS cookie keyset (supervisor/nts_keys.py) when a server or NTS-KE server runs.
+    nts_keys: KeysetOwner | None = None
+    # Each [[nts-ke-server]]'s TCP listener and its certificate chain and private key (PEM,
+    # read here as root: its worker's uid cannot read them), by worker id.
+    ke_fds: dict[str, int] = field(default_factory=dict)
+    ke_tls: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def open_ke_servers(self) -> None:
+        """Bind every NTS-KE listener and read its TLS files; a reload keeps those still
+        configured and closes the others. Errors name the key and stop a start (or are
+        refused by a reload)."""
+        from ntpd_py.plumbing.tcp_listen import bind_listener
+
+        from .config_file import read_nts_ke_files
+
+        wanted = {spec.worker_id: spec.nts_ke for spec in self.specs if spec.role == "nts-ke"}
+        for worker_id in [w for w in self.ke_fds if w not in wanted]:
+            os.close(self.ke_fds.pop(worker_id))
+            self.ke_tls.pop(worker_id, None)
+        for index, (worker_id, ke) in enumerate(wanted.items()):
+            assert ke is not None
+            try:
+                tls = read_nts_ke_files(index, ke)
+            except ValueError as exc:
+                raise StartupError(str(exc), EX_CONFIG) from None
+            self.ke_tls[worker_id] = tls
+            if worker_id in self.ke_fds:
+                continue
+            try:
+                self.ke_fds[worker_id] = bind_listener(ke.listen).detach()
+            except OSError as exc:
+                raise StartupError(f'[[nts-ke-server]] listen = "{ke.listen}": cannot listen: '
+                                   f"{exc.strerror or exc}", EX_CANTCREAT) from None
+
+    def close_ke_servers(self) -> None:
+        for fd in self.ke_fds.values():
+            os.close(fd)
+        self.ke_fds = {}
+
+    def open_nts_keys(self) -> None:
+        from .nts_keys import KeysetOwner, needs_keyset
+
+        if self.nts_keys is None and needs_keyset(self.config):
+            self.nts_keys = KeysetOwner(self.config.keyset, self.log)
 
     def drop_for_helper(self) -> None:
         """In a short-lived helper child (the pool resolver): shed every privilege and
@@ -196,6 +244,8 @@ class DaemonSetup:
             return [self.pps_fds[spec.worker_id]]
         if spec.role == "server" and spec.server_index < len(self.server_fds):
             return list(self.server_fds[spec.server_index])
+        if spec.role == "nts-ke" and spec.worker_id in self.ke_fds:
+            return [self.ke_fds[spec.worker_id]]
         return []
 
     def run_child(self, spec: WorkerSpec, link_fd: int, keep: list[int]) -> None:
@@ -375,13 +425,16 @@ class DaemonSetup:
         new = DaemonSetup(config, build_specs(config), self.identity, self.user_name, self.log,
                           self.endpoints, dict(self.device_fds),
                           [] if servers_changed else self.server_fds, self.started_at,
-                          slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds)
+                          slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds,
+                          nts_keys=self.nts_keys, ke_fds=self.ke_fds, ke_tls=self.ke_tls)
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
         new.open_devices()
         new.open_sock_sockets()  # raises StartupError if a new one cannot be made
         new.open_pps_devices()
+        new.open_nts_keys()
+        new.open_ke_servers()  # raises StartupError: the reload is refused
         listen = config.observability.metrics_exporter_listen
         new.metrics_fd = metrics_listener(self.metrics_fd, listen, self.log)
         return new
@@ -391,6 +444,7 @@ class DaemonSetup:
             self.slots.close()
         self.close_sock_sockets()
         self.close_pps_devices()
+        self.close_ke_servers()
         for path in (self.endpoints.state, self.endpoints.control_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -524,6 +578,8 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     setup.open_devices()
     setup.open_sock_sockets()
     setup.open_pps_devices()
+    setup.open_nts_keys()
+    setup.open_ke_servers()
     setup.bind_servers()
     setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

@@ -48,6 +48,29 @@ class _ProcessInfoTask:
         self._next = now.mono_ns + 1_000_000_000
 
 
+class _NtsKeysTask:
+    """Rotates the NTS cookie keys when due and gives them to the server tasks (what the
+    supervisor's loop and the servers' links do in the multi-process daemon)."""
+
+    name = "nts-keys"
+
+    def __init__(self, setup: DaemonSetup, servers: list[Any]) -> None:
+        self._setup, self._servers, self._next = setup, servers, 0
+
+    def pollables(self) -> list[Any]:
+        return []
+
+    def next_deadline_ns(self) -> int:
+        return self._next
+
+    def step(self, now: Any) -> None:
+        keys = self._setup.nts_keys
+        if keys is not None and keys.rotate_if_due():
+            for server in self._servers:
+                server.install_keyset(keys.keyset)
+        self._next = now.mono_ns + 1_000_000_000
+
+
 HOLD_AFTER_FAILURE_NS = 1_000_000_000
 
 
@@ -119,6 +142,10 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
     sources = source_set(config, setup.specs)
     cc.set_sources(list(sources.sources), now, sources.server_workers, sources.server_listens)
     tasks: list[Any] = [cc, _ProcessInfoTask(cc, setup)]
+    if setup.nts_keys is not None:
+        from ntpd_py.plumbing.nts_handover import NtsHandover, give
+
+        give(NtsHandover(setup.nts_keys.current()))  # the server tasks built below take it
     for spec in setup.specs:
         role = ROLES[spec.role]
         if role.build is None:
@@ -134,6 +161,9 @@ def _tasks(setup: DaemonSetup, log: logging.Logger) -> tuple[list[Any], Any, Any
                         clock=clock, bus=hub.dealer(name, spec.worker_id.encode()), link=None,
                         fds=_fds_for(setup, spec))
         tasks.append(build_task(role, wiring))
+    servers = [t for t in tasks if hasattr(t, "install_keyset")]
+    if setup.nts_keys is not None and servers:
+        tasks.append(_NtsKeysTask(setup, servers))
     return tasks, clock, control
 
 

@@ -34,7 +34,7 @@ __all__ = [
     "Slot", "SlotTable", "UidClaim", "allocate_uid", "kill_uid", "process_uids", "running_uids",
 ]
 
-BUS_ROLES = ("ptp", "ntp", "server", "sock", "pps")
+BUS_ROLES = ("ptp", "ntp", "server", "sock", "pps", "nts-ke")
 LISTEN_BACKLOG = 16
 
 

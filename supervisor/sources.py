@@ -29,6 +29,9 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
         if spec.role == "server":
             server_workers.append(spec.worker_id)
             listens.update((server.listen, None) for server in spec.servers)
+        if spec.role == "nts-ke" and spec.nts_ke is not None:  # its counters, as a server's
+            server_workers.append(spec.worker_id)
+            listens[f"nts-ke {spec.nts_ke.listen}"] = None
         source = spec.source
         if isinstance(source, PtpSourceConfig):
             entries.append(

@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 
 from ntpd_py.core.ntp_server import REPLY_BYTES, Responder, stamp_transmit_batch
+from ntpd_py.core.nts_server import NtsResponder
 from ntpd_py.core.packet import MAX_PACKET_BYTES
 from ntpd_py.core.units import NTP_UNIX_OFFSET_S as _OFFSET_S  # a short name for the hot path
 
@@ -120,6 +121,21 @@ def _addr(buf: bytearray) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
+def _transmit_ntp() -> int:
+    ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    tx = (((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000
+    return tx & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _sockaddr(family: int, name: bytes) -> tuple[str, int] | tuple[str, int, int, int]:
+    """A raw sockaddr_in / sockaddr_in6 (as recvmmsg filled it) as Python's address."""
+    port = int.from_bytes(name[2:4], "big")
+    if family == socket.AF_INET6:
+        return (socket.inet_ntop(socket.AF_INET6, name[8:24]), port,
+                int.from_bytes(name[4:8], "big"), int.from_bytes(name[24:28], "little"))
+    return (socket.inet_ntop(socket.AF_INET, name[4:8]), port)
+
+
 class ServerBatchIO:
     """One server socket's receive/reply machinery around a :class:`Responder`."""
 
@@ -183,6 +199,9 @@ class ServerBatchIO:
         self._structs: dict[int, tuple[struct.Struct, struct.Struct]] = {}
         self.receive_errors = 0
         self.batches = 0
+        # NTS (core/nts_server.NtsResponder): requests longer than 48 bytes are taken out
+        # of the batch and answered one by one (their replies differ in length).
+        self.nts: NtsResponder | None = None
 
     def handle_ready(self, max_batches: int = 8) -> int:
         """Answer what is queued (up to ``max_batches`` full batches); return datagrams read."""
@@ -209,6 +228,9 @@ class ServerBatchIO:
             lengths, rx, reply_cmsgs = self._parse_with_pktinfo(n)
         else:
             lengths, rx = self._lengths_and_timestamps(n)
+        if self.nts is not None and max(lengths) > REPLY_BYTES:
+            lengths = self._serve_nts(lengths, rx, reply_cmsgs if self.pktinfo else None,
+                                      now_mono)
         clients = None
         if self.responder.needs_client_address:
             a0, a1 = self._addr_slice
@@ -228,6 +250,36 @@ class ServerBatchIO:
         if answered:
             self._send(len(answered))
         return n
+
+    def _serve_nts(self, lengths: Sequence[int], rx: list[int], cmsgs: list[bytes] | None,
+                   now_mono: int) -> list[int]:
+        """Answer the batch's long requests (NTS, or plain NTP with a trailer) on their own;
+        their lengths become -1 so the batch responder skips them."""
+        assert self.nts is not None
+        left = list(lengths)
+        a0, a1 = self._addr_slice
+        for k, length in enumerate(lengths):
+            if length <= REPLY_BYTES:
+                continue
+            left[k] = -1
+            if length > MAX_PACKET_BYTES:
+                self.responder.count_dropped()  # as the batch responder counts it
+                continue
+            base = k * _DATA
+            name = bytes(self.names[k * _NAME : (k + 1) * _NAME])
+            reply = self.nts.respond(bytes(self.data[base : base + length]), name[a0:a1], rx[k],
+                                     now_mono, _transmit_ntp)
+            if reply is None:
+                continue
+            ancillary = []
+            if cmsgs is not None and cmsgs[k]:
+                clen, level, kind = _CMSG_HDR.unpack_from(cmsgs[k])
+                ancillary = [(level, kind, cmsgs[k][_CMSG_HDR.size : clen])]
+            try:
+                self.sock.sendmsg([reply], ancillary, 0, _sockaddr(self.family, name))
+            except OSError:
+                self.responder.response_send_errors += 1
+        return left
 
     def _lengths_and_timestamps(self, n: int) -> tuple[Sequence[int], list[int]]:
         """Datagram lengths and kernel receive times (NTP format) of a batch, in bulk."""

@@ -40,6 +40,12 @@ SERVER_COUNTERS = {  # ntpd-rs's names for the server counters it has
         "ntp_server_response_send_errors",
         "Number of packets where there was an error responding",
     ),
+    "nts_received": ("ntp_server_nts_received_packets", "Number of incoming NTS packets"),
+    "nts_accepted": ("ntp_server_nts_accepted_packets", "Number of NTS packets accepted"),
+    "nts_denied": ("ntp_server_nts_denied_packets", "Number of denied NTS packets"),
+    "nts_rate_limited": ("ntp_server_nts_rate_limited_packets",
+                         "Number of rate limited NTS packets"),
+    "nts_nak": ("ntp_server_nts_nak_packets", "Number of NTS nak responses to packets"),
 }
 SELECTION_STATES = {
     "*": "selected",

@@ -93,21 +93,26 @@ class KeServer:
 
     def __init__(
         self,
-        listen: tuple[str, int],
+        listen: tuple[str, int] | None,
         context: SSL.Context,
         keyset: Callable[[], ServerKeySet],
         *,
+        listener: socket.socket | None = None,
         max_connections: int = 512,
         timeout_s: float = 1.0,
         ntp_server: str | None = None,
         ntp_port: int | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(listen)
-        self._listener.listen(min(max_connections, 1024))
+        if listener is not None:  # bound and listening already (the daemon's supervisor)
+            self._listener = listener
+        else:
+            assert listen is not None
+            family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+            self._listener = socket.socket(family, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind(listen)
+            self._listener.listen(min(max_connections, 1024))
         self._listener.setblocking(False)
         self.address = self._listener.getsockname()
         self._context = context
@@ -125,6 +130,14 @@ class KeServer:
     @property
     def open_connections(self) -> int:
         return len(self._conns)
+
+    def fileno(self) -> int:
+        """The selector's own descriptor: readable when a connection or the listener is."""
+        return self._selector.fileno()
+
+    def next_deadline_s(self) -> float | None:
+        """The nearest connection deadline (CLOCK_MONOTONIC, s), if any is open."""
+        return min((c.deadline for c in self._conns.values()), default=None)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):

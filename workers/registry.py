@@ -35,6 +35,7 @@ from ntpd_py.core.config import (
     SockSourceConfig,
 )
 from ntpd_py.core.exit_codes import PanicExit
+from ntpd_py.core.nts_cookies import ServerKeySet
 from ntpd_py.core.worker_spec import Role as RoleName
 from ntpd_py.core.worker_spec import WorkerSpec
 from ntpd_py.ipc.channels import Channel, SlotRouter
@@ -132,7 +133,38 @@ def _build_server(w: Wiring) -> RoleTask:
                for server, fd in zip(w.spec.servers, w.fds, strict=True)]
     # clock-control sends the state for answering clients over the same slot.
     return ServerTask(config=w.config, sockets=sockets, worker_id=w.spec.worker_id, bus=w.bus,
-                      state_feed=w.bus, link=w.link, log=w.log)
+                      state_feed=w.bus, link=w.link, log=w.log, keyset=_handed_keyset(w))
+
+
+def _build_nts_ke(w: Wiring) -> RoleTask:
+    from ntpd_py.core.config import KeysetConfig
+    from ntpd_py.plumbing.nts_handover import take
+
+    from .nts_ke import NtsKeTask
+
+    ke = w.spec.nts_ke
+    handover = take()
+    keyset = _handed_keyset(w)
+    if ke is None or not w.fds or handover is None or keyset is None:
+        raise ValueError(f"{w.spec.worker_id}: the supervisor handed over no listener, "
+                         "certificate or keyset")
+    return NtsKeTask(ke=ke, keys=w.config.keyset or KeysetConfig(), worker_id=w.spec.worker_id,
+                     bus=w.bus, link=w.link, log=w.log, listener=socket.socket(fileno=w.fds[0]),
+                     chain_pem=handover.chain_pem, key_pem=handover.key_pem, keyset=keyset)
+
+
+def _handed_keyset(w: Wiring) -> ServerKeySet | None:
+    """The NTS cookie keyset the supervisor handed over at fork (plumbing/nts_handover);
+    in --single-process mode, the one supervisor/single.py made."""
+    from ntpd_py.core.config import KeysetConfig
+    from ntpd_py.plumbing.nts_handover import take
+
+    handover = take()
+    if handover is None:
+        return None
+    keys = w.config.keyset or KeysetConfig()
+    return ServerKeySet.from_bytes(handover.keyset, float(keys.key_rotation_interval),
+                                   keys.stale_key_count)
 
 
 def _build_sock(w: Wiring) -> RoleTask:
@@ -184,6 +216,8 @@ ROLES: Mapping[RoleName, Role] = {
     "server": Role("server", _build_server, "server"),
     "sock": Role("sock", _build_sock, "sock"),
     "pps": Role("pps", _build_pps, "pps"),
+    "nts-ke": Role("nts-ke", _build_nts_ke, "nts-ke", in_single_process=False,
+                   why_not_single="the NTS-KE server runs in its own process only"),
     "metrics": Role("metrics", _build_metrics, "metrics", bus="control", system_clock_only=True,
                     in_single_process=False,
                     why_not_single="the metrics exporter needs its own process (an HTTP thread)"),
@@ -201,7 +235,7 @@ def worker_link(ctx: ChildContext) -> Link:
     """The child's end of the supervisor link, accepting what every worker accepts."""
     sock = socket.socket(fileno=ctx.link_fd)
     sock.setblocking(False)
-    return Link(sock, {MsgType.DEVICE_REPLY, MsgType.LOG_CONTROL})
+    return Link(sock, {MsgType.DEVICE_REPLY, MsgType.LOG_CONTROL, MsgType.NTS_KEYSET})
 
 
 def worker_main(ctx: ChildContext) -> int:

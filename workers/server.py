@@ -7,6 +7,11 @@ state arrives from clock-control over this worker's own bus slot. Until the firs
 whenever clock-control says so, replies say "unsynchronized" (leap 3,
 `local-stratum`). Counters go to clock-control every two seconds.
 
+NTS (RFC 8915 §5): with a keyset (handed over by the supervisor at fork, replaced
+by each `NtsKeyset` on the link when the keys rotate) requests longer than 48
+bytes go to core/nts_server.NtsResponder: authenticated replies with fresh
+cookies, NTS NAKs, drops; its counters join the server's (`nts_*`).
+
 The replies carry this machine's CLOCK_REALTIME: with `clock = "observe"` or
 `"simulated"` that is the real, unsteered clock.
 """
@@ -14,17 +19,20 @@ The replies carry this machine's CLOCK_REALTIME: with `clock = "observe"` or
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ntpd_py.core.config import Config, ServerConfig
+from ntpd_py.core.config import Config, KeysetConfig, ServerConfig
 from ntpd_py.core.events import LeapIndicator
 from ntpd_py.core.ntp_server import Responder, ServerClockState
+from ntpd_py.core.nts_cookies import KeysetError, ServerKeySet
+from ntpd_py.core.nts_server import NtsResponder
 from ntpd_py.core.timestamps import unix_ns_to_ntp64
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.link import Link
-from ntpd_py.ipc.messages import ClockStateMsg, MsgType, ServerStats
+from ntpd_py.ipc.messages import ClockStateMsg, Message, MsgType, NtsKeyset, ServerStats
 from ntpd_py.plumbing.scheduler import Now
 
 from ._mmsg import ServerBatchIO
@@ -67,8 +75,10 @@ class ServerTask(WorkerBase):
         state_feed: Channel,
         link: Link | None,
         log: logging.Logger,
+        keyset: ServerKeySet | None = None,
     ) -> None:
         super().__init__(worker_id, bus, link, log)
+        self.config = config
         self.state_feed = state_feed
         self._next_status_stats = 0
         self._next_stats_refresh = 0
@@ -79,8 +89,12 @@ class ServerTask(WorkerBase):
             responder = Responder(
                 server, local_stratum, ServerClockState.unsynchronized(PRECISION_LOG2)
             )
-            self.serving.append((server, responder, ServerBatchIO(sock, responder)))
-            log.info("serving NTP on %s", server.listen)
+            io = ServerBatchIO(sock, responder)
+            if keyset is not None:
+                io.nts = NtsResponder(responder, keyset, os.urandom)
+            self.serving.append((server, responder, io))
+            log.info("serving NTP%s on %s", " and NTS" if keyset is not None else "",
+                     server.listen)
 
     def pollables(self) -> Sequence[Any]:
         return [*self.base_pollables(), self.state_feed, *(io.fd for _, _, io in self.serving)]
@@ -89,7 +103,7 @@ class ServerTask(WorkerBase):
         return self.base_deadline()
 
     def step(self, now: Now) -> None:
-        self.drain_link(lambda message, fds: self.close_fds(fds))
+        self.drain_link(lambda message, fds: self._on_link(message, fds, now))
         self._drain_state(now)
         for _, _, io in self.serving:
             io.handle_ready()
@@ -101,12 +115,35 @@ class ServerTask(WorkerBase):
             for server, responder, io in self.serving:
                 counters = responder.counters()
                 counters["receive_errors"] = io.receive_errors
+                if io.nts is not None:
+                    counters.update(io.nts.counters())
                 if refresh or counters != self._sent_stats.get(server.listen):
                     self.send(ServerStats(listen=server.listen, counters=counters))
                     self._sent_stats[server.listen] = counters
             self._next_status_stats = now.mono_ns + STATS_INTERVAL_NS
             if refresh:
                 self._next_stats_refresh = now.mono_ns + STATS_REFRESH_NS
+
+    def _on_link(self, message: Message, fds: list[int], now: Now) -> None:
+        self.close_fds(fds)  # nothing here travels with an fd
+        if not isinstance(message, NtsKeyset):
+            return
+        keys = self.config.keyset or KeysetConfig()
+        try:
+            keyset = ServerKeySet.from_bytes(message.keyset, float(keys.key_rotation_interval),
+                                             keys.stale_key_count)
+        except KeysetError as exc:
+            self.limited.log(logging.ERROR, "keyset", now.mono_ns,
+                             "refused NTS keys from the supervisor: %s", exc)
+            return
+        self.install_keyset(keyset)
+
+    def install_keyset(self, keyset: ServerKeySet) -> None:
+        """New cookie keys (a rotation): cookies of the retired ones get an NTS NAK."""
+        for _, _, io in self.serving:
+            if io.nts is not None:
+                io.nts.keyset = keyset
+        self.log.info("NTS cookie keys updated (key id %d)", keyset.primary.key_id)
 
     def _drain_state(self, now: Now) -> None:
         latest: bytes | None = None

@@ -330,7 +330,7 @@ def test_accumulated_threshold_zero_means_disabled() -> None:
             '[[server]]\nlisten = "0.0.0.0:123"\naccept-ntp-versions = [2]\n',
             "server[0].accept-ntp-versions[0]",
         ),
-        ('[[server]]\nlisten = "0.0.0.0:123"\nrequire-nts = true\n', "server[0].require-nts"),
+        ('[[server]]\nlisten = "0.0.0.0:123"\nrequire-nts = "always"\n', "server[0].require-nts"),
         (
             '[[server]]\nlisten = "0.0.0.0:123"\ndenylist = { filter = ["nope"], action = "deny" }\n',
             "server[0].denylist.filter",
@@ -350,14 +350,13 @@ def test_other_rejections_name_the_key(text: str, key: str) -> None:
     assert issue.line is not None
 
 
-def test_nts_tables_validate_but_are_refused_for_running() -> None:
-    issues = errors(
-        '[keyset]\nkey-storage-path = "/x"\n[[nts-ke-server]]\nlisten = "0.0.0.0:4460"\n'
-        'certificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
-    )
-    assert {i.key for i in issues} == {"keyset", "nts-ke-server[0]"}
+def test_nts_pool_validates_but_is_refused_for_running() -> None:
+    # [keyset], [[nts-ke-server]] and require-nts run (issue #20 stage 3); nts-pool not yet
+    load('[keyset]\nkey-storage-path = "/x"\n[[nts-ke-server]]\nlisten = "0.0.0.0:4460"\n'
+         'certificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n')
+    issues = errors('[[source]]\nmode = "nts-pool"\naddress = "pool.example.org"\n')
+    assert {i.key for i in issues} == {"source[0].mode"}
     assert all("not" in i.message and "yet" in i.message for i in issues)
-    assert {i.line for i in issues} == {1, 3}
 
 
 def test_server_defaults() -> None:

@@ -1,6 +1,7 @@
 """NTS configuration: `mode = "nts"`/`"nts-pool"`, `[[nts-ke-server]]`, `[keyset]` and
-`require-nts` pass the schema (validate accepts ntpd-rs's NTS examples and warns) but
-`ntpd-py run`'s loader refuses them as not supported yet until NTS is wired."""
+`require-nts` pass the schema. `mode = "nts"`, `[keyset]` and `require-nts` run;
+validate accepts the others (ntpd-rs's examples) with a warning, and `ntpd-py run`'s
+loader refuses them as not supported yet."""
 
 from __future__ import annotations
 
@@ -122,12 +123,19 @@ def test_ntpd_rs_nts_source_example_is_run_by_the_daemon(
     for name in CLIENT_ONLY:
         config = load_config_text(ntpd_rs_files[name].read_text(), name)
         assert [source.mode for source in config.source] == ["nts"]
+    # [keyset], NTS on [[server]] and [[nts-ke-server]] are wired (stage 3)
+    config = load_config_text(ntpd_rs_files["ntp.server.toml"].read_text(), "ntp.server.toml")
+    assert config.keyset is not None and config.keyset.key_storage_path is not None
+    for name in ("nts-ke-full.toml", "nts.server.toml"):
+        config = load_config_text(ntpd_rs_files[name].read_text(), name)
+        assert len(config.nts_ke_server) == 1
 
 
 CLIENT_ONLY = ("nts-source.toml", "nts.client.toml")
+RUNNABLE = (*CLIENT_ONLY, "ntp.server.toml", "nts-ke-full.toml", "nts.server.toml")
 
 
-@pytest.mark.parametrize("name", sorted(set(NTPD_RS_NTS) - set(CLIENT_ONLY)))
+@pytest.mark.parametrize("name", sorted(set(NTPD_RS_NTS) - set(RUNNABLE)))
 def test_ntpd_rs_nts_examples_validate_with_a_warning(name: str,
                                                       ntpd_rs_files: dict[str, Path]) -> None:
     exe = shutil.which("ntpd-py", path=str(BIN)) or "ntpd-py"
@@ -198,10 +206,10 @@ def test_nts_schema_errors_name_the_key(text: str, key: str) -> None:
 def test_validate_json_of_an_nts_config(ntpd_rs_files: dict[str, Path]) -> None:
     exe = shutil.which("ntpd-py", path=str(BIN)) or "ntpd-py"
     result = subprocess.run([exe, "validate", "--json", "-c",
-                             str(ntpd_rs_files["nts-ke-full.toml"])],
+                             str(ntpd_rs_files["nts-pool.toml"])],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert '"nts-ke-server"' in result.stdout and "refuses it for now" in result.stdout
+    assert '"nts-pool"' in result.stdout and "refuses it for now" in result.stdout
 
 
 def test_validate_checks_the_nts_files(tmp_path: Path, ntpd_rs_files: dict[str, Path]) -> None:

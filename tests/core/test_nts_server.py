@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntpd_py.core.nts_cookies import CookieJar, NtsKeys, ServerKeySet
@@ -125,3 +126,20 @@ def test_cached_aeads_round_trip_for_many_and_repeated_clients(pairs: list[tuple
                                       keyset.make_cookie(keys, os.urandom(16)), 0,
                                       AesSivCmac256(bytes(b ^ 1 for b in c2s)), os.urandom(16))
         assert judge_request(forged, keyset).verdict is Verdict.DROP
+
+
+def test_the_session_cache_is_the_keysets_own_bounded_and_emptied_on_rotation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ntpd_py.core import nts_cookies
+
+    monkeypatch.setattr(nts_cookies, "SESSION_CACHE_SIZE", 3)
+    first = ServerKeySet.generate(os.urandom, 0, rotation_interval_s=10.0)
+    other = ServerKeySet.generate(os.urandom, 0)
+    keys = [os.urandom(32) for _ in range(5)]
+    aeads = [first.session_aead(k) for k in keys]
+    assert first.session_aead(keys[-1]) is aeads[-1]  # a hit
+    assert first.session_aead(keys[0]) is not aeads[0]  # evicted: the bound holds
+    assert len(first._sessions) == 3
+    assert other.session_aead(keys[-1]) is not aeads[-1]  # nothing shared between keysets
+    assert first.rotate_if_due(11 * 10**9, os.urandom)
+    assert len(first._sessions) == 0 and first.session_aead(keys[-1]) is not aeads[-1]

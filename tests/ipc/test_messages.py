@@ -22,6 +22,7 @@ from ntpd_py.ipc.messages import (
     Heartbeat,
     LogControl,
     MsgType,
+    NtsKeyset,
     PeerFailed,
     PollAdvice,
     ProcessInfo,
@@ -79,6 +80,7 @@ EXAMPLES = [
                                    poll_log2=0, poll_min=0, poll_max=0)]),
     PeerFailed(worker_id="pool:p/192.0.2.1", reason="falseticker"),
     SteeringBounds(steps=1, accumulated_steps_s=0.05, startup_over=True),
+    NtsKeyset(keyset=b'{"format": "ntpd-py-nts-keyset"}'),
 ]
 
 

@@ -28,7 +28,7 @@ PROBE_FILE = f"/tmp/ntpd-py-seccomp-{os.getpid()}"  # must never be created
 
 
 def test_every_role_has_a_profile_and_its_calls_resolve_on_this_arch() -> None:
-    assert set(ROLES) == {"clock-control", "ptp", "ntp", "server", "metrics", "resolver", "sock", "pps"}
+    assert set(ROLES) == {"clock-control", "ptp", "ntp", "server", "metrics", "resolver", "sock", "pps", "nts-ke"}
     for role, groups in ROLES.items():
         assert set(groups) <= set(GROUPS), role
         numbers, missing = resolve_role(role)

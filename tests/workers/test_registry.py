@@ -68,7 +68,7 @@ def test_each_child_runs_its_roles_main() -> None:
     assert role_main("clock-control") is clock_control_main
     assert {role_main(name) for name in ROLES if name != "clock-control"} == {worker_main}
     with pytest.raises(ValueError, match="unknown role"):
-        role_main("nts-ke")
+        role_main("ntp-pool")
 
 
 def test_the_hub_is_not_built_as_a_worker(tmp_path: Path) -> None:

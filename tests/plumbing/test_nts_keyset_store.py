@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from ntpd_py.core.nts_cookies import NtsKeys
-from ntpd_py.workers.nts_keyset_store import load_or_create, rotate_and_save, save_atomically
+from ntpd_py.plumbing.nts_keyset_store import load_or_create, rotate_and_save, save_atomically
 
 DAY = 86400 * 10**9
 
