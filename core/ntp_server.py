@@ -170,11 +170,39 @@ class Responder:
         self._state = state
         self._template_expiry = 0
 
-    def count_dropped(self) -> None:
-        """A request the caller dropped before :meth:`respond` (a malformed NTS request)."""
+    def admit(self, request: bytes | bytearray | memoryview, length: int) -> int:
+        """Count a request as received and check its structure: its version, or -1 when
+        it is dropped (counted in ``ignored`` and its reason). Step 1 of :meth:`respond`."""
         self.received += 1
-        self.ignored += 1
-        self.malformed += 1
+        if length != HEADER_BYTES and (length < HEADER_BYTES or length > MAX_PACKET_BYTES):
+            self.ignored += 1
+            self.malformed += 1
+            return -1
+        first = request[0]
+        if first & 7 != 3:
+            self.ignored += 1
+            self.wrong_mode += 1
+            return -1
+        version = (first >> 3) & 7
+        if not self._versions[version]:
+            self.ignored += 1
+            self.bad_version += 1
+            return -1
+        if length != HEADER_BYTES:
+            try:
+                _check_trailer(request, length, version)
+            except PacketError:
+                self.ignored += 1
+                self.malformed += 1
+                return -1
+        return version
+
+    def count_dropped(self, request: bytes | bytearray | memoryview, length: int) -> None:
+        """A request the caller dropped without :meth:`respond` (a malformed NTS request):
+        counted with the reason :meth:`respond` would have given, else as malformed."""
+        if self.admit(request, length) >= 0:
+            self.ignored += 1
+            self.malformed += 1
 
     def counters(self) -> dict[str, int]:
         return {
@@ -246,28 +274,9 @@ class Responder:
         caller found a well-formed NTS request (core/nts_server.py), which passes
         ``require-nts``; access lists and rate limits apply to it as to any request.
         """
-        self.received += 1
-        if length != HEADER_BYTES and (length < HEADER_BYTES or length > MAX_PACKET_BYTES):
-            self.ignored += 1
-            self.malformed += 1
+        version = self.admit(request, length)
+        if version < 0:
             return 0
-        first = request[0]
-        if first & 7 != 3:
-            self.ignored += 1
-            self.wrong_mode += 1
-            return 0
-        version = (first >> 3) & 7
-        if not self._versions[version]:
-            self.ignored += 1
-            self.bad_version += 1
-            return 0
-        if length != HEADER_BYTES:
-            try:
-                _check_trailer(request, length, version)
-            except PacketError:
-                self.ignored += 1
-                self.malformed += 1
-                return 0
         if self.access.active:
             decision = self.access.decide(client)
             if decision != ALLOW:

@@ -152,7 +152,7 @@ class NtsResponder:
         self.counts["received"] += 1
         if verdict.verdict is Verdict.DROP:
             self.counts["dropped"] += 1
-            self.plain.count_dropped()
+            self.plain.count_dropped(request, len(request))
             return None
         denied, limited = self.plain.denied, self.plain.rate_limited
         size = self.plain.respond(request, len(request), client, rx_ntp, now_mono_ns, header,

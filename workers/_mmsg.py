@@ -263,7 +263,7 @@ class ServerBatchIO:
                 continue
             left[k] = -1
             if length > MAX_PACKET_BYTES:
-                self.responder.count_dropped()  # as the batch responder counts it
+                self.responder.count_dropped(b"", length)  # oversized, as respond() counts it
                 continue
             base = k * _DATA
             name = bytes(self.names[k * _NAME : (k + 1) * _NAME])
