@@ -256,13 +256,48 @@ def throughput(work: Path, chrony: KeOutcome, seconds: float) -> list[str]:
         finally:
             loop.terminate()
             loop.wait(5)
+    rates.update(daemon_rates(loadgen, work, seconds))
     lines = [f"  {name:16s} {rate:9.0f} replies/s" for name, rate in rates.items()]
+    lines.append(f"  ratios: the daemon's NTS / its plain "
+                 f"{rates['daemon nts'] / rates['daemon plain']:.3f}, the daemon's NTS / "
+                 f"chronyd NTS {rates['daemon nts'] / rates['chronyd NTS']:.2f}")
     ours = rates["our loop nts"]
     lines.append(f"  ratios: our NTS / our plain {ours / rates['our loop plain']:.2f}"
                  f", our NTS / chronyd NTS {ours / rates['chronyd NTS']:.2f}"
                  f", chronyd NTS / chronyd plain "
                  f"{rates['chronyd NTS'] / rates['chronyd plain']:.2f}")
     return lines
+
+
+def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
+    """replies/s of the real daemon's server worker (`ntpd-py run`, one server process,
+    simulated clock), plain and NTS, its keyset given in the file the cookies come from."""
+    from tests.adversarial.helpers import phc_config
+    from tests.integration.daemon import Daemon, wait_for
+
+    port = free_udp_port()
+    daemon = Daemon("")
+    key_path = daemon.dir / "nts-keys"
+    keyset = ServerKeySet.generate(os.urandom, time.time_ns())
+    key_path.write_bytes(keyset.to_bytes())
+    key_path.chmod(0o600)
+    daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
+                                          f'[keyset]\nkey-storage-path = "{key_path}"\n'))
+    keys = NtsKeys(os.urandom(32), os.urandom(32))
+    template = nts_template(work, "daemon.req", keys, keyset.make_cookie(keys, os.urandom(16)))
+    rates = {}
+    with daemon:
+        daemon.wait_running(["server"])
+        def synchronized() -> bool:
+            clock = (daemon.status() or {}).get("clock") or {}
+            return bool(clock.get("synchronized") or (clock.get("system") or {})
+                        .get("synchronized"))
+
+        wait_for(synchronized, 30, "the daemon synchronized")
+        rates["daemon plain"] = loadgen_rate(loadgen, port, seconds)
+        rates["daemon nts"] = loadgen_rate(loadgen, port, seconds, template)
+    daemon.cleanup()
+    return rates
 
 
 def main() -> int:

@@ -52,3 +52,44 @@ minimum-agreeing-sources = 1
             assert source["cookies"] is not None and 1 <= source["cookies"] <= 8
             text = daemon.ctl("status").stdout
             assert "[nts, " in text and " cookies]" in text
+
+
+def test_daemon_nts_source_recovers_from_a_restarted_chronyd_with_new_keys(
+        shared_dir: Path, pki: Pki) -> None:
+    """chronyd restarted with fresh keys (a new ntsdumpdir): the cookies the daemon holds
+    no longer open, chronyd answers them with an NTS NAK, and the source's worker runs a
+    new key exchange and authenticates again."""
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    body = f"""
+[[source]]
+mode = "nts"
+address = "127.0.0.1:{ke_port}"
+certificate-authority = "{pki.ca_cert}"
+poll-interval-limits = {{ min = 0, max = 0 }}
+initial-poll-interval = 0
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+
+    def authenticated(daemon: Daemon, at_least: int) -> dict | None:  # type: ignore[type-arg]
+        document = daemon.status()
+        if not document or not document["sources"]:
+            return None
+        source = document["sources"][0]
+        return source if source.get("authenticated", 0) >= at_least else None
+
+    with Daemon(body, clock="observe") as daemon:
+        with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
+            wait_for_ke(ke_port, pki)
+            first = wait_for(lambda: authenticated(daemon, 3), 40, "authenticated samples")
+        # the same ports, new server keys: every cookie the daemon holds is now stale
+        with chronyd_nts(shared_dir / "chrony-restarted", pki, ntp_port, ke_port):
+            wait_for_ke(ke_port, pki)
+            again = wait_for(lambda: authenticated(daemon, first["authenticated"] + 3), 60,
+                             "authenticated samples after chronyd's restart")
+        assert again["nts"] is True and again["cookies"] is not None and again["cookies"] >= 1
+        log = daemon.log()
+        # the worker said why it ran a new key exchange (a NAK, or the jar ran out while
+        # chronyd was down): never silently
+        assert "NTS NAK from the server" in log or "out of NTS cookies" in log, log[-3000:]
