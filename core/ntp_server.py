@@ -170,9 +170,11 @@ class Responder:
         self._state = state
         self._template_expiry = 0
 
-    def admit(self, request: bytes | bytearray | memoryview, length: int) -> int:
+    def admit(self, request: bytes | bytearray | memoryview, length: int,
+              trailer_checked: bool = False) -> int:
         """Count a request as received and check its structure: its version, or -1 when
-        it is dropped (counted in ``ignored`` and its reason). Step 1 of :meth:`respond`."""
+        it is dropped (counted in ``ignored`` and its reason). Step 1 of :meth:`respond`.
+        ``trailer_checked``: the NTS parser walked the extension fields already."""
         self.received += 1
         if length != HEADER_BYTES and (length < HEADER_BYTES or length > MAX_PACKET_BYTES):
             self.ignored += 1
@@ -188,7 +190,7 @@ class Responder:
             self.ignored += 1
             self.bad_version += 1
             return -1
-        if length != HEADER_BYTES:
+        if length != HEADER_BYTES and not trailer_checked:
             try:
                 _check_trailer(request, length, version)
             except PacketError:
@@ -274,7 +276,7 @@ class Responder:
         caller found a well-formed NTS request (core/nts_server.py), which passes
         ``require-nts``; access lists and rate limits apply to it as to any request.
         """
-        version = self.admit(request, length)
+        version = self.admit(request, length, trailer_checked=nts)
         if version < 0:
             return 0
         if self.access.active:
