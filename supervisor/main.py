@@ -472,7 +472,7 @@ class Supervisor:
 
     def _converge(self, now: int, why: str) -> None:
         """Start and stop children until they match the configuration and pool members."""
-        specs = build_specs(self.config, self.pools.members())
+        specs = self.setup.with_tls_fingerprints(build_specs(self.config, self.pools.members()))
         plan = plan_reload([c.spec for c in self.children.values()], specs)
         self.setup.specs = specs
         for worker_id in plan.stop:

@@ -194,6 +194,22 @@ class DaemonSetup:
                 raise StartupError(f'[[nts-ke-server]] listen = "{ke.listen}": cannot listen: '
                                    f"{exc.strerror or exc}", EX_CANTCREAT) from None
 
+    def with_tls_fingerprints(self, specs: list[WorkerSpec]) -> list[WorkerSpec]:
+        """The specs with each NTS-KE worker's fingerprint covering the certificate and key
+        it was handed: a renewed certificate (new files, then SIGHUP) restarts the worker
+        with them, an unchanged one leaves it running."""
+        import dataclasses
+        import hashlib
+
+        out = []
+        for spec in specs:
+            tls = self.ke_tls.get(spec.worker_id) if spec.role == "nts-ke" else None
+            if tls is not None:
+                digest = hashlib.sha256(tls[0] + b"\0" + tls[1]).hexdigest()[:16]
+                spec = dataclasses.replace(spec, fingerprint=f"{spec.fingerprint}:{digest}")
+            out.append(spec)
+        return out
+
     def close_ke_servers(self) -> None:
         for fd in self.ke_fds.values():
             os.close(fd)
@@ -426,7 +442,7 @@ class DaemonSetup:
                           self.endpoints, dict(self.device_fds),
                           [] if servers_changed else self.server_fds, self.started_at,
                           slots=self.slots, sock_fds=self.sock_fds, pps_fds=self.pps_fds,
-                          nts_keys=self.nts_keys, ke_fds=self.ke_fds, ke_tls=self.ke_tls)
+                          nts_keys=self.nts_keys, ke_fds=self.ke_fds, ke_tls=dict(self.ke_tls))
         if servers_changed:
             new.bind_servers()  # raises StartupError and keeps the old ones on failure
             self.close_servers()
@@ -580,6 +596,7 @@ def prepare(config_path: str, clock: str | None, log: logging.Logger,
     setup.open_pps_devices()
     setup.open_nts_keys()
     setup.open_ke_servers()
+    setup.specs = setup.with_tls_fingerprints(setup.specs)
     setup.bind_servers()
     setup.metrics_fd = metrics_listener(None, config.observability.metrics_exporter_listen, log)
     return setup

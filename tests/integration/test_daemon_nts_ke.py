@@ -138,3 +138,43 @@ def test_chronyd_nts_client_authenticates_against_the_daemon(shared_dir: Path) -
             _counters(daemon, f"127.0.0.1:{ntp_port}")), 15,
             "the server's NTS counters", step=0.5)
         assert counters.get("nts_nak", 0) == 0 and counters.get("nts_dropped", 0) == 0, counters
+
+
+def test_a_renewed_certificate_is_served_after_sighup(shared_dir: Path) -> None:
+    """New certificate and key written over the old files, then SIGHUP: the supervisor
+    reads them again and restarts the NTS-KE worker with them (its listener kept); the
+    NTP server and the keyset are untouched."""
+    import signal
+
+    pki = make_pki(shared_dir / "pki")
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    ke_id = f"nts-ke:127.0.0.1:{ke_port}"
+    with _nts_daemon(pki, ntp_port, ke_port) as daemon:
+        document = daemon.wait_running(["server", ke_id])
+        pids = {p["worker_id"]: p["pid"] for p in document["processes"]}
+        wait_for(lambda: isinstance(key_exchange("127.0.0.1", ke_port, ca_file=str(pki.ca_cert),
+                                                 timeout=3.0), KeOutcome), 30, "a first KE")
+        renewed = make_pki(shared_dir / "renewed")  # another CA: only its clients trust it
+        shutil.copyfile(renewed.server_cert, pki.server_cert)
+        shutil.copyfile(renewed.server_key, pki.server_key)
+        daemon.signal(signal.SIGHUP)
+
+        def restarted() -> dict[str, int] | None:
+            running = daemon.workers()
+            entry = running.get(ke_id, {})
+            if entry.get("pid") not in (None, pids[ke_id]) and entry.get("state") == "running":
+                return {w: p["pid"] for w, p in running.items()}
+            return None
+
+        after = wait_for(restarted, 30, "the NTS-KE worker restarted with the new certificate")
+        assert after["server"] == pids["server"]  # the NTP server kept running
+        outcome = wait_for(lambda: (lambda o: o if isinstance(o, KeOutcome) else None)(
+            key_exchange("127.0.0.1", ke_port, ca_file=str(renewed.ca_cert), timeout=3.0)),
+            20, "a KE trusting the renewed certificate's CA")
+        assert len(outcome.response.cookies) == 8
+        old = key_exchange("127.0.0.1", ke_port, ca_file=str(pki.ca_cert), timeout=3.0)
+        assert not isinstance(old, KeOutcome)  # the old CA does not vouch for the new one
+        # an unchanged reload leaves it alone
+        daemon.signal(signal.SIGHUP)
+        time.sleep(3)
+        assert daemon.workers()[ke_id]["pid"] == after[ke_id]
