@@ -11,7 +11,6 @@ made by the test; loopback only.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -26,7 +25,7 @@ from ntpd_py.workers.nts_ke_client import KeOutcome, key_exchange
 
 from tests.adversarial.helpers import phc_config
 from tests.integration.daemon import Daemon, wait_for
-from tests.integration.test_nts_chrony_client import chronyc
+from tests.integration.test_nts_chrony_client import chronyc, chronyd_authenticated, good_replies
 from tests.ntp_helpers import free_udp_port, have, is_root, started
 from tests.nts_helpers import Pki, free_tcp_port, make_pki
 
@@ -122,17 +121,10 @@ def test_chronyd_nts_client_authenticates_against_the_daemon(shared_dir: Path) -
 
         wait_for(synchronized, 40, "the daemon synchronized (its server says so)")
         with started(["chronyd", "-x", "-d", "-f", str(conf)]) as chrony:
-            end = time.monotonic() + 40
-            ntpdata = ""
-            while time.monotonic() < end:
-                time.sleep(1)
-                ntpdata = chronyc(cmd_socket, "ntpdata")
-                good = re.search(r"Total good RX\s*:\s*(\d+)", ntpdata)
-                if "Authenticated   : Yes" in ntpdata and good and int(good.group(1)) >= 3:
-                    break
+            ntpdata = chronyd_authenticated(cmd_socket, timeout_s=40)
             authdata = chronyc(cmd_socket, "authdata")
             assert "Authenticated   : Yes" in ntpdata, (ntpdata, chrony.lines, daemon.log()[-3000:])
-            assert int(re.search(r"Total good RX\s*:\s*(\d+)", ntpdata).group(1)) >= 3  # type: ignore[union-attr]
+            assert good_replies(ntpdata) >= 3, ntpdata
             assert "NTS" in authdata, authdata
         counters = wait_for(lambda: (lambda c: c if c.get("nts_accepted", 0) >= 3 else None)(
             _counters(daemon, f"127.0.0.1:{ntp_port}")), 15,

@@ -95,6 +95,24 @@ def chronyc(socket_path: Path, *command: str) -> str:
     return result.stdout + result.stderr
 
 
+def chronyd_authenticated(socket_path: Path, good: int = 3, timeout_s: float = 30) -> str:
+    """chronyc ntpdata once chronyd counts `good` authenticated replies (or at the timeout:
+    the caller asserts on what it returns)."""
+    end = time.monotonic() + timeout_s
+    ntpdata = ""
+    while time.monotonic() < end:
+        time.sleep(1)
+        ntpdata = chronyc(socket_path, "ntpdata")
+        if "Authenticated   : Yes" in ntpdata and good_replies(ntpdata) >= good:
+            break
+    return ntpdata
+
+
+def good_replies(ntpdata: str) -> int:
+    found = re.search(r"Total good RX\s*:\s*(\d+)", ntpdata)
+    return int(found.group(1)) if found else 0
+
+
 def test_chronyd_nts_client_authenticates_against_us(shared_dir: Path) -> None:
     pki = make_pki(shared_dir / "pki")
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
@@ -120,17 +138,10 @@ def test_chronyd_nts_client_authenticates_against_us(shared_dir: Path) -> None:
     )
     try:
         with started(["chronyd", "-x", "-d", "-f", str(conf)]) as chrony:
-            end = time.monotonic() + 30
-            ntpdata = ""
-            while time.monotonic() < end:
-                time.sleep(1)
-                ntpdata = chronyc(cmd_socket, "ntpdata")
-                good = re.search(r"Total good RX\s*:\s*(\d+)", ntpdata)
-                if "Authenticated   : Yes" in ntpdata and good and int(good.group(1)) >= 3:
-                    break
+            ntpdata = chronyd_authenticated(cmd_socket)
             authdata = chronyc(cmd_socket, "authdata")
             assert "Authenticated   : Yes" in ntpdata, (ntpdata, chrony.lines)
-            assert int(re.search(r"Total good RX\s*:\s*(\d+)", ntpdata).group(1)) >= 3  # type: ignore[union-attr]
+            assert good_replies(ntpdata) >= 3, ntpdata
             assert "NTS" in authdata, authdata
             assert ke.stats.completed >= 1
             assert udp.counts[Verdict.AUTHENTICATED] >= 3
