@@ -2,7 +2,8 @@
 
 Runs the daemon as root under `strace -ff` with `[daemon] seccomp = "log"`
 (nothing is killed), with every role: a simulated PHC, an NTP peer on loopback
-(our standalone server), the NTP server answering a request, the metrics
+(our standalone server), an NTS source against the daemon's own NTS-KE and NTP
+servers (key rotation every 4 s), the NTP server answering a request, the metrics
 exporter scraped, a sock source fed SOCK samples (good and malformed), a pps
 source on /dev/null (no PPS device: it only checks it); then
 SIGHUP (reload and log reopen) and a SIGKILL of clock-control (every worker
@@ -54,8 +55,17 @@ def _free_tcp_port() -> int:
 
 
 def _exercise(out_prefix: str) -> None:
+    from ntpd_py.workers.nts_ke_client import KeOutcome, key_exchange
+
+    from tests.nts_helpers import make_pki
+
     metrics_port = _free_tcp_port()
     server_port = free_udp_port()
+    ke_port = _free_tcp_port()
+    pki_dir = tempfile.mkdtemp(prefix="ntpd-pki-", dir="/tmp")
+    pki = make_pki(Path(pki_dir))
+    os.chmod(pki_dir, 0o755)  # the NTS source's worker (its own uid) reads the CA file
+    os.chmod(pki.server_key, 0o600)  # root's: the supervisor hands it to the KE worker
     with started(serve_cmd(f"127.0.0.1:{(peer := free_udp_port())}", "--stratum", "1"),
                  ready="listening on"):
         sock_dir = tempfile.mkdtemp(prefix="ntpd-sock-", dir="/tmp")
@@ -83,8 +93,25 @@ address = "127.0.0.1:{peer}"
 poll-interval-limits = {{ min = -1, max = 0 }}
 initial-poll-interval = -1
 
+# NTS, client and server: the daemon's own NTS-KE server and NTP server, as a source
+[[source]]
+mode = "nts"
+address = "127.0.0.1:{ke_port}"
+certificate-authority = "{pki.ca_cert}"
+poll-interval-limits = {{ min = -1, max = 0 }}
+initial-poll-interval = -1
+
 [[server]]
 listen = "127.0.0.1:{server_port}"
+
+[[nts-ke-server]]
+listen = "127.0.0.1:{ke_port}"
+certificate-chain-path = "{pki.server_cert}"
+private-key-path = "{pki.server_key}"
+ntp-port = {server_port}
+
+[keyset]
+key-rotation-interval = 4
 
 [synchronization]
 minimum-agreeing-sources = 1
@@ -101,7 +128,8 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
              str(daemon.config_path)], stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             ids = ["clock-control", "ptp:/dev/ptp0", f"ntp:127.0.0.1:{peer}", "server",
-                   "metrics", f"sock:{sock_path}", "pps:/dev/null"]
+                   "metrics", f"sock:{sock_path}", "pps:/dev/null", f"nts-ke:127.0.0.1:{ke_port}",
+                   f"nts:127.0.0.1:{ke_port}"]
             daemon.wait_running(ids, timeout=60)
             _feed_sock(sock_path)
             wait_for(lambda: (daemon.status() or {}).get("clock", {}).get("synchronized"),
@@ -111,6 +139,19 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
                 client.sendto(b"\x23" + bytes(47), ("127.0.0.1", server_port))
                 client.recv(100)
             urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
+            outcome = key_exchange("127.0.0.1", ke_port, ca_file=str(pki.ca_cert), timeout=5)
+            if not isinstance(outcome, KeOutcome):
+                raise SystemExit(f"no key exchange with the daemon: {outcome}")
+            time.sleep(5)  # a key rotation (every 4 s) reaches the server and KE workers
+
+            def nts_authenticated() -> bool:
+                sources = (daemon.status() or {}).get("sources") or []
+                return any(s["source_id"] == f"nts:127.0.0.1:{ke_port}"
+                           and s.get("authenticated", 0) >= 2 for s in sources)
+
+            # the NTS source's own key exchange (retried with backoff if it came before
+            # the NTS-KE worker listened) and authenticated polls: the server's NTS path
+            wait_for(nts_authenticated, 90, "the NTS source authenticated")
             supervisor = psutil.Process(daemon.pid).children()[0].pid  # strace's child
             os.kill(supervisor, signal.SIGHUP)
             time.sleep(3)
@@ -125,6 +166,7 @@ metrics-exporter-listen = "127.0.0.1:{metrics_port}"
             daemon.stop()
             daemon.cleanup()
             shutil.rmtree(sock_dir, ignore_errors=True)
+            shutil.rmtree(pki_dir, ignore_errors=True)
 
 
 def _feed_sock(path: str) -> None:

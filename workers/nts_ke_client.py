@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import select
 import socket
 import time
@@ -71,6 +72,14 @@ def client_context(ca_file: str | None = None) -> SSL.Context:
     context.set_max_proto_version(SSL.TLS1_3_VERSION)
     context.set_default_verify_paths()
     if ca_file is not None:
+        # OpenSSL says only "BIO lib" when the file cannot be read: name it ourselves
+        # (the source's worker runs under its own uid, which must be able to read it).
+        try:
+            with open(ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise OSError(exc.errno, f"certificate-authority {ca_file} cannot be read by "
+                                     f"uid {os.getuid()}: {exc.strerror}") from None
         context.load_verify_locations(ca_file)
     context.set_verify(SSL.VERIFY_PEER, lambda _c, _x, _d, _depth, ok: bool(ok))
     context.set_alpn_protos([ALPN])

@@ -114,3 +114,14 @@ def test_server_without_alpn(pki: Pki) -> None:
     finally:
         gen.close()
     assert isinstance(result, KeFailure) and "ALPN" in result.detail
+
+
+def test_an_unreadable_certificate_authority_is_named_in_the_failure(tmp_path: Path) -> None:
+    from ntpd_py.workers.nts_ke_client import KeFailure, key_exchange
+
+    missing = tmp_path / "no-such-ca.pem"
+    outcome = key_exchange("127.0.0.1", 9, ca_file=str(missing), timeout=1.0)
+    assert isinstance(outcome, KeFailure)
+    # not OpenSSL's bare "BIO lib": the file, the uid that tried, and why
+    assert f"certificate-authority {missing} cannot be read by uid" in outcome.detail
+    assert "No such file" in outcome.detail
