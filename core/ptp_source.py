@@ -103,6 +103,10 @@ AWAITING_TRANSITIONS: dict[tuple[Awaiting, DeviceAnswer], Awaiting] = {
 ENA_READ_BUDGET_PER_S = 100
 DEFAULT_READ_BUDGET_PER_S = 2000
 REOPEN_BACKOFF_MIN_NS = NS_PER_S
+# After the device opens, the first samples (as many as the filter needs to start) come
+# every 2^BURST_POLL_LOG2 s instead of every poll, as chrony's iburst does for NTP.
+STARTUP_BURST_SAMPLES = 3
+BURST_POLL_LOG2 = -2
 REOPEN_BACKOFF_MAX_NS = 64 * NS_PER_S
 BUSY_BACKOFF_MAX_NS = 16 * NS_PER_S
 IO_ERRORS_BEFORE_REOPEN = 3
@@ -154,6 +158,8 @@ class PtpSource:
         self._max_readings = PTP_MAX_SAMPLES
         self._readings_now = PTP_MAX_SAMPLES
         self._epoch_ns = 0
+        self._budget_per_s = PTP_MAX_SAMPLES
+        self._burst_left = 0
         self._reopen_backoff_ns = REOPEN_BACKOFF_MIN_NS
         self._busy_level = 0
         self._io_errors = 0
@@ -231,6 +237,9 @@ class PtpSource:
         budget = self._budget_override or read_budget_for(event.clock_name)
         self._poll_log2, self._max_readings = readings_per_poll(self.config.interval, budget)
         self._readings_now = self._max_readings
+        self._budget_per_s = budget
+        # the filter's start-up samples come a quarter second apart, not a poll apart
+        self._burst_left = STARTUP_BURST_SAMPLES if self._poll_log2 > BURST_POLL_LOG2 else 0
         self._reopen_backoff_ns = REOPEN_BACKOFF_MIN_NS
         self._busy_level = self._io_errors = self._rejected_in_a_row = 0
         self._epoch_ns = now_ns
@@ -263,6 +272,7 @@ class PtpSource:
         else:
             self._slope.update(readings)  # after use: a poll never corrects itself
             self._counts["samples"] += 1
+            self._burst_left = max(0, self._burst_left - 1)
             self._last_window_ns, self._last_offset_ns = est.window_ns, est.offset_ns
             actions += self._accepted()
             actions.append(Publish(sample))
@@ -356,7 +366,10 @@ class PtpSource:
         self._awaiting = transition(AWAITING_TRANSITIONS, self._awaiting, DeviceAnswer.ASKED_READ,
                                     self.source_id)
         method = self._methods[0]
-        return ReadDevice(method, 1 if method is ReadMethod.PRECISE else self._readings_now)
+        count = self._readings_now
+        if self._burst_left:  # four polls a second: within the device's read budget
+            count = max(1, min(count, self._budget_per_s >> -BURST_POLL_LOG2))
+        return ReadDevice(method, 1 if method is ReadMethod.PRECISE else count)
 
     def _enter(self, state: PtpSourceState, message: str) -> list[PtpAction]:
         changed = (state, message) != (self._state, self._message)
@@ -368,7 +381,7 @@ class PtpSource:
         return SetTimer(deadline_ns)
 
     def _poll_ns(self) -> int:
-        log2 = self._poll_log2
+        log2 = BURST_POLL_LOG2 if self._burst_left else self._poll_log2
         return NS_PER_S << log2 if log2 >= 0 else NS_PER_S >> -log2
 
     def _next_slot(self, now_ns: int, poll_ns: int) -> int:

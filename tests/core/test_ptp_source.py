@@ -22,7 +22,12 @@ from ntpd_py.core.ptp_events import (
     Report,
     SetTimer,
 )
-from ntpd_py.core.ptp_source import REJECTIONS_BEFORE_REPORT, PtpSource, readings_per_poll
+from ntpd_py.core.ptp_source import (
+    REJECTIONS_BEFORE_REPORT,
+    STARTUP_BURST_SAMPLES,
+    PtpSource,
+    readings_per_poll,
+)
 
 NS = 1_000_000_000
 T0 = 1_795_000_000 * NS
@@ -119,11 +124,13 @@ def test_deadlines_are_grid_points_after_now(interval: int, lags: list[int]) -> 
     running(src, now=0)
     poll = NS * 2**interval
     now = 0
-    for lag in lags:
+    for index, lag in enumerate(lags):
         acts = src.handle_event(good_read(ReadMethod.EXTENDED, 2), now + lag)
         (timer,) = of(acts, SetTimer)
         assert isinstance(timer, SetTimer)
-        assert timer.deadline_mono_ns > now + lag and timer.deadline_mono_ns % int(poll) == 0
+        # the start-up burst: the first samples on the quarter-second grid
+        grid = NS // 4 if index < STARTUP_BURST_SAMPLES - 1 and interval > -2 else poll
+        assert timer.deadline_mono_ns > now + lag and timer.deadline_mono_ns % int(grid) == 0
         now = timer.deadline_mono_ns
         src.handle_timer(now)
 
@@ -396,3 +403,24 @@ def test_an_illegal_answer_leaves_the_source_waiting_for_the_right_one() -> None
     with pytest.raises(IllegalTransition, match="'read' is not allowed in state 'open'"):
         src.handle_event(good_read(ReadMethod.BASIC), 0)
     assert src.handle_event(opened(), 0)
+
+
+def test_the_first_samples_come_a_quarter_second_apart_within_the_read_budget() -> None:
+    # interval 2 (4 s polls) on a device allowing 40 reads/s: the filter's start-up
+    # samples do not wait 3 polls (12 s), and the burst stays within 40 reads/s
+    src = source(interval=2, read_budget_per_s=40)
+    read = running(src, now=0)
+    counts = [read.count]
+    deadlines = []
+    now = 0
+    for _ in range(STARTUP_BURST_SAMPLES):
+        (timer,) = of(src.handle_event(good_read(read.method, read.count), now + 1_000), SetTimer)
+        assert isinstance(timer, SetTimer)
+        deadlines.append(timer.deadline_mono_ns)
+        now = timer.deadline_mono_ns
+        (read,) = of(src.handle_timer(now), ReadDevice)
+        assert isinstance(read, ReadDevice)
+        counts.append(read.count)
+    assert deadlines == [NS // 4, NS // 2, 4 * NS]  # then the configured 4 s grid
+    assert all(c <= 40 // 4 for c in counts[:STARTUP_BURST_SAMPLES])
+    assert counts[-1] == 25  # the full count once polls are 4 s apart
