@@ -154,6 +154,14 @@ def text_output(reply: CtlReply | Data, command: str) -> str:
         parts += ["Processes:" if command == "status" else ""] if command == "status" else []
         parts += _process_lines(list(data["processes"]))
         for listen, c in (data["servers"].items() if command == "status" else []):
+            if listen.startswith("nts-ke "):  # an NTS-KE worker's counters
+                parts.append(
+                    f"NTS-KE {listen.removeprefix('nts-ke ')}: key exchanges completed "
+                    f"{c.get('completed', 0)}, accepted {c.get('accepted', 0)}, refused (all "
+                    f"slots taken) {c.get('refused_full', 0)}, timed out "
+                    f"{c.get('timed_out', 0)}, failed {c.get('failed', 0)}, errors sent "
+                    f"{c.get('errors_sent', 0)}, open now {c.get('open_connections', 0)}")
+                continue
             parts.append(
                 f"Server {listen}: received {c.get('received', 0)}, accepted "
                 f"{c.get('accepted', 0)}, denied {c.get('denied', 0)}, ignored "

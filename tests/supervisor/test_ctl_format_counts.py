@@ -34,3 +34,22 @@ def test_metrics_carry_link_drops_and_refusals() -> None:
     refused = [s for s in by_name["ntpd_py_ipc_dropped"].samples
                if s.labels.get("reason") == "ctl-rate-limited"]
     assert refused and refused[0].value == 12
+
+
+def test_nts_server_and_key_exchange_counters_in_status_and_metrics() -> None:
+    reply = CtlReply(ok=True, servers={
+        "127.0.0.1:123": {"received": 10, "accepted": 9, "nts_received": 6, "nts_accepted": 4,
+                          "nts_nak": 1, "nts_dropped": 1},
+        "nts-ke 127.0.0.1:4460": {"accepted": 5, "completed": 3, "refused_full": 2,
+                                  "timed_out": 1, "failed": 1, "errors_sent": 0,
+                                  "open_connections": 0}})
+    text = text_output(reply, "status")
+    assert "NTS received 6, authenticated 4, NAK 1" in text and "dropped 1" in text
+    assert ("NTS-KE 127.0.0.1:4460: key exchanges completed 3, accepted 5, refused (all "
+            "slots taken) 2, timed out 1, failed 1") in text
+    assert "Server nts-ke" not in text  # not shown as an NTP server's counters
+    by_name = {f.name: f for f in families(reply, version="x", step_threshold_s=None,
+                                           data_age_s=0.0)}
+    (nak,) = [s for s in by_name["ntp_server_nts_nak_packets"].samples
+              if s.name.endswith("_total")]
+    assert nak.value == 1 and nak.labels == {"listen_address": "127.0.0.1:123"}
