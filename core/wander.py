@@ -15,19 +15,24 @@ whatever the measurement noise. In kvm-guest it brings the wander from the
 initial (1e-8)^2 to within 2x of the true 1e-18 in well under 30 minutes
 (RMS 35 ns with ntpd-rs's votes, 23 ns with this; 335 ns and 212 ns with
 1 µs of PHC noise). The ``precision-*`` keys of ntpd-rs's votes are
-accepted but not used; ``initial-wander`` is.
+accepted but not used; ``initial-wander`` is. Switches that keep going
+the same way widen the next step (4x, 16x, 64x, 256x in variance), so a
+wander far from the truth gets there in a few switches rather than dozens.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .kalman import Kalman2
 
-__all__ = ["WanderBank", "WanderSwitch"]
+__all__ = ["WanderBank", "WanderSwitch", "window_likelihoods"]
 
 FACTOR = 4.0
+# Consecutive switches the same way widen the next step (4x, 16x, 64x ...), up to this.
+MAX_FACTOR = 4.0**4
 MARGIN = 3.0  # log-likelihood lead (about e^3 = 20x more likely) needed to switch
 MEMORY = 512.0  # samples
 
@@ -49,10 +54,20 @@ class WanderBank:
         self.limits = limits
         self.shadows: list[tuple[float, Kalman2]] = []
         self.scores = [0.0, 0.0, 0.0]  # main, lower, higher
+        self.factors = (FACTOR, FACTOR)  # lower, higher
+        self.last_move = 0  # -1: the last switch went down, +1: up, 0: none yet
 
-    def start(self, main: Kalman2, wander: float) -> None:
-        low = max(wander / FACTOR, self.limits[0])
-        high = min(wander * FACTOR, self.limits[1])
+    def start(self, main: Kalman2, wander: float, move: int = 0) -> None:
+        """Re-centre the shadows on ``wander``; ``move`` is the switch that led here."""
+        if move == 0 or move != self.last_move:
+            self.factors = (FACTOR, FACTOR)
+        elif move < 0:
+            self.factors = (min(self.factors[0] * FACTOR, MAX_FACTOR), FACTOR)
+        else:
+            self.factors = (FACTOR, min(self.factors[1] * FACTOR, MAX_FACTOR))
+        self.last_move = move
+        low = max(wander / self.factors[0], self.limits[0])
+        high = min(wander * self.factors[1], self.limits[1])
         self.shadows = [(low, replace(main)), (high, replace(main))]
         self.scores = [0.0, 0.0, 0.0]
 
@@ -81,5 +96,32 @@ class WanderBank:
         new_wander, state = self.shadows[best - 1]
         if new_wander == wander:
             return None  # at a limit: nothing to move to
-        self.start(state, new_wander)
+        self.start(state, new_wander, -1 if best == 1 else 1)
         return WanderSwitch(new_wander, replace(state))
+
+
+def window_likelihoods(
+    points: Sequence[tuple[int, float, float]],
+    wanders: Sequence[float],
+    freq_sigma: float,
+    burn_in: int,
+) -> list[float]:
+    """Log-likelihood of a window of unsteered offsets under each candidate wander.
+
+    ``points`` are ``(t_ns, offset, variance)`` in a frame where no steering
+    happened (so one filter per candidate can run over them from scratch);
+    the first ``burn_in`` innovations, which mostly measure the start
+    (offset and frequency unknown), are not counted.
+    """
+    scores = []
+    for wander in wanders:
+        t0, z0, r0 = points[0]
+        kalman = Kalman2(t0, z0, 0.0, r0, 0.0, freq_sigma * freq_sigma)
+        score = 0.0
+        for index, (t, z, r) in enumerate(points[1:], start=1):
+            kalman.predict(t, wander)
+            nu, s = kalman.update(z, r)
+            if index > burn_in:
+                score += _log_likelihood(nu, s)
+        scores.append(score)
+    return scores

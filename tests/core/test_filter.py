@@ -18,6 +18,8 @@ from ntpd_py.core.filter import (
     SourceFilter,
     measurement_variance,
 )
+from ntpd_py.core.kalman import Kalman2
+from ntpd_py.core.wander import WanderBank, window_likelihoods
 
 S = 1_000_000_000
 ALGO = AlgorithmConfig()
@@ -280,3 +282,61 @@ def test_phc_poll_noise_as_claimed_adds_nothing() -> None:
         assert f.common.extra_var == 0.0
     f.reset()
     assert not f.common.observed
+
+
+def _quiet_guest(f: SourceFilter, polls: int, seed: int, wander_sd: float = 0.0) -> None:
+    """The QEMU guest's igb PHC: polls claiming 4 ns scatter by 23 ns; the clock's
+    frequency wanders by ``wander_sd`` per sqrt(s); clock-control steers now and then."""
+    world = _Steered(f)
+    rnd = random.Random(seed)
+    freq, offset = 2e-6, 1e-3
+    for i in range(polls):
+        world.add(i, offset + rnd.gauss(0, 23e-9), 4e-9)
+        freq += rnd.gauss(0, wander_sd)
+        offset += freq
+        if i % 9 == 4:
+            world.steer(0.0, 5e-8, i + 0.5)
+
+
+def test_wander_search_brings_the_start_up_wander_down_within_minutes() -> None:
+    """A near-constant clock: the bank alone needed ~50 polls per 4x; the search over the
+    last polls takes the wander to the data at once (kvm-guest-tcg, minute 2-3)."""
+    for seed in (1, 2, 3):
+        f = phc_filter()
+        _quiet_guest(f, 130, seed)
+        assert f.common.extra_var > 0.0
+        assert f.wander <= ALGO.initial_wander**2 / 4**3, seed
+
+
+def test_wander_search_keeps_a_real_wander() -> None:
+    """A clock wandering by 1e-9 per sqrt(s): the search must not take the wander far below."""
+    for seed in (1, 2, 3):
+        f = phc_filter()
+        _quiet_guest(f, 300, seed, wander_sd=1e-9)
+        assert f.wander >= (1e-9) ** 2 / 4**2, (seed, math.sqrt(f.wander))
+
+
+def test_window_likelihoods_prefer_the_true_wander_class() -> None:
+    rnd = random.Random(9)
+    line = [(i * S, 1e-3 + 1e-6 * i + rnd.gauss(0, 20e-9), (20e-9) ** 2) for i in range(200)]
+    quiet, loud = window_likelihoods(line, [1e-22, 1e-14], 1e-4, 8)
+    assert quiet > loud + 10
+    freq, offset, walk = 0.0, 0.0, []
+    for i in range(200):
+        freq += rnd.gauss(0, 1e-7)
+        offset += freq
+        walk.append((i * S, offset + rnd.gauss(0, 20e-9), (20e-9) ** 2))
+    quiet, loud = window_likelihoods(walk, [1e-22, 1e-14], 1e-4, 8)
+    assert loud > quiet + 10
+
+
+def test_bank_steps_widen_while_they_go_the_same_way() -> None:
+    bank = WanderBank((1e-26, 1e-10))
+    k = Kalman2(0, 0.0, 0.0, 1e-16, 0.0, 1e-12)
+    widths = []
+    for wander, move in ((1e-16, 0), (2.5e-17, -1), (1e-18, -1), (1e-20, -1), (1e-22, -1),
+                         (1e-23, -1), (4e-23, 1)):
+        bank.start(k, wander, move)
+        (low, _), (high, _) = bank.shadows
+        widths.append((round(wander / low), round(high / wander)))
+    assert widths == [(4, 4), (4, 4), (16, 4), (64, 4), (256, 4), (256, 4), (4, 4)]
