@@ -499,9 +499,9 @@ SourceConfig = Annotated[
     Field(discriminator="mode"),
 ]
 SUPPORTED_MODES = ("server", "pool", "ptp", "nts", "nts-pool", "sock", "pps")
-# Parsed and validated, but refused by `ntpd-py run` until the NTS workers are wired
-# (`ntpd-py validate` warns); see Config.not_yet_supported().
-NOT_YET_RUNNABLE_MODES = ("nts", "nts-pool")
+# Parsed and validated, but refused by `ntpd-py run` (`ntpd-py validate` warns); see
+# Config.not_yet_supported(). Empty since nts-pool runs.
+NOT_YET_RUNNABLE_MODES: tuple[str, ...] = ()
 # ntpd-rs modes refused as "not supported yet" rather than as unknown.
 UNSUPPORTED_MODES = ("csptp",)
 # Modes whose keys are checked but which no worker runs yet: the whole file is refused
@@ -1032,10 +1032,9 @@ class Config(_Table):
         as (key path, message)."""
         found: list[tuple[tuple[str | int, ...], str]] = []
         for index, source in enumerate(self.source):
-            if isinstance(source, NtsPoolSourceConfig):  # mode = "nts" is wired
+            if source.mode in NOT_YET_RUNNABLE_MODES:
                 found.append((("source", index, "mode"),
-                              f'mode = "{source.mode}": NTS sources are not supported yet by '
-                              "ntpd-py run"))
+                              f'mode = "{source.mode}" is not supported yet by ntpd-py run'))
         return found
 
     def control_socket_path(self) -> str:

@@ -54,6 +54,7 @@ from .select import Candidate, select
 from .snapshots import SelectionState, SourceSnapshot, SystemSnapshot
 from .steer import Steerer
 from .units import NS_PER_S
+from .worker_spec import nts_pool_member
 
 __all__ = ["ClockController"]
 
@@ -116,6 +117,8 @@ class ClockController:
         self.leap_vote = LeapIndicator.NONE
         self.leap_armed = LeapIndicator.NONE
         self.messages: list[str] = []
+        # The NTP server each nts-pool member was sent to by its key exchange ("addr:port").
+        self._member_servers: dict[str, str] = {}
 
     def _parse(self, raw: object, sync: SynchronizationConfig) -> SavedState | DriftPrior | None:
         if isinstance(raw, Mapping) and set(raw) <= _DRIFT_KEYS:
@@ -176,6 +179,36 @@ class ClockController:
 
     def remove_source(self, source_id: str) -> None:
         self.sources.pop(source_id, None)
+        self._member_servers.pop(source_id, None)
+
+    def note_member_server(self, source_id: str, server: str | None) -> None:
+        """The NTP server (``"address:port"``; None: none yet) an nts-pool member polls."""
+        if server is None:
+            self._member_servers.pop(source_id, None)
+        elif self._member_servers.get(source_id) != server:
+            self._member_servers[source_id] = server
+            src = self.sources.get(source_id)
+            if src is not None:
+                src.filter.reset()  # another server: what the filter learnt is not its
+
+    def duplicate_of(self, source_id: str) -> str | None:
+        """The nts-pool member that already uses this member's NTP server, if any.
+
+        Every member of a pool makes its own key exchange with the same NTS-KE
+        server, and may be sent to the same NTP server as another: counted twice,
+        one server would be a majority of two. The member with the lowest number
+        keeps it.
+        """
+        me = nts_pool_member(source_id)
+        server = self._member_servers.get(source_id)
+        if me is None or server is None:
+            return None
+        for other, other_server in self._member_servers.items():
+            them = nts_pool_member(other)
+            if (other_server == server and them is not None and them[0] == me[0]
+                    and them[1] < me[1] and other in self.sources):
+                return other
+        return None
 
     # -- inputs ------------------------------------------------------------------
 
@@ -189,7 +222,12 @@ class ClockController:
                 self.messages.append(f"sample from unknown source {sample.source_id!r} ignored")
             return actions
         src.record(sample)
-        if sample.leap is LeapIndicator.UNSYNCHRONIZED or sample.stratum >= self.sync.local_stratum:
+        duplicate = self.duplicate_of(sample.source_id)
+        if duplicate is not None:
+            src.block(f"same NTP server ({self._member_servers[sample.source_id]}) as "
+                      f"{duplicate}: not counted twice")
+        elif (sample.leap is LeapIndicator.UNSYNCHRONIZED
+              or sample.stratum >= self.sync.local_stratum):
             src.block(
                 "source is not synchronized"
                 if sample.leap is LeapIndicator.UNSYNCHRONIZED

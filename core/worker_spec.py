@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ntpd_py.core.config import (
     Config,
     NtsKeServerConfig,
+    NtsPoolSourceConfig,
     NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
@@ -24,7 +25,9 @@ from ntpd_py.core.config import (
     SockSourceConfig,
 )
 
-__all__ = ["Role", "WorkerSpec", "build_specs", "source_id_for"]
+__all__ = ["Role", "WorkerSpec", "build_specs", "nts_pool_member", "source_id_for"]
+
+NTS_POOL_PREFIX = "nts-pool:"
 
 Role = Literal["clock-control", "ptp", "ntp", "server", "metrics", "sock", "pps", "nts-ke"]
 
@@ -35,7 +38,7 @@ class WorkerSpec:
     role: Role
     fingerprint: str
     source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
-             | PpsSourceConfig | NtsSourceConfig | None) = None
+             | PpsSourceConfig | NtsSourceConfig | NtsPoolSourceConfig | None) = None
     # For an NTP worker: the address it talks to (a pool member's resolved IP).
     peer: str | None = None
     servers: tuple[ServerConfig, ...] = field(default_factory=tuple)
@@ -54,8 +57,9 @@ def _fingerprint(*parts: Any) -> str:
 
 def source_id_for(
     source: (PtpSourceConfig | ServerSourceConfig | PoolSourceConfig | SockSourceConfig
-             | PpsSourceConfig | NtsSourceConfig),
+             | PpsSourceConfig | NtsSourceConfig | NtsPoolSourceConfig),
     peer: str | None = None,
+    member: int = 1,
 ) -> str:
     if isinstance(source, PtpSourceConfig):
         return f"ptp:{source.path}"
@@ -67,6 +71,8 @@ def source_id_for(
         return f"pool:{source.address}/{peer}"
     if isinstance(source, NtsSourceConfig):
         return f"nts:{source.address}"
+    if isinstance(source, NtsPoolSourceConfig):
+        return f"{NTS_POOL_PREFIX}{source.address}#{member}"
     return f"ntp:{source.address}"
 
 
@@ -105,6 +111,13 @@ def build_specs(
                         member,
                     )
                 )
+        elif isinstance(source, NtsPoolSourceConfig):
+            # Each member makes its own key exchange with the pool's NTS-KE server, which
+            # names the NTP server it is to use; clock-control counts a server once.
+            for number in range(1, source.count + 1):
+                specs.append(WorkerSpec(source_id_for(source, member=number), "ntp",
+                                        _fingerprint(dumped, defaults, number), source,
+                                        source.address))
         elif isinstance(source, ServerSourceConfig | NtsSourceConfig):
             specs.append(
                 WorkerSpec(
@@ -131,3 +144,11 @@ def build_specs(
         inputs = (listen, config.control_socket_path(), sync["accumulated_step_panic_threshold"])
         specs.append(WorkerSpec("metrics", "metrics", _fingerprint(*inputs)))
     return specs
+
+
+def nts_pool_member(source_id: str) -> tuple[str, int] | None:
+    """(pool, member number) of an nts-pool member's source id; None for other sources."""
+    if not source_id.startswith(NTS_POOL_PREFIX):
+        return None
+    pool, _, number = source_id.rpartition("#")
+    return (pool, int(number)) if number.isdigit() and pool else None

@@ -333,8 +333,6 @@ def render() -> str:
     lines.append(".SS Not supported yet")
     lines.append(_esc("[[source]] mode = " + ", ".join(f'"{m}"' for m in unsupported) +
                       " are ntpd-rs source kinds that ntpd-py does not implement yet; "
-                      "validate reports them as such. NTS (mode = \"nts\" and \"nts-pool\", "
-                      "[[nts-ke-server]], [keyset], require-nts) is validated, but ntpd-py run "
-                      "refuses it until its workers are wired."))
+                      "validate reports them as such."))
     lines.append(_TAIL.rstrip("\n"))
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from ntpd_py.core.config import (
     Config,
+    NtsPoolSourceConfig,
     NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
@@ -61,13 +62,15 @@ def source_set(config: Config, specs: Iterable[WorkerSpec]) -> SourceSet:
             poll = pps_poll_log2(source.period)  # one sample per pulse
             entries.append(SourceEntry(source_id=spec.worker_id, kind="pps", name=source.path,
                                        poll_log2=poll, poll_min=poll, poll_max=poll))
-        elif isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig):
+        elif isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig
+                        | NtsPoolSourceConfig):
             limits = source.poll_limits(config.source_defaults)
-            name = (
-                source.address
-                if spec.peer in (None, source.address)
-                else f"{source.address} ({spec.peer})"
-            )
+            if isinstance(source, NtsPoolSourceConfig):
+                name = spec.worker_id.removeprefix("nts-pool:")  # the pool name and member
+            elif spec.peer in (None, source.address):
+                name = source.address
+            else:
+                name = f"{source.address} ({spec.peer})"
             entries.append(
                 SourceEntry(
                     source_id=spec.worker_id,

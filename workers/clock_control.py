@@ -35,6 +35,7 @@ from ntpd_py.core.source_policy import (
     on_panic,
     steering_allowed,
 )
+from ntpd_py.core.worker_spec import nts_pool_member
 from ntpd_py.ipc.channels import Channel
 from ntpd_py.ipc.framing import MalformedMessage, decode, encode
 from ntpd_py.ipc.link import Link
@@ -399,6 +400,11 @@ class ClockControlTask:
                     self.guard.drop(sender, "poll-out-of-range")
                     return False
                 self.statuses[sender] = message
+                if nts_pool_member(sender) is not None:
+                    # which NTP server its key exchange named: a pool's server counts once
+                    port = message.name.rpartition(":")[2]
+                    self.controller.note_member_server(
+                        sender, f"{message.resolved}:{port}" if message.resolved else None)
             case Unreachable():
                 self._apply(self.controller.handle_unreachable(
                     sender, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now)

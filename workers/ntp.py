@@ -16,7 +16,13 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ntpd_py.core.config import Config, NtsSourceConfig, PoolSourceConfig, ServerSourceConfig
+from ntpd_py.core.config import (
+    Config,
+    NtsPoolSourceConfig,
+    NtsSourceConfig,
+    PoolSourceConfig,
+    ServerSourceConfig,
+)
 from ntpd_py.core.fsm import IllegalTransition
 from ntpd_py.core.ntp_client import (
     ClientSettings,
@@ -52,13 +58,15 @@ RESOLVE_RETRY_NS = 30_000_000_000
 # A key exchange runs as one bounded step of the loop (no thread): it blocks the
 # worker for at most this long, which only delays this source's own polls.
 KE_TIMEOUT_S = 5.0
+# Every source an NTP worker runs: plain, pool member, NTS, nts-pool member.
+NtpSourceConfig = ServerSourceConfig | PoolSourceConfig | NtsSourceConfig | NtsPoolSourceConfig
 KE_RETRY_MIN_NS = 10_000_000_000
 KE_RETRY_MAX_NS = 3_600_000_000_000
 
 
 def client_settings(
     config: Config,
-    source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig,
+    source: NtpSourceConfig,
     source_id: str,
 ) -> ClientSettings:
     defaults = config.source_defaults
@@ -79,7 +87,7 @@ class NtpTask(WorkerBase):
         self,
         *,
         config: Config,
-        source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig,
+        source: NtpSourceConfig,
         worker_id: str,
         peer: str,
         bus: Any,
@@ -101,14 +109,14 @@ class NtpTask(WorkerBase):
         self.nts: NtsSession | None = None
         self.ke_ca: str | None = None
         self._ke_backoff_ns = KE_RETRY_MIN_NS
-        if isinstance(source, NtsSourceConfig):
+        if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig):
             self.nts = NtsSession(os.urandom)
             self.ke_ca = source.certificate_authority
             self.ke_host, self.ke_port = self.host, self.port
 
     @staticmethod
     def _split(
-        source: ServerSourceConfig | PoolSourceConfig | NtsSourceConfig, peer: str
+        source: NtpSourceConfig, peer: str
     ) -> tuple[str, int]:
         if isinstance(source, PoolSourceConfig):
             return peer, source.host_port()[1]

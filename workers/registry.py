@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from ntpd_py.core.config import (
     Config,
+    NtsPoolSourceConfig,
     NtsSourceConfig,
     PoolSourceConfig,
     PpsSourceConfig,
@@ -119,7 +120,8 @@ def _build_ntp(w: Wiring) -> RoleTask:
     from .ntp import NtpTask
 
     source = w.spec.source
-    assert isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig)
+    assert isinstance(source, ServerSourceConfig | PoolSourceConfig | NtsSourceConfig
+                      | NtsPoolSourceConfig)
     sim = w.clock if w.config.daemon.clock == "simulated" else None
     return NtpTask(config=w.config, source=source, worker_id=w.spec.worker_id,
                    peer=w.spec.peer or source.address, bus=w.bus, link=w.link, log=w.log,

@@ -209,12 +209,10 @@ def test_nts_source_is_accepted_by_run() -> None:
     assert config.source[0].mode == "nts"
 
 
-@pytest.mark.parametrize("mode", ["nts-pool"])
-def test_nts_is_a_clear_not_supported_error(mode: str) -> None:
-    issue = one_error(f'[[source]]\nmode = "{mode}"\naddress = "nts.example.com"\n')
-    assert issue.key == "source[0].mode"
-    assert "not supported yet" in issue.message
-    assert issue.line == 2
+def test_nts_pool_is_accepted_by_run() -> None:
+    config = load('[[source]]\nmode = "nts-pool"\naddress = "nts.example.com"\ncount = 3\n')
+    assert config.source[0].mode == "nts-pool"
+    assert config.potential_source_count() == 3
 
 
 def test_unknown_and_missing_mode() -> None:
@@ -350,13 +348,10 @@ def test_other_rejections_name_the_key(text: str, key: str) -> None:
     assert issue.line is not None
 
 
-def test_nts_pool_validates_but_is_refused_for_running() -> None:
-    # [keyset], [[nts-ke-server]] and require-nts run (issue #20 stage 3); nts-pool not yet
+def test_every_nts_setting_runs() -> None:
     load('[keyset]\nkey-storage-path = "/x"\n[[nts-ke-server]]\nlisten = "0.0.0.0:4460"\n'
-         'certificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n')
-    issues = errors('[[source]]\nmode = "nts-pool"\naddress = "pool.example.org"\n')
-    assert {i.key for i in issues} == {"source[0].mode"}
-    assert all("not" in i.message and "yet" in i.message for i in issues)
+         'certificate-chain-path = "/c.pem"\nprivate-key-path = "/k.pem"\n'
+         '[[source]]\nmode = "nts-pool"\naddress = "pool.example.org"\n')
 
 
 def test_server_defaults() -> None:

@@ -330,3 +330,37 @@ def test_losing_every_source_means_unsynchronized_after_a_while() -> None:
     assert not h.ctl.synchronized and h.log[-1] == SetSynchronized(False)
     snap = h.ctl.system_snapshot(now_mono_ns=h.clock.mono_ns(h.t))
     assert snap.stratum == 16 and snap.leap is LeapIndicator.UNSYNCHRONIZED
+
+
+def test_nts_pool_members_sent_to_one_server_count_once() -> None:
+    """Three nts-pool members, two sent to the same NTP server by their key exchanges: that
+    server is one vote, so two agreeing sources are not there until member 3 has another."""
+    h = Harness(sync(**{"minimum-agreeing-sources": 2}))
+    ids = [f"nts-pool:pool.example:4460#{n}" for n in (1, 2, 3)]
+    for sid in ids:
+        h.ctl.add_source(sid, SourceKind.NTP, poll_log2=4, poll_limits=(4, 6))
+    h.ctl.note_member_server(ids[0], "192.0.2.1:123")
+    h.ctl.note_member_server(ids[1], "192.0.2.1:123")
+    for _ in range(8):
+        for sid in ids[:2]:
+            h.sample(sid, SourceKind.NTP, delay=300e-6)
+        h.advance(2.0)
+    assert not h.ctl.synchronized
+    snap = {s.source_id: s for s in h.ctl.source_snapshots(now_mono_ns=h.clock.mono_ns(h.t))}
+    assert snap[ids[1]].state is SelectionState.UNUSABLE
+    assert "192.0.2.1:123" in snap[ids[1]].reason and ids[0] in snap[ids[1]].reason
+    assert h.ctl.duplicate_of(ids[0]) is None
+    # member 3 gets another server; a pool elsewhere with the same server is not a duplicate
+    h.ctl.note_member_server(ids[2], "192.0.2.7:123")
+    h.ctl.note_member_server("nts-pool:other.example:4460#1", "192.0.2.1:123")
+    assert h.ctl.duplicate_of("nts-pool:other.example:4460#1") is None
+    for _ in range(8):
+        for sid in ids:
+            h.sample(sid, SourceKind.NTP, delay=300e-6)
+        h.advance(2.0)
+    assert h.ctl.synchronized
+    assert h.state(ids[1]) is SelectionState.UNUSABLE
+    assert {h.state(ids[0]), h.state(ids[2])} <= {SelectionState.SELECTED, SelectionState.COMBINED}
+    # member 1 goes away: member 2 is no longer anyone's duplicate
+    h.ctl.remove_source(ids[0])
+    assert h.ctl.duplicate_of(ids[1]) is None

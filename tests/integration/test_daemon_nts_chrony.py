@@ -93,3 +93,50 @@ minimum-agreeing-sources = 1
         # the worker said why it ran a new key exchange (a NAK, or the jar ran out while
         # chronyd was down): never silently
         assert "NTS NAK from the server" in log or "out of NTS cookies" in log, log[-3000:]
+
+
+def test_daemon_nts_pool_counts_one_ntp_server_once(shared_dir: Path, pki: Pki) -> None:
+    """`mode = "nts-pool"`, count 2, against one chronyd: each member makes its own key
+    exchange (its own worker), both are sent to the same NTP server, and clock-control
+    counts that server once: member 1 is used, member 2 is shown as its duplicate."""
+    ntp_port, ke_port = free_udp_port(), free_tcp_port()
+    body = f"""
+[[source]]
+mode = "nts-pool"
+address = "127.0.0.1:{ke_port}"
+count = 2
+certificate-authority = "{pki.ca_cert}"
+poll-interval-limits = {{ min = 0, max = 6 }}
+initial-poll-interval = 0
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
+    with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
+        wait_for_ke(ke_port, pki)
+        with Daemon(body, clock="observe") as daemon:
+            def settled() -> dict | None:  # type: ignore[type-arg]
+                document = daemon.status()
+                if not document or len(document["sources"]) != 2:
+                    return None
+                by_id = {s["source_id"]: s for s in document["sources"]}
+                first = by_id.get(f"nts-pool:127.0.0.1:{ke_port}#1")
+                second = by_id.get(f"nts-pool:127.0.0.1:{ke_port}#2")
+                if not first or not second:
+                    return None
+                if first.get("authenticated", 0) < 2 or second.get("authenticated", 0) < 2:
+                    return None
+                if first["state"] not in ("*", "+"):
+                    return None  # member 1 is used once its filter has its start-up samples
+                return document if "not counted twice" in second["detail"] else None
+
+            document = wait_for(settled, 60, "member 1 used, member 2 its duplicate")
+            first, second = sorted(document["sources"], key=lambda s: s["source_id"])
+            assert second["state"] == "?", second
+            assert f"127.0.0.1:{ntp_port}" in second["detail"]
+            assert first["source_id"] in second["detail"]
+            # each member ran in a worker of its own
+            pids = {p["worker_id"]: p["pid"] for p in document.get("processes", [])}
+            assert pids.get(first["source_id"]) != pids.get(second["source_id"])
+            text = daemon.ctl("status").stdout
+            assert "not counted twice" in text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ntpd_py.core.config_load import load_config_text
-from ntpd_py.core.worker_spec import build_specs
+from ntpd_py.core.worker_spec import build_specs, nts_pool_member
 from ntpd_py.supervisor.policy import (
     BACKOFF_CAP_NS,
     BACKOFF_START_NS,
@@ -63,6 +63,20 @@ def test_pool_expands_to_members() -> None:
     assert [s.worker_id for s in specs[1:]] == ["pool:p.example/192.0.2.1",
                                                 "pool:p.example/192.0.2.2"]
     assert specs[1].peer == "192.0.2.1"
+
+
+def test_nts_pool_expands_to_count_members_each_its_own_worker() -> None:
+    config = load_config_text('[[source]]\nmode = "nts-pool"\naddress = "nts.example"\n'
+                              'count = 3\n')
+    members = [s for s in build_specs(config) if s.role == "ntp"]
+    ids = [s.worker_id for s in members]
+    assert ids == [f"nts-pool:nts.example#{n}" for n in (1, 2, 3)]
+    assert len({s.fingerprint for s in members}) == 3
+    assert [nts_pool_member(i) for i in ids] == [("nts-pool:nts.example", n) for n in (1, 2, 3)]
+    assert nts_pool_member("nts:nts.example") is None
+    assert nts_pool_member("pool:p.example/192.0.2.1") is None
+    entries = source_set(config, build_specs(config)).sources
+    assert [e.name for e in entries] == [f"nts.example#{n}" for n in (1, 2, 3)]
 
 
 def test_reload_restarts_only_changed_workers() -> None:
