@@ -73,7 +73,7 @@ def judge_request(data: bytes, keyset: ServerKeySet) -> NtsVerdict:
         return NtsVerdict(Verdict.DROP, reason=f"not NTP: {exc}")
     if request is None:
         return NtsVerdict(Verdict.NOT_NTS)
-    if request.packet.mode != Mode.CLIENT:
+    if request.mode != Mode.CLIENT:
         return NtsVerdict(Verdict.DROP, reason="NTS fields outside a client request")
     keys = keyset.open_cookie(request.cookie)
     if keys is None:
@@ -103,10 +103,10 @@ def authenticated_reply(
 def nak_reply(verdict: NtsVerdict) -> bytes:
     """The NTS NAK: a kiss-o'-death NTSN echoing the request's identifier and transmit time."""
     assert verdict.request is not None
-    packet = verdict.request.packet
+    request = verdict.request
     header = HEADER_STRUCT.pack(
-        (int(LeapIndicator.UNSYNCHRONIZED) << 6) | (packet.version << 3) | Mode.SERVER,
-        0, packet.poll, 0, 0, 0, NTSN, 0, packet.transmit_ts, 0, 0)
+        (int(LeapIndicator.UNSYNCHRONIZED) << 6) | (request.version << 3) | Mode.SERVER,
+        0, request.poll, 0, 0, 0, NTSN, 0, request.transmit_ts, 0, 0)
     return nts_nak(header, verdict.request.uid)
 
 

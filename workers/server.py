@@ -19,7 +19,6 @@ The replies carry this machine's CLOCK_REALTIME: with `clock = "observe"` or
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from ntpd_py.plumbing.scheduler import Now
 
 from ._mmsg import ServerBatchIO
 from .base import WorkerBase
+from .random_pool import RandomPool
 from .status_view import PRECISION_LOG2
 
 __all__ = ["ServerTask", "server_state_from"]
@@ -91,7 +91,7 @@ class ServerTask(WorkerBase):
             )
             io = ServerBatchIO(sock, responder)
             if keyset is not None:
-                io.nts = NtsResponder(responder, keyset, os.urandom)
+                io.nts = NtsResponder(responder, keyset, RandomPool())
             self.serving.append((server, responder, io))
             log.info("serving NTP%s on %s", " and NTS" if keyset is not None else "",
                      server.listen)
