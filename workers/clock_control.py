@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, assert_never
@@ -26,7 +27,7 @@ from typing import Any, Literal, assert_never
 from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StepBounds
-from ntpd_py.core.events import SourceKind
+from ntpd_py.core.events import Sample, SourceKind
 from ntpd_py.core.exit_codes import PanicExit
 from ntpd_py.core.source_policy import (
     FalsetickerJudge,
@@ -395,6 +396,8 @@ class ClockControlTask:
                 sample = self.backend.view_sample(message.to_sample())
                 self._apply(self.controller.handle_sample(
                     sample, now_mono_ns=now.mono_ns, now_real_ns=now.real_ns), now)
+                if self.log.isEnabledFor(logging.DEBUG):
+                    self._log_sample(sample)
             case SourceStatus():
                 if not entry.poll_min <= message.poll_log2 <= entry.poll_max:
                     self.guard.drop(sender, "poll-out-of-range")
@@ -411,6 +414,20 @@ class ClockControlTask:
             case _:
                 assert_never(message)
         return True
+
+    def _log_sample(self, sample: Sample) -> None:
+        """At log-level debug: each sample and what the source's filter made of it (the
+        input to replay a run offline, and the wander the filter has settled on)."""
+        src = self.controller.sources.get(sample.source_id)
+        filt = src.filter if src is not None else None
+        est = filt.estimate(sample.mono_ns) if filt is not None else None
+        self.log.debug(
+            "sample %s mono=%d offset=%.3e unc=%.3e delay=%.3e -> filter offset=%.3e "
+            "freq=%.4e wander=%.3e common=%.3e",
+            sample.source_id, sample.mono_ns, sample.offset_s, sample.uncertainty_s,
+            sample.delay_s, est.offset if est else math.nan, est.freq if est else math.nan,
+            math.sqrt(filt.wander) if filt else math.nan,
+            math.sqrt(filt.common.extra_var) if filt else math.nan)
 
     def _processes_now(self, now: Now) -> list[ProcessInfo]:
         """The supervisor's table (pushed every few seconds), uptimes brought up to now."""

@@ -227,6 +227,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="the ≤ 3 min version CI runs")
     parser.add_argument("--only", choices=("ntpd-py", "chrony"), help="run one daemon only")
     parser.add_argument("--detune-ppm", type=float, help="default 100")
+    parser.add_argument("--debug-log", action="store_true",
+                        help="ntpd-py at log-level debug: every sample and its filter's "
+                             "offset, frequency and wander in ntpd-py.log")
     parser.add_argument("--detune-via", choices=("tick", "freq"), help="default tick")
     parser.add_argument("--order", choices=("ntpd-py-first", "chrony-first"),
                         default="ntpd-py-first",
@@ -241,6 +244,8 @@ def main(argv: list[str]) -> int:
             plan = replace(plan, detune_ppm=args.detune_ppm)
         if args.detune_via is not None:
             plan = replace(plan, detune_via=args.detune_via)
+        if args.debug_log:
+            plan = replace(plan, log_level="debug")
         plans[daemon] = plan
     if args.only:
         plans = {args.only: plans[args.only]}

@@ -52,6 +52,7 @@ class Plan:
     detune_offset_s: float = 0.2
     detune_ppm: float = 100.0
     detune_via: str = "tick"  # "tick": unseen by a daemon that writes only freq; or "freq"
+    log_level: str = "info"  # ntpd-py's; "debug" logs every sample and its filter's state
 
 
 def mono_ns() -> int:

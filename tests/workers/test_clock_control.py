@@ -389,3 +389,23 @@ def test_a_flooder_reconnecting_per_request_is_limited_by_its_uid() -> None:
     assert flood_refused > 1000
     assert task.ctl_counts["ctl-rate-limited"] >= flood_refused  # some replies still queued
     assert task.ctl_counts["ctl-global-limited"] == 0
+
+
+def test_debug_log_has_each_sample_and_its_filter_state(caplog) -> None:  # type: ignore[no-untyped-def]
+    hub, task = _task()
+    ptp = hub.dealer("bus", PTP.encode())
+    with caplog.at_level(logging.DEBUG, logger="t"):
+        for _ in range(4):  # three to start the filter, then one it has an estimate for
+            ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+            task.step(_now())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sample ")]
+    assert len(lines) == 4
+    assert lines[0].startswith(f"sample {PTP} mono=") and "offset=1.000e-06" in lines[0]
+    assert "filter offset=nan" in lines[0]  # no estimate before the start-up samples
+    last = lines[-1]
+    assert "filter offset=nan" not in last and "wander=1.000e-08" in last
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="t"):  # not built at all above debug
+        ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
+        task.step(_now())
+    assert not [r for r in caplog.records if r.getMessage().startswith("sample ")]
