@@ -85,5 +85,8 @@ def test_watch_keeps_going_while_clock_control_restarts() -> None:
             wait_for(lambda: any("back" in line for line in said), 10, "the resume note")
         finally:
             watch.send_signal(signal.SIGINT)
+            # stdout was not read while clock-control was stopped: drain it, or the
+            # watch's final flush can block on the full pipe (seen once under CI load)
+            threading.Thread(target=watch.stdout.read, daemon=True).start()
             code = watch.wait(10)
         assert code == 0, said

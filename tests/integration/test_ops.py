@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -203,6 +204,9 @@ def test_watch_json_streams_status_documents(running: Daemon) -> None:
         lines = [proc.stdout.readline() for _ in range(3)]
     finally:
         proc.send_signal(signal.SIGINT)
+        # Keep reading: a watch that finds its stdout pipe full blocks in the final
+        # flush, as any writer whose reader stopped would (seen once under CI load).
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
         code = proc.wait(10)
     assert code == 0
     documents = [json.loads(line) for line in lines]
