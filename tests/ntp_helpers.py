@@ -107,3 +107,14 @@ def network_namespace() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def sigint_as_a_terminal_gives_it() -> None:
+    """preexec_fn: SIGINT at its default, as an interactive shell starts a command.
+
+    A test run started in the background by a non-interactive shell inherits SIGINT
+    ignored (POSIX), and Python then installs no KeyboardInterrupt handler: a test that
+    stops `ntpctl watch` with SIGINT (Ctrl-C) would wait for ever."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

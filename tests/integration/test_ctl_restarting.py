@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from tests.integration.daemon import Daemon, wait_for
+from tests.ntp_helpers import sigint_as_a_terminal_gives_it
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,8 @@ def test_watch_keeps_going_while_clock_control_restarts() -> None:
         cc = next(p["pid"] for p in document["processes"] if p["worker_id"] == "clock-control")
         watch = subprocess.Popen([str(BIN / "ntpctl"), "watch", "--json", "-c",
                                   str(daemon.config_path)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=sigint_as_a_terminal_gives_it)
         said: list[str] = []
         assert watch.stdout is not None and watch.stderr is not None
         errors = watch.stderr

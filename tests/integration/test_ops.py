@@ -31,7 +31,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.integration.daemon import BIN, Daemon, wait_for
-from tests.ntp_helpers import free_udp_port, is_root
+from tests.ntp_helpers import free_udp_port, is_root, sigint_as_a_terminal_gives_it
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +198,8 @@ def running() -> Iterator[Daemon]:
 
 def test_watch_json_streams_status_documents(running: Daemon) -> None:
     proc = subprocess.Popen([str(BIN / "ntpctl"), "watch", "--json", "-c", str(running.config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_a_terminal_gives_it)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
