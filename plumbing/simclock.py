@@ -8,6 +8,11 @@ away from it, plus the corrections clock-control applies (frequency and
 steps). Readers take a seqlock-consistent snapshot; only clock-control writes.
 Because the state lives in the file, a restarted clock-control finds the clock
 exactly as it left it, as with a real kernel clock.
+
+True time follows this machine's realtime clock even when something else steps
+it (a VM agent, a time daemon on the CI host): every reader adds how far
+realtime has moved against CLOCK_MONOTONIC since creation, so the simulated
+world and an NTP server on this machine never disagree by a host step.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import struct
 import time
 from typing import Any
 
+from .clock_pair import mono_real_pair
 from .scheduler import Now
 
 __all__ = ["SimClock"]
@@ -27,6 +33,11 @@ _MAGIC = 0x4E54504453494D31  # "NTPDSIM1"
 # ctl_base_mono, ctl_phase_ns, ctl_freq, steps, leap
 _LAYOUT = struct.Struct("<QQqqqdqqdQq")
 _SIZE = 4096
+# How often a reader looks again at how far the host's realtime has been stepped.
+HOST_STEP_CHECK_NS = 100_000_000
+# Smaller apparent steps are the pair reads' own jitter: following them would add
+# noise and make a seeded run unrepeatable.
+HOST_STEP_MIN_NS = 2_000
 
 
 class SimClock:
@@ -46,12 +57,13 @@ class SimClock:
         if self._read()[0] != _MAGIC:
             raise ValueError(f"{path} is not an ntpd-py simulated clock")
         self.path = path
+        self._host_step_ns = 0
+        self._host_step_checked: int | None = None
 
     @staticmethod
     def create(path: str, initial_offset_s: float, frequency: float, mode: int = 0o644) -> None:
         """Make a new simulated clock file (the supervisor does this at start)."""
-        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        mono, real = mono_real_pair()
         data = _LAYOUT.pack(
             _MAGIC, 0, mono, real, round(initial_offset_s * 1e9), frequency, mono, 0, 0.0, 0, 0
         )
@@ -69,22 +81,37 @@ class SimClock:
             if before == after and before % 2 == 0:
                 return fields
 
+    def _state(self) -> tuple[int, ...]:
+        """The shared state with the realtime base moved by any host step since creation."""
+        fields = self._read()
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        checked = self._host_step_checked
+        if checked is None or not 0 <= mono - checked < HOST_STEP_CHECK_NS:
+            pair_mono, pair_real = mono_real_pair()
+            step = (pair_real - pair_mono) - (fields[3] - fields[2])
+            if abs(step - self._host_step_ns) >= HOST_STEP_MIN_NS:
+                self._host_step_ns = step
+            self._host_step_checked = mono
+        if not self._host_step_ns:
+            return fields
+        return (*fields[:3], fields[3] + self._host_step_ns, *fields[4:])
+
     def snapshot(self) -> tuple[int, ...]:
         """One consistent reading of the clock's state, for several conversions in a row
         (a simulated PHC's batch of readings reads the shared page once, not 3 × 25 times)."""
-        return self._read()
+        return self._state()
 
     def elapsed_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
         """True time since the world began (the scenario's t)."""
         return int(mono_ns - (snap or self._read())[2])
 
     def true_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
-        _, _, base_mono, base_real, *_ = snap or self._read()
+        _, _, base_mono, base_real, *_ = snap or self._state()
         return int(base_real + (mono_ns - base_mono))
 
     def local_ns(self, mono_ns: int, snap: tuple[int, ...] | None = None) -> int:
         (_, _, base_mono, base_real, free_off, free_freq, ctl_mono, ctl_phase, ctl_freq, _, _) = (
-            snap or self._read()
+            snap or self._state()
         )
         elapsed = mono_ns - base_mono
         drift = round(free_freq * elapsed) + round(ctl_freq * (mono_ns - ctl_mono))
@@ -102,8 +129,7 @@ class SimClock:
         return Now(mono, self.local_ns(mono))
 
     def realtime_from_kernel_ns(self, kernel_real_ns: int) -> int:
-        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        mono, real = mono_real_pair()
         return kernel_real_ns + (self.local_ns(mono) - real)
 
     @property

@@ -44,7 +44,7 @@ class _ProcessInfoTask:
     def step(self, now: Any) -> None:
         info = self._setup.self_info().model_copy(update={"worker_id": "ntpd-py",
                                                           "state": "single-process"})
-        self._cc.processes = [info]
+        self._cc.set_processes([info], now.mono_ns)
         self._next = now.mono_ns + 1_000_000_000
 
 

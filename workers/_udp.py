@@ -41,6 +41,7 @@ from ntpd_py.core.ntp_client import (
     Send,
     SetTimer,
 )
+from ntpd_py.plumbing.clock_pair import mono_real_pair
 
 __all__ = [
     "SOF_TIMESTAMPING_OPT_TSONLY",
@@ -86,16 +87,16 @@ def monotonic_ns() -> int:
 
 
 def now_local() -> LocalTime:
-    """Both clocks read back to back (realtime last, the one offsets use)."""
-    mono = time.monotonic_ns()
-    return LocalTime(realtime_ns=time.clock_gettime_ns(time.CLOCK_REALTIME), mono_ns=mono)
+    """Both clocks at one instant (with the simulated clock, the offset comes from the
+    monotonic one, so a gap between the two reads would be an error in the sample)."""
+    mono, real = mono_real_pair()
+    return LocalTime(realtime_ns=real, mono_ns=mono)
 
 
 def local_time_from_rx(rx_realtime_ns: int) -> LocalTime:
     """A kernel receive timestamp with its CLOCK_MONOTONIC twin (now minus its age)."""
-    mono = time.monotonic_ns()
-    age = time.clock_gettime_ns(time.CLOCK_REALTIME) - rx_realtime_ns
-    return LocalTime(realtime_ns=rx_realtime_ns, mono_ns=mono - max(age, 0))
+    mono, real = mono_real_pair()
+    return LocalTime(realtime_ns=rx_realtime_ns, mono_ns=mono - max(real - rx_realtime_ns, 0))
 
 
 def rx_timestamp_ns(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:

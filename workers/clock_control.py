@@ -296,8 +296,7 @@ class ClockControlTask:
                 self.set_sources(list(message.sources), now, message.server_workers,
                                  message.server_listens)
             case ProcessTable():
-                self.processes = list(message.processes)
-                self._processes_mono_ns = now.mono_ns
+                self.set_processes(list(message.processes), now.mono_ns)
             case _:
                 assert_never(message)
 
@@ -428,6 +427,11 @@ class ClockControlTask:
             sample.delay_s, est.offset if est else math.nan, est.freq if est else math.nan,
             math.sqrt(filt.wander) if filt else math.nan,
             math.sqrt(filt.common.extra_var) if filt else math.nan)
+
+    def set_processes(self, processes: list[ProcessInfo], mono_ns: int) -> None:
+        """The process table as of ``mono_ns`` (uptimes are brought up to date from it)."""
+        self.processes = processes
+        self._processes_mono_ns = mono_ns
 
     def _processes_now(self, now: Now) -> list[ProcessInfo]:
         """The supervisor's table (pushed every few seconds), uptimes brought up to now."""

@@ -13,6 +13,12 @@ from tests.ntp_helpers import free_udp_port, serve_cmd, started
 pytestmark = pytest.mark.integration
 
 
+def me_age_s(pid: int) -> float:
+    import time
+
+    return time.time() - psutil.Process(pid).create_time()
+
+
 def test_single_process_synchronizes_and_answers_ntpctl() -> None:
     port = free_udp_port()
     listen = free_udp_port()
@@ -52,6 +58,8 @@ minimum-agreeing-sources = 1
             "ptp:/dev/ptp0", f"ntp:127.0.0.1:{port}"}
         (proc,) = document["processes"]
         assert proc["pid"] == daemon.pid and proc["state"] == "single-process"
+        # its own uptime, not the machine's (the table was once aged from mono 0)
+        assert 0 < proc["uptime_s"] < me_age_s(daemon.pid) + 5
         me = psutil.Process(daemon.pid)
         assert me.children() == []
         assert me.num_threads() == 1
