@@ -19,6 +19,7 @@ __all__ = [
     "AdvisePoll",
     "ClockAction",
     "Panic",
+    "SeekAnotherServer",
     "SetErrorEstimate",
     "SetFrequency",
     "SetLeap",
@@ -72,6 +73,14 @@ class AdvisePoll:
 
 
 @dataclass(frozen=True, slots=True)
+class SeekAnotherServer:
+    """Ask an nts-pool member for a new key exchange: its NTP server is counted already."""
+
+    source_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Panic:
     """A required step is beyond a panic threshold: stop steering and exit."""
 
@@ -80,5 +89,6 @@ class Panic:
 
 
 ClockAction = (
-    SetFrequency | Step | SetLeap | SetErrorEstimate | SetSynchronized | AdvisePoll | Panic
+    SetFrequency | Step | SetLeap | SetErrorEstimate | SetSynchronized | AdvisePoll
+    | SeekAnotherServer | Panic
 )

@@ -25,6 +25,7 @@ from .actions import (
     AdvisePoll,
     ClockAction,
     Panic,
+    SeekAnotherServer,
     SetErrorEstimate,
     SetFrequency,
     SetLeap,
@@ -61,6 +62,8 @@ __all__ = ["ClockController"]
 DRIFT_PRIOR_FLOOR = 1e-6  # a saved frequency is trusted to 1 ppm at best
 SYNC_TIMEOUT_POLLS = 8  # unsynchronized after this many of the longest poll intervals ...
 SYNC_TIMEOUT_MIN_S = 16  # ... but never sooner than this
+# An nts-pool member on a counted server is sent off to another at most this often.
+SEEK_SERVER_INTERVAL_S = 1024
 _DRIFT_KEYS = frozenset({"frequency", "frequency_uncertainty"})
 
 
@@ -119,6 +122,9 @@ class ClockController:
         self.messages: list[str] = []
         # The NTP server each nts-pool member was sent to by its key exchange ("addr:port").
         self._member_servers: dict[str, str] = {}
+        self._member_claims: dict[str, int] = {}  # when each member named its server
+        self._claims = 0
+        self._sought: dict[str, tuple[int, int]] = {}  # member: (claim, mono) last sent off
 
     def _parse(self, raw: object, sync: SynchronizationConfig) -> SavedState | DriftPrior | None:
         if isinstance(raw, Mapping) and set(raw) <= _DRIFT_KEYS:
@@ -180,13 +186,18 @@ class ClockController:
     def remove_source(self, source_id: str) -> None:
         self.sources.pop(source_id, None)
         self._member_servers.pop(source_id, None)
+        self._member_claims.pop(source_id, None)
+        self._sought.pop(source_id, None)
 
     def note_member_server(self, source_id: str, server: str | None) -> None:
         """The NTP server (``"address:port"``; None: none yet) an nts-pool member polls."""
         if server is None:
             self._member_servers.pop(source_id, None)
+            self._member_claims.pop(source_id, None)
         elif self._member_servers.get(source_id) != server:
             self._member_servers[source_id] = server
+            self._claims += 1
+            self._member_claims[source_id] = self._claims
             src = self.sources.get(source_id)
             if src is not None:
                 src.filter.reset()  # another server: what the filter learnt is not its
@@ -196,19 +207,34 @@ class ClockController:
 
         Every member of a pool makes its own key exchange with the same NTS-KE
         server, and may be sent to the same NTP server as another: counted twice,
-        one server would be a majority of two. The member with the lowest number
-        keeps it.
+        one server would be a majority of two. The member that named it first
+        keeps it: the server a member names is only its own word, and a
+        compromised member that names another's server later must silence
+        itself, not the member that was there before it.
         """
         me = nts_pool_member(source_id)
         server = self._member_servers.get(source_id)
         if me is None or server is None:
             return None
+        mine = self._member_claims[source_id]
         for other, other_server in self._member_servers.items():
             them = nts_pool_member(other)
             if (other_server == server and them is not None and them[0] == me[0]
-                    and them[1] < me[1] and other in self.sources):
+                    and self._member_claims[other] < mine and other in self.sources):
                 return other
         return None
+
+    def _may_seek_another(self, source_id: str, now_mono_ns: int) -> bool:
+        """Once per claim of a duplicate server, and not more often than
+        SEEK_SERVER_INTERVAL_S: a pool whose key exchange always names the same
+        server must not be asked again and again."""
+        claim = self._member_claims[source_id]
+        last = self._sought.get(source_id)
+        if last is not None and (last[0] == claim
+                                 or now_mono_ns - last[1] < SEEK_SERVER_INTERVAL_S * NS_PER_S):
+            return False
+        self._sought[source_id] = (claim, now_mono_ns)
+        return True
 
     # -- inputs ------------------------------------------------------------------
 
@@ -224,8 +250,11 @@ class ClockController:
         src.record(sample)
         duplicate = self.duplicate_of(sample.source_id)
         if duplicate is not None:
-            src.block(f"same NTP server ({self._member_servers[sample.source_id]}) as "
-                      f"{duplicate}: not counted twice")
+            why = (f"same NTP server ({self._member_servers[sample.source_id]}) as "
+                   f"{duplicate}: not counted twice")
+            src.block(why)
+            if self._may_seek_another(sample.source_id, now_mono_ns):
+                actions.append(SeekAnotherServer(sample.source_id, why))
         elif (sample.leap is LeapIndicator.UNSYNCHRONIZED
               or sample.stratum >= self.sync.local_stratum):
             src.block(

@@ -45,6 +45,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessTable",
     "SampleMsg",
+    "ServerAdvice",
     "ServerStats",
     "SourceEntry",
     "SourceSet",
@@ -90,6 +91,7 @@ class MsgType(enum.IntEnum):
     LOG_CONTROL = 15
     STEERING_BOUNDS = 16
     NTS_KEYSET = 17
+    SERVER_ADVICE = 18
 
 
 class Message(BaseModel):
@@ -185,6 +187,14 @@ class PollAdvice(Message):
     TYPE: ClassVar[MsgType] = MsgType.POLL_ADVICE
     source_id: Id
     poll_log2: PollLog2
+
+
+class ServerAdvice(Message):
+    """To an nts-pool member: its NTP server is counted already, make a new key exchange."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SERVER_ADVICE
+    source_id: Id
+    reason: Text = ""
 
 
 class SystemView(BaseModel):
@@ -439,5 +449,6 @@ REGISTRY: dict[MsgType, type[Message]] = {
         LogControl,
         SteeringBounds,
         NtsKeyset,
+        ServerAdvice,
     )
 }

@@ -19,6 +19,7 @@ from ntpd_py.core.actions import (
     AdvisePoll,
     ClockAction,
     Panic,
+    SeekAnotherServer,
     SetErrorEstimate,
     SetFrequency,
     SetLeap,
@@ -166,7 +167,7 @@ class SystemClock:
                 )
             case SetSynchronized(synchronized=synced):
                 self._set_status(0, STA_UNSYNC) if synced else self._set_status(STA_UNSYNC, 0)
-            case AdvisePoll() | Panic():
+            case AdvisePoll() | SeekAnotherServer() | Panic():
                 pass
 
     def view_sample(self, sample: Sample) -> Sample:

@@ -24,7 +24,14 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, assert_never
 
-from ntpd_py.core.actions import AdvisePoll, ClockAction, Panic, SetSynchronized, Step
+from ntpd_py.core.actions import (
+    AdvisePoll,
+    ClockAction,
+    Panic,
+    SeekAnotherServer,
+    SetSynchronized,
+    Step,
+)
 from ntpd_py.core.controller import ClockController
 from ntpd_py.core.controller_state import StepBounds
 from ntpd_py.core.events import Sample, SourceKind
@@ -53,6 +60,7 @@ from ntpd_py.ipc.messages import (
     ProcessInfo,
     ProcessTable,
     SampleMsg,
+    ServerAdvice,
     ServerStats,
     SourceEntry,
     SourceSet,
@@ -524,6 +532,11 @@ class ClockControlTask:
                     encode(PollAdvice(source_id=action.source_id, poll_log2=action.poll_log2)),
                     action.source_id.encode(),
                 )
+                continue
+            if isinstance(action, SeekAnotherServer):
+                self.bus.send(encode(ServerAdvice(source_id=action.source_id,
+                                                  reason=action.reason)),
+                              action.source_id.encode())
                 continue
             if isinstance(action, Panic):
                 decision = on_panic(self.panic_action, bool(self.steering_stopped))

@@ -37,6 +37,7 @@ from ntpd_py.core.ntp_client import (
 from ntpd_py.core.ntp_source_state import NtpSourceEvent, NtpSourceState, next_state
 from ntpd_py.core.nts_session import NtsSession, ReplyKind
 from ntpd_py.core.packet import refid_for_address
+from ntpd_py.core.worker_spec import nts_pool_member
 from ntpd_py.ipc.messages import (
     Message,
     MsgType,
@@ -44,6 +45,7 @@ from ntpd_py.ipc.messages import (
     PeerFailReason,
     PollAdvice,
     SampleMsg,
+    ServerAdvice,
     SourceStatus,
 )
 from ntpd_py.ipc.messages import Unreachable as UnreachableMsg
@@ -142,7 +144,8 @@ class NtpTask(WorkerBase):
 
     def step(self, now: Now) -> None:
         self.drain_link(lambda message, fds: self.close_fds(fds))
-        self.drain_bus({MsgType.POLL_ADVICE}, lambda m: self._advice(m, now), now)
+        self.drain_bus({MsgType.POLL_ADVICE, MsgType.SERVER_ADVICE},
+                       lambda m: self._advice(m, now), now)
         if (self.channel is None and self.state is not NtpSourceState.FAILED
                 and now.mono_ns >= self._resolve_at):
             self._resolve(now)
@@ -237,6 +240,13 @@ class NtpTask(WorkerBase):
     def _advice(self, message: Message, now: Now) -> None:
         if isinstance(message, PollAdvice) and message.source_id == self.worker_id:
             self._execute(self.client.advise_poll(message.poll_log2, now.mono_ns), now)
+            self.status_now()
+        elif (isinstance(message, ServerAdvice) and message.source_id == self.worker_id
+              and self.nts is not None and nts_pool_member(self.worker_id) is not None):
+            # clock-control counts this server already (another member of the pool
+            # polls it): a new key exchange may name another one
+            self._restart_key_exchange(now, f"a new key exchange for another server: "
+                                            f"{message.reason}")
             self.status_now()
 
     def _execute(self, actions: list[Any], now: Now) -> None:

@@ -12,6 +12,7 @@ from ntpd_py.core.actions import (
     AdvisePoll,
     ClockAction,
     Panic,
+    SeekAnotherServer,
     SetErrorEstimate,
     SetFrequency,
     SetLeap,
@@ -19,7 +20,7 @@ from ntpd_py.core.actions import (
     Step,
 )
 from ntpd_py.core.config import SynchronizationConfig
-from ntpd_py.core.controller import ClockController
+from ntpd_py.core.controller import SEEK_SERVER_INTERVAL_S, ClockController
 from ntpd_py.core.events import LeapIndicator, Sample, SourceKind
 from ntpd_py.core.sim.clock import LocalClockModel, LocalClockParams, SimClock
 from ntpd_py.core.snapshots import SelectionState
@@ -364,3 +365,50 @@ def test_nts_pool_members_sent_to_one_server_count_once() -> None:
     # member 1 goes away: member 2 is no longer anyone's duplicate
     h.ctl.remove_source(ids[0])
     assert h.ctl.duplicate_of(ids[1]) is None
+
+
+def test_a_member_naming_another_members_server_later_silences_itself() -> None:
+    """The server a member names is its own word: member 1, compromised, names member 2's
+    server after member 2 did. Member 1 is the duplicate, not member 2; and a member that
+    moves away and back names it anew (its earlier claim does not come back)."""
+    h = Harness(sync(**{"minimum-agreeing-sources": 1}))
+    one, two = "nts-pool:pool.example:4460#1", "nts-pool:pool.example:4460#2"
+    for sid in (one, two):
+        h.ctl.add_source(sid, SourceKind.NTP, poll_log2=4, poll_limits=(4, 6))
+    h.ctl.note_member_server(one, "192.0.2.1:123")
+    h.ctl.note_member_server(two, "192.0.2.2:123")
+    assert h.ctl.duplicate_of(one) is None and h.ctl.duplicate_of(two) is None
+    h.ctl.note_member_server(one, "192.0.2.2:123")
+    assert h.ctl.duplicate_of(two) is None
+    assert h.ctl.duplicate_of(one) == two
+    for _ in range(8):
+        for sid in (one, two):
+            h.sample(sid, SourceKind.NTP, delay=300e-6)
+        h.advance(2.0)
+    assert h.state(one) is SelectionState.UNUSABLE
+    assert h.state(two) in {SelectionState.SELECTED, SelectionState.COMBINED}
+    # member 1 is asked once for a new key exchange (8 of its samples were blocked)
+    sought = [a for a in h.log if isinstance(a, SeekAnotherServer)]
+    assert [a.source_id for a in sought] == [one] and two in sought[0].reason
+    # repeating the same server is not a new claim, and is not sent off again
+    h.ctl.note_member_server(one, "192.0.2.2:123")
+    assert h.ctl.duplicate_of(one) == two
+    h.sample(one, SourceKind.NTP, delay=300e-6)
+    assert sum(isinstance(a, SeekAnotherServer) for a in h.log) == 1
+    # member 2 moves away and back: now member 1 was there first; member 2 is sent
+    # off once, and member 1 on a new claim of its own only after SEEK_SERVER_INTERVAL_S
+    h.ctl.note_member_server(two, "192.0.2.9:123")
+    h.ctl.note_member_server(two, "192.0.2.2:123")
+    assert h.ctl.duplicate_of(two) == one and h.ctl.duplicate_of(one) is None
+    h.sample(two, SourceKind.NTP, delay=300e-6)
+    h.sample(two, SourceKind.NTP, delay=300e-6)
+    assert [a.source_id for a in h.log if isinstance(a, SeekAnotherServer)] == [one, two]
+    h.ctl.note_member_server(one, "192.0.2.3:123")
+    h.ctl.note_member_server(one, "192.0.2.2:123")
+    h.ctl.note_member_server(two, "192.0.2.8:123")
+    h.ctl.note_member_server(two, "192.0.2.2:123")  # member 2 newer again: 1 keeps it
+    h.sample(two, SourceKind.NTP, delay=300e-6)
+    assert [a.source_id for a in h.log if isinstance(a, SeekAnotherServer)] == [one, two]
+    h.advance(SEEK_SERVER_INTERVAL_S)
+    h.sample(two, SourceKind.NTP, delay=300e-6)
+    assert [a.source_id for a in h.log if isinstance(a, SeekAnotherServer)] == [one, two, two]

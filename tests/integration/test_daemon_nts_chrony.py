@@ -5,6 +5,7 @@ chronyd runs with -x (never steers) and is stopped by PID."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,8 @@ minimum-agreeing-sources = 1
 def test_daemon_nts_pool_counts_one_ntp_server_once(shared_dir: Path, pki: Pki) -> None:
     """`mode = "nts-pool"`, count 2, against one chronyd: each member makes its own key
     exchange (its own worker), both are sent to the same NTP server, and clock-control
-    counts that server once: member 1 is used, member 2 is shown as its duplicate."""
+    counts that server once: the member that named it first is used, the other is shown
+    as its duplicate."""
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
     body = f"""
 [[source]]
@@ -126,12 +128,14 @@ minimum-agreeing-sources = 1
                     return None
                 if first.get("authenticated", 0) < 2 or second.get("authenticated", 0) < 2:
                     return None
-                if first["state"] not in ("*", "+"):
-                    return None  # member 1 is used once its filter has its start-up samples
-                return document if "not counted twice" in second["detail"] else None
+                used = [m for m in (first, second) if m["state"] in ("*", "+")]
+                twice = [m for m in (first, second) if "not counted twice" in m["detail"]]
+                # one is used once its filter has its start-up samples
+                return document if len(used) == 1 and len(twice) == 1 else None
 
-            document = wait_for(settled, 60, "member 1 used, member 2 its duplicate")
-            first, second = sorted(document["sources"], key=lambda s: s["source_id"])
+            document = wait_for(settled, 60, "one member used, the other its duplicate")
+            first, second = sorted(document["sources"],
+                                   key=lambda s: "not counted twice" in s["detail"])
             assert second["state"] == "?", second
             assert f"127.0.0.1:{ntp_port}" in second["detail"]
             assert first["source_id"] in second["detail"]
@@ -140,3 +144,11 @@ minimum-agreeing-sources = 1
             assert pids.get(first["source_id"]) != pids.get(second["source_id"])
             text = daemon.ctl("status").stdout
             assert "not counted twice" in text
+            # the duplicate was asked once for a new key exchange; chronyd names the same
+            # server again, so it stays the duplicate and is not asked again
+            wait_for(lambda: "a new key exchange for another server" in daemon.log(), 20,
+                     "the duplicate's new key exchange")
+            time.sleep(3)
+            assert daemon.log().count("a new key exchange for another server") == 1
+            again = {s["source_id"]: s for s in daemon.status()["sources"]}  # type: ignore[index]
+            assert "not counted twice" in again[second["source_id"]]["detail"]
