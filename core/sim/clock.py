@@ -35,6 +35,10 @@ class LocalClockParams:
     wander: float = 0.0  # sigma of the per-second frequency random-walk step
     temperature_amplitude: float = 0.0  # s/s
     temperature_period_s: float = 86400.0
+    # sigma of the phase step each change of the frequency correction leaves behind:
+    # a kernel that carries a change out imperfectly (the QEMU TCG guest's does, by
+    # 20-35 ns a change whatever its size; tests/vm/freq_glitch.py)
+    frequency_change_noise_s: float = 0.0
 
 
 class LocalClockModel:
@@ -95,6 +99,7 @@ class SimClock:
         self._anchor_integral = 0.0
         self.correction = 0.0  # frequency correction in force (kernel sign)
         self.steps_ns = 0
+        self.frequency_changes = 0
 
     def _continuous(self, t_ns: int) -> float:
         gained = self.model.integrated(t_ns) - self._anchor_integral
@@ -117,6 +122,11 @@ class SimClock:
 
     def set_frequency(self, t_ns: int, freq: float) -> None:
         self._anchor_error = self._continuous(t_ns)
+        sigma = self.model.params.frequency_change_noise_s
+        if sigma and freq != self.correction:
+            self.frequency_changes += 1
+            self._anchor_error += rng.normal(self.model.seed, self.model.name, "freq-change",
+                                             self.frequency_changes, sigma)
         self._anchor_integral = self.model.integrated(t_ns)
         self._anchor_ns = t_ns
         self.correction = freq

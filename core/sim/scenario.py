@@ -102,6 +102,9 @@ class LocalClockSim(_Table):
     wander: Annotated[float, Field(ge=0.0, le=1e-5)] = 0.0
     temperature_amplitude: Annotated[float, Field(ge=0.0, le=1e-3)] = 0.0
     temperature_period: _Pos = 86400.0
+    # sigma (s) of the phase step the kernel leaves behind each time the frequency is
+    # changed (tests.vm.freq_glitch: about 20-35 ns in the QEMU TCG guest, 0 when held)
+    frequency_change_noise: Annotated[float, Field(ge=0.0, le=1e-3)] = 0.0
 
 
 class PhcSim(_Table):

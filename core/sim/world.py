@@ -198,6 +198,7 @@ def build_world(scenario: Scenario, seed: int) -> World:
         wander=lc.wander,
         temperature_amplitude=lc.temperature_amplitude,
         temperature_period_s=lc.temperature_period,
+        frequency_change_noise_s=lc.frequency_change_noise,
     )
     clock = SimClock(
         LocalClockModel(params, seed),

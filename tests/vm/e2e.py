@@ -230,6 +230,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--debug-log", action="store_true",
                         help="ntpd-py at log-level debug: every sample and its filter's "
                              "offset, frequency and wander in ntpd-py.log")
+    parser.add_argument("--algorithm", metavar="TOML",
+                        help="lines for ntpd-py's [synchronization.algorithm] (experiments), "
+                             "e.g. 'initial-wander = 1e-11'")
     parser.add_argument("--detune-via", choices=("tick", "freq"), help="default tick")
     parser.add_argument("--order", choices=("ntpd-py-first", "chrony-first"),
                         default="ntpd-py-first",
@@ -246,6 +249,8 @@ def main(argv: list[str]) -> int:
             plan = replace(plan, detune_via=args.detune_via)
         if args.debug_log:
             plan = replace(plan, log_level="debug")
+        if args.algorithm:
+            plan = replace(plan, algorithm=args.algorithm)
         plans[daemon] = plan
     if args.only:
         plans = {args.only: plans[args.only]}

@@ -53,6 +53,7 @@ class Plan:
     detune_ppm: float = 100.0
     detune_via: str = "tick"  # "tick": unseen by a daemon that writes only freq; or "freq"
     log_level: str = "info"  # ntpd-py's; "debug" logs every sample and its filter's state
+    algorithm: str = ""  # ntpd-py's [synchronization.algorithm] lines, for experiments
 
 
 def mono_ns() -> int:

@@ -40,7 +40,8 @@ NTP_ID = "ntp:127.0.0.1:11123"
 
 
 def config_text(precision_s: float, ntp_poll_max: int, port: int,
-                log_level: str = "info") -> str:
+                log_level: str = "info", algorithm: str = "") -> str:
+    extra = f"\n[synchronization.algorithm]\n{algorithm}\n" if algorithm else ""
     return f"""\
 [observability]
 log-level = "{log_level}"
@@ -66,7 +67,7 @@ state-dir = "{RUNTIME}-state"
 clock = "system"
 user = "nobody"
 group = "nogroup"
-"""
+{extra}"""
 
 
 def _mono() -> int:
@@ -129,7 +130,8 @@ class NtpdRun:
         floor = self.d.summary["floor"]
         precision = max(floor["sd_ns"], 1.0) * 1e-9
         self.d.summary["precision_s"] = precision
-        self.conf.write_text(config_text(precision, 2, 11123, self.d.plan.log_level))
+        self.conf.write_text(config_text(precision, 2, 11123, self.d.plan.log_level,
+                                           self.d.plan.algorithm))
         launch = self.d.event("launch", daemon="ntpd-py", precision_s=precision)
         self.d.summary["launch_mono"] = launch
         ntpd = str(Path(sys.executable).parent / "ntpd-py")
@@ -300,7 +302,7 @@ class NtpdRun:
         before = self.pids()
         offset = self.log.stat().st_size
         self.conf.write_text(config_text(self.d.summary["precision_s"], 3, 11123,
-                                         self.d.plan.log_level))
+                                         self.d.plan.log_level, self.d.plan.algorithm))
         _, record = self.fault("SIGHUP, NTP source poll limits changed")
         os.kill(self.d.procs["ntpd-py"].pid, signal.SIGHUP)
         _, after = self.wait_for("the reload", lambda: "reload done" in self.log_since(offset), 30)

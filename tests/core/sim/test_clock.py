@@ -100,3 +100,28 @@ def test_discipline_can_be_shared_between_copies_of_the_world() -> None:
     for t in (3 * S, 50 * S + 7):
         assert there.realtime_ns(t) == here.realtime_ns(t)
         assert there.mono_ns(t) == here.mono_ns(t)
+
+
+def test_a_frequency_change_leaves_a_phase_step_when_the_kernel_is_modelled_so() -> None:
+    """`frequency-change-noise`: each change of the correction (not a repeat of the same
+    value) moves the phase by a keyed normal draw; none by default."""
+    def world(noise: float) -> SimClock:
+        params = LocalClockParams(frequency_change_noise_s=noise)
+        return SimClock(LocalClockModel(params, seed=4), real_epoch_ns=0, mono_epoch_ns=0)
+
+    plain, glitchy, again = world(0.0), world(20e-9), world(20e-9)
+    jumps = []
+    for k in range(1, 401):
+        freq = 1e-9 * (k % 2)  # 0, 1 ppb, 0, ... : every call a change
+        for clock in (plain, glitchy, again):
+            before = clock.error(k * S)
+            clock.set_frequency(k * S, freq)
+            if clock is glitchy:
+                jumps.append(clock.error(k * S) - before)
+            else:
+                assert clock is again or clock.error(k * S) == before
+    assert glitchy.error(401 * S) == again.error(401 * S)  # repeatable per seed
+    assert statistics.pstdev(jumps) == pytest.approx(20e-9, rel=0.15)
+    before = glitchy.error(500 * S)
+    glitchy.set_frequency(500 * S, glitchy.correction)  # the same value: not a change
+    assert glitchy.error(500 * S) == before
