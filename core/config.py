@@ -499,9 +499,6 @@ SourceConfig = Annotated[
     Field(discriminator="mode"),
 ]
 SUPPORTED_MODES = ("server", "pool", "ptp", "nts", "nts-pool", "sock", "pps")
-# Parsed and validated, but refused by `ntpd-py run` (`ntpd-py validate` warns); see
-# Config.not_yet_supported(). Empty since nts-pool runs.
-NOT_YET_RUNNABLE_MODES: tuple[str, ...] = ()
 # ntpd-rs modes refused as "not supported yet" rather than as unknown.
 UNSUPPORTED_MODES = ("csptp",)
 # Modes whose keys are checked but which no worker runs yet: the whole file is refused
@@ -1026,16 +1023,6 @@ class Config(_Table):
             else:
                 total += 1
         return total
-
-    def not_yet_supported(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """NTS settings that validate but that `ntpd-py run` refuses until NTS is wired,
-        as (key path, message)."""
-        found: list[tuple[tuple[str | int, ...], str]] = []
-        for index, source in enumerate(self.source):
-            if source.mode in NOT_YET_RUNNABLE_MODES:
-                found.append((("source", index, "mode"),
-                              f'mode = "{source.mode}" is not supported yet by ntpd-py run'))
-        return found
 
     def control_socket_path(self) -> str:
         return control_socket_path(self.observability.observation_path, self.daemon.runtime_dir)

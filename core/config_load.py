@@ -54,15 +54,8 @@ MAX_VALUES = 20_000
 MAX_VALUE_CHARS = 120
 
 
-def load_config_text(
-    text: str, filename: str = "<config>", *, for_validate: bool = False
-) -> Config:
-    """Parse and validate a configuration document; raise ConfigError listing every issue.
-
-    NTS settings pass the schema but are refused (as "not supported yet") unless
-    ``for_validate``: `ntpd-py validate` accepts them and warns, `ntpd-py run`
-    refuses them until the NTS workers are wired (Config.not_yet_supported()).
-    """
+def load_config_text(text: str, filename: str = "<config>") -> Config:
+    """Parse and validate a configuration document; raise ConfigError listing every issue."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -83,13 +76,6 @@ def load_config_text(
         config = _validate(document, text, filename)
     except RecursionError:
         raise ConfigError([_too_deep(filename)]) from None
-    refused = config.not_yet_supported()
-    if refused and not for_validate:
-        lines = _safe_scan(text)
-        raise ConfigError([
-            ConfigIssue(filename, render_path(path), message, line_of(lines, path))
-            for path, message in refused
-        ])
     return config
 
 

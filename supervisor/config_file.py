@@ -57,7 +57,7 @@ _KINDS = {
 }
 
 
-def load_config_file(path: str | None, *, for_validate: bool = False) -> Config:
+def load_config_file(path: str | None) -> Config:
     """Load `path` (default `/etc/ntpd-py/ntp.toml`); raise ConfigError on any problem.
 
     Nothing else escapes: a file that makes the loader fail in an unforeseen way
@@ -67,8 +67,6 @@ def load_config_file(path: str | None, *, for_validate: bool = False) -> Config:
     path = path or DEFAULT_CONFIG_PATH
     text = _read_text(path)
     try:
-        if for_validate:
-            return load_config_text(text, path, for_validate=True)
         return load_config_text(text, path)
     except ConfigError:
         raise
@@ -81,11 +79,11 @@ def load_config_file(path: str | None, *, for_validate: bool = False) -> Config:
         ) from None
 
 
-def load_config_text(text: str, filename: str, *, for_validate: bool = False) -> Config:
+def load_config_text(text: str, filename: str) -> Config:
     """The core loader, imported on first use (its models are what ntpctl avoids)."""
     from ntpd_py.core.config_load import load_config_text as load
 
-    return load(text, filename, for_validate=for_validate)
+    return load(text, filename)
 
 
 def peek_control_paths(path: str | None) -> tuple[str, str]:
