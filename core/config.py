@@ -1057,6 +1057,11 @@ class Config(_Table):
                     "NTPv4 only and never offers the NTPv5 draft upgrade, so the source uses "
                     "NTPv4 (as ntpd-rs's auto does with a server that does not upgrade)"
                 )
+            if isinstance(source, _NtsSourceBase) and source.enable_srv_resolution:
+                notes.append(
+                    f"source[{index}].enable-srv-resolution = true is ignored: ntpd-py looks "
+                    f"up no SRV records; the key exchange goes to {source.address!r} as given"
+                )
         return notes
 
     def warnings(self) -> list[str]:

@@ -192,6 +192,10 @@ def test_refused_like_ntpd_rs(snippet: str, key: str, value: str | None, message
         (SERVER + 'ntp-version = "auto"\n', 'source[0].ntp-version = "auto"'),
         ('[[source]]\nmode = "pool"\naddress = "pool.example"\nntp-version = "auto"\n',
          'source[0].ntp-version = "auto"'),
+        ('[[source]]\nmode = "nts"\naddress = "nts.example"\nenable-srv-resolution = true\n',
+         "source[0].enable-srv-resolution = true"),
+        ('[[source]]\nmode = "nts-pool"\naddress = "pool.example"\ncount = 2\n'
+         'enable-srv-resolution = true\n', "source[0].enable-srv-resolution = true"),
     ],
 )
 def test_ignored_keys_are_named_in_a_warning(snippet: str, named: str) -> None:
@@ -210,6 +214,7 @@ def test_ignored_keys_are_named_in_a_warning(snippet: str, named: str) -> None:
         # implemented: a step is logged as a warning (true) or as information (false)
         "[synchronization]\nwarn-on-jump = false\n",
         "[synchronization]\nwarn-on-jump = true\n",
+        '[[source]]\nmode = "nts"\naddress = "nts.example"\nenable-srv-resolution = false\n',
     ],
 )
 def test_keys_that_act_as_in_ntpd_rs_do_not_warn(snippet: str) -> None:
