@@ -106,3 +106,41 @@ def test_window_calibration_takes_the_floor_phase_slope_and_corrects_every_daemo
     # 7 − slope·(580 − 500): the narrower-than-usual reading's error taken to the reference
     assert fig["mean_ns"] == pytest.approx(7 - cal.slope * 80, abs=1e-6)
     assert fig["sd_ns"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_daemons_config_takes_the_experiment_options() -> None:
+    """`e2e --debug-log --algorithm '…'`: ntpd-py's config in the guest carries both, and
+    loads (the run loader, as the daemon in the guest would)."""
+    import tomllib
+
+    from ntpd_py.core.config_load import load_config_text
+
+    from .e2e_ntpd import config_text
+
+    text = config_text(5e-8, 2, 11123, "debug", "initial-wander = 1e-11")
+    document = tomllib.loads(text)
+    assert document["observability"]["log-level"] == "debug"
+    assert document["synchronization"]["algorithm"] == {"initial-wander": 1e-11}
+    assert load_config_text(text).synchronization.algorithm.initial_wander == 1e-11
+    assert "algorithm" not in tomllib.loads(config_text(5e-8, 2, 11123))["synchronization"]
+
+
+def test_freq_glitch_reports_a_persistent_step_and_white_noise_apart() -> None:
+    """tests/vm/freq_glitch.py's figures: white noise has lag-1 step autocorrelation
+    near -0.5, a phase that only steps (and stays) near 0."""
+    from .freq_glitch import _report
+
+    rng = random.Random(3)
+    white = [rng.gauss(0.0, 5.0) for _ in range(400)]
+    steps, level = [], 0.0
+    for i in range(400):
+        if i % 2 == 0:
+            level += rng.gauss(0.0, 25.0)
+        steps.append(level)
+    white_line, step_line = _report("w", white), _report("s", steps)
+
+    def lag1(line: str) -> float:
+        return float(line.split("lag-1 autocorrelation of steps ")[1].split("\n")[0])
+
+    assert lag1(white_line) < -0.4 and abs(lag1(step_line)) < 0.2
+    assert "leftover phase sd" in white_line
