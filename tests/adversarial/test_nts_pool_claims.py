@@ -19,6 +19,7 @@ import pytest
 from tests.adversarial.conftest import Figures
 from tests.adversarial.test_identity import IMPOSTOR, Forked, _slot_path, _uid_of
 from tests.integration.daemon import Daemon, wait_for
+from tests.integration.test_daemon_nts_chrony import nts_pool_config
 from tests.integration.test_nts_chrony import chronyd_nts, pki, shared_dir, wait_for_ke
 from tests.ntp_helpers import free_udp_port, have, is_root
 from tests.nts_helpers import Pki, free_tcp_port
@@ -52,18 +53,7 @@ def _members(document: dict | None, ke_port: int) -> tuple[dict, dict] | None:  
 def test_a_member_naming_another_members_server_silences_only_itself(
         shared_dir: Path, pki: Pki, figures: Figures) -> None:
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
-    body = f"""
-[[source]]
-mode = "nts-pool"
-address = "127.0.0.1:{ke_port}"
-count = 2
-certificate-authority = "{pki.ca_cert}"
-poll-interval-limits = {{ min = 0, max = 6 }}
-initial-poll-interval = 0
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
+    body = nts_pool_config(ke_port, pki)
     one_id, two_id = f"nts-pool:127.0.0.1:{ke_port}#1", f"nts-pool:127.0.0.1:{ke_port}#2"
     with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
         wait_for_ke(ke_port, pki)

@@ -20,7 +20,23 @@ pytestmark = [
     pytest.mark.skipif(not (have("chronyd") and is_root()), reason="needs chronyd and root"),
 ]
 
-__all__ = ["pki", "shared_dir"]  # fixtures reused from test_nts_chrony
+__all__ = ["nts_pool_config", "pki", "shared_dir"]  # the fixtures: from test_nts_chrony
+
+
+def nts_pool_config(ke_port: int, pki: Pki) -> str:
+    """An nts-pool of 2 members against one local NTS-KE server, polling every second."""
+    return f"""
+[[source]]
+mode = "nts-pool"
+address = "127.0.0.1:{ke_port}"
+count = 2
+certificate-authority = "{pki.ca_cert}"
+poll-interval-limits = {{ min = 0, max = 6 }}
+initial-poll-interval = 0
+
+[synchronization]
+minimum-agreeing-sources = 1
+"""
 
 
 def test_daemon_nts_source_authenticates_against_chronyd(shared_dir: Path, pki: Pki) -> None:
@@ -102,18 +118,7 @@ def test_daemon_nts_pool_counts_one_ntp_server_once(shared_dir: Path, pki: Pki) 
     counts that server once: the member that named it first is used, the other is shown
     as its duplicate."""
     ntp_port, ke_port = free_udp_port(), free_tcp_port()
-    body = f"""
-[[source]]
-mode = "nts-pool"
-address = "127.0.0.1:{ke_port}"
-count = 2
-certificate-authority = "{pki.ca_cert}"
-poll-interval-limits = {{ min = 0, max = 6 }}
-initial-poll-interval = 0
-
-[synchronization]
-minimum-agreeing-sources = 1
-"""
+    body = nts_pool_config(ke_port, pki)
     with chronyd_nts(shared_dir / "chrony", pki, ntp_port, ke_port):
         wait_for_ke(ke_port, pki)
         with Daemon(body, clock="observe") as daemon:
