@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ntpd_py.core.config import (
     Config,
@@ -54,12 +55,19 @@ from ntpd_py.plumbing.scheduler import Now
 from ._udp import ClientChannel
 from .base import WorkerBase
 
+if TYPE_CHECKING:  # pyOpenSSL is loaded by NTS sources only, on their first exchange
+    from .nts_ke_client import KeSteps, KeWait
+
 __all__ = ["NtpTask", "client_settings"]
 
 RESOLVE_RETRY_NS = 30_000_000_000
-# A key exchange runs as one bounded step of the loop (no thread): it blocks the
-# worker for at most this long, which only delays this source's own polls.
+# A key exchange runs inside the worker's loop (a generator resumed when its socket
+# is ready; no thread), so the worker keeps answering its link and bus; it gives up
+# after this long.
 KE_TIMEOUT_S = 5.0
+# While a key exchange waits to write (a TCP connect in progress), the loop looks
+# again this often: its waits are on readable sockets only.
+KE_WRITE_RECHECK_NS = 5_000_000
 # Every source an NTP worker runs: plain, pool member, NTS, nts-pool member.
 NtpSourceConfig = ServerSourceConfig | PoolSourceConfig | NtsSourceConfig | NtsPoolSourceConfig
 KE_RETRY_MIN_NS = 10_000_000_000
@@ -111,6 +119,9 @@ class NtpTask(WorkerBase):
         self.nts: NtsSession | None = None
         self.ke_ca: str | None = None
         self._ke_backoff_ns = KE_RETRY_MIN_NS
+        self._ke: KeSteps | None = None  # a key exchange in progress
+        self._ke_wait: KeWait | None = None
+        self._ke_recheck_ns = 0  # when a write wait is looked at again
         if isinstance(source, NtsSourceConfig | NtsPoolSourceConfig):
             self.nts = NtsSession(os.urandom)
             self.ke_ca = source.certificate_authority
@@ -129,16 +140,24 @@ class NtpTask(WorkerBase):
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
+        self._abandon_key_exchange()
 
     def pollables(self) -> Sequence[Any]:
         items = self.base_pollables()
         if self.channel is not None and self.channel.fileno() >= 0:
             items.append(self.channel.fileno())
+        wait = self._ke_wait
+        if wait is not None and not wait.writable and wait.sock.fileno() >= 0:
+            items.append(wait.sock.fileno())
         return items
 
     def next_deadline_ns(self) -> int | None:
         candidates = [self.base_deadline(), self._deadline]
-        if self.channel is None and self.state is not NtpSourceState.FAILED:
+        wait = self._ke_wait
+        if wait is not None:
+            candidates.append(self._ke_recheck_ns if wait.writable
+                              else int(wait.deadline * 1e9) + 1)
+        elif self.channel is None and self.state is not NtpSourceState.FAILED:
             candidates.append(self._resolve_at)
         return min(c for c in candidates if c is not None)
 
@@ -187,17 +206,32 @@ class NtpTask(WorkerBase):
             self.channel.close()
         self.channel = None
         self._deadline = None
+        self._abandon_key_exchange()
         self._resolve_at = now.mono_ns
         self.detail = why
         self.limited.log(logging.INFO, "nts-rekey", now.mono_ns, "%s: %s", self.ke_host, why)
 
+    def _abandon_key_exchange(self) -> None:
+        if self._ke is not None:
+            self._ke.close()  # its socket closes with it
+        self._ke, self._ke_wait = None, None
+
     def _key_exchange(self, now: Now) -> bool:
-        """One bounded NTS-KE; False (and a retry scheduled with backoff) on failure."""
-        from .nts_ke_client import KeOutcome, key_exchange
+        """Start or go on with the NTS-KE; True once it succeeded, False while it runs or
+        after a failure (a retry scheduled with backoff)."""
+        from .nts_ke_client import KeOutcome, key_exchange_steps
 
         assert self.nts is not None
-        outcome = key_exchange(self.ke_host, self.ke_port, ca_file=self.ke_ca,
-                               timeout=KE_TIMEOUT_S)
+        if self._ke is None:
+            self._ke = key_exchange_steps(self.ke_host, self.ke_port, ca_file=self.ke_ca,
+                                          timeout=KE_TIMEOUT_S)
+        try:
+            self._ke_wait = self._ke.send(None)
+            self._ke_recheck_ns = time.monotonic_ns() + KE_WRITE_RECHECK_NS
+            return False  # waits for its socket
+        except StopIteration as done:
+            outcome = done.value
+        self._ke, self._ke_wait = None, None
         if not isinstance(outcome, KeOutcome):
             detail = f"NTS-KE with {self.ke_host}:{self.ke_port} failed: {outcome.detail}"
             if self.state in (NtpSourceState.STARTING, NtpSourceState.WAITING):

@@ -11,17 +11,21 @@ hostile server costs at most ``timeout`` seconds and a few KiB.
 The record logic is :mod:`ntpd_py.core.nts_ke_records`; this module moves bytes.
 :func:`key_exchange` returns a :class:`KeOutcome` or a
 :class:`~ntpd_py.core.nts_ke_records.KeFailure` (TRANSPORT for TLS, timeouts and
-sizes); it never raises for anything the network does.
+sizes); it never raises for anything the network does. :func:`key_exchange_steps` is
+the same exchange as a generator that yields where it would wait, so an NTP worker
+runs it inside its own loop and keeps answering its link and bus meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import select
 import socket
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 
 from ntpd_py.core.nts_cookies import NtsKeys
@@ -43,7 +47,8 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 
-__all__ = ["ALPN", "DEFAULT_TIMEOUT_S", "KeOutcome", "client_context", "key_exchange"]
+__all__ = ["ALPN", "DEFAULT_TIMEOUT_S", "KeOutcome", "KeSteps", "KeWait", "client_context",
+           "key_exchange", "key_exchange_steps"]
 
 ALPN = b"ntske/1"
 DEFAULT_TIMEOUT_S = 5.0
@@ -86,19 +91,25 @@ def client_context(ca_file: str | None = None) -> SSL.Context:
     return context
 
 
-def _wait(sock: socket.socket, writable: bool, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _Timeout
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT if writable else select.POLLIN)
-    if not poller.poll(remaining * 1000):
-        raise _Timeout
+@dataclass(frozen=True, slots=True)
+class KeWait:
+    """Where a key exchange in progress waits: ``sock`` readable (or writable) by
+    ``deadline`` (``time.monotonic()`` seconds), after which it fails as timed out."""
+
+    sock: socket.socket
+    writable: bool
+    deadline: float
 
 
-def _retrying(conn: SSL.Connection, sock: socket.socket, deadline: float,
-              action: str, data: bytes = b"") -> bytes | int | None:
+# Yields whenever it would block; returns the outcome.
+KeSteps = Generator[KeWait, None, "KeOutcome | KeFailure"]
+
+
+def _io(conn: SSL.Connection, sock: socket.socket, deadline: float, action: str,
+        data: bytes = b"") -> Generator[KeWait, None, bytes | int | None]:
     while True:
+        if time.monotonic() > deadline:
+            raise _Timeout
         try:
             if action == "handshake":
                 conn.do_handshake()
@@ -107,9 +118,32 @@ def _retrying(conn: SSL.Connection, sock: socket.socket, deadline: float,
                 return conn.send(data)
             return conn.recv(4096)
         except SSL.WantReadError:
-            _wait(sock, False, deadline)
+            yield KeWait(sock, False, deadline)
         except SSL.WantWriteError:
-            _wait(sock, True, deadline)
+            yield KeWait(sock, True, deadline)
+
+
+def _connect(host: str, port: int, deadline: float) -> Generator[KeWait, None, socket.socket]:
+    """A TCP connection, not blocking (the name lookup does, bounded by the resolver)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        error = sock.connect_ex(address)
+        while error in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            if time.monotonic() > deadline:
+                raise _Timeout
+            yield KeWait(sock, True, deadline)
+            poller = select.poll()  # poll, not select: the seccomp profiles allow poll
+            poller.register(sock, select.POLLOUT)
+            if poller.poll(0):
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _check_name(conn: SSL.Connection, host: str) -> None:
@@ -129,7 +163,31 @@ def key_exchange(
     timeout: float = DEFAULT_TIMEOUT_S,
     context: SSL.Context | None = None,
 ) -> KeOutcome | KeFailure:
-    """Run one key exchange with ``host``:``port``; the server's name must be ``host``."""
+    """Run one key exchange with ``host``:``port``, waiting here until it is done."""
+    steps = key_exchange_steps(host, port, ca_file=ca_file, timeout=timeout, context=context)
+    try:
+        wait = next(steps)
+        while True:
+            poller = select.poll()
+            poller.register(wait.sock, select.POLLOUT if wait.writable else select.POLLIN)
+            poller.poll(max(wait.deadline - time.monotonic(), 0.0) * 1000)
+            wait = steps.send(None)
+    except StopIteration as done:
+        result: KeOutcome | KeFailure = done.value
+        return result
+
+
+def key_exchange_steps(
+    host: str,
+    port: int,
+    *,
+    ca_file: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    context: SSL.Context | None = None,
+) -> KeSteps:
+    """One key exchange with ``host``:``port`` (the server's name must be ``host``), as a
+    generator: it yields a :class:`KeWait` whenever it would block, and its return value
+    is the outcome. A caller that gives up closes it (the socket goes with it)."""
     deadline = time.monotonic() + timeout
     try:
         ctx = context if context is not None else client_context(ca_file)
@@ -137,9 +195,7 @@ def key_exchange(
         return KeFailure(FailureKind.TRANSPORT, f"TLS setup: {exc}")
     sock: socket.socket | None = None
     try:
-        connect_s = max(deadline - time.monotonic(), 0.001)
-        sock = socket.create_connection((host, port), timeout=connect_s)
-        sock.setblocking(False)
+        sock = yield from _connect(host, port, deadline)
         # The request follows the handshake's last flight in a second small write:
         # with Nagle's algorithm it waits for the server's delayed ACK (40 ms).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,7 +205,7 @@ def key_exchange(
         except ValueError:
             conn.set_tlsext_host_name(host.encode("idna"))
         conn.set_connect_state()
-        _retrying(conn, sock, deadline, "handshake")
+        yield from _io(conn, sock, deadline, "handshake")
         if conn.get_protocol_version_name() != "TLSv1.3":
             return KeFailure(FailureKind.TRANSPORT, "not TLS 1.3")
         if conn.get_alpn_proto_negotiated() != ALPN:
@@ -158,14 +214,14 @@ def key_exchange(
         request = client_request()
         sent = 0
         while sent < len(request):
-            written = _retrying(conn, sock, deadline, "send", request[sent:])
+            written = yield from _io(conn, sock, deadline, "send", request[sent:])
             assert isinstance(written, int)
             sent += written
         buffer = bytearray()
         records = None
         while records is None:
             try:
-                chunk = _retrying(conn, sock, deadline, "recv")
+                chunk = yield from _io(conn, sock, deadline, "recv")
             except SSL.ZeroReturnError:
                 chunk = b""
             assert isinstance(chunk, bytes)
