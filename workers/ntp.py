@@ -225,6 +225,8 @@ class NtpTask(WorkerBase):
         if self._ke is None:
             self._ke = key_exchange_steps(self.ke_host, self.ke_port, ca_file=self.ke_ca,
                                           timeout=KE_TIMEOUT_S)
+            if self.state is NtpSourceState.STARTING:  # `ntpctl status` says what it waits for
+                self.detail = f"NTS-KE with {self.ke_host}:{self.ke_port} in progress"
         try:
             self._ke_wait = self._ke.send(None)
             self._ke_recheck_ns = time.monotonic_ns() + KE_WRITE_RECHECK_NS

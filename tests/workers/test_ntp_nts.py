@@ -98,6 +98,7 @@ def test_a_key_exchange_in_progress_does_not_block_the_loop(
         deadline = task.next_deadline_ns()
         assert deadline is not None and deadline <= int(wait.deadline * 1e9) + 1
         assert task.state is NtpSourceState.STARTING and task.channel is None
+        assert "in progress" in task._status().detail
         time.sleep(0.6)
         task._resolve(now)
         assert task._ke is None and task._ke_wait is None
