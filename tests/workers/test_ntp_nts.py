@@ -31,12 +31,17 @@ class _Bus:
         return None
 
 
-def test_failed_key_exchange_waits_with_reason_and_backs_off() -> None:
-    port = free_tcp_port()  # nothing listens: the connect is refused at once
+def _nts_task(port: int) -> NtpTask:
+    """An NTS source's task whose key exchange goes to 127.0.0.1:``port``."""
     config = load_config_text(f'[[source]]\nmode = "nts"\naddress = "127.0.0.1:{port}"\n')
     source = config.source[0]
-    task = NtpTask(config=config, source=source, worker_id="nts:x", peer=source.address,  # type: ignore[arg-type]
+    return NtpTask(config=config, source=source, worker_id="nts:x", peer=source.address,  # type: ignore[arg-type]
                    bus=_Bus(), link=None, log=logging.getLogger("test"))
+
+
+def test_failed_key_exchange_waits_with_reason_and_backs_off() -> None:
+    port = free_tcp_port()  # nothing listens: the connect is refused at once
+    task = _nts_task(port)
     try:
         now = Now(mono_ns=1_000_000_000, real_ns=0)
         _until_done(task, now)
@@ -72,10 +77,7 @@ def test_a_key_exchange_in_progress_does_not_block_the_loop(
     monkeypatch.setattr(ntp, "KE_TIMEOUT_S", 0.5)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = load_config_text(f'[[source]]\nmode = "nts"\naddress = "127.0.0.1:{port}"\n')
-    source = config.source[0]
-    task = NtpTask(config=config, source=source, worker_id="nts:x", peer=source.address,  # type: ignore[arg-type]
-                   bus=_Bus(), link=None, log=logging.getLogger("test"))
+    task = _nts_task(port)
     try:
         now = Now(mono_ns=1_000_000_000, real_ns=0)
         started = time.monotonic()
@@ -112,10 +114,7 @@ def test_a_key_exchange_in_progress_does_not_block_the_loop(
 def test_a_restarted_key_exchange_closes_the_one_in_progress() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = load_config_text(f'[[source]]\nmode = "nts"\naddress = "127.0.0.1:{port}"\n')
-    source = config.source[0]
-    task = NtpTask(config=config, source=source, worker_id="nts:x", peer=source.address,  # type: ignore[arg-type]
-                   bus=_Bus(), link=None, log=logging.getLogger("test"))
+    task = _nts_task(port)
     try:
         now = Now(mono_ns=1_000_000_000, real_ns=0)
         task._resolve(now)
