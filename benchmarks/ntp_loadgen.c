@@ -1,7 +1,7 @@
 /*
  * ntp_loadgen: closed-loop NTP request generator for benchmarks/server_throughput.py.
  *
- *   ntp_loadgen ADDRESS PORT SECONDS [SOCKETS [WINDOW [TEMPLATE]]]
+ *   ntp_loadgen ADDRESS PORT SECONDS [SOCKETS [WINDOW [TEMPLATE [MIN_REPLY]]]]
  *
  * Loopback only: the address must be in 127.0.0.0/8 or ::1 (checked). Opens
  * SOCKETS UDP sockets (distinct source ports, so a SO_REUSEPORT group spreads
@@ -17,7 +17,8 @@
  * TEMPLATE (benchmarks/nts.py): a file holding one whole request (an NTS request, up to
  * 1100 bytes) sent as it is, every time: its transmit timestamp is authenticated, so it
  * cannot be stamped per request. Its transmit must carry MAGIC in its top 32 bits so
- * that replies are recognised the same way.
+ * that replies are recognised the same way. MIN_REPLY: a reply shorter than this many
+ * bytes (an NTS NAK, or a plain reply to an NTS request) counts as "bad", not as a reply.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -77,6 +78,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    unsigned min_reply = argc > 7 ? (unsigned)atoi(argv[7]) : PKT;
     if (nsock < 1 || nsock > MAX_SOCKETS || window < 1 || window > MAX_BATCH || seconds <= 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
@@ -192,7 +194,7 @@ int main(int argc, char **argv)
                     unsigned char *p = rxbuf[k];
                     uint32_t magic;
                     memcpy(&magic, p + 24, 4);
-                    if (rxmsg[k].msg_len >= PKT && (p[0] & 7) == 4 && ntohl(magic) == MAGIC) {
+                    if (rxmsg[k].msg_len >= PKT && rxmsg[k].msg_len >= min_reply && (p[0] & 7) == 4 && ntohl(magic) == MAGIC) {
                         replies++;
                         if (p[1] == 0)
                             kod++;

@@ -13,15 +13,19 @@ our server-side NTS against the plain responder.
   send, receive, verify, take the new cookie) vs the same number of plain NTP
   exchanges; medians in microseconds.
 * Throughput with the C load generator (benchmarks/ntp_loadgen.c, a fixed NTS request
-  as its template): chronyd plain vs chronyd NTS, and benchmarks/nts_udp_loop.py (one
-  process, the plain responder with and without core/nts_server.py) plain vs NTS. NTS
-  is not wired into the daemon's server worker yet: the loop stands in for it.
+  as its template; with it only replies of an authenticated reply's length count, and
+  any other reply stops the run): chronyd plain vs chronyd NTS; the daemon's server
+  worker (`ntpd-py run`) plain vs NTS (the C engine, workers/_nts_fast.c; one of its
+  replies is then verified with the client's key); and benchmarks/nts_udp_loop.py (one
+  process, one request at a time through the Python reference, core/nts_server.py).
 * KE server memory: RSS of our KE server process idle, with ``--slow`` stalled TLS
   clients (ClientHello sent, then nothing), with twice as many attempts (the limit is
   ``--slow``) and after their deadline.
 * Server cost (in process, no sockets): core/nts_server.py judging a request and
   building its authenticated reply with 1 fresh cookie, against core/ntp_server.py's
-  plain ``Responder.respond``; requests/s of each and the ratio.
+  plain ``Responder.respond``; requests/s of each and the ratio; and the C engine
+  answering batches of 64 such requests (no session cache: every request is opened,
+  verified and sealed from its own cookie).
 
 chronyd and our KE server are stopped by PID at the end, also on errors. Loopback only;
 chronyd never steers (-x). Needs root (chronyd drops to _chrony) and Debian's chrony.
@@ -37,6 +41,7 @@ import shutil
 import socket
 import ssl
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -111,7 +116,7 @@ def nts_rtt_us(outcome: KeOutcome, count: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def server_cost(seconds: float) -> tuple[float, float]:
+def server_cost(seconds: float) -> tuple[float, float, float]:
     keyset = ServerKeySet.generate(os.urandom, 0)
     keys = NtsKeys(os.urandom(32), os.urandom(32))
     request = build_client_request(client_request(7, 4), os.urandom(32),
@@ -143,7 +148,33 @@ def server_cost(seconds: float) -> tuple[float, float]:
         authenticated_reply(bytes(out[:48]), verdict, keyset, os.urandom, len(request))
         assert length
 
-    return rate(plain_one), rate(nts_one)
+    return rate(plain_one), rate(nts_one), engine_rate(keyset, request, seconds)
+
+
+def engine_rate(keyset: ServerKeySet, request: bytes, seconds: float) -> float:
+    """requests/s of the C engine alone, batches of 64 (0 if it is not built)."""
+    try:
+        from ntpd_py.workers import _nts_fast
+    except ImportError:
+        return 0.0
+    n, stride = 64, 1104
+    engine = _nts_fast.Engine([(k.key_id, k.key) for k in keyset.keys])
+    data = bytearray(stride * n)
+    for k in range(n):
+        data[k * stride : k * stride + len(request)] = request
+    lengths = struct.pack(f"={n}i", *[len(request)] * n)
+    rx = struct.pack(f"={n}Q", *[0xE8FE_6F1C_0000_0000] * n)
+    templates = bytes(4 * 48) + bytes([0x24]) + bytes(47) + bytes(3 * 48)
+    out, verdicts = bytearray(stride * n), bytearray(n)
+    names, iov, hdr = bytearray(32 * n), bytearray(16 * n), bytearray(64 * n)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        random = os.urandom(_nts_fast.RANDOM_PER_REQUEST * n)
+        slots, _ = engine.serve(data, stride, lengths, rx, templates, out, stride, random, 0,
+                                verdicts, names, 32, 16, iov, hdr)
+        assert len(slots) == n and verdicts.count(_nts_fast.AUTHENTICATED) == n
+        count += n
+    return count / (time.perf_counter() - start)
 
 
 def stalled_client(port: int, ca: Path) -> ssl.SSLSocket:
@@ -211,24 +242,32 @@ def compile_loadgen(work: Path) -> Path:
     return binary
 
 
-def nts_template(work: Path, name: str, keys: NtsKeys, cookie: bytes) -> Path:
+def nts_template(work: Path, name: str, keys: NtsKeys, cookie: bytes,
+                 uid: bytes | None = None) -> Path:
     """One NTS request, sent as it is by the load generator (its transmit is signed)."""
-    request = build_client_request(client_request((MAGIC << 32) | 1, 4), os.urandom(32), cookie,
+    uid = uid or os.urandom(32)
+    request = build_client_request(client_request((MAGIC << 32) | 1, 4), uid, cookie,
                                    0, AesSivCmac256(keys.c2s), os.urandom(16))
     path = work / name
     path.write_bytes(request)
     return path
 
 
+# An authenticated reply with no cookie at all: header, uid echoed, authenticator.
+MIN_NTS_REPLY = 48 + 36 + 40
+
+
 def loadgen_rate(loadgen: Path, port: int, seconds: float, template: Path | None = None) -> float:
+    """replies/s; with an NTS template only authenticated-length replies count, any other
+    reply stops the benchmark (a NAK or plain reply must not pass for an NTS one)."""
     cmd = [str(loadgen), "127.0.0.1", str(port), str(seconds), "16", "32"]
     if template is not None:
-        cmd.append(str(template))
+        cmd += [str(template), str(MIN_NTS_REPLY)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
                             check=True)
     figures = json.loads(result.stdout)
-    if figures["kod"]:
-        raise SystemExit(f"kiss-o'-death replies from port {port}: {figures}")
+    if figures["kod"] or figures["bad"]:
+        raise SystemExit(f"kiss-o'-death or unexpected replies from port {port}: {figures}")
     return float(figures["replies_per_s"])
 
 
@@ -262,11 +301,26 @@ def throughput(work: Path, chrony: KeOutcome, seconds: float) -> list[str]:
                  f"{rates['daemon nts'] / rates['daemon plain']:.3f}, the daemon's NTS / "
                  f"chronyd NTS {rates['daemon nts'] / rates['chronyd NTS']:.2f}")
     ours = rates["our loop nts"]
-    lines.append(f"  ratios: our NTS / our plain {ours / rates['our loop plain']:.2f}"
+    lines.append(f"  ratios (the Python reference loop): our NTS / our plain "
+                 f"{ours / rates['our loop plain']:.2f}"
                  f", our NTS / chronyd NTS {ours / rates['chronyd NTS']:.2f}"
                  f", chronyd NTS / chronyd plain "
                  f"{rates['chronyd NTS'] / rates['chronyd plain']:.2f}")
     return lines
+
+
+def verify_one_reply(port: int, request: bytes, uid: bytes, keys: NtsKeys) -> None:
+    """The load generator only looks at lengths: check that the server's reply to the same
+    request verifies with the client's S2C key and carries a cookie that works."""
+    from ntpd_py.core.nts_extensions import open_server_reply
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(request, ("127.0.0.1", port))
+        reply = sock.recv(2048)
+    opened = open_server_reply(reply, uid, AesSivCmac256(keys.s2c))
+    if not opened.cookies:
+        raise SystemExit(f"the NTS reply from port {port} verified but carried no cookie")
 
 
 def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
@@ -284,7 +338,9 @@ def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
     daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
                                           f'[keyset]\nkey-storage-path = "{key_path}"\n'))
     keys = NtsKeys(os.urandom(32), os.urandom(32))
-    template = nts_template(work, "daemon.req", keys, keyset.make_cookie(keys, os.urandom(16)))
+    uid = os.urandom(32)
+    template = nts_template(work, "daemon.req", keys, keyset.make_cookie(keys, os.urandom(16)),
+                            uid)
     rates = {}
     with daemon:
         daemon.wait_running(["server"])
@@ -296,6 +352,7 @@ def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
         wait_for(synchronized, 30, "the daemon synchronized")
         rates["daemon plain"] = loadgen_rate(loadgen, port, seconds)
         rates["daemon nts"] = loadgen_rate(loadgen, port, seconds, template)
+        verify_one_reply(port, template.read_bytes(), uid, keys)
     daemon.cleanup()
     return rates
 
@@ -346,9 +403,10 @@ def main() -> int:
             slow_client_memory(pki.ca_cert, pki.server_cert, pki.server_key, args.slow)))
         print("replies/s, C load generator (16 sockets x 32 in flight), one process each:")
         print("\n".join(throughput(work, wait_ke(ke_port, pki.ca_cert), args.seconds)))
-        plain_rate, nts_rate = server_cost(args.seconds)
-        print(f"server cost in process   plain {plain_rate:9.0f} req/s   NTS {nts_rate:9.0f} "
-              f"req/s   ratio NTS/plain {nts_rate / plain_rate:.2f}")
+        plain_rate, nts_rate, engine = server_cost(args.seconds)
+        print(f"server cost in process   plain {plain_rate:9.0f} req/s   NTS (Python reference) "
+              f"{nts_rate:9.0f} req/s   ratio NTS/plain {nts_rate / plain_rate:.2f}   "
+              f"NTS (C engine, batches of 64) {engine:9.0f} req/s")
     finally:
         for proc in procs:
             proc.terminate()

@@ -5,7 +5,7 @@ ratio of their rates is the cost of NTS on our server path, not of the loop.
 
     python benchmarks/nts_udp_loop.py PORT plain|nts COOKIE_KEY_HEX
 
-Not the daemon's server worker (NTS is not wired into it yet): batching, rate
+Not the daemon's server worker (which answers NTS through the C engine): batching, rate
 limiting and privilege separation are left out of both modes alike.
 """
 

@@ -156,6 +156,7 @@ class Responder:
         self.malformed = self.wrong_mode = self.bad_version = 0
         self._state = state or ServerClockState.unsynchronized(-20)
         self._templates: list[bytes] = [b""] * 8
+        self._joined_templates = bytes(8 * HEADER_BYTES)
         self._by_first_byte: list[bytes | None] = [None] * 256
         self._template_start = 0
         self._template_expiry = 0  # forces a build on the first request
@@ -244,6 +245,16 @@ class Responder:
         ]
         self._template_start = first_rx
         self._template_expiry = expiry
+        self._joined_templates = b"".join(t or bytes(HEADER_BYTES) for t in self._templates)
+
+    def header_templates(self, first_rx: int, last_rx: int) -> bytes:
+        """The reply header for each NTP version (8 × 48 bytes; zeros where a version is
+        refused), valid for receive times in [``first_rx``, ``last_rx``]. For the C NTS
+        engine (workers/_nts_fast.c), which fills in poll, origin, receive and transmit
+        as :meth:`respond` does."""
+        if not (self._template_start <= first_rx and last_rx < self._template_expiry):
+            self._build_templates(first_rx, last_rx)
+        return self._joined_templates
 
     # -- kisses ---------------------------------------------------------------------
 

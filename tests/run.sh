@@ -30,7 +30,8 @@ fi
 
 # groff: tests/supervisor/test_manpages.py renders the man pages with groff -man.
 # gpsd, gpsd-clients: tests/integration/test_pps_guest.py (gpsd feeding a sock source).
-DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static
+# gcc, libssl-dev: the C NTS engine (workers/_nts_fast.c), built by the pip install below.
+DEBS=(chrony linuxptp ntpsec-ntpdig sntp libcap2-bin iproute2 tmux busybox-static gcc libssl-dev
       linux-image-amd64 python3-venv libseccomp2 gdb groff-base man-db lintian
       gpsd gpsd-clients)
 

@@ -41,8 +41,20 @@ from ntpd_py.core.packet import MAX_PACKET_BYTES
 from ntpd_py.core.units import NTP_UNIX_OFFSET_S as _OFFSET_S  # a short name for the hot path
 
 from ._udp import SCM_TIMESTAMPNS, enable_rx_timestamps
+from .random_pool import RandomPool
 
-__all__ = ["ServerBatchIO"]
+try:  # the C NTS engine, built by `pip install` (setup.py); see workers/_nts_fast.c
+    from . import _nts_fast
+except ImportError as _exc:  # pragma: no cover - a checkout that was never built
+    _nts_fast = None  # type: ignore[assignment]
+    NTS_FAST_UNAVAILABLE: str | None = f"the C NTS engine is not built ({_exc})"
+else:
+    NTS_FAST_UNAVAILABLE = None
+    # OpenSSL loads its configuration and providers on first use: do it now, while the
+    # worker starts, not after its seccomp filter is in place.
+    _nts_fast.siv_seal(bytes(32), b"", bytes(16), b"")
+
+__all__ = ["NTS_FAST_UNAVAILABLE", "ServerBatchIO"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
@@ -74,6 +86,24 @@ _CMSG_HDR = struct.Struct("=Qii")
 _TIMESPEC = struct.Struct("=qq")
 _IN_PKTINFO = struct.Struct("=QiiI4s4s4x")  # cmsghdr + ifindex, spec_dst, addr; CMSG_SPACE
 _IN6_PKTINFO = struct.Struct("=Qii16sI4x")  # cmsghdr + addr, ifindex; CMSG_SPACE
+
+
+_CONTROL_AT = 32  # msg_control, msg_controllen in struct mmsghdr
+_CONTROL = struct.Struct("=QQ")
+if _nts_fast is not None:
+    _PY, _AUTH, _NAK, _DROP = _nts_fast.PY, _nts_fast.AUTHENTICATED, _nts_fast.NAK, _nts_fast.DROP
+
+
+def _packer(n: int) -> struct.Struct:
+    return _u64_packers.get(n) or _u64_packers.setdefault(n, struct.Struct(f"={n}Q"))
+
+
+def _int_packer(n: int) -> struct.Struct:
+    return _i32_packers.get(n) or _i32_packers.setdefault(n, struct.Struct(f"={n}i"))
+
+
+_u64_packers: dict[int, struct.Struct] = {}
+_i32_packers: dict[int, struct.Struct] = {}
 
 
 def _is_wildcard(sock: socket.socket) -> bool:
@@ -146,7 +176,7 @@ class ServerBatchIO:
         self.responder = responder
         self.batch = batch
         self.family = sock.family
-        namelen = 28 if sock.family == socket.AF_INET6 else 16
+        namelen = self._namelen = 28 if sock.family == socket.AF_INET6 else 16
         self._addr_slice = (8, 24) if sock.family == socket.AF_INET6 else (4, 8)
         # Bound to a wildcard address, a reply must leave from the address the request
         # came to (the routing table may choose another one, which clients drop).
@@ -200,8 +230,23 @@ class ServerBatchIO:
         self.receive_errors = 0
         self.batches = 0
         # NTS (core/nts_server.NtsResponder): requests longer than 48 bytes are taken out
-        # of the batch and answered one by one (their replies differ in length).
+        # of the batch. The C engine answers the NTS ones in one call and one sendmmsg
+        # when no access list or rate limit needs a per-client decision; what it hands
+        # back, and everything when it cannot be used, is answered one by one here.
         self.nts: NtsResponder | None = None
+        self.nts_fast_batches = 0
+        self._engine: tuple[object, _nts_fast.Engine] | None = None  # (keyset, engine)
+        self._nts_buffers: tuple[bytearray, ...] | None = None
+        self._nts_random = RandomPool()
+
+    def nts_fast_path(self) -> str | None:
+        """None if NTS requests take the C engine, else why not (logged by the worker)."""
+        if NTS_FAST_UNAVAILABLE is not None:
+            return NTS_FAST_UNAVAILABLE
+        if self.responder.needs_client_address:
+            return ("an access list or rate limit decides per client address, which the "
+                    "C NTS engine does not")
+        return None
 
     def handle_ready(self, max_batches: int = 8) -> int:
         """Answer what is queued (up to ``max_batches`` full batches); return datagrams read."""
@@ -229,8 +274,11 @@ class ServerBatchIO:
         else:
             lengths, rx = self._lengths_and_timestamps(n)
         if self.nts is not None and max(lengths) > REPLY_BYTES:
-            lengths = self._serve_nts(lengths, rx, reply_cmsgs if self.pktinfo else None,
-                                      now_mono)
+            cmsgs = reply_cmsgs if self.pktinfo else None
+            if _nts_fast is not None and not self.responder.needs_client_address:
+                lengths = self._serve_nts_fast(n, lengths, rx, cmsgs)
+            if max(lengths) > REPLY_BYTES:
+                lengths = self._serve_nts(lengths, rx, cmsgs, now_mono)
         clients = None
         if self.responder.needs_client_address:
             a0, a1 = self._addr_slice
@@ -280,6 +328,68 @@ class ServerBatchIO:
             except OSError:
                 self.responder.response_send_errors += 1
         return left
+
+    def _serve_nts_fast(self, n: int, lengths: Sequence[int], rx: list[int],
+                        cmsgs: list[bytes] | None) -> list[int]:
+        """The batch's NTS requests through the C engine and one sendmmsg; their lengths
+        become -1. What the engine hands back (plain NTP with a trailer, NTPv3, a
+        refused version) keeps its length for the Python path."""
+        assert self.nts is not None and _nts_fast is not None
+        nts, plain = self.nts, self.responder
+        if self._engine is None or self._engine[0] is not nts.keyset:
+            # a new keyset object on each rotation (ServerTask.install_keyset)
+            self._engine = (nts.keyset, _nts_fast.Engine(
+                [(k.key_id, k.key) for k in nts.keyset.keys]))
+        if self._nts_buffers is None:
+            self._nts_buffers = (bytearray(_DATA * self.batch), bytearray(self.batch),
+                                 bytearray(_IOV.size * self.batch), bytearray(_HDR * self.batch),
+                                 bytearray(_IN6_PKTINFO.size * self.batch))
+        out, verdicts, iov, hdr, ctrl = self._nts_buffers
+        long_requests = sum(1 for length in lengths if length > REPLY_BYTES)
+        random = self._nts_random.peek(_nts_fast.RANDOM_PER_REQUEST * long_requests)
+        templates = plain.header_templates(min(rx), max(rx))
+        engine = self._engine[1]
+        slots, used = engine.serve(
+            self.data, _DATA, _int_packer(n).pack(*lengths), _packer(n).pack(*rx), templates,
+            out, _DATA, random, 0, verdicts, self.names, _NAME, self._namelen, iov, hdr)
+        del random
+        self._nts_random.advance(used)
+        self.nts_fast_batches += 1
+        v = verdicts[:n]
+        auth, nak, drop = v.count(_AUTH), v.count(_NAK), v.count(_DROP)
+        counts = nts.counts
+        counts["received"] += auth + nak + drop
+        counts["accepted"] += auth
+        counts["nak"] += nak
+        counts["dropped"] += drop
+        plain.received += auth + nak
+        plain.accepted += auth + nak
+        if drop:
+            for k in range(n):
+                if v[k] == _DROP:
+                    base = k * _DATA
+                    plain.count_dropped(self.data[base : base + lengths[k]], lengths[k])
+        if slots:
+            if cmsgs is not None:
+                ctrl_base = _addr(ctrl)
+                for j, k in enumerate(slots):
+                    cmsg = cmsgs[k]
+                    at = j * _IN6_PKTINFO.size
+                    ctrl[at : at + len(cmsg)] = cmsg
+                    _CONTROL.pack_into(hdr, j * _HDR + _CONTROL_AT,
+                                       ctrl_base + at if cmsg else 0, len(cmsg))
+            self._sendmmsg(_addr(hdr), len(slots))
+        return [length if code <= _PY else -1 for length, code in zip(lengths, v, strict=False)]
+
+    def _sendmmsg(self, hdr_ptr: int, count: int) -> None:
+        sent = 0
+        while sent < count:
+            n = _sendmmsg(self.fd, hdr_ptr + sent * _HDR, count - sent, 0)
+            if n <= 0:
+                # This reply failed (EPERM from a firewall, ENOBUFS, …): skip it.
+                self.responder.response_send_errors += 1
+                n = 1
+            sent += n
 
     def _lengths_and_timestamps(self, n: int) -> tuple[Sequence[int], list[int]]:
         """Datagram lengths and kernel receive times (NTP format) of a batch, in bulk."""
@@ -345,11 +455,4 @@ class ServerBatchIO:
         tx = (((ns + _OFFSET_S * 1_000_000_000) << 32) + 500_000_000) // 1_000_000_000
         tx &= 0xFFFF_FFFF_FFFF_FFFF
         stamp_transmit_batch(self.out, count, tx)
-        sent = 0
-        while sent < count:
-            n = _sendmmsg(self.fd, self._tx_ptr + sent * _HDR, count - sent, 0)
-            if n <= 0:
-                # This reply failed (EPERM from a firewall, ENOBUFS, …): skip it.
-                self.responder.response_send_errors += 1
-                n = 1
-            sent += n
+        self._sendmmsg(self._tx_ptr, count)

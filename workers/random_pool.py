@@ -19,7 +19,9 @@ BLOCK_BYTES = 4096
 
 
 class RandomPool:
-    """``pool(n)``: ``n`` fresh random bytes, as ``os.urandom(n)``."""
+    """``pool(n)``: ``n`` fresh random bytes, as ``os.urandom(n)``. For a consumer that
+    learns only afterwards how much it used (the C NTS engine): :meth:`peek` then
+    :meth:`advance`."""
 
     __slots__ = ("_block", "_buffer", "_position", "_source")
 
@@ -38,3 +40,16 @@ class RandomPool:
             self._buffer, start = self._source(self._block), 0
         self._position = start + count
         return self._buffer[start : start + count]
+
+    def peek(self, count: int) -> memoryview:
+        """At least ``count`` unused bytes, without using them up (see :meth:`advance`)."""
+        if len(self._buffer) - self._position < count:
+            # a larger block than one batch's worst case: most batches use a fraction
+            self._buffer, self._position = self._source(max(self._block, 8 * count)), 0
+        return memoryview(self._buffer)[self._position :]
+
+    def advance(self, count: int) -> None:
+        """Mark ``count`` bytes of the last :meth:`peek` used; they are never handed out again."""
+        if not 0 <= count <= len(self._buffer) - self._position:
+            raise ValueError(f"advance({count}) past the peeked bytes")
+        self._position += count

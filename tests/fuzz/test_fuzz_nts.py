@@ -136,3 +136,15 @@ def test_cookie_opening(cookie: bytes) -> None:
 def test_keyset_loader(data: bytes) -> None:
     with contextlib.suppress(KeysetError):
         ServerKeySet.from_bytes(data)
+
+
+@FUZZ
+@given(st.lists(st.one_of(mutated(REQUEST), st.binary(min_size=49, max_size=1100)), min_size=1,
+                max_size=6))
+def test_c_engine_agrees_with_the_reference(requests: list[bytes]) -> None:
+    """The C NTS engine (workers/_nts_fast.c) on hostile batches: same verdicts and reply
+    bytes as core/nts_server.py, nothing read or written outside its buffers (the
+    differential check of tests/workers/test_nts_fast.py)."""
+    from tests.workers.test_nts_fast import check_same
+
+    check_same(requests, KEYSET)

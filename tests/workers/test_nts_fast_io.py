@@ -1,0 +1,140 @@
+"""ServerBatchIO with NTS over real loopback sockets: a batch of mixed requests goes
+through the C engine and one sendmmsg (bound and wildcard sockets), what it hands back
+through the Python path, and a rate-limited server takes the Python path throughout;
+the replies verify on the client side and the counters match."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from ntpd_py.core.config import ServerConfig
+from ntpd_py.core.events import LeapIndicator
+from ntpd_py.core.ntp_server import Responder, ServerClockState
+from ntpd_py.core.nts_cookies import NtsKeys, ServerKeySet
+from ntpd_py.core.nts_extensions import (
+    AesSivCmac256,
+    build_client_request,
+    is_nts_nak,
+    open_server_reply,
+)
+from ntpd_py.core.nts_server import NtsResponder
+from ntpd_py.core.packet import client_request, parse
+from ntpd_py.workers._mmsg import NTS_FAST_UNAVAILABLE, ServerBatchIO
+from ntpd_py.workers._udp import open_server_socket
+from ntpd_py.workers.random_pool import RandomPool
+
+
+def test_the_engine_is_built() -> None:
+    assert NTS_FAST_UNAVAILABLE is None
+
+KEYS = NtsKeys(os.urandom(32), os.urandom(32))
+
+
+def _server(host: str, **config: object) -> tuple[ServerBatchIO, socket.socket, ServerKeySet]:
+    sock = open_server_socket(host, 0)
+    port = sock.getsockname()[1]
+    state = ServerClockState(True, LeapIndicator.NONE, 2, -20, 0.001, 0.001, 0x7F000001,
+                             (int(time.time()) + 2208988800) << 32)
+    responder = Responder(ServerConfig(listen=f"{host}:{port}", **config), state=state)
+    io = ServerBatchIO(sock, responder)
+    keyset = ServerKeySet.generate(os.urandom, 0)
+    io.nts = NtsResponder(responder, keyset, RandomPool())
+    return io, sock, keyset
+
+
+@pytest.fixture
+def client() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def _requests(keyset: ServerKeySet) -> list[tuple[str, bytes, bytes]]:
+    out = []
+    for i, placeholders in enumerate((0, 2, 7)):
+        uid = os.urandom(32)
+        cookie = keyset.make_cookie(KEYS, os.urandom(16))
+        out.append((f"nts{i}", uid, build_client_request(
+            client_request(1000 + i, 6), uid, cookie, placeholders, AesSivCmac256(KEYS.c2s),
+            os.urandom(16))))
+    uid = os.urandom(32)
+    stale = ServerKeySet.generate(os.urandom, 0).make_cookie(KEYS, os.urandom(16))
+    out.append(("nak", uid, build_client_request(client_request(2000, 6), uid, stale, 0,
+                                                  AesSivCmac256(KEYS.c2s), os.urandom(16))))
+    forged = bytearray(out[0][2])
+    forged[-3] ^= 1
+    out.append(("forged", out[0][1], bytes(forged)))
+    out.append(("plain", b"", client_request(3000, 6)))
+    out.append(("mac", b"", client_request(4000, 6) + bytes(20)))
+    return out
+
+
+def _exchange(io: ServerBatchIO, client: socket.socket, requests: list[tuple[str, bytes, bytes]],
+              target: tuple[str, int]) -> dict[int, bytes]:
+    for _, _, request in requests:
+        client.sendto(request, target)
+    time.sleep(0.05)  # all queued: one batch
+    assert select.select([io.fd], [], [], 2)[0]
+    io.handle_ready()
+    replies: dict[int, bytes] = {}
+    client.settimeout(0.5)
+    try:
+        while True:
+            data = client.recv(2048)
+            replies[parse(data[:48]).origin_ts] = data
+    except TimeoutError:
+        pass
+    return replies
+
+
+def _check(replies: dict[int, bytes], requests: list[tuple[str, bytes, bytes]]) -> None:
+    by_name = {name: (uid, request) for name, uid, request in requests}
+    for i, placeholders in enumerate((0, 2, 7)):
+        uid, request = by_name[f"nts{i}"]
+        reply = replies[1000 + i]
+        assert len(reply) <= len(request)
+        opened = open_server_reply(reply, uid, AesSivCmac256(KEYS.s2c))
+        assert len(opened.cookies) == 1 + placeholders
+    assert is_nts_nak(replies[2000], by_name["nak"][0])
+    assert len(replies[3000]) == 48 and len(replies[4000]) == 48
+    assert len(replies) == 6  # the forged one got nothing
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_mixed_batch_through_the_c_engine(host: str, client: socket.socket) -> None:
+    io, sock, keyset = _server(host)
+    try:
+        assert io.nts_fast_path() is None
+        requests = _requests(keyset)
+        replies = _exchange(io, client, requests, ("127.0.0.1", sock.getsockname()[1]))
+        _check(replies, requests)
+        assert io.nts_fast_batches == 1
+        assert io.nts is not None
+        assert io.nts.counters() == {"nts_received": 5, "nts_accepted": 3, "nts_denied": 0,
+                                     "nts_rate_limited": 0, "nts_nak": 1, "nts_dropped": 1}
+        counters = io.responder.counters()
+        assert counters["received"] == 7 and counters["accepted"] == 6
+        assert counters["malformed"] == 1  # the forged one
+    finally:
+        sock.close()
+
+
+def test_a_rate_limited_server_takes_the_python_path(client: socket.socket) -> None:
+    io, sock, keyset = _server("127.0.0.1", rate_limiting_cache_size=64,
+                               rate_limiting_cutoff_ms=1)
+    try:
+        assert io.nts_fast_path() is not None and "per client" in str(io.nts_fast_path())
+        requests = _requests(keyset)
+        replies = _exchange(io, client, requests, ("127.0.0.1", sock.getsockname()[1]))
+        assert io.nts_fast_batches == 0
+        # one client, a 1 ms cutoff: some are limited; whatever was answered verifies
+        assert replies and io.nts is not None
+        assert io.nts.counters()["nts_received"] == 5
+    finally:
+        sock.close()
