@@ -157,7 +157,7 @@ def engine_rate(keyset: ServerKeySet, request: bytes, seconds: float) -> float:
         from ntpd_py.workers import _nts_fast
     except ImportError:
         return 0.0
-    n, stride = 64, 1104
+    n, stride = 64, 1152
     engine = _nts_fast.Engine([(k.key_id, k.key) for k in keyset.keys])
     data = bytearray(stride * n)
     for k in range(n):
@@ -296,6 +296,9 @@ def throughput(work: Path, chrony: KeOutcome, seconds: float) -> list[str]:
             loop.terminate()
             loop.wait(5)
     rates.update(daemon_rates(loadgen, work, seconds))
+    rates.update(daemon_rates(
+        loadgen, work, seconds,
+        'allowlist = { filter = ["127.0.0.0/8"], action = "ignore" }\n', " allowlist"))
     lines = [f"  {name:16s} {rate:9.0f} replies/s" for name, rate in rates.items()]
     lines.append(f"  ratios: the daemon's NTS / its plain "
                  f"{rates['daemon nts'] / rates['daemon plain']:.3f}, the daemon's NTS / "
@@ -323,9 +326,12 @@ def verify_one_reply(port: int, request: bytes, uid: bytes, keys: NtsKeys) -> No
         raise SystemExit(f"the NTS reply from port {port} verified but carried no cookie")
 
 
-def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
+def daemon_rates(loadgen: Path, work: Path, seconds: float, server_extra: str = "",
+                 label: str = "") -> dict[str, float]:
     """replies/s of the real daemon's server worker (`ntpd-py run`, one server process,
-    simulated clock), plain and NTS, its keyset given in the file the cookies come from."""
+    simulated clock), plain and NTS, its keyset given in the file the cookies come from.
+    ``server_extra``: more keys for its [[server]] table (an allowlist: the per-client
+    decision the C engine's judging pass leaves to Python)."""
     from tests.adversarial.helpers import phc_config
     from tests.integration.daemon import Daemon, wait_for
 
@@ -336,6 +342,7 @@ def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
     key_path.write_bytes(keyset.to_bytes())
     key_path.chmod(0o600)
     daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
+                                          f'{server_extra}'
                                           f'[keyset]\nkey-storage-path = "{key_path}"\n'))
     keys = NtsKeys(os.urandom(32), os.urandom(32))
     uid = os.urandom(32)
@@ -350,8 +357,8 @@ def daemon_rates(loadgen: Path, work: Path, seconds: float) -> dict[str, float]:
                         .get("synchronized"))
 
         wait_for(synchronized, 30, "the daemon synchronized")
-        rates["daemon plain"] = loadgen_rate(loadgen, port, seconds)
-        rates["daemon nts"] = loadgen_rate(loadgen, port, seconds, template)
+        rates[f"daemon plain{label}"] = loadgen_rate(loadgen, port, seconds)
+        rates[f"daemon nts{label}"] = loadgen_rate(loadgen, port, seconds, template)
         verify_one_reply(port, template.read_bytes(), uid, keys)
     daemon.cleanup()
     return rates

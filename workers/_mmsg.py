@@ -231,8 +231,8 @@ class ServerBatchIO:
         self.batches = 0
         # NTS (core/nts_server.NtsResponder): requests longer than 48 bytes are taken out
         # of the batch. The C engine answers the NTS ones in one call and one sendmmsg
-        # when no access list or rate limit needs a per-client decision; what it hands
-        # back, and everything when it cannot be used, is answered one by one here.
+        # (with access lists or a rate limit, after a judging pass and the per-client
+        # decision in Python); what it hands back is answered one by one here.
         self.nts: NtsResponder | None = None
         self.nts_fast_batches = 0
         self._engine: tuple[object, _nts_fast.Engine] | None = None  # (keyset, engine)
@@ -241,12 +241,7 @@ class ServerBatchIO:
 
     def nts_fast_path(self) -> str | None:
         """None if NTS requests take the C engine, else why not (logged by the worker)."""
-        if NTS_FAST_UNAVAILABLE is not None:
-            return NTS_FAST_UNAVAILABLE
-        if self.responder.needs_client_address:
-            return ("an access list or rate limit decides per client address, which the "
-                    "C NTS engine does not")
-        return None
+        return NTS_FAST_UNAVAILABLE
 
     def handle_ready(self, max_batches: int = 8) -> int:
         """Answer what is queued (up to ``max_batches`` full batches); return datagrams read."""
@@ -275,8 +270,8 @@ class ServerBatchIO:
             lengths, rx = self._lengths_and_timestamps(n)
         if self.nts is not None and max(lengths) > REPLY_BYTES:
             cmsgs = reply_cmsgs if self.pktinfo else None
-            if _nts_fast is not None and not self.responder.needs_client_address:
-                lengths = self._serve_nts_fast(n, lengths, rx, cmsgs)
+            if _nts_fast is not None:
+                lengths = self._serve_nts_fast(n, lengths, rx, cmsgs, now_mono)
             if max(lengths) > REPLY_BYTES:
                 lengths = self._serve_nts(lengths, rx, cmsgs, now_mono)
         clients = None
@@ -319,21 +314,19 @@ class ServerBatchIO:
                                      now_mono, _transmit_ntp)
             if reply is None:
                 continue
-            ancillary = []
-            if cmsgs is not None and cmsgs[k]:
-                clen, level, kind = _CMSG_HDR.unpack_from(cmsgs[k])
-                ancillary = [(level, kind, cmsgs[k][_CMSG_HDR.size : clen])]
-            try:
-                self.sock.sendmsg([reply], ancillary, 0, _sockaddr(self.family, name))
-            except OSError:
-                self.responder.response_send_errors += 1
+            self._send_one(reply, name, cmsgs[k] if cmsgs is not None else b"")
         return left
 
     def _serve_nts_fast(self, n: int, lengths: Sequence[int], rx: list[int],
-                        cmsgs: list[bytes] | None) -> list[int]:
+                        cmsgs: list[bytes] | None, now_mono: int) -> list[int]:
         """The batch's NTS requests through the C engine and one sendmmsg; their lengths
         become -1. What the engine hands back (plain NTP with a trailer, NTPv3, a
-        refused version) keeps its length for the Python path."""
+        refused version) keeps its length for the Python path.
+
+        With an access list or a rate limit, the engine first only judges; each NTS
+        request then passes the plain responder's per-client decision as on the Python
+        path (a denied or limited one gets its unauthenticated kiss, an ignored one
+        nothing), and the engine answers the allowed ones."""
         assert self.nts is not None and _nts_fast is not None
         nts, plain = self.nts, self.responder
         if self._engine is None or self._engine[0] is not nts.keyset:
@@ -345,25 +338,35 @@ class ServerBatchIO:
                                  bytearray(_IOV.size * self.batch), bytearray(_HDR * self.batch),
                                  bytearray(_IN6_PKTINFO.size * self.batch))
         out, verdicts, iov, hdr, ctrl = self._nts_buffers
-        long_requests = sum(1 for length in lengths if length > REPLY_BYTES)
-        random = self._nts_random.peek(_nts_fast.RANDOM_PER_REQUEST * long_requests)
-        templates = plain.header_templates(min(rx), max(rx))
         engine = self._engine[1]
+        rx_packed = _packer(n).pack(*rx)
+        templates = plain.header_templates(min(rx), max(rx))
+        counts = nts.counts
+        policy = plain.needs_client_address
+        serve_lengths: Sequence[int] = lengths
+        if policy:
+            engine.serve(self.data, _DATA, _int_packer(n).pack(*lengths), rx_packed, templates,
+                         out, _DATA, b"", 0, verdicts, self.names, _NAME, self._namelen, iov,
+                         hdr, True)
+            judged = verdicts[:n]
+            serve_lengths = self._apply_policy(n, lengths, rx, judged, cmsgs, now_mono)
+        long_requests = sum(1 for length in serve_lengths if length > REPLY_BYTES)
+        random = self._nts_random.peek(_nts_fast.RANDOM_PER_REQUEST * long_requests)
         slots, used = engine.serve(
-            self.data, _DATA, _int_packer(n).pack(*lengths), _packer(n).pack(*rx), templates,
+            self.data, _DATA, _int_packer(n).pack(*serve_lengths), rx_packed, templates,
             out, _DATA, random, 0, verdicts, self.names, _NAME, self._namelen, iov, hdr)
         del random
         self._nts_random.advance(used)
         self.nts_fast_batches += 1
         v = verdicts[:n]
         auth, nak, drop = v.count(_AUTH), v.count(_NAK), v.count(_DROP)
-        counts = nts.counts
         counts["received"] += auth + nak + drop
         counts["accepted"] += auth
         counts["nak"] += nak
         counts["dropped"] += drop
-        plain.received += auth + nak
-        plain.accepted += auth + nak
+        if not policy:  # else respond() counted them in _apply_policy
+            plain.received += auth + nak
+            plain.accepted += auth + nak
         if drop:
             for k in range(n):
                 if v[k] == _DROP:
@@ -379,7 +382,58 @@ class ServerBatchIO:
                     _CONTROL.pack_into(hdr, j * _HDR + _CONTROL_AT,
                                        ctrl_base + at if cmsg else 0, len(cmsg))
             self._sendmmsg(_addr(hdr), len(slots))
+        if policy:
+            # what the judging pass skipped (plain 48-byte requests) or handed back
+            # goes on; every other slot is done
+            return [length if code <= _PY else -1
+                    for length, code in zip(lengths, judged, strict=False)]
         return [length if code <= _PY else -1 for length, code in zip(lengths, v, strict=False)]
+
+    def _apply_policy(self, n: int, lengths: Sequence[int], rx: list[int], judged: bytearray,
+                      cmsgs: list[bytes] | None, now_mono: int) -> list[int]:
+        """Access lists and rate limit for the judged NTS requests (authenticated or NAK):
+        the lengths of the allowed ones, -1 for every other slot. Drops are counted here."""
+        assert self.nts is not None
+        plain, counts = self.responder, self.nts.counts
+        a0, a1 = self._addr_slice
+        header = bytearray(REPLY_BYTES)
+        allowed = [-1] * n
+        for k in range(n):
+            code = judged[k]
+            length = lengths[k]
+            base = k * _DATA
+            if code == _DROP:
+                counts["received"] += 1
+                counts["dropped"] += 1
+                plain.count_dropped(self.data[base : base + length], length)
+                continue
+            if code != _AUTH and code != _NAK:
+                continue
+            name = bytes(self.names[k * _NAME : (k + 1) * _NAME])
+            denied, limited = plain.denied, plain.rate_limited
+            size = plain.respond(self.data[base : base + length], length, name[a0:a1], rx[k],
+                                 now_mono, header, nts=True)
+            if plain.denied != denied or plain.rate_limited != limited:
+                counts["received"] += 1
+                counts["denied" if plain.denied != denied else "rate_limited"] += 1
+                if size:
+                    self._send_one(bytes(header), name, cmsgs[k] if cmsgs else b"")
+            elif not size:
+                counts["received"] += 1
+                counts["dropped"] += 1  # an access list said "ignore"
+            else:
+                allowed[k] = length
+        return allowed
+
+    def _send_one(self, reply: bytes, name: bytes, cmsg: bytes) -> None:
+        ancillary = []
+        if cmsg:
+            clen, level, kind = _CMSG_HDR.unpack_from(cmsg)
+            ancillary = [(level, kind, cmsg[_CMSG_HDR.size : clen])]
+        try:
+            self.sock.sendmsg([reply], ancillary, 0, _sockaddr(self.family, name))
+        except OSError:
+            self.responder.response_send_errors += 1
 
     def _sendmmsg(self, hdr_ptr: int, count: int) -> None:
         sent = 0

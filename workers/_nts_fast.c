@@ -34,7 +34,7 @@
 
 #define HEADER 48
 #define MIN_EF 16
-#define MAX_PACKET (48 + 1024 + 24)
+#define MAX_PACKET (48 + 1024 + 68) /* core/packet.py MAX_PACKET_BYTES: NTPv3-style MACs too */
 #define UID_MIN 32
 #define NONCE 16
 #define TAG 16
@@ -467,7 +467,8 @@ static int get_buffer(PyObject *o, Py_buffer *b, int writable, const char *name,
 
 PyDoc_STRVAR(serve_doc,
 "serve(data, stride, lengths, rx, templates, out, out_stride, random, tx_ntp,\n"
-"      verdicts, names, name_stride, namelen, iov, hdr) -> (replies, random_used)\n\n"
+"      verdicts, names, name_stride, namelen, iov, hdr, judge_only=False)\n"
+"      -> (replies, random_used)\n\n"
 "Request k is data[k*stride:][:lengths[k]] (lengths: n int32; a slot of 48 bytes or\n"
 "less, or negative, is skipped), rx[k] its receive time (n uint64, NTP format),\n"
 "templates the plain responder's reply header per NTP version (8 x 48 bytes; a first\n"
@@ -476,16 +477,19 @@ PyDoc_STRVAR(serve_doc,
 "at out[k*out_stride:]; for the j-th reply iov[j] and hdr[j] (struct iovec, struct\n"
 "mmsghdr) are filled for sendmmsg, its address at names[k*name_stride:]. tx_ntp 0:\n"
 "read CLOCK_REALTIME for each reply. Returns the replying slots, in order, and how\n"
-"many random bytes were used (requests past the end of `random` are handed back).");
+"many random bytes were used (requests past the end of `random` are handed back).\n"
+"judge_only: verdicts only, no reply, no random bytes used (a server whose access\n"
+"lists or rate limit decide first; the allowed slots are then served again).");
 
 static PyObject *Engine_serve(Engine *self, PyObject *args) {
     PyObject *o_data, *o_lengths, *o_rx, *o_tmpl, *o_out, *o_random, *o_verdicts, *o_names,
         *o_iov, *o_hdr;
     Py_ssize_t stride, out_stride, name_stride, namelen;
     unsigned long long tx_ntp;
-    if (!PyArg_ParseTuple(args, "OnOOOOnOKOOnnOO", &o_data, &stride, &o_lengths, &o_rx, &o_tmpl,
-                          &o_out, &out_stride, &o_random, &tx_ntp, &o_verdicts, &o_names,
-                          &name_stride, &namelen, &o_iov, &o_hdr))
+    int judge_only = 0;
+    if (!PyArg_ParseTuple(args, "OnOOOOnOKOOnnOO|p", &o_data, &stride, &o_lengths, &o_rx,
+                          &o_tmpl, &o_out, &out_stride, &o_random, &tx_ntp, &o_verdicts,
+                          &o_names, &name_stride, &namelen, &o_iov, &o_hdr, &judge_only))
         return NULL;
     if (!self->ready || !self->keys) {
         PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
@@ -537,6 +541,7 @@ static PyObject *Engine_serve(Engine *self, PyObject *args) {
         unsigned char keys[COOKIE_PLAIN];
         if (!open_cookie(self, &r, keys)) {
             vbase[k] = V_NAK;
+            if (judge_only) continue;
             reply_len = nak_reply(d, &r, o, (size_t)out_stride);
         } else {
             unsigned char scratch[MAX_PACKET];
@@ -545,6 +550,11 @@ static PyObject *Engine_serve(Engine *self, PyObject *args) {
                              scratch)) {
                 OPENSSL_cleanse(keys, sizeof keys);
                 vbase[k] = V_DROP;
+                continue;
+            }
+            if (judge_only) {
+                OPENSSL_cleanse(keys, sizeof keys);
+                vbase[k] = V_AUTH;
                 continue;
             }
             size_t need = (2 + (size_t)r.placeholders) * NONCE;
@@ -597,7 +607,7 @@ static PyObject *siv_apply(PyObject *args, int seal) {
     unsigned char out[SCRATCH];
     if (key.len != KEY || ad.len > MAX_PACKET || nonce.len > MAX_PACKET
         || in.len > MAX_PACKET || (!seal && in.len < TAG)) {
-        PyErr_SetString(PyExc_ValueError, "a 32-byte key; inputs of at most 1096 bytes");
+        PyErr_SetString(PyExc_ValueError, "a 32-byte key; inputs of at most 1140 bytes");
     } else if (!siv_new(&s) || !siv_key(&s, key.buf)) {
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up AES-128");
     } else if (seal) {

@@ -139,7 +139,7 @@ def test_keyset_loader(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.lists(st.one_of(mutated(REQUEST), st.binary(min_size=49, max_size=1100)), min_size=1,
+@given(st.lists(st.one_of(mutated(REQUEST), st.binary(min_size=49, max_size=1152)), min_size=1,
                 max_size=6))
 def test_c_engine_agrees_with_the_reference(requests: list[bytes]) -> None:
     """The C NTS engine (workers/_nts_fast.c) on hostile batches: same verdicts and reply

@@ -1,7 +1,8 @@
 """ServerBatchIO with NTS over real loopback sockets: a batch of mixed requests goes
 through the C engine and one sendmmsg (bound and wildcard sockets), what it hands back
-through the Python path, and a rate-limited server takes the Python path throughout;
-the replies verify on the client side and the counters match."""
+through the Python path; with access lists or a rate limit the engine judges, the
+plain responder decides per client, and the result is the Python path's. The replies
+verify on the client side and the counters match."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from ntpd_py.core.config import ServerConfig
+from ntpd_py.core.config import FilterList, ServerConfig
 from ntpd_py.core.events import LeapIndicator
 from ntpd_py.core.ntp_server import Responder, ServerClockState
 from ntpd_py.core.nts_cookies import NtsKeys, ServerKeySet
@@ -24,6 +25,7 @@ from ntpd_py.core.nts_extensions import (
 )
 from ntpd_py.core.nts_server import NtsResponder
 from ntpd_py.core.packet import client_request, parse
+from ntpd_py.workers import _mmsg
 from ntpd_py.workers._mmsg import NTS_FAST_UNAVAILABLE, ServerBatchIO
 from ntpd_py.workers._udp import open_server_socket
 from ntpd_py.workers.random_pool import RandomPool
@@ -125,16 +127,40 @@ def test_a_mixed_batch_through_the_c_engine(host: str, client: socket.socket) ->
         sock.close()
 
 
-def test_a_rate_limited_server_takes_the_python_path(client: socket.socket) -> None:
-    io, sock, keyset = _server("127.0.0.1", rate_limiting_cache_size=64,
-                               rate_limiting_cutoff_ms=1)
-    try:
-        assert io.nts_fast_path() is not None and "per client" in str(io.nts_fast_path())
-        requests = _requests(keyset)
-        replies = _exchange(io, client, requests, ("127.0.0.1", sock.getsockname()[1]))
-        assert io.nts_fast_batches == 0
-        # one client, a 1 ms cutoff: some are limited; whatever was answered verifies
-        assert replies and io.nts is not None
-        assert io.nts.counters()["nts_received"] == 5
-    finally:
-        sock.close()
+POLICIES = {
+    "rate limit": {"rate_limiting_cache_size": 64, "rate_limiting_cutoff_ms": 60_000},
+    "denylist, deny": {"denylist": FilterList(filter=["127.0.0.0/8"], action="deny")},
+    "allowlist, ignore": {"allowlist": FilterList(filter=["10.0.0.0/8"], action="ignore")},
+    "allowlist, allowed": {"allowlist": FilterList(filter=["127.0.0.1/32"], action="deny")},
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_access_lists_and_rate_limit_decide_as_on_the_python_path(
+        policy: str, client: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's judging pass, then the per-client decision: the same replies (kind and
+    length) and the same counters as the Python path for the same batch."""
+    results = []
+    for engine in (True, False):
+        if not engine:
+            monkeypatch.setattr(_mmsg, "_nts_fast", None)
+        io, sock, keyset = _server("127.0.0.1", **POLICIES[policy])
+        try:
+            requests = _requests(keyset)
+            replies = _exchange(io, client, requests, ("127.0.0.1", sock.getsockname()[1]))
+            assert io.nts is not None
+            assert io.nts_fast_batches == (1 if engine else 0)
+            kinds = {origin: (len(r), r[1], r[12:16]) for origin, r in replies.items()}
+            results.append((kinds, io.nts.counters(), io.responder.counters()))
+        finally:
+            sock.close()
+    assert results[0] == results[1]
+    kinds, nts_counters, _ = results[0]
+    if policy == "rate limit":  # the first request passes, the others get RATE
+        assert nts_counters["nts_rate_limited"] >= 3
+    elif policy == "denylist, deny":
+        assert nts_counters["nts_denied"] == 4 and all(k[1] == 0 for k in kinds.values())
+    elif policy == "allowlist, ignore":
+        assert not kinds and nts_counters["nts_dropped"] == 5
+    else:
+        assert nts_counters["nts_accepted"] == 3 and nts_counters["nts_nak"] == 1
