@@ -235,7 +235,8 @@ class ServerBatchIO:
         # decision in Python); what it hands back is answered one by one here.
         self.nts: NtsResponder | None = None
         self.nts_fast_batches = 0
-        self._engine: tuple[object, _nts_fast.Engine] | None = None  # (keyset, engine)
+        # (keyset, its primary key id, the engine holding its keys)
+        self._engine: tuple[object, int, _nts_fast.Engine] | None = None
         self._nts_buffers: tuple[bytearray, ...] | None = None
         self._nts_random = RandomPool()
 
@@ -329,16 +330,19 @@ class ServerBatchIO:
         nothing), and the engine answers the allowed ones."""
         assert self.nts is not None and _nts_fast is not None
         nts, plain = self.nts, self.responder
-        if self._engine is None or self._engine[0] is not nts.keyset:
-            # a new keyset object on each rotation (ServerTask.install_keyset)
-            self._engine = (nts.keyset, _nts_fast.Engine(
-                [(k.key_id, k.key) for k in nts.keyset.keys]))
+        keyset = nts.keyset
+        if (self._engine is None or self._engine[0] is not keyset
+                or self._engine[1] != keyset.primary.key_id):
+            # a new keyset object (ServerTask.install_keyset), or the same one rotated in
+            # place (--single-process): a rotation always brings a new primary key id
+            self._engine = (keyset, keyset.primary.key_id, _nts_fast.Engine(
+                [(k.key_id, k.key) for k in keyset.keys]))
         if self._nts_buffers is None:
             self._nts_buffers = (bytearray(_DATA * self.batch), bytearray(self.batch),
                                  bytearray(_IOV.size * self.batch), bytearray(_HDR * self.batch),
                                  bytearray(_IN6_PKTINFO.size * self.batch))
         out, verdicts, iov, hdr, ctrl = self._nts_buffers
-        engine = self._engine[1]
+        engine = self._engine[2]
         rx_packed = _packer(n).pack(*rx)
         templates = plain.header_templates(min(rx), max(rx))
         counts = nts.counts

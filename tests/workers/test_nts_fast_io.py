@@ -164,3 +164,26 @@ def test_access_lists_and_rate_limit_decide_as_on_the_python_path(
         assert not kinds and nts_counters["nts_dropped"] == 5
     else:
         assert nts_counters["nts_accepted"] == 3 and nts_counters["nts_nak"] == 1
+
+
+def test_a_keyset_rotated_in_place_reaches_the_engine(client: socket.socket) -> None:
+    """--single-process rotates the one keyset object in place: the engine must follow
+    (cookies of the new primary authenticate, and fresh cookies use it)."""
+    io, sock, keyset = _server("127.0.0.1")
+    target = ("127.0.0.1", sock.getsockname()[1])
+    try:
+        requests = _requests(keyset)
+        _check(_exchange(io, client, requests, target), requests)
+        old_id = keyset.primary.key_id
+        keyset.rotation_interval_ns = 0
+        assert keyset.rotate_if_due(1, os.urandom) and keyset.primary.key_id != old_id
+        uid = os.urandom(32)
+        request = build_client_request(client_request(1000, 6), uid,
+                                       keyset.make_cookie(KEYS, os.urandom(16)), 0,
+                                       AesSivCmac256(KEYS.c2s), os.urandom(16))
+        reply = _exchange(io, client, [("new", uid, request)], target)[1000]
+        opened = open_server_reply(reply, uid, AesSivCmac256(KEYS.s2c))
+        assert opened.cookies[0][:4] == keyset.primary.key_id.to_bytes(4, "big")
+        assert io.nts is not None and io.nts.counters()["nts_nak"] == 1  # the first batch's
+    finally:
+        sock.close()
