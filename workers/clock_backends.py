@@ -44,9 +44,23 @@ __all__ = [
 
 MAX_FREQ = 500e-6  # the kernel's limit, s/s
 
+# After a frequency change the kernel reaches the new rate by switching its clocksource
+# multiplier between two neighbouring values at each timekeeping update; on an idle
+# tickless (NOHZ) machine updates can be a second apart, and the clock then runs that
+# long on one multiplier. In the QEMU guest each change left a 20-27 ns phase error
+# that way (tests/vm/freq_glitch.py: ±5 ppb changes every second, leftover phase sd
+# 25.7 ns; the same changes with the frequency written again every 50 ms, 9.9 ns;
+# held, 4.6 ns). Writing the same frequency makes the kernel update its timekeeping
+# (as a tick would): so for a while after each change the system backend rewrites it.
+FREQUENCY_REFRESH_NS = 50_000_000
+FREQUENCY_REFRESH_WINDOW_NS = 2_000_000_000
+
 
 class ClockBackend(Protocol):
     name: ClockBackendName
+    # Rewrite the frequency this often for FREQUENCY_REFRESH_WINDOW_NS after each change
+    # (None: never; only the kernel's clock needs it).
+    refresh_interval_ns: int | None
 
     def take_control(self) -> None: ...
 
@@ -114,6 +128,7 @@ class SystemClock:
     """clock_adjtime on CLOCK_REALTIME (or on a PHC's dynamic clock id)."""
 
     name: ClockBackendName = "system"
+    refresh_interval_ns: int | None = FREQUENCY_REFRESH_NS
 
     def __init__(self, clock_id: int = time.CLOCK_REALTIME) -> None:
         refusal = system_clock_refusal()
@@ -181,6 +196,7 @@ class ObserveClock:
     """Steers nothing: keeps a virtual correction over the free-running real clock."""
 
     name: ClockBackendName = "observe"
+    refresh_interval_ns: int | None = None
 
     def __init__(self) -> None:
         self._base_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -251,6 +267,7 @@ class SimulatedClock:
     """Steers the shared simulated clock of `clock = "simulated"`."""
 
     name: ClockBackendName = "simulated"
+    refresh_interval_ns: int | None = None
 
     def __init__(self, sim: SimClock) -> None:
         self._sim = sim

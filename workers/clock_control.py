@@ -29,6 +29,7 @@ from ntpd_py.core.actions import (
     ClockAction,
     Panic,
     SeekAnotherServer,
+    SetFrequency,
     SetSynchronized,
     Step,
 )
@@ -72,7 +73,7 @@ from ntpd_py.plumbing.scheduler import Now
 
 from .base import RIDE_ALONG_NS
 from .bus_guard import BusGuard, TokenBucket
-from .clock_backends import ClockBackend
+from .clock_backends import FREQUENCY_REFRESH_WINDOW_NS, ClockBackend
 from .state_store import StateStore
 from .status_view import build_clock_state, summary_line
 
@@ -169,6 +170,11 @@ class ClockControlTask:
         self.warn_on_jump = True
         self.steering_stopped = ""
         self._sent_bounds: StepBounds | None = None
+        # The last frequency set, rewritten until _refresh_until (clock_backends.py:
+        # FREQUENCY_REFRESH_NS, why).
+        self._frequency: SetFrequency | None = None
+        self._next_refresh = 0
+        self._refresh_until = 0
         # Opens and closes the per-worker bus endpoints a SourceSet names (roles.py).
         self.on_slots: Callable[[SourceSet, list[int]], None] | None = None
 
@@ -185,6 +191,7 @@ class ClockControlTask:
     def next_deadline_ns(self) -> int | None:
         timer = self.controller.next_timer_mono_ns()
         deadlines = [
+            self._next_refresh if self._frequency is not None else None,
             self._next_publish + PUBLISH_LATE_NS,
             self._next_heartbeat if self.link else None,
             None if timer is None else max(timer, self._timer_held_until),
@@ -192,6 +199,8 @@ class ClockControlTask:
         return min(d for d in deadlines if d is not None)
 
     def step(self, now: Now) -> None:
+        if self._frequency is not None and now.mono_ns >= self._next_refresh:
+            self._refresh_frequency(now)
         self.limited.flush(now.mono_ns)
         self._drain_link(now)
         self._drain_bus(now)
@@ -218,6 +227,19 @@ class ClockControlTask:
             summary = summary_line(self.last_state) if self.last_state else ""
             self.link.send(Heartbeat(worker_id=self.name, mono_ns=now.mono_ns, status=summary))
             self._next_heartbeat = now.mono_ns + HEARTBEAT_INTERVAL_NS
+
+    def _refresh_frequency(self, now: Now) -> None:
+        interval = getattr(self.backend, "refresh_interval_ns", None)
+        if (self._frequency is None or not interval or self.steering_stopped
+                or now.mono_ns >= self._refresh_until):
+            self._frequency = None
+            return
+        try:
+            self.backend.apply(self._frequency)
+        except OSError as exc:
+            self.limited.log(logging.WARNING, "frequency-refresh", now.mono_ns,
+                             "writing the clock's frequency again failed: %s", exc)
+        self._next_refresh = now.mono_ns + interval
 
     def _internal_error(self, what: str, exc: Exception, now: Now) -> None:
         reason = f"internal:{type(exc).__name__}"
@@ -559,6 +581,12 @@ class ClockControlTask:
             else:
                 self.log.debug("clock action: %s", action)
             self.backend.apply(action)
+            # a test's stand-in backend may not say: then no rewrites
+            interval = getattr(self.backend, "refresh_interval_ns", None)
+            if isinstance(action, SetFrequency) and interval:
+                self._frequency = action
+                self._next_refresh = now.mono_ns + interval
+                self._refresh_until = now.mono_ns + FREQUENCY_REFRESH_WINDOW_NS
         if any(isinstance(a, Step | SetSynchronized) for a in actions):
             self._dirty = True  # publish at once: servers must not serve a stale state
         if actions:

@@ -409,3 +409,45 @@ def test_debug_log_has_each_sample_and_its_filter_state(caplog) -> None:  # type
         ptp.send(encode(_sample(PTP, SourceKind.PTP, _now())))
         task.step(_now())
     assert not [r for r in caplog.records if r.getMessage().startswith("sample ")]
+
+
+class _RecordingClock(ObserveClock):
+    """The observe backend, recording what it is told, with the system backend's rewrite
+    interval (the kernel's clock is never touched in tests)."""
+
+    refresh_interval_ns = 50_000_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[object] = []
+
+    def apply(self, action) -> None:  # type: ignore[no-untyped-def]
+        self.applied.append(action)
+        super().apply(action)
+
+
+def test_a_new_frequency_is_written_again_every_50_ms_for_two_seconds() -> None:
+    from ntpd_py.core.actions import SetFrequency
+    from ntpd_py.workers.clock_backends import FREQUENCY_REFRESH_WINDOW_NS
+
+    _, task = _task()
+    clock = _RecordingClock()
+    task.backend = clock
+    start = _now()
+    task._apply([SetFrequency(freq=3e-6)], start)
+    deadline = task.next_deadline_ns()
+    assert deadline is not None and deadline <= start.mono_ns + 50_000_000
+    rewrites = 0
+    t = start.mono_ns
+    while t < start.mono_ns + FREQUENCY_REFRESH_WINDOW_NS + 200_000_000:
+        t += 10_000_000
+        task.step(Now(mono_ns=t, real_ns=start.real_ns + (t - start.mono_ns)))
+        rewrites = sum(1 for a in clock.applied if a == SetFrequency(freq=3e-6)) - 1
+    assert 38 <= rewrites <= 40  # every 50 ms for 2 s, then no more
+    assert task._frequency is None
+    # a stopped steering is left alone
+    task._apply([SetFrequency(freq=1e-6)], Now(mono_ns=t, real_ns=start.real_ns))
+    task.steering_stopped = "panic"
+    before = len(clock.applied)
+    task.step(Now(mono_ns=t + 60_000_000, real_ns=start.real_ns))
+    assert len(clock.applied) == before and task._frequency is None
