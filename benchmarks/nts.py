@@ -332,18 +332,11 @@ def daemon_rates(loadgen: Path, work: Path, seconds: float, server_extra: str = 
     simulated clock), plain and NTS, its keyset given in the file the cookies come from.
     ``server_extra``: more keys for its [[server]] table (an allowlist: the per-client
     decision the C engine's judging pass leaves to Python)."""
-    from tests.adversarial.helpers import phc_config
-    from tests.integration.daemon import Daemon, wait_for
+    from tests.adversarial.helpers import nts_server_daemon
+    from tests.integration.daemon import wait_for
 
     port = free_udp_port()
-    daemon = Daemon("")
-    key_path = daemon.dir / "nts-keys"
-    keyset = ServerKeySet.generate(os.urandom, time.time_ns())
-    key_path.write_bytes(keyset.to_bytes())
-    key_path.chmod(0o600)
-    daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
-                                          f'{server_extra}'
-                                          f'[keyset]\nkey-storage-path = "{key_path}"\n'))
+    daemon, keyset = nts_server_daemon(port, server_extra)
     keys = NtsKeys(os.urandom(32), os.urandom(32))
     uid = os.urandom(32)
     template = nts_template(work, "daemon.req", keys, keyset.make_cookie(keys, os.urandom(16)),

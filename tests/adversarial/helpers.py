@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psutil
+from ntpd_py.core.nts_cookies import ServerKeySet
 
 from tests.integration.daemon import Daemon
 
@@ -31,6 +32,21 @@ def phc_config(*paths: str, source_extra: str = "", sync_extra: str = "",
 
 
 SIM_PTP = phc_config()
+
+
+def nts_server_daemon(port: int, server_extra: str = "") -> tuple[Daemon, ServerKeySet]:
+    """A daemon (simulated PHC) serving NTP and NTS on 127.0.0.1:`port`, and the keyset it
+    loads from its key-storage-path, so that the caller can mint cookies as an NTS-KE
+    server would. `server_extra`: more keys for the [[server]] table."""
+    daemon = Daemon("")
+    key_path = daemon.dir / "nts-keys"
+    keyset = ServerKeySet.generate(os.urandom, time.time_ns())
+    key_path.write_bytes(keyset.to_bytes())
+    key_path.chmod(0o600)
+    daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
+                                          f'{server_extra}'
+                                          f'[keyset]\nkey-storage-path = "{key_path}"\n'))
+    return daemon, keyset
 
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438

@@ -31,7 +31,7 @@ from ntpd_py.core.nts_extensions import (
 )
 from ntpd_py.core.packet import client_request
 
-from tests.adversarial.helpers import phc_config
+from tests.adversarial.helpers import nts_server_daemon
 from tests.integration.daemon import Daemon, wait_for
 from tests.ntp_helpers import free_udp_port
 
@@ -85,13 +85,7 @@ def _servers(daemon: Daemon) -> dict[str, int]:
 def test_hostile_nts_traffic_gets_no_authenticated_reply_and_the_engine_keeps_serving() -> None:
     port = free_udp_port()
     addr = ("127.0.0.1", port)
-    daemon = Daemon("")
-    key_path = daemon.dir / "nts-keys"
-    keyset = ServerKeySet.generate(os.urandom, time.time_ns())
-    key_path.write_bytes(keyset.to_bytes())
-    key_path.chmod(0o600)
-    daemon.write_config(phc_config(tables=f'[[server]]\nlisten = "127.0.0.1:{port}"\n'
-                                          f'[keyset]\nkey-storage-path = "{key_path}"\n'))
+    daemon, keyset = nts_server_daemon(port)
     rng = random.Random(20)
     with daemon:
         daemon.wait_running(["server"])
